@@ -1,0 +1,1 @@
+"""The lineage ledger: entities, store, query, verification, registry and export."""

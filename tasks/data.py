@@ -1,0 +1,454 @@
+"""Retail transactions: the UCI Online Retail layout, its loaders, schema and a synthetic generator.
+
+Every loader returns the same validated frame, with canonical snake_case columns (`COLUMNS`),
+or raises `InputError` with one line naming the file, the column and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow
+from python_calamine import CalamineError
+
+from tasks.params import DriftInjection
+from tasks.stage import InputError
+
+# Canonical column -> the header the UCI file uses (used in error messages and the synthetic layout).
+UCI_HEADERS = {
+    "invoice_no": "InvoiceNo",
+    "stock_code": "StockCode",
+    "description": "Description",
+    "quantity": "Quantity",
+    "invoice_date": "InvoiceDate",
+    "unit_price": "UnitPrice",
+    "customer_id": "CustomerID",
+    "country": "Country",
+}
+COLUMNS = list(UCI_HEADERS)
+
+# Headers are matched case-, space- and underscore-insensitively; "Online Retail II" names too.
+_HEADER_ALIASES = {
+    "invoiceno": "invoice_no",
+    "invoice": "invoice_no",
+    "stockcode": "stock_code",
+    "description": "description",
+    "quantity": "quantity",
+    "invoicedate": "invoice_date",
+    "unitprice": "unit_price",
+    "price": "unit_price",
+    "customerid": "customer_id",
+    "country": "country",
+}
+
+# The UCI file writes dates as "12/1/2010 8:26"; exports and Parquet often use ISO 8601.
+_DATE_FORMATS = ("%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "ISO8601")
+
+SCHEMA = pa.DataFrameSchema(
+    {
+        "invoice_no": pa.Column(str),
+        "stock_code": pa.Column(str),
+        "description": pa.Column(str, nullable=True),
+        "quantity": pa.Column("int64"),
+        "invoice_date": pa.Column("datetime64[ns]"),
+        "unit_price": pa.Column("float64"),
+        "customer_id": pa.Column(str, nullable=True),
+        "country": pa.Column(str, nullable=True),
+    },
+    strict=True,
+    ordered=True,
+    coerce=True,
+)
+
+
+def s3_storage_options() -> dict[str, Any]:
+    """fsspec options for s3:// URIs: credentials come from the usual AWS chain; the endpoint
+    from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, for S3-compatible stores."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+
+
+def load_transactions(source: str | Path) -> pd.DataFrame:
+    """Read a CSV, XLSX or Parquet file (local path or s3:// URI) and return the validated frame."""
+    source = str(source)
+    frame = _read_file(source)
+    return validate_transactions(frame, source)
+
+
+def validate_transactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Map headers to canonical names, parse dates and enforce SCHEMA; InputError on any problem."""
+    if frame.shape[1] == 0:
+        raise InputError(f"{source}: empty file, no header row")
+    headers = _canonical_headers(frame.columns, source)
+    frame = frame.rename(columns=headers)[COLUMNS]
+    if frame.empty:
+        raise InputError(f"{source}: no data rows, only a header")
+    label = {column: original for original, column in headers.items()}
+
+    frame = frame.copy()
+    frame["invoice_date"] = _parse_dates(frame["invoice_date"], source, label["invoice_date"])
+    frame["customer_id"] = _customer_ids(frame["customer_id"])
+    for column in ("invoice_no", "stock_code", "description", "country"):
+        frame[column] = _text(frame[column])
+    try:
+        return SCHEMA.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        raise InputError(_describe_schema_errors(errors, source, label)) from None
+
+
+def _read_file(source: str) -> pd.DataFrame:
+    suffix = Path(source.split("?")[0]).suffix.lower()
+    options = s3_storage_options() if source.startswith("s3://") else None
+    try:
+        if suffix in (".csv", ".txt"):
+            return _read_csv(source, options)
+        if suffix in (".xlsx", ".xls"):
+            return pd.read_excel(source, dtype=str, engine="calamine", storage_options=options)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(source, storage_options=options)
+    except FileNotFoundError:
+        raise InputError(f"{source}: file not found") from None
+    except pyarrow.ArrowException as error:
+        detail = str(error).splitlines()[0]
+        raise InputError(f"{source}: not a readable Parquet file, truncated or corrupt ({detail})") from None
+    except (ValueError, OSError, CalamineError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{source}: cannot read file ({detail})") from None
+    raise InputError(f"{source}: unsupported file type '{suffix}' (use .csv, .xlsx or .parquet)")
+
+
+def _read_csv(source: str, options: dict[str, Any] | None) -> pd.DataFrame:
+    try:
+        return pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], storage_options=options)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{source}: empty file, no header row") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: not UTF-8: {_locate_bad_utf8(source, options)}") from None
+
+
+def _locate_bad_utf8(source: str, options: dict[str, Any] | None) -> str:
+    """Name the line and column of the first byte that is not UTF-8 (only read on that error)."""
+    import fsspec
+
+    with fsspec.open(source, "rb", **(options or {})) as handle:
+        data: bytes = handle.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_no = data.count(b"\n", 0, error.start) + 1
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        header = next(csv.reader([lines[0]]))
+        fields = next(csv.reader([lines[line_no - 1]]))
+        column = next((header[i] for i, f in enumerate(fields) if "\ufffd" in f and i < len(header)), "?")
+        return f"byte 0x{data[error.start]:02x} at line {line_no}, column '{column}' (re-save the file as UTF-8)"
+    return "undecodable bytes"
+
+
+def _canonical_headers(headers: pd.Index, source: str) -> dict[str, str]:
+    """Map each recognised header to its canonical name; error on a missing or repeated column."""
+    found: dict[str, str] = {}
+    for header in headers:
+        canonical = _HEADER_ALIASES.get(re.sub(r"[^a-z]", "", str(header).lower()))
+        if canonical is None:
+            continue
+        if canonical in found.values():
+            raise InputError(f"{source}: column '{header}' appears twice (as {UCI_HEADERS[canonical]})")
+        found[str(header)] = canonical
+    missing = [UCI_HEADERS[c] for c in COLUMNS if c not in found.values()]
+    if missing:
+        raise InputError(
+            f"{source}: missing column '{missing[0]}'"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+            + f" (found: {', '.join(map(str, headers))})"
+        )
+    return found
+
+
+def _parse_dates(values: pd.Series, source: str, label: str) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.astype("datetime64[ns]")
+    text = values.astype("string").str.strip()
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    for fmt in _DATE_FORMATS:
+        todo = parsed.isna() & text.notna()
+        if not todo.any():
+            break
+        parsed[todo] = pd.to_datetime(text[todo], format=fmt, errors="coerce")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad):
+        raise InputError(
+            f"{source}: column '{label}': {len(bad)} unparsable date(s), first at data row "
+            f"{bad[0] + 1}: {values.iloc[bad[0]]!r} (expected e.g. '12/1/2010 8:26' or ISO 8601)"
+        )
+    return parsed
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Stripped text with None for missing or blank cells."""
+    text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    return text.astype(object).mask(text.isna(), None)
+
+
+def _customer_ids(values: pd.Series) -> pd.Series:
+    """Customer ids as text without a float's trailing '.0' (the UCI file stores 17850.0)."""
+    return _text(_text(values).str.replace(r"\.0$", "", regex=True))
+
+
+def _describe_schema_errors(errors: pa.errors.SchemaErrors, source: str, label: dict[str, str]) -> str:
+    """One line for the first failing column: count, first data row and value, what was expected."""
+    cases = errors.failure_cases
+    first = cases.iloc[0]
+    column = str(first["column"])
+    check = str(first["check"])
+    failing = cases[(cases["column"] == column) & (cases["check"] == first["check"])]
+    name = label.get(column, UCI_HEADERS.get(column, column))
+    where = "" if pd.isna(first["index"]) else f", first at data row {int(first['index']) + 1}"
+    if "coerce_dtype" in check and column in ("quantity", "unit_price"):
+        problem = f"{len(failing)} non-numeric value(s){where}: {first['failure_case']!r}"
+        if column == "quantity":
+            problem += " (expected whole numbers)"
+    elif "not_nullable" in check:
+        problem = f"{len(failing)} empty value(s){where}"
+    else:
+        problem = f"{check} failed for {len(failing)} value(s){where}: {first['failure_case']!r}"
+    return f"{source}: column '{name}': {problem}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic generator: the UCI layout with realistic statistics, a pure function of its params.
+# ---------------------------------------------------------------------------------------------
+
+START, END = pd.Timestamp("2010-12-01"), pd.Timestamp("2011-12-09")
+
+# Rows per country in the real file (38 countries, about 91% United Kingdom).
+_COUNTRY_ROWS = {
+    "United Kingdom": 495478,
+    "Germany": 9495,
+    "France": 8557,
+    "EIRE": 8196,
+    "Spain": 2533,
+    "Netherlands": 2371,
+    "Belgium": 2069,
+    "Switzerland": 2002,
+    "Portugal": 1519,
+    "Australia": 1259,
+    "Norway": 1086,
+    "Italy": 803,
+    "Channel Islands": 758,
+    "Finland": 695,
+    "Cyprus": 622,
+    "Sweden": 462,
+    "Unspecified": 446,
+    "Austria": 401,
+    "Denmark": 389,
+    "Japan": 358,
+    "Poland": 341,
+    "Israel": 297,
+    "USA": 291,
+    "Hong Kong": 288,
+    "Singapore": 229,
+    "Iceland": 182,
+    "Canada": 151,
+    "Greece": 146,
+    "Malta": 127,
+    "United Arab Emirates": 68,
+    "European Community": 61,
+    "RSA": 58,
+    "Lebanon": 45,
+    "Lithuania": 35,
+    "Brazil": 32,
+    "Czech Republic": 30,
+    "Bahrain": 19,
+    "Saudi Arabia": 10,
+}
+# Codes for postage, fees and adjustments, with their usual description and share of such rows.
+_NON_PRODUCT = {
+    "POST": ("POSTAGE", 0.55),
+    "M": ("Manual", 0.18),
+    "DOT": ("DOTCOM POSTAGE", 0.1),
+    "C2": ("CARRIAGE", 0.05),
+    "D": ("Discount", 0.04),
+    "BANK CHARGES": ("Bank Charges", 0.02),
+    "CRUK": ("CRUK Commission", 0.02),
+    "AMAZONFEE": ("AMAZON FEE", 0.01),
+    "PADS": ("PADS TO MATCH ALL CUSHIONS", 0.01),
+    "S": ("SAMPLES", 0.01),
+    "B": ("Adjust bad debt", 0.01),
+}
+_COLOURS = ("RED BLUE PINK GREEN WHITE IVORY BLACK CREAM GOLD SILVER PURPLE ORANGE").split()
+_PATTERNS = ("RETROSPOT SPOTTY HEART VINTAGE FLORAL REGENCY PAISLEY DOILY STRIPE POLKADOT BIRD STAR").split()
+_ITEMS = (
+    "MUG|CAKE STAND|LUNCH BAG|TEA TOWEL|CANDLE HOLDER|BUNTING|JAM JAR|CUSHION COVER|PHOTO FRAME|DOORMAT|NAPKINS|"
+    "PAPER CUPS|CHALKBOARD|PURSE|NOTEBOOK|TINS|PLATE|BOWL|LANTERN|CLOCK|JUG|APRON|PEG BAG|PARTY BAGS|GIFT WRAP|"
+    "BAKING SET|TRINKET BOX|HOT WATER BOTTLE|SIGN|WATERING CAN|BASKET|BUCKET|TEAPOT|STORAGE JAR|CHOPSTICKS|PARASOL|"
+    "ORNAMENT|GARLAND|WALL ART|DOOR STOP"
+).split("|")
+
+
+def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = None) -> pd.DataFrame:
+    """Synthetic transactions in the UCI layout (UCI headers and dtypes); same args, same frame.
+
+    About 4,000 products and 4,372 customers at the default 541,909 rows (fewer for small samples),
+    25% of rows without CustomerID, 2% cancellations, quantity falling with price, no Saturday
+    trading, a Christmas close and an autumn peak. `drift` raises prices and the non-UK share of
+    invoices from its start date.
+    """
+    rng = np.random.default_rng(seed)
+    drift = drift or DriftInjection()
+
+    # Products: code, description, base price, popularity and baseline demand.
+    n_products = int(np.clip(rows // 135, 20, 4000))
+    numbers = rng.choice(np.arange(10002, 90000), size=n_products, replace=False)
+    suffixes = np.where(rng.random(n_products) < 0.15, rng.choice(list("ABCDEFGHJKL"), n_products), "")
+    codes = np.char.add(numbers.astype(str), suffixes)
+    names = np.array([f"{c} {p} {i}" for c in _COLOURS for p in _PATTERNS for i in _ITEMS], dtype=object)
+    descriptions = names[rng.choice(len(names), size=n_products, replace=False)]
+    base_price = np.round(np.clip(rng.lognormal(np.log(2.1), 0.85, n_products), 0.1, 50.0), 2)
+    popularity = rng.lognormal(0.0, 1.2, n_products)
+    popularity /= popularity.sum()
+    baseline = rng.normal(0.0, 0.5, n_products)
+
+    # Customers: id, home country, how often they order.
+    countries = np.array(list(_COUNTRY_ROWS), dtype=object)
+    country_p = np.array(list(_COUNTRY_ROWS.values()), dtype=float)
+    country_p /= country_p.sum()
+    n_customers = int(np.clip(rows // 124, 10, 4372))
+    customer_ids = 12346 + rng.permutation(n_customers * 2)[:n_customers]
+    customer_country = rng.choice(len(countries), size=n_customers, p=country_p)
+    customer_country[: len(countries)] = np.arange(len(countries))[:n_customers]  # every country trades
+    customer_p = rng.lognormal(0.0, 1.0, n_customers)
+    customer_p /= customer_p.sum()
+
+    # Invoices: about 2% of rows sit on small cancellation invoices, the rest ~22 lines each.
+    cancel_rows = round(rows * 0.02)
+    n_orders = max(1, round((rows - cancel_rows) / 22))
+    n_cancels = max(1, round(cancel_rows / 2.4)) if cancel_rows else 0
+    sizes = np.concatenate(
+        [
+            rng.multinomial(rows - cancel_rows, _normalise(rng.lognormal(0.0, 0.9, n_orders))),
+            rng.multinomial(cancel_rows, np.full(n_cancels, 1.0 / n_cancels)) if n_cancels else [],
+        ]
+    ).astype(np.int64)
+    is_cancel_invoice = np.arange(len(sizes)) >= n_orders
+
+    days = pd.date_range(START, END, freq="D")
+    invoice_time = (
+        days[rng.choice(len(days), size=len(sizes), p=_trading_day_weights(days))].values
+        + rng.choice(
+            np.arange(7, 21), size=len(sizes), p=_normalise(np.exp(-0.5 * ((np.arange(7, 21) - 12.5) / 2.5) ** 2))
+        )
+        * np.timedelta64(1, "h")
+        + rng.integers(0, 60, size=len(sizes)) * np.timedelta64(1, "m")
+    )
+    registered = rng.random(len(sizes)) < 0.75
+    registered[is_cancel_invoice] = True
+    customer = rng.choice(n_customers, size=len(sizes), p=customer_p)
+    invoice_country = np.where(
+        registered,
+        customer_country[customer],
+        np.where(rng.random(len(sizes)) < 0.98, 0, rng.choice(len(countries), size=len(sizes), p=country_p)),
+    )
+    drifted_invoice = np.zeros(len(sizes), dtype=bool)
+    if drift.start is not None:
+        drifted_invoice = np.asarray(invoice_time >= np.datetime64(pd.Timestamp(drift.start)))
+        non_uk_p = _normalise(country_p[1:])
+        moved = drifted_invoice & (rng.random(len(sizes)) < drift.non_uk_share)
+        invoice_country = np.where(
+            moved, 1 + rng.choice(len(countries) - 1, size=len(sizes), p=non_uk_p), invoice_country
+        )
+        invoice_country = np.where(drifted_invoice & ~moved, 0, invoice_country)
+
+    # Invoice numbers rise with time, as in the real file.
+    order = np.lexsort((np.arange(len(sizes)), invoice_time))
+    invoice_number = np.empty(len(sizes), dtype=np.int64)
+    invoice_number[order] = 536365 + np.arange(len(sizes))
+
+    # Lines, in time order.
+    line_invoice = np.repeat(order, sizes[order])
+    product = rng.choice(n_products, size=rows, p=popularity)
+    when = invoice_time[line_invoice]
+    elapsed_years = (when - np.datetime64(START)) / np.timedelta64(365, "D")
+    price = base_price[product] * np.where(rng.random(rows) < 0.25, 0.85, 1.0) * (1 + 0.03 * elapsed_years)
+    price = np.where(drifted_invoice[line_invoice], price * drift.price_factor, price)
+    price = np.round(price, 2)
+    weekday = pd.DatetimeIndex(when).dayofweek.to_numpy()
+    log_mean = (
+        1.4
+        + baseline[product]
+        - 1.0 * np.log(price)
+        + 0.3 * registered[line_invoice]
+        + 0.1 * (weekday == 3)
+        + rng.normal(0.0, 0.6, rows)
+    )
+    quantity = 1 + rng.poisson(np.exp(log_mean))
+    packs = (rng.random(rows) < 0.3) & (quantity >= 4)
+    quantity = np.where(packs, np.ceil(quantity / 6) * 6, quantity).astype(np.int64)
+
+    frame = pd.DataFrame(
+        {
+            "InvoiceNo": invoice_number[line_invoice].astype(str).astype(object),
+            "StockCode": codes[product].astype(object),
+            "Description": descriptions[product],
+            "Quantity": quantity,
+            "InvoiceDate": pd.DatetimeIndex(when).astype("datetime64[ns]"),
+            "UnitPrice": price,
+            "CustomerID": np.where(registered[line_invoice], customer_ids[customer[line_invoice]], np.nan),
+            "Country": countries[invoice_country[line_invoice]],
+        }
+    )
+    cancel_line = is_cancel_invoice[line_invoice]
+    frame.loc[cancel_line, "InvoiceNo"] = "C" + frame.loc[cancel_line, "InvoiceNo"]
+    frame.loc[cancel_line, "Quantity"] = -frame.loc[cancel_line, "Quantity"]
+    _add_real_world_noise(frame, rng, ~cancel_line)
+    return frame
+
+
+def _add_real_world_noise(frame: pd.DataFrame, rng: np.random.Generator, sale: np.ndarray) -> None:
+    """Non-product codes, returns without a 'C', zero prices, missing descriptions, duplicates."""
+    rows = len(frame)
+    pick = rng.random(rows)
+    non_product = sale & (pick < 0.005)
+    codes = list(_NON_PRODUCT)
+    chosen = rng.choice(
+        len(codes), size=int(non_product.sum()), p=_normalise(np.array([v[1] for v in _NON_PRODUCT.values()]))
+    )
+    frame.loc[non_product, "StockCode"] = np.array(codes, dtype=object)[chosen]
+    frame.loc[non_product, "Description"] = np.array([_NON_PRODUCT[c][0] for c in codes], dtype=object)[chosen]
+    frame.loc[non_product, "Quantity"] = 1
+    frame.loc[non_product, "UnitPrice"] = np.round(rng.lognormal(np.log(18.0), 0.5, int(non_product.sum())), 2)
+
+    returned = sale & (pick >= 0.005) & (pick < 0.0075)
+    frame.loc[returned, "Quantity"] = -rng.integers(1, 50, size=int(returned.sum()))
+    frame.loc[returned, "UnitPrice"] = 0.0
+    zero_price = sale & (pick >= 0.0075) & (pick < 0.0095)
+    frame.loc[zero_price, "UnitPrice"] = 0.0
+    frame.loc[(returned | zero_price) & (rng.random(rows) < 0.6), "Description"] = None
+
+    # Repeated scans: a line identical to the one before it on the same invoice.
+    same_invoice = np.flatnonzero(frame["InvoiceNo"].to_numpy()[1:] == frame["InvoiceNo"].to_numpy()[:-1]) + 1
+    repeat = same_invoice[rng.random(len(same_invoice)) < 0.009]
+    repeat = repeat[~np.isin(repeat - 1, repeat)]
+    for column in frame.columns:
+        values = frame[column].to_numpy(copy=True)
+        values[repeat] = values[repeat - 1]
+        frame[column] = values
+
+
+def _trading_day_weights(days: pd.DatetimeIndex) -> np.ndarray:
+    """Weekly pattern (Thursday busiest, closed Saturdays), autumn peak, Christmas closure."""
+    weekday = np.array([1.0, 1.1, 1.1, 1.3, 0.85, 0.0, 0.65])[days.dayofweek]
+    season = 1.0 + 0.8 * np.exp(-0.5 * ((days.dayofyear.to_numpy() - 325) / 30.0) ** 2)
+    closed = np.asarray((days >= pd.Timestamp("2010-12-23")) & (days <= pd.Timestamp("2011-01-03")))
+    return _normalise(weekday * season * ~closed)
+
+
+def _normalise(weights: np.ndarray) -> np.ndarray:
+    return weights / weights.sum()

@@ -1,0 +1,83 @@
+"""Smoke test: dvc.yaml, params.yaml and prefect.yaml load and agree with the code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.params import load_params
+from tests.conftest import REPO
+
+STAGE_NAMES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
+
+
+def _stages() -> dict[str, dict[str, Any]]:
+    stages: dict[str, dict[str, Any]] = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return stages
+
+
+def _local_imports(module: Path) -> set[Path]:
+    """The tasks/*.py files a module imports, followed transitively."""
+    found: set[Path] = set()
+    todo = [module]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                path = REPO / (name.replace(".", "/") + ".py")
+                if name.startswith("tasks.") and path.exists() and path not in found:
+                    found.add(path)
+                    todo.append(path)
+    return found
+
+
+def test_stage_names_are_the_fixed_ones_in_order() -> None:
+    names = list(_stages())
+    assert names == STAGE_NAMES[: len(names)]
+
+
+@pytest.mark.parametrize("stage", list(_stages()))
+def test_stage_runs_its_module_and_declares_every_module_it_imports(stage: str) -> None:
+    spec = _stages()[stage]
+    assert spec["cmd"] == f"python -m tasks.{stage}"
+    module = REPO / "tasks" / f"{stage}.py"
+    deps = {REPO / dep for dep in spec["deps"]}
+    assert module in deps
+    missing = _local_imports(module) - deps
+    assert not missing, f"{stage} imports undeclared modules: {sorted(str(p.relative_to(REPO)) for p in missing)}"
+
+
+@pytest.mark.parametrize("stage", list(_stages()))
+def test_stage_params_exist_in_params_yaml(stage: str) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key in _stages()[stage].get("params", []):
+        node = params
+        for part in key.split("."):
+            assert part in node, f"{stage}: params key {key} is not in params.yaml"
+            node = node[part]
+
+
+def test_params_yaml_validates() -> None:
+    load_params(REPO / "params.yaml")
+
+
+def test_prefect_yaml_loads() -> None:
+    project = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert project["name"]
+    assert isinstance(project["deployments"], list)
+
+
+def test_no_stage_module_imports_prefect() -> None:
+    for module in (REPO / "tasks").glob("*.py"):
+        tree = ast.parse(module.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n.split(".")[0] == "prefect" for n in names), module

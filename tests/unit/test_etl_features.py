@@ -1,0 +1,117 @@
+"""Features on hand-built frames: each value by hand, and proof that no future data leaks in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.data import generate_transactions, validate_transactions
+from tasks.etl import (
+    CALENDAR_FEATURES,
+    CATEGORICAL_FEATURES,
+    ID_COLUMNS,
+    NUMERIC_FEATURES,
+    TARGET,
+    add_features,
+    clean,
+)
+
+
+def _sales(lines: list[tuple[str, str, int, float]], customer: str | None = "17850") -> pd.DataFrame:
+    """(timestamp, stock code, quantity, price) sale lines, each on its own invoice."""
+    return pd.DataFrame(
+        {
+            "invoice_no": [str(1000 + i) for i in range(len(lines))],
+            "stock_code": [line[1] for line in lines],
+            "description": "ITEM",
+            "quantity": np.array([line[2] for line in lines], dtype="int64"),
+            "invoice_date": pd.to_datetime([line[0] for line in lines]),
+            "unit_price": [line[3] for line in lines],
+            "customer_id": customer,
+            "country": "United Kingdom",
+        }
+    )
+
+
+def _by_invoice(frame: pd.DataFrame, column: str) -> list[float]:
+    return list(add_features(frame).sort_values("invoice_no")[column])
+
+
+def test_calendar_parts() -> None:
+    featured = add_features(_sales([("2011-12-09 12:50", "A", 1, 1.0)]))
+    row = featured.iloc[0]
+    assert (row["year"], row["month"], row["day_of_week"], row["hour"]) == (2011, 12, 4, 12)  # a Friday
+
+
+def test_price_transforms_registration_and_target() -> None:
+    frame = pd.concat([_sales([("2011-01-03", "A", 3, 2.0)]), _sales([("2011-01-04", "A", 9, 0.5)], customer=None)])
+    frame["invoice_no"] = ["1", "2"]
+    featured = add_features(frame.reset_index(drop=True))
+    assert featured["log_unit_price"].tolist() == pytest.approx([np.log(2.0), np.log(0.5)])
+    assert featured["unit_price_squared"].tolist() == pytest.approx([4.0, 0.25])
+    assert featured["is_registered"].tolist() == [1, 0]
+    assert featured[TARGET].tolist() == pytest.approx([np.log1p(3), np.log1p(9)])
+
+
+def test_price_relative_to_the_highest_price_so_far_not_all_time() -> None:
+    frame = _sales(
+        [
+            ("2011-01-03", "A", 1, 2.0),
+            ("2011-01-04", "A", 1, 3.0),
+            ("2011-01-05", "A", 1, 1.5),
+            ("2011-01-06", "A", 1, 6.0),  # a later, higher price must not touch earlier rows
+            ("2011-01-04", "B", 1, 4.0),  # another product has its own ceiling
+        ]
+    )
+    assert _by_invoice(frame, "price_to_max_so_far") == pytest.approx([1.0, 1.0, 0.5, 1.0, 1.0])
+
+
+def test_rows_at_the_same_timestamp_share_a_ceiling_whatever_their_order() -> None:
+    lines = [("2011-01-03 10:00", "A", 1, 2.0), ("2011-01-03 10:00", "A", 1, 4.0)]
+    forward = _by_invoice(_sales(lines), "price_to_max_so_far")
+    backward = _by_invoice(_sales(lines[::-1]), "price_to_max_so_far")
+    assert sorted(forward) == sorted(backward) == pytest.approx([0.5, 1.0])
+
+
+def test_previous_calendar_month_average_quantity() -> None:
+    frame = _sales(
+        [
+            ("2010-12-10", "A", 2, 1.0),
+            ("2010-12-20", "A", 4, 1.0),  # December mean: 3
+            ("2011-01-05", "A", 10, 1.0),  # January: sees December's 3
+            ("2011-01-25", "A", 20, 1.0),  # still 3: not January's own rows
+            ("2011-03-01", "A", 7, 1.0),  # no February sales: NaN, not January's 15
+            ("2011-01-05", "B", 5, 1.0),  # no December sales of B
+        ]
+    )
+    values = _by_invoice(frame, "prev_month_avg_quantity")
+    assert values[:4] == pytest.approx([np.nan, np.nan, 3.0, 3.0], nan_ok=True)
+    assert np.isnan(values[4])
+    assert np.isnan(values[5])
+
+
+def test_model_features_exclude_identifiers() -> None:
+    features = set(NUMERIC_FEATURES + CATEGORICAL_FEATURES + CALENDAR_FEATURES)
+    assert not features & set(ID_COLUMNS)
+    assert TARGET not in features
+    assert "quantity" not in features  # the target in another form
+    featured = add_features(_sales([("2011-01-03", "A", 1, 2.0)]))
+    assert features | set(ID_COLUMNS) | {TARGET} <= set(featured.columns)
+
+
+def test_no_future_row_changes_any_earlier_rows_features() -> None:
+    """Features computed on data up to a cut-off equal those computed with the future present."""
+    raw = validate_transactions(generate_transactions(4000, seed=3), "synthetic")
+    cleaned, _ = clean(raw)
+    full = add_features(cleaned)
+    for cutoff in ("2011-03-15", "2011-08-01 12:00"):
+        past = add_features(cleaned[cleaned["invoice_date"] < pd.Timestamp(cutoff)])
+        full_past = full[full["invoice_date"] < pd.Timestamp(cutoff)].reset_index(drop=True)
+        assert len(past) == len(full_past) > 0
+        pd.testing.assert_frame_equal(past, full_past)
+
+
+def test_feature_rows_come_out_in_time_order() -> None:
+    frame = _sales([("2011-02-01", "A", 1, 1.0), ("2011-01-01", "A", 1, 1.0)])
+    assert add_features(frame)["invoice_date"].is_monotonic_increasing
