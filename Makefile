@@ -28,7 +28,7 @@ test: lint
 	pytest
 
 bench: install
-	python bench/bench_etl.py
+	python bench/bench_stages.py
 
 # Re-resolve requirements.in into requirements.lock in a scratch venv.
 lock:

@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tasks.data import UCI_HEADERS, generate_transactions, load_transactions, validate_transactions
+from tasks.data import TARGET, UCI_HEADERS, generate_transactions, load_transactions, validate_transactions
 from tasks.params import Params, load_params
-from tasks.stage import InputError, atomic_path, run_stage, write_json
+from tasks.stage import InputError, atomic_path, require_under, run_stage, write_json
 
 RAW_DIR = Path("data/raw")
 TRANSACTIONS_OUT = Path("data/transactions.parquet")
 PROCESSED_OUT = Path("data/processed.parquet")
 METRICS_OUT = Path("metrics/etl.json")
-
-# Column roles in data/processed.parquet. Identifiers and raw dates stay in the table for
-# joins and splitting but are never model features.
-ID_COLUMNS = ["invoice_no", "stock_code", "customer_id", "invoice_date"]
-CALENDAR_FEATURES = ["year", "month", "day_of_week", "hour"]
-NUMERIC_FEATURES = [
-    "unit_price",
-    "log_unit_price",
-    "unit_price_squared",
-    "price_to_max_so_far",
-    "prev_month_avg_quantity",
-    "is_registered",
-]
-CATEGORICAL_FEATURES = ["country"]
-TARGET = "log_quantity"
 
 # Product codes are five digits with an optional letter suffix (85123A); anything else is
 # postage, fees, manual adjustments or gift vouchers (POST, D, M, C2, DOT, BANK CHARGES...).
@@ -144,21 +129,10 @@ def extract(params: Params) -> tuple[pd.DataFrame, str]:
     """The validated raw table and a label for its source."""
     source = params.data.source
     if source == "synthetic":
-        synthetic = generate_transactions(params.data.rows, params.seed, params.data.drift)
+        synthetic = generate_transactions(params.data.rows, params.seed, params.data.inject_drift)
         return validate_transactions(synthetic, "synthetic"), "synthetic"
-    _require_tracked_location(source)
-    return load_transactions(source), source
-
-
-def _require_tracked_location(source: str) -> None:
-    """The etl stage declares data/raw/ as its dependency; a file elsewhere would change unseen."""
-    path = PurePosixPath(source)
-    if "://" in source or path.is_absolute() or path.parts[:2] != RAW_DIR.parts or ".." in path.parts:
-        raise InputError(
-            f"params.yaml: data.source: '{source}' is not a file under {RAW_DIR}/, so DVC would not see "
-            f"it change; bring it in with `dvc import-url <uri> {RAW_DIR}/<name>` or copy it there and "
-            f"`dvc add` it"
-        )
+    how = f"bring it in with `dvc import-url <uri> {RAW_DIR}/<name>` or copy it there and `dvc add` it"
+    return load_transactions(require_under(source, RAW_DIR, "data.source", how)), source
 
 
 def metrics(report: CleaningReport, processed: pd.DataFrame, source: str, stockcode: str) -> dict[str, object]:

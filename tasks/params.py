@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.stage import InputError
 
@@ -33,12 +33,53 @@ class DataParams(_Strict):
     source: Annotated[str, Field(min_length=1)] = "synthetic"  # "synthetic" or a file under data/raw/
     rows: Annotated[int, Field(gt=0)] = 541_909  # synthetic size
     stockcode: str = ""  # "" keeps every product
-    drift: DriftInjection = DriftInjection()
+    inject_drift: DriftInjection = DriftInjection()
+
+
+class DriftGate(_Strict):
+    """The drift_check stage's windows and verdict, and the override preprocess honours."""
+
+    current_weeks: Annotated[int, Field(gt=0)] = 4  # the current window: the last N weeks of data
+    reference_weeks: Annotated[int, Field(gt=0)] = 12  # the window before it, when `reference` is ""
+    reference: str = ""  # "" or a Parquet snapshot under data/reference/ (the production model's training data)
+    columns: Annotated[list[str], Field(min_length=1)] = [
+        "unit_price",
+        "prev_month_avg_quantity",
+        "is_registered",
+        "country",
+        "log_quantity",
+    ]
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.5  # drift when the share of drifted columns >= this
+    allow: bool = False  # let preprocess run despite a drift verdict; needs allowed_by and reason
+    allowed_by: str = ""
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _override_is_attributed(self) -> DriftGate:
+        if self.allow and not (self.allowed_by.strip() and self.reason.strip()):
+            raise ValueError("drift.allow: true needs drift.allowed_by (a person) and drift.reason")
+        return self
+
+
+class PreprocessParams(_Strict):
+    """Chronological split sizes and the one-hot encoder's rare-category cut-off."""
+
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    min_category_rows: Annotated[int, Field(gt=0)] = 100  # rarer categories share one "other" column
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> PreprocessParams:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("preprocess.val_fraction + preprocess.test_fraction must be below 1")
+        return self
 
 
 class Params(_Strict):
     seed: Annotated[int, Field(ge=0)]
     data: DataParams
+    drift: DriftGate = DriftGate()
+    preprocess: PreprocessParams = PreprocessParams()
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -66,6 +107,8 @@ def _describe(error: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"]) or "<top level>"
     if first["type"] == "extra_forbidden":
         text = f"{key}: unknown key"
+    elif first["type"] == "value_error":  # our own cross-field checks already name their keys
+        text = str(first["msg"]).removeprefix("Value error, ")
     elif first["type"] == "missing":
         text = f"{key}: missing key"
     else:

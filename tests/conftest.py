@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -23,6 +25,26 @@ def stage_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
+
+
+def run_module(workspace: Path, module: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m <module>` in `workspace`, as DVC runs a stage, with this checkout's code."""
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=workspace,
+        env=stage_env(PYTHONPATH=str(REPO), **env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def write_params(workspace: Path, **sections: dict[str, object]) -> None:
+    """The repository's params.yaml with some keys of some sections replaced."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def uci_frame() -> pd.DataFrame:
@@ -53,6 +75,28 @@ def uci_frame() -> pd.DataFrame:
             "Country": ["United Kingdom", "United Kingdom", "United Kingdom", "United Kingdom", "France", "EIRE"],
         }
     )
+
+
+def processed_frame(rows: int, seed: int, inject_from: dt.date | None = None) -> pd.DataFrame:
+    """What etl writes to data/processed.parquet, for a synthetic sample (drift injected from a date)."""
+    from tasks.data import generate_transactions, validate_transactions
+    from tasks.etl import add_features, clean
+    from tasks.params import DriftInjection
+
+    raw = generate_transactions(rows, seed, DriftInjection(start=inject_from))
+    return add_features(clean(validate_transactions(raw, "synthetic"))[0])
+
+
+@pytest.fixture(scope="session")
+def steady() -> pd.DataFrame:
+    """A processed synthetic sample without drift (30,000 rows: enough for a steady verdict)."""
+    return processed_frame(30_000, seed=42)
+
+
+@pytest.fixture(scope="session")
+def drifted() -> pd.DataFrame:
+    """The same sample with prices and the country mix shifted from 1 November 2011."""
+    return processed_frame(30_000, seed=42, inject_from=dt.date(2011, 11, 1))
 
 
 def free_port() -> int:

@@ -33,7 +33,7 @@ def test_repository_params_load_with_contract_keys() -> None:
     assert params.data.source == "synthetic"
     assert params.data.rows == 541_909
     assert params.data.stockcode == ""
-    assert params.data.drift.start is None
+    assert params.data.inject_drift.start is None
 
 
 def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
@@ -42,8 +42,8 @@ def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_nested_key_is_named_with_its_path(tmp_path: Path) -> None:
-    message = _load_error(tmp_path, "seed: 1\ndata:\n  drift:\n    strat: 2011-01-01\n")
-    assert "data.drift.strat: unknown key" in message
+    message = _load_error(tmp_path, "seed: 1\ndata:\n  inject_drift:\n    strat: 2011-01-01\n")
+    assert "data.inject_drift.strat: unknown key" in message
 
 
 def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
@@ -58,8 +58,8 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
         ("seed: '7'\ndata: {}\n", "seed"),  # a quoted number is a string, not an int
         ("seed: 1\ndata:\n  rows: 0\n", "data.rows"),
         ("seed: -1\ndata: {}\n", "seed"),
-        ("seed: 1\ndata:\n  drift:\n    price_factor: -2\n", "data.drift.price_factor"),
-        ("seed: 1\ndata:\n  drift:\n    non_uk_share: 1.5\n", "data.drift.non_uk_share"),
+        ("seed: 1\ndata:\n  inject_drift:\n    price_factor: -2\n", "data.inject_drift.price_factor"),
+        ("seed: 1\ndata:\n  inject_drift:\n    non_uk_share: 1.5\n", "data.inject_drift.non_uk_share"),
         ("seed: 1\ndata:\n  source: ''\n", "data.source"),
         ("seed: 1\n", "data"),
     ],
@@ -82,13 +82,13 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_drift_start_reads_quoted_or_bare_dates(tmp_path: Path) -> None:
     for value in ("2011-09-01", "'2011-09-01'"):
-        params = load_params(_write(tmp_path, f"seed: 1\ndata:\n  drift:\n    start: {value}\n"))
-        assert params.data.drift.start == dt.date(2011, 9, 1)
+        params = load_params(_write(tmp_path, f"seed: 1\ndata:\n  inject_drift:\n    start: {value}\n"))
+        assert params.data.inject_drift.start == dt.date(2011, 9, 1)
 
 
 def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:
-    params = load_params(_write(tmp_path, "seed: 1\ndata:\n  drift:\n    price_factor: 2\n"))
-    assert params.data.drift.price_factor == 2.0
+    params = load_params(_write(tmp_path, "seed: 1\ndata:\n  inject_drift:\n    price_factor: 2\n"))
+    assert params.data.inject_drift.price_factor == 2.0
 
 
 def test_every_yaml_key_in_the_repository_file_is_a_model_field() -> None:

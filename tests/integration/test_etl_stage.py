@@ -4,36 +4,27 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from tasks.stage import EXIT_BAD_INPUT
-from tests.conftest import REPO, stage_env, uci_frame
+from tests.conftest import run_module, uci_frame, write_params
 
 OUTPUTS = ("data/transactions.parquet", "data/processed.parquet", "metrics/etl.json")
 
+pytestmark = pytest.mark.integration
+
 
 def _workspace(tmp_path: Path, **data: object) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update({"rows": 3000, **data})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, data={"rows": 3000, **data})
     (tmp_path / "data" / "raw").mkdir(parents=True)
     return tmp_path
 
 
 def _run_etl(workspace: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tasks.etl"],
-        cwd=workspace,
-        env=stage_env(PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_module(workspace, "tasks.etl")
 
 
 def test_synthetic_run_writes_tables_and_metrics(tmp_path: Path) -> None:

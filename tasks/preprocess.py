@@ -1,0 +1,147 @@
+"""Stage preprocess: enforce the drift gate, split by time, fit the feature transformer on train only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from tasks.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
+from tasks.params import DriftGate, PreprocessParams, load_params
+from tasks.stage import GateRefused, InputError, atomic_path, run_stage, write_json
+
+PROCESSED = Path("data/processed.parquet")
+DRIFT_METRICS = Path("metrics/drift_check.json")
+SPLITS_DIR = Path("data/splits")  # the processed rows of each split, every column
+FEATURES_DIR = Path("data/features")  # the transformed model inputs of each split, plus the target
+PREPROCESSOR_OUT = Path("models/preprocessor.joblib")
+FEATURE_NAMES_OUT = Path("models/feature_names.json")
+METRICS_OUT = Path("metrics/preprocess.json")
+SPLITS = ("train", "val", "test")
+
+
+def enforce_drift_gate(drift: dict[str, Any], gate: DriftGate) -> dict[str, object]:
+    """Refuse on a drift verdict unless drift.allow names who overrides it and why; return the record."""
+    record: dict[str, object] = {
+        "drift_detected": bool(drift["drift_detected"]),
+        "drifted_columns": list(drift["drifted_columns"]),
+        "overridden": False,
+        "allowed_by": "",
+        "reason": "",
+    }
+    if not drift["drift_detected"]:
+        return record
+    if not gate.allow:
+        raise GateRefused(
+            f"drift detected in {', '.join(drift['drifted_columns'])} "
+            f"({drift['drifted_count']}/{len(drift['columns_checked'])} columns, threshold {drift['threshold']}); "
+            f"see {drift['report']}; to proceed anyway set drift.allow: true with drift.allowed_by and drift.reason"
+        )
+    record.update(overridden=True, allowed_by=gate.allowed_by, reason=gate.reason)
+    return record
+
+
+def chronological_split(frame: pd.DataFrame, params: PreprocessParams) -> dict[str, pd.DataFrame]:
+    """Train, validation and test in time order; rows sharing a timestamp stay in one split."""
+    frame = frame.sort_values("invoice_date", kind="stable").reset_index(drop=True)
+    times = frame["invoice_date"]
+    last = len(frame) - 1
+    val_start = times.iloc[min(last, int(len(frame) * (1 - params.val_fraction - params.test_fraction)))]
+    test_start = times.iloc[min(last, int(len(frame) * (1 - params.test_fraction)))]
+    splits = {
+        "train": frame[times < val_start],
+        "val": frame[(times >= val_start) & (times < test_start)],
+        "test": frame[times >= test_start],
+    }
+    for name, part in splits.items():
+        if part.empty:
+            raise InputError(f"{PROCESSED}: {len(frame)} rows are too few for a non-empty chronological {name} split")
+    return {name: part.reset_index(drop=True) for name, part in splits.items()}
+
+
+def build_preprocessor(min_category_rows: int) -> ColumnTransformer:
+    """Median imputation and scaling for numbers; one-hot for categories, rare and unseen ones as 'other'."""
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    categorical = OneHotEncoder(
+        handle_unknown="infrequent_if_exist", min_frequency=min_category_rows, sparse_output=False
+    )
+    return ColumnTransformer(
+        [("numeric", numeric, NUMERIC_FEATURES), ("categorical", categorical, CATEGORICAL_FEATURES)],
+        verbose_feature_names_out=False,
+    )
+
+
+def readable_feature_names(preprocessor: ColumnTransformer) -> list[str]:
+    """Output columns as people read them: `unit_price`, `country=France`, `country=other`."""
+    names = []
+    for name in preprocessor.get_feature_names_out():
+        column = next((c for c in CATEGORICAL_FEATURES if name.startswith(f"{c}_")), None)
+        if column is not None:
+            value = name[len(column) + 1 :]
+            name = f"{column}={'other' if value == 'infrequent_sklearn' else value}"
+        names.append(str(name))
+    return names
+
+
+def model_inputs(preprocessor: ColumnTransformer, split: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The transformed features as float32 columns, and the target beside them."""
+    features = pd.DataFrame(preprocessor.transform(split).astype(np.float32), columns=names)
+    features[TARGET] = split[TARGET].to_numpy()
+    return features
+
+
+def metrics(splits: dict[str, pd.DataFrame], names: list[str], gate: dict[str, object]) -> dict[str, object]:
+    """metrics/preprocess.json: split sizes and dates, the feature count, the drift gate record."""
+    return {
+        "rows": {name: len(part) for name, part in splits.items()},
+        "dates": {
+            name: {"first": str(part["invoice_date"].min()), "last": str(part["invoice_date"].max())}
+            for name, part in splits.items()
+        },
+        "features": len(names),
+        "drift_gate": gate,
+    }
+
+
+def _read_drift_metrics() -> dict[str, Any]:
+    try:
+        drift: dict[str, Any] = json.loads(DRIFT_METRICS.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{DRIFT_METRICS}: cannot read the drift verdict ({error})") from None
+    if not isinstance(drift.get("drift_detected"), bool):
+        raise InputError(f"{DRIFT_METRICS}: no boolean 'drift_detected' verdict")
+    return drift
+
+
+def main() -> None:
+    params = load_params()
+    gate = enforce_drift_gate(_read_drift_metrics(), params.drift)  # before any work: a refusal is cheap
+    splits = chronological_split(pd.read_parquet(PROCESSED), params.preprocess)
+    preprocessor = build_preprocessor(params.preprocess.min_category_rows).fit(splits["train"])
+    names = readable_feature_names(preprocessor)
+    inputs = {name: model_inputs(preprocessor, part, names) for name, part in splits.items()}
+
+    for name in SPLITS:
+        with atomic_path(SPLITS_DIR / f"{name}.parquet") as tmp:
+            splits[name].to_parquet(tmp, index=False)
+        with atomic_path(FEATURES_DIR / f"{name}.parquet") as tmp:
+            inputs[name].to_parquet(tmp, index=False)
+    with atomic_path(PREPROCESSOR_OUT) as tmp:
+        joblib.dump(preprocessor, tmp)
+    with atomic_path(FEATURE_NAMES_OUT) as tmp:
+        tmp.write_text(json.dumps(names, indent=2) + "\n", encoding="utf-8")
+    write_json(METRICS_OUT, metrics(splits, names, gate))
+    sizes = ", ".join(f"{name} {len(part)}" for name, part in splits.items())
+    print(f"preprocess: {sizes} rows; {len(names)} features")
+
+
+if __name__ == "__main__":
+    run_stage("preprocess", main)

@@ -1,0 +1,180 @@
+"""`dvc repro` in a fresh clone: runs each stage once, then only what a change of params or data affects."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from tests.conftest import REPO, stage_env, uci_frame
+
+pytestmark = pytest.mark.integration
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def run(cwd: Path, *args: str, expect_failure: bool = False) -> str:
+    result = subprocess.run(args, cwd=cwd, env=stage_env(**GIT_ENV), capture_output=True, text=True, check=False)
+    output = result.stdout + result.stderr
+    assert (result.returncode != 0) == expect_failure, f"{' '.join(args)} exited {result.returncode}:\n{output}"
+    return output
+
+
+def ran(output: str) -> list[str]:
+    """The stages a `dvc repro` ran, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository holding the project's files as they are in this working tree."""
+    origin = tmp_path_factory.mktemp("origin")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (origin / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, origin / name)
+    (origin / "dvc.lock").unlink(missing_ok=True)  # recorded for the full-size default, not 5,000 rows
+    run(origin, "git", "init", "-q", "-b", "main")
+    run(origin, "git", "add", "-A")
+    run(origin, "git", "commit", "-q", "-m", "snapshot")
+    return origin
+
+
+@pytest.fixture
+def clone(origin: Path, tmp_path: Path) -> Path:
+    """A fresh clone with no DVC outputs, set to 20,000 synthetic rows (enough for a steady drift verdict)."""
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    set_params(clone, data={"rows": 20_000})
+    return clone
+
+
+def set_params(clone: Path, **sections: dict[str, object]) -> None:
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def metrics(clone: Path, stage: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((clone / f"metrics/{stage}.json").read_text())
+    return loaded
+
+
+def locked_outs(clone: Path) -> dict[str, str]:
+    """Every output path in dvc.lock and its md5."""
+    stages = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def test_fresh_clone_runs_every_stage_once_then_skips(clone: Path) -> None:
+    assert ran(run(clone, "dvc", "repro")) == ["etl", "drift_check", "preprocess"]
+    assert metrics(clone, "etl")["rows"]["read"] == 20_000
+    assert metrics(clone, "drift_check")["drift_detected"] is False
+    assert set(metrics(clone, "preprocess")["rows"]) == {"train", "val", "test"}
+    lock = (clone / "dvc.lock").read_text()
+    processed = clone / "data/processed.parquet"
+    stamp = processed.stat().st_mtime_ns
+
+    second = run(clone, "dvc", "repro")
+    assert ran(second) == []
+    assert "up to date" in second
+    assert (clone / "dvc.lock").read_text() == lock
+    assert processed.stat().st_mtime_ns == stamp
+    assert "up to date" in run(clone, "dvc", "status")
+    assert "drift_detected" in run(clone, "dvc", "metrics", "show")
+    run(clone, "dvc", "plots", "show", "-o", "plots")
+    assert (clone / "plots/index.html").exists()
+
+
+def test_changing_an_etl_param_reruns_it(clone: Path) -> None:
+    run(clone, "dvc", "repro", "etl")
+    set_params(clone, data={"rows": 21_000})
+    assert "etl" in run(clone, "dvc", "status", "etl")
+    assert ran(run(clone, "dvc", "repro", "etl")) == ["etl"]
+    assert metrics(clone, "etl")["rows"]["read"] == 21_000
+
+
+def test_changing_a_split_param_reruns_only_preprocess(clone: Path) -> None:
+    run(clone, "dvc", "repro")
+    set_params(clone, preprocess={"val_fraction": 0.2})
+    assert ran(run(clone, "dvc", "repro")) == ["preprocess"]
+
+
+def test_drift_stops_the_pipeline_at_preprocess_until_overridden(clone: Path) -> None:
+    set_params(clone, data={"inject_drift": {"start": "2011-11-01", "price_factor": 1.5, "non_uk_share": 0.35}})
+    output = run(clone, "dvc", "repro", expect_failure=True)
+    assert ran(output) == ["etl", "drift_check", "preprocess"]
+    assert "preprocess: refused: drift detected in " in output
+    assert "see reports/drift.html" in output
+    assert metrics(clone, "drift_check")["drift_detected"] is True
+    locked = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    assert {"etl", "drift_check"} <= set(locked)  # the verdict and its report are versioned...
+    assert "preprocess" not in locked  # ...and nothing downstream of the refusal is
+
+    set_params(clone, drift={"allow": True, "allowed_by": "Jane Doe", "reason": "planned price rise"})
+    assert ran(run(clone, "dvc", "repro")) == ["preprocess"]
+    assert metrics(clone, "preprocess")["drift_gate"]["allowed_by"] == "Jane Doe"
+
+
+def test_same_params_give_the_same_output_hashes_in_two_clones(clone: Path, origin: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(other))
+    set_params(other, data={"rows": 20_000})
+    run(clone, "dvc", "repro")
+    run(other, "dvc", "repro")
+    assert locked_outs(clone) == locked_outs(other)
+    assert "models/preprocessor.joblib" in locked_outs(clone)
+
+
+def test_a_dvc_tracked_raw_file_is_a_dependency(clone: Path) -> None:
+    sales = clone / "data/raw/sales.csv"
+    uci_frame().to_csv(sales, index=False)
+    run(clone, "dvc", "add", "data/raw/sales.csv")
+    set_params(clone, data={"source": "data/raw/sales.csv"})
+    assert ran(run(clone, "dvc", "repro", "etl")) == ["etl"]
+    assert metrics(clone, "etl")["rows"]["read"] == 6
+    assert ran(run(clone, "dvc", "repro", "etl")) == []
+
+    uci_frame().iloc[:5].to_csv(sales, index=False)  # new data arrives
+    run(clone, "dvc", "add", "data/raw/sales.csv")
+    assert ran(run(clone, "dvc", "repro", "etl")) == ["etl"]
+    assert metrics(clone, "etl")["rows"]["read"] == 5
+
+
+def test_an_s3_source_imported_with_dvc_import_url_is_a_dependency(clone: Path, s3_env: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="retail-raw")
+    csv = tmp_path / "upload.csv"
+    uci_frame().to_csv(csv, index=False)
+    s3.upload_file(str(csv), "retail-raw", "online_retail.csv")
+
+    run(clone, "dvc", "import-url", "s3://retail-raw/online_retail.csv", "data/raw/online_retail.csv")
+    set_params(clone, data={"source": "data/raw/online_retail.csv"})
+    assert ran(run(clone, "dvc", "repro", "etl")) == ["etl"]
+    assert metrics(clone, "etl")["rows"]["read"] == 6
+
+    uci_frame().iloc[:4].to_csv(csv, index=False)
+    s3.upload_file(str(csv), "retail-raw", "online_retail.csv")
+    run(clone, "dvc", "update", "data/raw/online_retail.csv.dvc")
+    assert ran(run(clone, "dvc", "repro", "etl")) == ["etl"]
+    assert metrics(clone, "etl")["rows"]["read"] == 4
