@@ -16,8 +16,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+# Runs the six stages under DVC (skipping unchanged ones), then summarises both gate verdicts;
+# the summary prints even when a gate stopped the run, and the exit status is dvc's.
 run: install
-	dvc repro
+	dvc repro; status=$$?; python -m flows.summary; exit $$status
 
 lint: install
 	ruff check .

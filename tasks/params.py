@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -75,11 +75,65 @@ class PreprocessParams(_Strict):
         return self
 
 
+_Range = Annotated[list[float], Field(min_length=2, max_length=2)]
+_IntRange = Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=2)]
+
+
+class SearchSpace(_Strict):
+    """What Optuna's TPE sampler may choose: [low, high] ranges and lists of choices."""
+
+    layers: _IntRange = [1, 3]
+    units: _IntRange = [16, 128]  # per hidden layer, sampled on a log scale
+    dropout: _Range = [0.0, 0.3]  # per hidden layer
+    batch_norm: Annotated[list[bool], Field(min_length=1)] = [True, False]
+    optimizer: Annotated[list[Literal["adam", "adamw", "sgd"]], Field(min_length=1)] = ["adam", "adamw"]
+    learning_rate: _Range = [0.0003, 0.01]  # sampled on a log scale
+    batch_size: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [256, 512, 1024]
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> SearchSpace:
+        for name in ("layers", "units", "dropout", "learning_rate"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"tune.search_space.{name}: low {low} is above high {high}")
+        if not (self.dropout[0] >= 0 and self.dropout[1] < 1):
+            raise ValueError("tune.search_space.dropout: must lie in [0, 1)")
+        if self.learning_rate[0] <= 0:
+            raise ValueError("tune.search_space.learning_rate: must be positive")
+        return self
+
+
+class TuneParams(_Strict):
+    """Bayesian search with a fixed trial count (never a wall-clock budget), then a final fit."""
+
+    n_trials: Annotated[int, Field(gt=0)] = 20
+    max_epochs: Annotated[int, Field(gt=0)] = 30
+    patience: Annotated[int, Field(gt=0)] = 4  # epochs without validation improvement before stopping
+    trial_rows: Annotated[int, Field(ge=0)] = 60_000  # trials train on a seeded sample this size; 0 = all
+    threads: Annotated[int, Field(gt=0)] = 2  # torch threads; fixed, because results depend on it
+    baseline_max_iter: Annotated[int, Field(gt=0)] = 200  # boosting rounds of the baseline
+    search_space: SearchSpace = SearchSpace()
+
+
+class InferenceParams(_Strict):
+    shap_background: Annotated[int, Field(gt=0)] = 200  # seeded sample of training rows
+    shap_explained: Annotated[int, Field(gt=0)] = 1000  # seeded sample of test rows
+
+
+class FairnessParams(_Strict):
+    sensitive_column: Literal["is_registered", "country"] = "is_registered"
+    privileged_value: int | str = 1  # rows with this value form the privileged group; the rest the other
+    mod_threshold: Annotated[float, Field(ge=0)] = 1.0  # largest |mean outcome difference| that passes, in units
+
+
 class Params(_Strict):
     seed: Annotated[int, Field(ge=0)]
     data: DataParams
     drift: DriftGate = DriftGate()
     preprocess: PreprocessParams = PreprocessParams()
+    tune: TuneParams = TuneParams()
+    inference: InferenceParams = InferenceParams()
+    fairness: FairnessParams = FairnessParams()
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -11,10 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
+import yaml
+
 # Distinct exit codes let the orchestrator tell deterministic failures (never retried) from
 # transient ones (anything else). 65 is sysexits' EX_DATAERR.
 EXIT_BAD_INPUT = 65
 EXIT_GATE_REFUSED = 66
+LOCK_FILE = Path("dvc.lock")
 
 
 class InputError(Exception):
@@ -78,3 +82,35 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
     """Write JSON with sorted keys and a trailing newline, so equal content means equal bytes."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def file_md5(path: Path) -> str:
+    """The md5 DVC 3 records for a file: of its raw bytes."""
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_against_lock(path: Path, lock: Path = LOCK_FILE) -> None:
+    """Refuse a file whose md5 differs from the one dvc.lock recorded when DVC produced it.
+
+    Called before unpickling or torch-loading anything: a tampered or stale file never loads.
+    """
+    try:
+        stages = yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"]
+        recorded = {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+    except FileNotFoundError:
+        raise InputError(f"{lock}: not found, so {path} has no recorded md5 (run `dvc repro`)") from None
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{lock}: corrupted, cannot read the recorded md5 of {path}") from None
+    if str(path) not in recorded:
+        raise InputError(f"{lock}: no recorded md5 for {path} (run `dvc repro`)")
+    if not path.is_file():
+        raise InputError(f"{path}: missing (run `dvc pull` or `dvc repro`)")
+    actual = file_md5(path)
+    if actual != recorded[str(path)]:
+        raise InputError(
+            f"{path}: md5 {actual} differs from {recorded[str(path)]} recorded in {lock}; refusing to load it"
+        )

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, stage_env, uci_frame
+from tasks.stage import EXIT_BAD_INPUT
+from tests.conftest import REPO, run_module, stage_env, uci_frame
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +61,38 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return origin
 
 
+# Enough rows for a steady drift verdict; a small, quick search.
+SMALL: dict[str, dict[str, object]] = {
+    "data": {"rows": 20_000},
+    "tune": {"n_trials": 3, "max_epochs": 3, "patience": 2, "trial_rows": 3000, "baseline_max_iter": 20},
+    "inference": {"shap_background": 50, "shap_explained": 100},
+}
+STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
+
+
+def fresh_clone(origin: Path, destination: Path) -> Path:
+    run(destination.parent, "git", "clone", "-q", str(origin), str(destination))
+    set_params(destination, **SMALL)
+    return destination
+
+
 @pytest.fixture
 def clone(origin: Path, tmp_path: Path) -> Path:
-    """A fresh clone with no DVC outputs, set to 20,000 synthetic rows (enough for a steady drift verdict)."""
-    clone = tmp_path / "clone"
-    run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
-    set_params(clone, data={"rows": 20_000})
-    return clone
+    """A fresh clone with no DVC outputs."""
+    return fresh_clone(origin, tmp_path / "clone")
+
+
+@pytest.fixture(scope="module")
+def built(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A fresh clone after one `dvc repro`, and that run's output. Tests must not change it."""
+    clone = fresh_clone(origin, tmp_path_factory.mktemp("built") / "clone")
+    return clone, run(clone, "dvc", "repro")
+
+
+@pytest.fixture
+def built_copy(built: tuple[Path, str], tmp_path: Path) -> Path:
+    """A private copy of the built clone, for tests that change it."""
+    return Path(shutil.copytree(built[0], tmp_path / "copy", symlinks=True))
 
 
 def set_params(clone: Path, **sections: dict[str, object]) -> None:
@@ -86,24 +113,78 @@ def locked_outs(clone: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
-def test_fresh_clone_runs_every_stage_once_then_skips(clone: Path) -> None:
-    assert ran(run(clone, "dvc", "repro")) == ["etl", "drift_check", "preprocess"]
+def test_fresh_clone_runs_all_six_stages_then_skips(built: tuple[Path, str]) -> None:
+    clone, first = built
+    assert ran(first) == STAGES
     assert metrics(clone, "etl")["rows"]["read"] == 20_000
     assert metrics(clone, "drift_check")["drift_detected"] is False
-    assert set(metrics(clone, "preprocess")["rows"]) == {"train", "val", "test"}
+    assert set(metrics(clone, "fairness")) >= {"passed", "mean_outcome_difference", "groups"}
     lock = (clone / "dvc.lock").read_text()
-    processed = clone / "data/processed.parquet"
-    stamp = processed.stat().st_mtime_ns
+    model = clone / "models/model.pt"
+    stamp = model.stat().st_mtime_ns
 
     second = run(clone, "dvc", "repro")
     assert ran(second) == []
     assert "up to date" in second
     assert (clone / "dvc.lock").read_text() == lock
-    assert processed.stat().st_mtime_ns == stamp
+    assert model.stat().st_mtime_ns == stamp
     assert "up to date" in run(clone, "dvc", "status")
-    assert "drift_detected" in run(clone, "dvc", "metrics", "show")
-    run(clone, "dvc", "plots", "show", "-o", "plots")
-    assert (clone / "plots/index.html").exists()
+
+
+def test_metrics_plots_and_params_are_readable_with_dvc(built: tuple[Path, str], tmp_path: Path) -> None:
+    clone, _ = built
+    (workspace,) = json.loads(run(clone, "dvc", "metrics", "show", "--json")).values()  # one revision
+    assert {"metrics/fairness.json", "metrics/tune.json", "metrics/drift_check.json"} <= set(workspace["data"])
+    plots = json.loads(run(clone, "dvc", "plots", "show", "--json"))["data"]
+    kinds = {name: {entry["type"] for entry in entries} for name, entries in plots.items()}
+    assert kinds == {
+        "reports/drift_scores.json": {"vega"},
+        "reports/tune_trials.csv": {"vega"},
+        "reports/shap_importance.json": {"vega"},
+        "reports/shap_bar.png": {"image"},
+        "reports/shap_beeswarm.png": {"image"},
+    }
+    run(clone, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    assert "Mean |SHAP| per feature" in (tmp_path / "plots/index.html").read_text()
+    diff = run(clone, "dvc", "params", "diff")  # the clone's small settings against the committed defaults
+    assert re.search(r"data\.rows\s+541909\s+20000", diff)
+
+
+def test_one_prediction_per_test_row_in_order(built: tuple[Path, str]) -> None:
+    clone, _ = built
+    test = pd.read_parquet(clone / "data/splits/test.parquet")
+    predictions = pd.read_parquet(clone / "data/predictions.parquet")
+    assert len(predictions) == len(test) == metrics(clone, "inference")["rows"]
+    assert list(predictions["invoice_no"]) == list(test["invoice_no"])
+    assert set(predictions["is_registered"].unique()) <= {0, 1}
+
+
+def test_changing_the_fairness_threshold_reruns_only_fairness(built_copy: Path) -> None:
+    set_params(built_copy, fairness={"mod_threshold": 0.0})
+    assert "fairness.mod_threshold" in run(built_copy, "dvc", "params", "diff")
+    assert ran(run(built_copy, "dvc", "repro")) == ["fairness"]
+    assert metrics(built_copy, "fairness")["passed"] is False
+
+
+def test_changing_a_split_param_reruns_preprocess_and_what_follows(built_copy: Path) -> None:
+    set_params(built_copy, preprocess={"val_fraction": 0.2})
+    assert ran(run(built_copy, "dvc", "repro")) == ["preprocess", "tune", "inference", "fairness"]
+
+
+def test_forced_retraining_gives_the_same_model_bytes(built_copy: Path) -> None:
+    before = locked_outs(built_copy)
+    run(built_copy, "dvc", "repro", "--force", "--single-item", "tune")
+    assert locked_outs(built_copy) == before
+
+
+def test_inference_refuses_a_tampered_model(built_copy: Path) -> None:
+    model = built_copy / "models/model.pt"
+    model.write_bytes(model.read_bytes() + b"\0")
+    result = run_module(built_copy, "tasks.inference")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.startswith("inference: error: models/model.pt: md5 ")
+    assert "recorded in dvc.lock; refusing to load it" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_changing_an_etl_param_reruns_it(clone: Path) -> None:
@@ -114,15 +195,9 @@ def test_changing_an_etl_param_reruns_it(clone: Path) -> None:
     assert metrics(clone, "etl")["rows"]["read"] == 21_000
 
 
-def test_changing_a_split_param_reruns_only_preprocess(clone: Path) -> None:
-    run(clone, "dvc", "repro")
-    set_params(clone, preprocess={"val_fraction": 0.2})
-    assert ran(run(clone, "dvc", "repro")) == ["preprocess"]
-
-
 def test_drift_stops_the_pipeline_at_preprocess_until_overridden(clone: Path) -> None:
     set_params(clone, data={"inject_drift": {"start": "2011-11-01", "price_factor": 1.5, "non_uk_share": 0.35}})
-    output = run(clone, "dvc", "repro", expect_failure=True)
+    output = run(clone, "dvc", "repro", "preprocess", expect_failure=True)
     assert ran(output) == ["etl", "drift_check", "preprocess"]
     assert "preprocess: refused: drift detected in " in output
     assert "see reports/drift.html" in output
@@ -132,18 +207,14 @@ def test_drift_stops_the_pipeline_at_preprocess_until_overridden(clone: Path) ->
     assert "preprocess" not in locked  # ...and nothing downstream of the refusal is
 
     set_params(clone, drift={"allow": True, "allowed_by": "Jane Doe", "reason": "planned price rise"})
-    assert ran(run(clone, "dvc", "repro")) == ["preprocess"]
+    assert ran(run(clone, "dvc", "repro", "preprocess")) == ["preprocess"]
     assert metrics(clone, "preprocess")["drift_gate"]["allowed_by"] == "Jane Doe"
 
 
-def test_same_params_give_the_same_output_hashes_in_two_clones(clone: Path, origin: Path, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    run(tmp_path, "git", "clone", "-q", str(origin), str(other))
-    set_params(other, data={"rows": 20_000})
+def test_same_params_give_the_same_output_hashes_in_two_clones(built: tuple[Path, str], clone: Path) -> None:
     run(clone, "dvc", "repro")
-    run(other, "dvc", "repro")
-    assert locked_outs(clone) == locked_outs(other)
-    assert "models/preprocessor.joblib" in locked_outs(clone)
+    assert locked_outs(clone) == locked_outs(built[0])
+    assert {"models/model.pt", "models/preprocessor.joblib", "reports/drift.html"} <= set(locked_outs(clone))
 
 
 def test_a_dvc_tracked_raw_file_is_a_dependency(clone: Path) -> None:

@@ -1,0 +1,82 @@
+"""A short summary of the pipeline's state from its metrics files: both gate verdicts and key metrics.
+
+`make run` prints it after `dvc repro`; the Prefect flow will publish the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Metrics = dict[str, Any]
+
+
+def _etl(m: Metrics) -> str:
+    return f"{m['rows']['read']:,} rows read, {m['rows']['written']:,} kept"
+
+
+def _drift(m: Metrics) -> str:
+    verdict = f"DRIFT in {', '.join(m['drifted_columns'])}" if m["drift_detected"] else "no drift"
+    return f"{verdict} ({m['drifted_count']}/{len(m['columns_checked'])} columns drifted); report {m['report']}"
+
+
+def _preprocess(m: Metrics) -> str:
+    gate = m["drift_gate"]
+    override = f"; drift overridden by {gate['allowed_by']}: {gate['reason']}" if gate["overridden"] else ""
+    return f"train {m['rows']['train']:,}, val {m['rows']['val']:,}, test {m['rows']['test']:,} rows{override}"
+
+
+def _tune(m: Metrics) -> str:
+    trials = m["trials"]
+    return f"validation RMSLE {m['validation']['rmsle']:.4f} ({trials['completed']} trials, {trials['pruned']} pruned)"
+
+
+def _inference(m: Metrics) -> str:
+    return (
+        f"test RMSLE {m['test']['rmsle']:.4f}, baseline {m['baseline_test']['rmsle']:.4f} "
+        f"(ratio {m['rmsle_vs_baseline']:.3f})"
+    )
+
+
+def _fairness(m: Metrics) -> str:
+    return f"{'passed' if m['passed'] else 'FAILED'}: {m['reason']}"
+
+
+ROWS: list[tuple[str, Callable[[Metrics], str]]] = [
+    ("etl", _etl),
+    ("drift_check", _drift),
+    ("preprocess", _preprocess),
+    ("tune", _tune),
+    ("inference", _inference),
+    ("fairness", _fairness),
+]
+
+
+def read_metrics(root: Path = Path(".")) -> dict[str, Metrics | None]:
+    """Each stage's metrics file, or None where the stage has not run."""
+    found: dict[str, Metrics | None] = {}
+    for stage, _ in ROWS:
+        path = root / "metrics" / f"{stage}.json"
+        found[stage] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return found
+
+
+def gates_passed(metrics: dict[str, Metrics | None]) -> bool:
+    """Both gates passed: no drift (or a recorded override) and a passed fairness verdict."""
+    drift, split, fairness = metrics["drift_check"], metrics["preprocess"], metrics["fairness"]
+    drift_ok = drift is not None and (not drift["drift_detected"] or bool(split and split["drift_gate"]["overridden"]))
+    return drift_ok and fairness is not None and bool(fairness["passed"])
+
+
+def summary(root: Path = Path(".")) -> str:
+    """One line per stage ('not run' where it has no metrics) and whether the model may be promoted."""
+    metrics = read_metrics(root)
+    lines = [f"{stage:<12} {describe(m) if (m := metrics[stage]) else 'not run'}" for stage, describe in ROWS]
+    verdict = "both passed: the model may be promoted" if gates_passed(metrics) else "NOT passed: do not promote"
+    return "\n".join([*lines, f"{'gates':<12} {verdict}"])
+
+
+if __name__ == "__main__":
+    print(summary())

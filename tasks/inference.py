@@ -1,0 +1,131 @@
+"""Stage inference: predict every test row with the tuned network and explain it with SHAP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import joblib
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import shap
+import torch
+
+from tasks.data import TARGET
+from tasks.metrics import regression_metrics, to_quantity
+from tasks.model import DemandNet, load_model, make_deterministic, predict
+from tasks.params import load_params
+from tasks.stage import InputError, atomic_path, run_stage, verify_against_lock, write_json
+
+TEST_SPLIT = Path("data/splits/test.parquet")
+TRAIN_FEATURES = Path("data/features/train.parquet")
+PREPROCESSOR = Path("models/preprocessor.joblib")
+MODEL = Path("models/model.pt")
+TUNE_METRICS = Path("metrics/tune.json")
+PREDICTIONS_OUT = Path("data/predictions.parquet")
+SHAP_VALUES_OUT = Path("reports/shap_values.parquet")
+SHAP_IMPORTANCE_OUT = Path("reports/shap_importance.json")  # a DVC bar plot
+SHAP_BAR_OUT = Path("reports/shap_bar.png")
+SHAP_BEESWARM_OUT = Path("reports/shap_beeswarm.png")
+METRICS_OUT = Path("metrics/inference.json")
+ATTRIBUTES = ["is_registered", "country"]  # raw values, for the fairness stage
+
+
+def predictions_table(test: pd.DataFrame, predicted_log: np.ndarray) -> pd.DataFrame:
+    """One row per test row, in order: identifiers, raw attributes, y_true and y_pred in units sold."""
+    return pd.DataFrame(
+        {
+            "invoice_no": test["invoice_no"].to_numpy(),
+            "stock_code": test["stock_code"].to_numpy(),
+            "invoice_date": test["invoice_date"].to_numpy(),
+            **{name: test[name].to_numpy() for name in ATTRIBUTES},
+            "y_true": test["quantity"].to_numpy(dtype=np.float64),
+            "y_pred": to_quantity(predicted_log),
+        }
+    )
+
+
+def explain(
+    model: DemandNet, background: np.ndarray, explained: np.ndarray, feature_names: list[str]
+) -> shap.Explanation:
+    """DeepExplainer SHAP values (contributions to predicted log1p quantity) for the explained rows."""
+    explainer = shap.DeepExplainer(model, torch.from_numpy(background))
+    values = np.asarray(explainer.shap_values(torch.from_numpy(explained))).reshape(len(explained), -1)
+    base = float(np.asarray(explainer.expected_value).reshape(-1)[0])
+    return shap.Explanation(
+        values=values, base_values=np.full(len(explained), base), data=explained, feature_names=feature_names
+    )
+
+
+def importance(explanation: shap.Explanation) -> list[dict[str, object]]:
+    """Mean |SHAP| per feature, largest first (ties by name), for `dvc plots`."""
+    means = np.abs(explanation.values).mean(axis=0)
+    pairs = sorted(zip(explanation.feature_names, means, strict=True), key=lambda pair: (-pair[1], pair[0]))
+    return [{"feature": name, "mean_abs_shap": float(value)} for name, value in pairs]
+
+
+def _seeded_rows(count: int, wanted: int, seed: int) -> np.ndarray:
+    """Sorted row positions of a seeded sample (all rows when there are fewer than wanted)."""
+    if wanted >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False))
+
+
+def _save_plot(path: Path, draw: object) -> None:
+    with atomic_path(path) as tmp:
+        plt.figure()
+        draw(show=False)  # type: ignore[operator]
+        plt.tight_layout()
+        plt.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+        plt.close("all")
+
+
+def main() -> None:
+    params = load_params()
+    make_deterministic(params.seed, params.tune.threads)
+    verify_against_lock(PREPROCESSOR)  # before unpickling: a tampered file must never load
+    preprocessor = joblib.load(PREPROCESSOR)
+    model, feature_names = load_model(MODEL)
+    test = pd.read_parquet(TEST_SPLIT)
+    features = preprocessor.transform(test).astype(np.float32)
+    if features.shape[1] != len(feature_names):
+        raise InputError(f"{MODEL}: expects {len(feature_names)} features, the preprocessor gives {features.shape[1]}")
+    predicted_log = predict(model, torch.from_numpy(features)).numpy()
+    predictions = predictions_table(test, predicted_log)
+
+    train_features = pd.read_parquet(TRAIN_FEATURES).drop(columns=[TARGET]).to_numpy(dtype=np.float32)
+    background = train_features[_seeded_rows(len(train_features), params.inference.shap_background, params.seed)]
+    explained_rows = _seeded_rows(len(features), params.inference.shap_explained, params.seed + 1)
+    explanation = explain(model, background, features[explained_rows], feature_names)
+
+    with atomic_path(PREDICTIONS_OUT) as tmp:
+        predictions.to_parquet(tmp, index=False)
+    shap_frame = pd.DataFrame(explanation.values, columns=feature_names).assign(test_row=explained_rows)
+    with atomic_path(SHAP_VALUES_OUT) as tmp:
+        shap_frame.to_parquet(tmp, index=False)
+    with atomic_path(SHAP_IMPORTANCE_OUT) as tmp:
+        tmp.write_text(json.dumps(importance(explanation), indent=2) + "\n", encoding="utf-8")
+    _save_plot(SHAP_BAR_OUT, lambda show: shap.plots.bar(explanation, max_display=15, show=show))
+    _save_plot(SHAP_BEESWARM_OUT, lambda show: shap.plots.beeswarm(explanation, max_display=15, show=show))
+
+    network = regression_metrics(predictions["y_true"], predictions["y_pred"])
+    baseline = json.loads(TUNE_METRICS.read_text(encoding="utf-8"))["baseline"]["test"]
+    write_json(
+        METRICS_OUT,
+        {
+            "test": network,
+            "rows": len(predictions),
+            "baseline_test": baseline,
+            "rmsle_vs_baseline": network["rmsle"] / baseline["rmsle"],
+            "shap": {"background_rows": len(background), "explained_rows": len(explained_rows)},
+        },
+    )
+    print(f"inference: {len(predictions)} test rows, RMSLE {network['rmsle']:.4f} (baseline {baseline['rmsle']:.4f})")
+
+
+if __name__ == "__main__":
+    run_stage("inference", main)
