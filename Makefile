@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 # dvc.yaml's commands call `python`; make it the venv's.
 export PATH := $(BIN):$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install run test lint bench lock clean
 
@@ -16,10 +17,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-# Runs the six stages under DVC (skipping unchanged ones), then summarises both gate verdicts;
-# the summary prints even when a gate stopped the run, and the exit status is dvc's.
+# Runs the `lineage-pipeline` Prefect flow once on this checkout (each DVC stage a task; a
+# temporary local Prefect API unless PREFECT_API_URL points at a server), then summarises both
+# gate verdicts. The summary prints even when a gate stopped the run; the exit status is the flow's.
 run: install
-	dvc repro; status=$$?; python -m flows.summary; exit $$status
+	python -m flows.pipeline; status=$$?; python -m flows.summary; exit $$status
 
 lint: install
 	ruff check .
@@ -30,7 +32,8 @@ test: lint
 	pytest
 
 bench: install
-	python bench/bench_stages.py
+	python -m bench.bench_stages
+	python -m bench.bench_orchestration
 
 # Re-resolve requirements.in into requirements.lock in a scratch venv.
 lock:

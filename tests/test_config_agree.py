@@ -69,10 +69,34 @@ def test_params_yaml_validates() -> None:
     load_params(REPO / "params.yaml")
 
 
-def test_prefect_yaml_loads() -> None:
+def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() -> None:
+    import inspect
+
+    from deployments.bootstrap import ensure_work_pools
+    from flows.pipeline import lineage_pipeline
+
     project = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    assert project["name"]
-    assert isinstance(project["deployments"], list)
+    deployments = {deployment["name"]: deployment for deployment in project["deployments"]}
+    assert set(deployments) == {"dev", "weekly"}
+    pools = inspect.signature(ensure_work_pools).parameters
+    assert deployments["dev"]["work_pool"]["name"] == pools["process_pool"].default
+    assert deployments["weekly"]["work_pool"]["name"] == pools["docker_pool"].default
+    for deployment in deployments.values():
+        path, function = deployment["entrypoint"].split(":")
+        assert (REPO / path).is_file()
+        assert function == lineage_pipeline.fn.__name__
+    assert lineage_pipeline.name == "lineage-pipeline"
+    # Docker steps only in weekly; no project-wide build or push for dev to inherit
+    assert project["build"] is None
+    assert project["push"] is None
+    assert "build" not in deployments["dev"]
+    assert "push" not in deployments["dev"]
+    steps = [next(iter(step)) for step in deployments["weekly"]["build"] + deployments["weekly"]["push"]]
+    assert "prefect_docker.deployments.steps.build_docker_image" in steps
+    assert "prefect_docker.deployments.steps.push_docker_image" in steps
+    weekly_params = deployments["weekly"]["parameters"]
+    assert set(weekly_params) <= set(inspect.signature(lineage_pipeline.fn).parameters)
+    assert weekly_params["remote"] == "s3"
 
 
 def test_no_stage_module_imports_prefect() -> None:

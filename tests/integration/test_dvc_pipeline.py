@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,102 +13,14 @@ import pytest
 import yaml
 
 from tasks.stage import EXIT_BAD_INPUT
-from tests.conftest import REPO, run_module, stage_env, uci_frame
+from tests.conftest import STAGES, locked_outs, ran, run, run_module, set_params, uci_frame
 
 pytestmark = pytest.mark.integration
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
-
-
-def run(cwd: Path, *args: str, expect_failure: bool = False) -> str:
-    result = subprocess.run(args, cwd=cwd, env=stage_env(**GIT_ENV), capture_output=True, text=True, check=False)
-    output = result.stdout + result.stderr
-    assert (result.returncode != 0) == expect_failure, f"{' '.join(args)} exited {result.returncode}:\n{output}"
-    return output
-
-
-def ran(output: str) -> list[str]:
-    """The stages a `dvc repro` ran, in order."""
-    return re.findall(r"Running stage '(\w+)'", output)
-
-
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git repository holding the project's files as they are in this working tree."""
-    origin = tmp_path_factory.mktemp("origin")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (origin / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, origin / name)
-    (origin / "dvc.lock").unlink(missing_ok=True)  # recorded for the full-size default, not 5,000 rows
-    run(origin, "git", "init", "-q", "-b", "main")
-    run(origin, "git", "add", "-A")
-    run(origin, "git", "commit", "-q", "-m", "snapshot")
-    return origin
-
-
-# Enough rows for a steady drift verdict; a small, quick search.
-SMALL: dict[str, dict[str, object]] = {
-    "data": {"rows": 20_000},
-    "tune": {"n_trials": 3, "max_epochs": 3, "patience": 2, "trial_rows": 3000, "baseline_max_iter": 20},
-    "inference": {"shap_background": 50, "shap_explained": 100},
-}
-STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
-
-
-def fresh_clone(origin: Path, destination: Path) -> Path:
-    run(destination.parent, "git", "clone", "-q", str(origin), str(destination))
-    set_params(destination, **SMALL)
-    return destination
-
-
-@pytest.fixture
-def clone(origin: Path, tmp_path: Path) -> Path:
-    """A fresh clone with no DVC outputs."""
-    return fresh_clone(origin, tmp_path / "clone")
-
-
-@pytest.fixture(scope="module")
-def built(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A fresh clone after one `dvc repro`, and that run's output. Tests must not change it."""
-    clone = fresh_clone(origin, tmp_path_factory.mktemp("built") / "clone")
-    return clone, run(clone, "dvc", "repro")
-
-
-@pytest.fixture
-def built_copy(built: tuple[Path, str], tmp_path: Path) -> Path:
-    """A private copy of the built clone, for tests that change it."""
-    return Path(shutil.copytree(built[0], tmp_path / "copy", symlinks=True))
-
-
-def set_params(clone: Path, **sections: dict[str, object]) -> None:
-    params = yaml.safe_load((clone / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def metrics(clone: Path, stage: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((clone / f"metrics/{stage}.json").read_text())
     return loaded
-
-
-def locked_outs(clone: Path) -> dict[str, str]:
-    """Every output path in dvc.lock and its md5."""
-    stages = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
-    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
 def test_fresh_clone_runs_all_six_stages_then_skips(built: tuple[Path, str]) -> None:

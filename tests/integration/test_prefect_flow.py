@@ -1,0 +1,182 @@
+"""The flow under a real `prefect server`: deploy `dev`, run it on a process worker, read the UI's records.
+
+Runs once on SQLite and once on the machine's PostgreSQL (skipped where none answers).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.conftest import STAGES, VENV_BIN, free_port, fresh_clone, stage_env
+
+pytestmark = pytest.mark.integration
+
+POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+
+
+def _postgres_database() -> str | None:
+    """A fresh database on the machine's PostgreSQL, or None where none answers."""
+    name = f"prefect_test_{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", f"CREATE DATABASE {name}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return name if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`prefect server start` on loopback with a temporary PREFECT_HOME; yields the client environment."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = stage_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+    )
+    if request.param == "postgres":
+        database = _postgres_database()
+        if database is None:
+            pytest.skip("no PostgreSQL answers on 127.0.0.1:5432")
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = POSTGRES.format(database=database)
+    log = (home / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+    yield env
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def prefect(env: dict[str, str], cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(VENV_BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=900
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def client(env: dict[str, str]) -> Any:
+    return temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]})
+
+
+def run_deployment(env: dict[str, str], clone: Path) -> dict[str, Any]:
+    """`prefect deployment run lineage-pipeline/dev`, then one pass of a process worker; the run's record."""
+    output = prefect(env, clone, "deployment", "run", "lineage-pipeline/dev")
+    run_id = next(line.split()[-1] for line in output.splitlines() if "UUID" in line)
+    prefect(env, clone, "worker", "start", "--pool", "retail-process", "--run-once")
+    with client(env), get_client(sync_client=True) as api:
+        return describe_run(api, uuid.UUID(run_id))
+
+
+def describe_run(api: SyncPrefectClient, run_id: uuid.UUID) -> dict[str, Any]:
+    flow_run = api.read_flow_run(run_id)
+    task_runs = api.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    artifacts = api.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return {
+        "state": flow_run.state.type.value if flow_run.state else None,
+        "message": flow_run.state.message if flow_run.state else "",
+        "tasks": sorted(task_run.name for task_run in task_runs),
+        "artifacts": {artifact.key: artifact for artifact in artifacts if artifact.key},
+    }
+
+
+@pytest.fixture(scope="module")
+def deployed(server: dict[str, str], origin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clone = fresh_clone(origin, tmp_path_factory.mktemp("deployed") / "clone")
+    prefect(server, clone, "work-pool", "create", "retail-process", "--type", "process")
+    prefect(server, clone, "--no-prompt", "deploy", "--name", "dev")
+    return clone
+
+
+def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
+    server: dict[str, str], deployed: Path
+) -> None:
+    first = run_deployment(server, deployed)
+    assert first["state"] == "COMPLETED", first["message"]
+    stage_tasks = [name for name in first["tasks"] if name in STAGES]
+    assert sorted(stage_tasks) == sorted(STAGES)  # one task run per stage
+    assert {"pipeline-summary", "pipeline-metrics", "drift-report", "tuning-progress"} <= set(first["artifacts"])
+    summary = first["artifacts"]["pipeline-summary"].data
+    assert "Both gates passed" in summary
+    assert all(f"| {stage} | ran |" in summary for stage in STAGES)
+    assert first["artifacts"]["tuning-progress"].data == 100.0
+    assert (deployed / ".dvc-storage" / "runs").is_dir()  # the run record went to the default remote
+
+    second = run_deployment(server, deployed)
+    assert second["state"] == "COMPLETED", second["message"]
+    assert "ran nothing" in second["message"]
+    summary = second["artifacts"]["pipeline-summary"].data
+    assert all(f"| {stage} | skipped (unchanged) |" in summary for stage in STAGES)
+
+
+def test_weekly_deployment_carries_its_cron_schedule(server: dict[str, str], deployed: Path) -> None:
+    """Registered without the Docker build (no engine here): the schedule creates Scheduled runs."""
+    weekly = next(
+        d for d in yaml.safe_load((deployed / "prefect.yaml").read_text())["deployments"] if d["name"] == "weekly"
+    )
+    prefect(server, deployed, "work-pool", "create", "retail-docker", "--type", "docker")
+    script = f"""
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.schedules import Cron
+from flows.pipeline import lineage_pipeline
+schedule = {weekly["schedules"][0]!r}
+lineage_pipeline.deploy(
+    name="weekly", work_pool_name="retail-docker", image="registry.invalid/retail-lineage-worker:test",
+    build=False, push=False, parameters={weekly["parameters"]!r},
+    schedules=[Cron(schedule["cron"], timezone=schedule["timezone"], slug=schedule["slug"], active=schedule["active"])],
+    concurrency_limit=ConcurrencyLimitConfig(**{weekly["concurrency_limit"]!r}),
+)
+"""
+    subprocess.run([str(VENV_BIN / "python"), "-c", script], cwd=deployed, env=server, check=True, capture_output=True)
+    with client(server), get_client(sync_client=True) as api:
+        deployment = api.read_deployment_by_name("lineage-pipeline/weekly")
+        assert deployment.global_concurrency_limit is not None
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options is not None
+        assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
+        (schedule,) = deployment.schedules
+        assert isinstance(schedule.schedule, CronSchedule)
+        assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 6 * * 1", "UTC")
+        assert schedule.active
+        for _ in range(60):
+            runs = api.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["weekly"])),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            )
+            if runs:
+                break
+            time.sleep(1)
+    assert runs, "the scheduler created no runs for the weekly cron"
+    assert all(run.state and run.state.type.value == "SCHEDULED" for run in runs)
+    for run in runs:
+        start = run.expected_start_time
+        assert start is not None
+        assert (start.weekday(), start.hour, start.minute) == (0, 6, 0)  # Mondays 06:00 UTC

@@ -1,0 +1,128 @@
+"""The `s3` DVC remote against a real S3 API (moto's standalone server): push, fresh-clone pull, retries."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.pipeline import push
+from tests.conftest import VENV_BIN, free_port, fresh_clone, locked_outs, run, stage_env
+
+pytestmark = pytest.mark.integration
+
+
+def use_s3_remote(clone: Path, endpoint: str, bucket: str) -> None:
+    """Point the clone's `s3` remote at a bucket on the test server (config.local: never committed)."""
+    run(clone, "dvc", "remote", "modify", "--local", "s3", "url", f"s3://{bucket}/dvc")
+    run(clone, "dvc", "remote", "modify", "--local", "s3", "endpointurl", endpoint)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def test_flow_pushes_to_s3_and_a_fresh_clone_restores_every_output_from_the_run_record(
+    aws: None, s3_server: str, built_copy: Path, origin: Path, tmp_path: Path
+) -> None:
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="lineage-push")
+    # as in the worker image: the remote's bucket and endpoint arrive as environment variables
+    env = stage_env(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        DVC_REMOTE_S3_URL="s3://lineage-push/dvc",
+        DVC_REMOTE_S3_ENDPOINTURL=s3_server,
+    )
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "flows.pipeline", "--remote", "s3"],
+        cwd=built_copy, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket="lineage-push")["Contents"]]
+    records = sorted({key.rsplit("/", 1)[0] for key in keys if key.startswith("dvc/runs/")})
+    assert len(records) == 1, records
+    assert {f"{records[0]}/dvc.lock", f"{records[0]}/params.yaml"} <= set(keys)
+
+    # A fresh clone knows nothing of the run but its record: fetch dvc.lock and params.yaml, then pull.
+    fresh = fresh_clone(origin, tmp_path / "fresh")
+    use_s3_remote(fresh, s3_server, "lineage-push")
+    for name in ("dvc.lock", "params.yaml"):
+        s3.download_file("lineage-push", f"{records[0]}/{name}", str(fresh / name))
+    run(fresh, "dvc", "pull", "--remote", "s3")
+    assert locked_outs(fresh) == locked_outs(built_copy)
+    for path in locked_outs(fresh):
+        assert (fresh / path).is_file(), path
+    assert "up to date" in run(fresh, "dvc", "status")
+    assert "Cache and remote 's3' are in sync" in run(fresh, "dvc", "status", "--cloud", "--remote", "s3")
+
+
+@pytest.fixture
+def late_s3_server() -> Iterator[tuple[str, Callable[[], threading.Event]]]:
+    """An S3 API that refuses connections until 3 s after `begin()`, then answers with the bucket ready."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    started = threading.Event()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start_later() -> None:
+        time.sleep(3)
+        server = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+        processes.append(subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(100):
+            try:
+                boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lineage-late")
+                break
+            except Exception:
+                time.sleep(0.1)
+        started.set()
+
+    def begin() -> threading.Event:
+        threading.Thread(target=start_later, daemon=True).start()
+        return started
+
+    yield endpoint, begin
+    started.wait(timeout=30)
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_push_retries_while_s3_refuses_then_succeeds(
+    aws: None,
+    late_s3_server: tuple[str, Callable[[], threading.Event]],
+    built_copy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoint, begin = late_s3_server
+    use_s3_remote(built_copy, endpoint, "lineage-late")
+    monkeypatch.chdir(built_copy)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # let Prefect's retries, not botocore's, do the waiting
+
+    @flow
+    def push_only() -> str:
+        return push("s3")
+
+    with prefect_test_harness():
+        started = begin()  # S3 refuses connections for the next 3 seconds
+        state = push_only(return_state=True)
+        with get_client(sync_client=True) as api:
+            (task_run,) = api.read_task_runs()
+    assert started.is_set()
+    assert state.is_completed(), state.message
+    assert task_run.run_count >= 2  # the first attempt met a refused connection
+    assert "runs/" in str(state.result())
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    assert s3.list_objects_v2(Bucket="lineage-late")["KeyCount"] >= len(locked_outs(built_copy))

@@ -1,0 +1,223 @@
+"""The worker image, checked without a Docker daemon: the Dockerfile, its entrypoint and its build context."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from docker.utils.build import PatternMatcher, exclude_paths
+
+from tests.conftest import REPO, VENV_BIN
+
+DOCKERFILE = REPO / "docker" / "worker.Dockerfile"
+ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
+
+
+def instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped, as Docker reads them."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for raw in dockerfile.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        result.append((keyword.upper(), " ".join(arguments.split())))
+        pending = ""
+    return result
+
+
+def _arguments(keyword: str) -> list[str]:
+    return [arguments for name, arguments in instructions() if name == keyword]
+
+
+def dockerignore_patterns(root: Path = REPO) -> list[str]:
+    """The patterns of `root/.dockerignore`, read as docker-py reads them."""
+    lines = (line.strip() for line in (root / ".dockerignore").read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def is_ignored(path: str) -> bool:
+    """Whether `docker build` leaves `path` (relative to the repository, with /) out of the build context."""
+    return bool(PatternMatcher(dockerignore_patterns()).matches(path))
+
+
+def build_context(root: Path = REPO) -> list[str]:
+    """The files `docker build -f docker/worker.Dockerfile` sends from `root`, relative paths with /.
+
+    Computed by docker-py, which is what prefect-docker's build step uses by default; BuildKit reads
+    .dockerignore with the same rules (both port moby's pattern matcher).
+    """
+    paths = exclude_paths(str(root), dockerignore_patterns(root), dockerfile="docker/worker.Dockerfile")
+    return sorted(path for path in paths if (root / path).is_file())
+
+
+def test_base_image_is_slim_python_3_11() -> None:
+    (base,) = _arguments("FROM")
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+
+
+def test_runs_as_a_non_root_user_set_before_the_entrypoint() -> None:
+    keywords = [name for name, _ in instructions()]
+    users = _arguments("USER")
+    assert users, "no USER: the flow would run as root"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    last_user = max(i for i, name in enumerate(keywords) if name == "USER")
+    assert last_user < keywords.index("ENTRYPOINT")
+
+
+def test_oci_labels_and_revision_env_come_from_build_args() -> None:
+    args = {arguments.split("=")[0] for arguments in _arguments("ARG")}
+    assert {"GIT_REPOSITORY", "GIT_COMMIT"} <= args
+    labels = " ".join(_arguments("LABEL"))
+    assert 'org.opencontainers.image.source="${GIT_REPOSITORY}"' in labels
+    assert 'org.opencontainers.image.revision="${GIT_COMMIT}"' in labels
+    env = " ".join(_arguments("ENV"))
+    assert 'GIT_COMMIT="${GIT_COMMIT}"' in env
+    assert 'IMAGE_REVISION="${GIT_COMMIT}"' in env
+
+
+def test_installs_the_lock_with_the_pytorch_cpu_index_then_the_project_without_deps() -> None:
+    runs = _arguments("RUN")
+    lock_install = [run for run in runs if "-r requirements.lock" in run]
+    assert len(lock_install) == 1
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lock_install[0]
+    assert "--no-cache-dir" in lock_install[0]
+    lock = (REPO / "requirements.lock").read_text().splitlines()
+    assert [line for line in lock if line.startswith("torch==")] == ["torch==2.13.0+cpu"]
+    project_install = [run for run in runs if run.startswith("pip install") and "--no-deps" in run]
+    assert len(project_install) == 1
+    assert project_install[0].split("&&")[0].rstrip().endswith(" .")
+    # The lock is installed before the project is copied, so a code change reuses the dependency layer.
+    keywords = instructions()
+    copy_all = keywords.index(("COPY", "--chown=worker:worker . ."))
+    assert keywords.index(("RUN", lock_install[0])) < copy_all
+
+
+def test_dvc_works_without_git_metadata() -> None:
+    runs = _arguments("RUN")
+    assert any("apt-get install" in run and " git" in run and "--no-install-recommends" in run for run in runs)
+    assert any("rm -rf /var/lib/apt/lists/*" in run for run in runs)
+    assert "dvc config --local core.no_scm true" in runs
+
+
+def test_no_secret_is_baked_into_the_image() -> None:
+    for keyword, arguments in instructions():
+        if keyword in {"ARG", "ENV"}:
+            assert not re.search(r"AWS_|PREFECT_API_KEY|TOKEN|PASSWORD|SECRET", arguments), arguments
+        if keyword in {"COPY", "ADD"}:
+            assert ".env" not in arguments, arguments
+            assert ".aws" not in arguments, arguments
+
+
+def test_entrypoint_is_the_executable_script_that_execs_its_arguments() -> None:
+    (entrypoint,) = _arguments("ENTRYPOINT")
+    assert json.loads(entrypoint) == ["/opt/pipeline/docker/entrypoint.sh"]
+    assert _arguments("WORKDIR") == ["/opt/pipeline"]  # the project is copied there
+    assert os.access(ENTRYPOINT, os.X_OK)
+    lines = [line.strip() for line in ENTRYPOINT.read_text().splitlines() if line.strip()]
+    assert lines[0] == "#!/bin/sh"
+    assert "set -eu" in lines
+    assert lines[-1] == 'exec "$@"'
+
+
+def test_entrypoint_names_the_revision_and_never_prints_the_environment() -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "IMAGE_REVISION": "0123abc",
+        "IMAGE_URI": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/retail-lineage-worker:0123abc",
+        "AWS_SECRET_ACCESS_KEY": "supersecret",
+        "PREFECT_API_KEY": "pnu_supersecret",
+    }
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), "/bin/echo", "ok"], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "ok\n"
+    assert result.stderr.splitlines() == [
+        "retail-lineage worker image: revision 0123abc, uri "
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/retail-lineage-worker:0123abc"
+    ]
+    assert "supersecret" not in result.stdout + result.stderr
+
+
+def test_entrypoint_passes_the_command_exit_status_through() -> None:
+    result = subprocess.run(["sh", str(ENTRYPOINT), "sh", "-c", "exit 3"], capture_output=True, text=True, check=False)
+    assert result.returncode == 3
+    assert "revision unknown" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".env",
+        "deployments/prod.env",
+        "docker/.env",
+        ".git/config",
+        ".venv/bin/python",
+        "data/processed.parquet",
+        "data/splits/train.parquet",
+        "data/raw/online_retail.xlsx",
+        "models/model.pt",
+        "reports/drift.html",
+        "metrics/etl.json",
+        ".dvc/cache/files/md5/ab/cdef",
+        ".dvc/tmp/lock",
+        ".dvc/config.local",
+        ".dvc-storage/files/md5/ab/cdef",
+        "tasks/__pycache__/etl.cpython-311.pyc",
+        ".pytest_cache/v/cache/nodeids",
+        ".mypy_cache/3.11/tasks.json",
+        ".ruff_cache/CACHEDIR.TAG",
+        "retail_lineage.egg-info/PKG-INFO",
+        "dvc_plots/index.html",
+    ],
+)
+def test_dockerignore_keeps_out(path: str) -> None:
+    assert is_ignored(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "requirements.lock",
+        "pyproject.toml",
+        "README.md",
+        "dvc.yaml",
+        "dvc.lock",
+        "params.yaml",
+        "prefect.yaml",
+        ".dvc/config",
+        "tasks/etl.py",
+        "flows/summary.py",
+        "lineage/__init__.py",
+        "docker/entrypoint.sh",
+        # dvc.lock hashes these directories with their README; without it etl and drift_check would rerun.
+        "data/raw/README.md",
+        "data/reference/README.md",
+        "data/raw/online_retail.xlsx.dvc",
+    ],
+)
+def test_dockerignore_keeps_in(path: str) -> None:
+    assert not is_ignored(path)
+
+
+def test_build_context_of_this_checkout_has_no_secrets_or_data() -> None:
+    context = build_context()
+    assert "docker/entrypoint.sh" in context
+    assert "requirements.lock" in context
+    assert not [path for path in context if path.startswith((".git/", ".venv/", "models/", ".dvc/cache/"))]
+    assert not [path for path in context if path.endswith(".parquet") or posixpath.basename(path) == ".env"]
+
+
+def test_hadolint_passes() -> None:
+    hadolint = VENV_BIN / "hadolint"
+    result = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
