@@ -14,7 +14,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import push
+from flows.pipeline import Pushed, push
 from tests.conftest import VENV_BIN, free_port, fresh_clone, locked_outs, run, stage_env
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_push_retries_while_s3_refuses_then_succeeds(
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # let Prefect's retries, not botocore's, do the waiting
 
     @flow
-    def push_only() -> str:
+    def push_only() -> Pushed:
         return push("s3")
 
     with prefect_test_harness():
@@ -123,6 +123,6 @@ def test_push_retries_while_s3_refuses_then_succeeds(
     assert started.is_set()
     assert state.is_completed(), state.message
     assert task_run.run_count >= 2  # the first attempt met a refused connection
-    assert "runs/" in str(state.result())
+    assert "runs/" in state.result().record
     s3 = boto3.client("s3", endpoint_url=endpoint)
     assert s3.list_objects_v2(Bucket="lineage-late")["KeyCount"] >= len(locked_outs(built_copy))

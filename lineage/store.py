@@ -1,0 +1,398 @@
+"""The ledger store: an append-only, hash-chained table of entity records behind SQLAlchemy.
+
+Each record is (seq, kind, entity_id, body, prev_hash, record_hash). `body` is the entity as canonical
+JSON; `record_hash` is sha256 over the JSON array [seq, kind, entity_id, body, prev_hash], and
+`prev_hash` is the previous record's `record_hash` (GENESIS for seq 1). A one-row head table holds the
+record count and the last hash, updated in the same transaction as every append, so that deleting the
+last records is caught too. Publish the head hash elsewhere (the flow does, with each run) and pass it
+back to `verify` as an anchor to catch a ledger rewritten wholesale.
+
+SQLite (`sqlite:///lineage.db`) is the default; `LINEAGE_DB_URL` or the `url` argument selects any
+other SQLAlchemy URL, e.g. `postgresql+psycopg://user@host:5432/lineage`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    make_url,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from lineage.entities import Action, Artifact, Association, Context, Entity
+
+GENESIS = "0" * 64
+DEFAULT_URL = "sqlite:///lineage.db"
+_HEAD_ID = 1
+_CREATE_LOCK = 7_000_001  # PostgreSQL advisory lock key serialising concurrent table creation
+_IN_CHUNK = 500  # ids per IN (...) lookup, well under every backend's parameter limit
+
+metadata = MetaData()
+records_table = Table(
+    "ledger_records",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("entity_id", String(200), nullable=False, index=True),
+    Column("body", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("record_hash", String(64), nullable=False),
+)
+head_table = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("record_count", Integer, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+)
+
+
+class Kind(StrEnum):
+    ARTIFACT = "artifact"
+    ACTION = "action"
+    CONTEXT = "context"
+    ASSOCIATION = "association"
+
+
+_MODELS: dict[Kind, type[Entity]] = {
+    Kind.ARTIFACT: Artifact,
+    Kind.ACTION: Action,
+    Kind.CONTEXT: Context,
+    Kind.ASSOCIATION: Association,
+}
+# Content-addressed kinds: recording one again is a no-op that returns the existing seq.
+_REUSED = (Kind.ARTIFACT, Kind.ASSOCIATION)
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or written; the message is one line, without passwords."""
+
+
+class Problem(StrEnum):
+    EDITED = "edited"  # the record's columns no longer hash to its record_hash
+    RELINKED = "relinked"  # seq or prev_hash out of line: a record was inserted, deleted or reordered
+    HEAD_MISMATCH = "head_mismatch"  # the chain ends elsewhere than the head (or anchor) says: truncated
+
+
+_EXPLAIN = {
+    Problem.EDITED: "hash mismatch, the record was edited",
+    Problem.RELINKED: "chain link mismatch, a record was inserted, deleted or reordered",
+    Problem.HEAD_MISMATCH: "the chain end does not match the head, records were truncated or added outside the store",
+}
+
+
+@dataclass(frozen=True)
+class Head:
+    """The number of records and the hash of the last one (GENESIS when empty)."""
+
+    count: int
+    head_hash: str
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One stored row."""
+
+    seq: int
+    kind: str
+    entity_id: str
+    body: str
+    prev_hash: str
+    record_hash: str
+
+    def entity(self) -> Entity:
+        """The entity this record holds."""
+        return _parse(self.kind, self.body)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of `verify`. `count` and `head_hash` are the head row's (on success, the chain's).
+    On failure, `seq` is the first position where the chain breaks and `entity_id` the entity of the
+    record found there (None when it is missing)."""
+
+    ok: bool
+    count: int
+    head_hash: str
+    seq: int | None = None
+    entity_id: str | None = None
+    problem: Problem | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.count} records, head {self.head_hash}"
+        where = f"seq {self.seq}" + (f" (entity {self.entity_id})" if self.entity_id else "")
+        return f"FAILED at {where}: {_EXPLAIN[self.problem] if self.problem else ''} ({self.detail})"
+
+
+def canonical_json(value: Any) -> str:
+    """One text per value: sorted keys, no whitespace, ASCII only, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def record_hash(seq: int, kind: str, entity_id: str, body: str, prev_hash: str) -> str:
+    """sha256 over every other stored column, seq and prev_hash included."""
+    return hashlib.sha256(canonical_json([seq, kind, entity_id, body, prev_hash]).encode()).hexdigest()
+
+
+def _kind(entity: Entity) -> Kind:
+    for kind, model in _MODELS.items():
+        if isinstance(entity, model):
+            return kind
+    raise TypeError(f"not a lineage entity: {type(entity).__name__}")
+
+
+def _parse(kind: str, body: str) -> Entity:
+    return _MODELS[Kind(kind)].model_validate_json(body)
+
+
+def redact(url: str) -> str:
+    """`url` with any password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
+
+
+def _one_line(exc: BaseException, password: str | None) -> str:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = reason[0] if reason else type(exc).__name__
+    return line.replace(password, "***") if password else line
+
+
+class LedgerStore:
+    """The ledger at one SQLAlchemy URL. Append and read only: there is no update or delete."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or os.environ.get("LINEAGE_DB_URL") or DEFAULT_URL
+        self._password: str | None = None
+        try:
+            parsed = make_url(self.url)
+            self._password = parsed.password if isinstance(parsed.password, str) else None
+            self._engine = self._create_engine(self.url)
+            self._create_tables()
+        except (SQLAlchemyError, ArgumentError, ImportError, ValueError) as exc:
+            raise LedgerError(
+                f"cannot open the lineage ledger at {redact(self.url)}: {_one_line(exc, self._password)}"
+            ) from exc
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        engine = create_engine(url)
+        if engine.dialect.name == "sqlite":
+            # pysqlite starts transactions lazily, after our first read: take over BEGIN so an append
+            # holds the write lock (BEGIN IMMEDIATE) from its first statement, before reading the head.
+            @event.listens_for(engine, "connect")
+            def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.isolation_level = None
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Connection) -> None:
+                mode = "IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "DEFERRED"
+                conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+
+    def _create_tables(self) -> None:
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+            metadata.create_all(conn)
+            # A missing head beside existing records is tampering: leave it for verify to report.
+            empty = conn.execute(select(records_table.c.seq).limit(1)).first() is None
+            if empty and conn.execute(select(head_table.c.id)).first() is None:
+                conn.execute(insert(head_table).values(id=_HEAD_ID, record_count=0, head_hash=GENESIS))
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._engine.dispose()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def append(self, entities: Sequence[Entity]) -> list[int]:
+        """Record `entities` in one transaction, all or nothing; return each one's seq, in order.
+
+        An Artifact or Association already in the ledger (or earlier in `entities`) is not recorded
+        again: its seq is that of its first record. Actions and Contexts always get a new record.
+        """
+        try:
+            with self._engine.connect().execution_options(ledger_write=True) as conn, conn.begin():
+                return self._append(conn, entities)
+        except (SQLAlchemyError, ValueError) as exc:  # ValueError: a value JSON cannot hold, e.g. NaN
+            raise LedgerError(f"append to {redact(self.url)} failed: {_one_line(exc, self._password)}") from exc
+
+    def _append(self, conn: Connection, entities: Sequence[Entity]) -> list[int]:
+        # The head row lock (FOR UPDATE on PostgreSQL; BEGIN IMMEDIATE already holds SQLite's write
+        # lock) serialises appenders, so two writers can never extend the chain from the same head.
+        head = conn.execute(
+            select(head_table.c.record_count, head_table.c.head_hash)
+            .where(head_table.c.id == _HEAD_ID)
+            .with_for_update()
+        ).first()
+        if head is None:
+            raise LedgerError(f"the ledger at {redact(self.url)} has no head row: run verify")
+        count, prev = head.record_count, head.head_hash
+        kinds = [_kind(entity) for entity in entities]
+        known = self._first_seqs(
+            conn, [entity.id for entity, kind in zip(entities, kinds, strict=True) if kind in _REUSED]
+        )
+        rows: list[dict[str, Any]] = []
+        seqs: list[int] = []
+        for entity, kind in zip(entities, kinds, strict=True):
+            if kind in _REUSED and entity.id in known:
+                seqs.append(known[entity.id])
+                continue
+            count += 1
+            body = canonical_json(entity.model_dump(mode="json"))
+            digest = record_hash(count, kind, entity.id, body, prev)
+            row = {"seq": count, "kind": kind.value, "entity_id": entity.id, "body": body, "prev_hash": prev}
+            rows.append({**row, "record_hash": digest})
+            seqs.append(count)
+            prev = digest
+            if kind in _REUSED:
+                known[entity.id] = count
+        if rows:
+            conn.execute(insert(records_table), rows)
+            conn.execute(
+                update(head_table).where(head_table.c.id == _HEAD_ID).values(record_count=count, head_hash=prev)
+            )
+        return seqs
+
+    @staticmethod
+    def _first_seqs(conn: Connection, ids: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        unique = sorted(set(ids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            query = (
+                select(records_table.c.entity_id, func.min(records_table.c.seq))
+                .where(records_table.c.entity_id.in_(chunk))
+                .group_by(records_table.c.entity_id)
+            )
+            found.update({entity_id: seq for entity_id, seq in conn.execute(query)})
+        return found
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def head(self) -> Head:
+        """The head row (count 0 and GENESIS if it is missing)."""
+        with self._engine.connect() as conn:
+            return self._head(conn)
+
+    @staticmethod
+    def _head(conn: Connection) -> Head:
+        row = conn.execute(
+            select(head_table.c.record_count, head_table.c.head_hash).where(head_table.c.id == _HEAD_ID)
+        ).first()
+        return Head(0, GENESIS) if row is None else Head(row.record_count, row.head_hash)
+
+    def records(self) -> Iterator[LedgerRecord]:
+        """Every record in seq order, streamed."""
+        with self._engine.connect() as conn:
+            yield from self._stream(conn)
+
+    @staticmethod
+    def _stream(conn: Connection) -> Iterator[LedgerRecord]:
+        query = select(records_table).order_by(records_table.c.seq)
+        for row in conn.execution_options(yield_per=2000).execute(query):
+            yield LedgerRecord(*row)
+
+    def get(self, entity_id: str) -> Entity | None:
+        """The entity's latest record, or None if the ledger has none."""
+        query = (
+            select(records_table.c.kind, records_table.c.body)
+            .where(records_table.c.entity_id == entity_id)
+            .order_by(records_table.c.seq.desc())
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _parse(row.kind, row.body)
+
+    def associations(self, source_id: str | None = None, destination_id: str | None = None) -> list[Association]:
+        """Associations in seq order, optionally only those from `source_id` and/or to `destination_id`."""
+        query = select(records_table.c.body).where(records_table.c.kind == Kind.ASSOCIATION.value)
+        with self._engine.connect() as conn:
+            edges = [
+                Association.model_validate_json(body) for body in conn.scalars(query.order_by(records_table.c.seq))
+            ]
+        return [
+            edge
+            for edge in edges
+            if source_id in (None, edge.source_id) and destination_id in (None, edge.destination_id)
+        ]
+
+    # -- verifying ----------------------------------------------------------------------------------
+
+    def verify(self, anchor: Head | None = None) -> VerifyResult:
+        """Recompute the whole chain and compare its end with the head row and, if given, with `anchor`
+        (a head published earlier: the record at seq anchor.count must still hash to anchor.head_hash).
+        """
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for the head and every row, so a concurrent append is no false alarm.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                head = self._head(conn)
+                return _verify_rows(self._stream(conn), head, anchor)
+
+
+def _verify_rows(rows: Iterator[LedgerRecord], head: Head, anchor: Head | None) -> VerifyResult:
+    count, prev = 0, GENESIS
+    beyond_head: str | None = None  # the entity of the first record past the head's count, if any
+
+    def bad(seq: int, problem: Problem, detail: str, entity_id: str | None = None) -> VerifyResult:
+        return VerifyResult(False, head.count, head.head_hash, seq, entity_id, problem, detail)
+
+    for row in rows:
+        expected = count + 1
+        if row.seq != expected:
+            return bad(expected, Problem.RELINKED, f"expected seq {expected}, found seq {row.seq}", row.entity_id)
+        if record_hash(row.seq, row.kind, row.entity_id, row.body, row.prev_hash) != row.record_hash:
+            return bad(expected, Problem.EDITED, "its columns no longer hash to its record_hash", row.entity_id)
+        if row.prev_hash != prev:
+            return bad(expected, Problem.RELINKED, f"its prev_hash is not seq {count}'s hash", row.entity_id)
+        if anchor is not None and expected == anchor.count and row.record_hash != anchor.head_hash:
+            return bad(expected, Problem.HEAD_MISMATCH, "its hash is not the anchor's", row.entity_id)
+        if expected == head.count + 1:
+            beyond_head = row.entity_id
+        count, prev = expected, row.record_hash
+
+    if anchor is not None and count < anchor.count:
+        return bad(count + 1, Problem.HEAD_MISMATCH, f"the anchor counts {anchor.count} records, the chain {count}")
+    if count != head.count:
+        detail = f"the head row counts {head.count} records, the chain {count}"
+        return bad(min(count, head.count) + 1, Problem.HEAD_MISMATCH, detail, beyond_head)
+    if prev != head.head_hash:
+        return bad(max(count, 1), Problem.HEAD_MISMATCH, "the last record's hash is not the head row's")
+    return VerifyResult(True, count, prev)

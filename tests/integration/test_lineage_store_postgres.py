@@ -1,0 +1,158 @@
+"""The ledger store on the machine's PostgreSQL: the same records as SQLite, and concurrent appenders
+that cannot fork the chain. Each test gets a fresh database, dropped afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from lineage.entities import (
+    Action,
+    ActionStatus,
+    ActionType,
+    Artifact,
+    ArtifactType,
+    Association,
+    AssociationType,
+    Context,
+    ContextType,
+    Entity,
+)
+from lineage.store import LedgerStore, Problem
+
+pytestmark = pytest.mark.integration
+
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+START = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on 127.0.0.1:5432, dropped after the test; skipped where no server answers."""
+    admin = create_engine(SERVER.format(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = f"lineage_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL answers on 127.0.0.1:5432 ({str(exc.orig).splitlines()[0]})")
+    try:
+        yield SERVER.format(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def _ledger(runs: int) -> list[list[Entity]]:
+    """Deterministic batches (fixed ids and times), so two backends receive identical entities."""
+    batches: list[list[Entity]] = []
+    data = Artifact(artifact_type=ArtifactType.DATASET, source_uri="data/processed.parquet", md5="a" * 32)
+    for index in range(runs):
+        run = Context(context_type=ContextType.PIPELINE_RUN, name=f"run-{index}", properties={"dirty": False})
+        model = Artifact(artifact_type=ArtifactType.MODEL, source_uri="models/model.pt", md5=f"{index:032x}", size=9)
+        tune = Action(
+            id=f"action-{index}",
+            action_type=ActionType.STAGE,
+            status=ActionStatus.COMPLETED,
+            start=START + dt.timedelta(days=7 * index),
+            end=START + dt.timedelta(days=7 * index, minutes=3),
+            command="python -m tasks.tune",
+            parameters={"seed": 42, "tune": {"n_trials": 12, "lr": [1e-4, 0.1]}, "note": "prix ≤ 5 €"},
+        )
+        batches.append(
+            [
+                run,
+                data,  # reused after the first run
+                model,
+                tune,
+                Association(source_id=data.id, destination_id=tune.id, association_type=AssociationType.CONTRIBUTED_TO),
+                Association(source_id=tune.id, destination_id=model.id, association_type=AssociationType.PRODUCED),
+            ]
+        )
+    return batches
+
+
+def test_sqlite_and_postgres_hold_the_same_ledger(postgres_url: str, tmp_path: Path) -> None:
+    with LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}") as lite, LedgerStore(postgres_url) as pg:
+        for batch in _ledger(20):
+            assert lite.append(batch) == pg.append(batch)
+        assert list(lite.records()) == list(pg.records())
+        assert lite.head() == pg.head()
+        assert lite.verify() == pg.verify()
+        assert lite.verify().ok
+        assert lite.get("action-3") == pg.get("action-3")
+        assert lite.associations(source_id="action-3") == pg.associations(source_id="action-3")
+        # The same tampering is reported the same way.
+        for url in (f"sqlite:///{tmp_path / 'ledger.db'}", postgres_url):
+            engine = create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE ledger_records SET body = body || ' ' WHERE seq = 10"))
+            engine.dispose()
+        assert lite.verify() == pg.verify()
+        assert (pg.verify().seq, pg.verify().problem) == (10, Problem.EDITED)
+
+
+def test_concurrent_appenders_make_one_valid_chain(postgres_url: str) -> None:
+    LedgerStore(postgres_url).close()  # tables exist before the race; creation is tested below
+    per_writer, batches = 15, _ledger(1)
+    shared = batches[0][1]  # both writers record the same artifact: it must be stored once
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            with LedgerStore(postgres_url) as store:
+                start.wait()
+                for index in range(per_writer):
+                    context = Context(context_type=ContextType.PIPELINE_RUN, name=f"{name}-{index}")
+                    action = Action(action_type=ActionType.STAGE, status=ActionStatus.COMPLETED, start=START)
+                    store.append([context, shared, action])
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+    with LedgerStore(postgres_url) as store:
+        result = store.verify()
+        assert result.ok, str(result)
+        records = list(store.records())
+        assert result.count == len(records) == 2 * per_writer * 2 + 1
+        names = {entity.name for entity in (record.entity() for record in records) if isinstance(entity, Context)}
+        assert names == {f"{writer}-{index}" for writer in ("a", "b") for index in range(per_writer)}
+        assert [record.entity_id for record in records].count(shared.id) == 1
+
+
+def test_concurrent_first_opens_create_the_tables_once(postgres_url: str) -> None:
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def opener() -> None:
+        try:
+            start.wait()
+            LedgerStore(postgres_url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    with LedgerStore(postgres_url) as store:
+        assert dataclasses.astuple(store.verify())[:2] == (True, 0)
