@@ -43,10 +43,8 @@ def run_module(workspace: Path, module: str, **env: str) -> subprocess.Completed
 
 def write_params(workspace: Path, **sections: dict[str, object]) -> None:
     """The repository's params.yaml with some keys of some sections replaced."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copyfile(REPO / "params.yaml", workspace / "params.yaml")
+    set_params(workspace, **sections)
 
 
 GIT_ENV = {

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,32 +16,9 @@ import boto3
 import pytest
 
 from deployments.bootstrap import ensure_ecr_repository, ensure_work_pools
-from tests.conftest import REPO, VENV_BIN, free_port
+from tests.conftest import REPO
 
 BOOTSTRAP = REPO / "deployments" / "bootstrap.py"
-
-
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    """moto's standalone server (every AWS API it mocks, ECR included) on loopback; yields its endpoint URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("moto_server did not start")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -64,10 +39,10 @@ def _repositories(region: str) -> list[dict[str, Any]]:
 @pytest.mark.integration
 @pytest.mark.parametrize("endpoint_variable", ["AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL"])
 def test_ecr_repository_bootstrap_against_moto_ecr(
-    moto_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch, endpoint_variable: str
+    s3_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch, endpoint_variable: str
 ) -> None:
     # Only the standard variable points boto3 at moto: bootstrap.py takes no endpoint of its own.
-    monkeypatch.setenv(endpoint_variable, moto_server)
+    monkeypatch.setenv(endpoint_variable, s3_server)
     name = f"retail-lineage-worker-{endpoint_variable.lower().replace('_', '-')}"
 
     uri = ensure_ecr_repository(name, "eu-west-1")
@@ -85,9 +60,9 @@ def test_ecr_repository_bootstrap_against_moto_ecr(
 
 @pytest.mark.integration
 def test_ecr_bootstrap_fixes_a_repository_made_by_hand_against_moto_ecr(
-    moto_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+    s3_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", moto_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECR", s3_server)
     ecr = boto3.client("ecr", region_name="eu-west-1")
     made = ecr.create_repository(repositoryName="hand-made-worker", imageTagMutability="MUTABLE")["repository"]
 
@@ -99,8 +74,8 @@ def test_ecr_bootstrap_fixes_a_repository_made_by_hand_against_moto_ecr(
 
 
 @pytest.mark.integration
-def test_ecr_command_prints_only_the_uri_against_moto_ecr(moto_server: str, aws_env: None) -> None:
-    env = {**os.environ, "AWS_ENDPOINT_URL_ECR": moto_server}
+def test_ecr_command_prints_only_the_uri_against_moto_ecr(s3_server: str, aws_env: None) -> None:
+    env = {**os.environ, "AWS_ENDPOINT_URL_ECR": s3_server}
     command = [sys.executable, str(BOOTSTRAP), "ecr", "--name", "retail-lineage-cli", "--region", "eu-west-1"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     second = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
