@@ -8,6 +8,8 @@ dvc.lock. Prefect owns when, retries, logs and the artifacts people read in the 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -29,11 +31,15 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed
 from prefect.tasks import Task, exponential_backoff
 
 from flows.summary import read_metrics, summary
+from lineage.entities import ActionStatus
+from lineage.query import query_lineage
+from lineage.recorder import Recorded, RunInfo, StageRun, record_run
+from lineage.store import LedgerStore
 from tasks.stage import EXIT_BAD_INPUT, EXIT_GATE_REFUSED
 
 LOCK_FILE = Path("dvc.lock")
@@ -225,6 +231,42 @@ def _store_run_record(repo: Any, remote: str | None, run_id: str) -> str:
     return str(target.fs.unstrip_protocol(folder))
 
 
+@task(name="record-lineage", retries=2, retry_delay_seconds=5)
+def record_lineage(info: RunInfo) -> Recorded:
+    """Append the run to the lineage ledger (LINEAGE_DB_URL) and decide on promotion, in one transaction.
+
+    A retry is safe: a failed append leaves nothing behind.
+    """
+    with LedgerStore() as store:
+        recorded = record_run(store, info)
+    get_run_logger().info(
+        "recorded in the lineage ledger: model version %s, decision %s; ledger head %d %s",
+        recorded.model_version.name if recorded.model_version else "none",
+        recorded.decision or "none",
+        recorded.head.count,
+        recorded.head.head_hash,
+    )
+    return recorded
+
+
+@task(name="publish-ledger-head", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2))
+def publish_ledger_head(remote: str | None, recorded: Recorded) -> str:
+    """Store the ledger's head beside the run record: an anchor `lineage verify` can check a rewritten
+    ledger against, kept outside the database."""
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        target = repo.cloud.get_remote(remote)
+        path = target.fs.join(target.path, "runs", recorded.run.name, "ledger-head.json")
+        text = json.dumps({"record_count": recorded.head.count, "head_hash": recorded.head.head_hash})
+        try:
+            target.fs.pipe_file(path, text.encode())
+        except Exception as error:  # network, credentials, S3: worth a retry
+            name = _remote_name(repo, remote)
+            raise TransientFailure(f"storing the ledger head in remote '{name}' failed: {error}") from error
+        return str(target.fs.unstrip_protocol(path))
+
+
 def gate_failure(stage: str) -> str | None:
     """After drift_check or fairness: why the run must stop (and the model not be promoted), if it must."""
     metrics = read_metrics()
@@ -237,8 +279,11 @@ def gate_failure(stage: str) -> str | None:
     return None
 
 
-def publish(outcomes: list[StageOutcome], stages: list[str], failure: str | None, pushed: Pushed) -> None:
-    """The UI's view of the run: a summary, the metrics table and a link to the drift report."""
+def publish(
+    outcomes: list[StageOutcome], stages: list[str], failure: str | None, pushed: Pushed | None, recorded: Recorded
+) -> None:
+    """The UI's view of the run: a summary with the model's lineage graph, the metrics table and a link
+    to the drift report."""
     done = {outcome.stage: outcome for outcome in outcomes}
     rows = ["| stage | result | outputs (md5) |", "| --- | --- | --- |"]
     for stage in stages:
@@ -247,11 +292,12 @@ def publish(outcomes: list[StageOutcome], stages: list[str], failure: str | None
         outs = "<br>".join(f"`{path}` {md5[:12]}" for path, md5 in (outcome.outs if outcome else {}).items())
         rows.append(f"| {stage} | {result} | {outs} |")
     verdict = f"**Run failed:** {failure}" if failure else "**Both gates passed.**"
-    stored = f"\n\nRun record (dvc.lock, params.yaml): `{pushed.record}`"
+    record = pushed.record if pushed else "not stored (the push failed)"
     create_markdown_artifact(
         key="pipeline-summary",
-        markdown=f"# Lineage pipeline\n\n{verdict}\n\n" + "\n".join(rows) + f"\n\n```\n{summary()}\n```{stored}",
-        description="Stages run or skipped, their outputs, and both gate verdicts",
+        markdown=f"# Lineage pipeline\n\n{verdict}\n\n" + "\n".join(rows) + f"\n\n```\n{summary()}\n```"
+        f"\n\nRun record (dvc.lock, params.yaml): `{record}`\n\n{lineage_section(recorded)}",
+        description="Stages run or skipped, their outputs, both gate verdicts and the model's lineage",
     )
     table = [
         {"stage": stage, "metric": name, "value": value}
@@ -261,13 +307,31 @@ def publish(outcomes: list[StageOutcome], stages: list[str], failure: str | None
     ]
     if table:
         create_table_artifact(key="pipeline-metrics", table=table, description="Headline metrics per stage")
-    if pushed.drift_report:
+    if pushed and pushed.drift_report:
         create_link_artifact(
             key="drift-report",
             link=pushed.drift_report,
             link_text="Evidently drift report",
             description="reports/drift.html as the DVC remote stores it",
         )
+
+
+def lineage_section(recorded: Recorded) -> str:
+    """Markdown: the model version, the promotion decision, its lineage as mermaid, and how to query it."""
+    head = f"Ledger head: {recorded.head.count} records, `{recorded.head.head_hash}`."
+    version = recorded.model_version
+    if version is None:
+        query = f"`lineage query {recorded.run.id} --direction ascendants`"
+        return f"## Lineage\n\nNo model version this run. {head}\n\n{query}"
+    with LedgerStore() as store:
+        graph = query_lineage(store, version.id)
+    return (
+        f"## Lineage of model version `{version.name}`\n\n"
+        f"Status **{version.properties.get('status')}** (decision: {recorded.decision}). {head}\n\n"
+        f"```mermaid\n{graph.to_mermaid()}\n```\n\n"
+        f"Query it: `lineage query {version.name} --direction ascendants --depth 10 --json` · "
+        f"`lineage models show {version.name}` · `lineage verify`"
+    )
 
 
 def _headline(stage: str, metrics: dict[str, Any]) -> dict[str, object]:
@@ -306,6 +370,13 @@ def configure_s3_remote() -> None:
             config["remote"].setdefault("s3", {}).update(overrides)
 
 
+def use_lineage_db_block(name: str) -> None:
+    """Point the ledger at the SQLAlchemy URL a Prefect Secret block holds (it carries a password)."""
+    from prefect.blocks.system import Secret
+
+    os.environ["LINEAGE_DB_URL"] = str(cast(Secret[str], Secret.load(name)).get())
+
+
 def use_aws_credentials_block(name: str) -> None:
     """Hand a prefect-aws AwsCredentials block to the dvc subprocesses through their environment."""
     from prefect_aws import AwsCredentials
@@ -322,33 +393,84 @@ def use_aws_credentials_block(name: str) -> None:
 
 
 @flow(name="lineage-pipeline", log_prints=True)
-def lineage_pipeline(remote: str | None = None, aws_credentials_block: str | None = None) -> State[Any]:
-    """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record."""
-    logger = get_run_logger()
+def lineage_pipeline(
+    remote: str | None = None, aws_credentials_block: str | None = None, lineage_db_block: str | None = None
+) -> State[Any]:
+    """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record, record
+    the run's lineage and promote the model only if both gates passed."""
+    started = _now()
     if aws_credentials_block:
         use_aws_credentials_block(aws_credentials_block)
+    if lineage_db_block:
+        use_lineage_db_block(lineage_db_block)
     configure_s3_remote()
     stages = pipeline_stages()
-    changed = prepare_workspace(remote)
-    logger.info("stages to rerun: %s", ", ".join(s for s in stages if s in changed) or "none")
-    outcomes: list[StageOutcome] = []
-    failure: str | None = None
-    for stage in stages:
-        unchanged = stage not in changed and not any(outcome.ran for outcome in outcomes)
-        try:
-            outcomes.append(run_stage.with_options(name=stage, task_run_name=stage)(stage, unchanged))
-        except StageRejected as rejected:
-            failure = str(rejected)
-            break
-        failure = gate_failure(stage)
-        if failure:
-            break
-    pushed = push(remote)  # versions what this run produced, verdicts included, even when a gate failed
-    publish(outcomes, stages, failure, pushed)
+    outcomes, runs, failure = run_stages(stages, remote)
+    pushed: Pushed | None = None
+    push_state = push(remote, return_state=True)  # versions what ran, verdicts included, even after a failure
+    try:
+        pushed = push_state.result()
+    except Exception as error:
+        failure = failure or f"push failed, the model is not promoted: {error}"
+    info = RunInfo(
+        flow_run_id=str(flow_run.get_id() or "local"),
+        stages=runs,
+        start=started,
+        end=_now(),
+        failure=failure,
+        pushed_to=pushed.record if pushed else None,
+        deployment=f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
+    )
+    recorded = record_lineage(info)
+    if pushed:
+        publish_ledger_head(remote, recorded)
+    publish(outcomes, stages, failure, pushed, recorded)
     if failure:
         return Failed(message=failure)
     ran = [outcome.stage for outcome in outcomes if outcome.ran]
     return Completed(message=f"ran {', '.join(ran) or 'nothing (all up to date)'}; both gates passed")
+
+
+def run_stages(stages: list[str], remote: str | None) -> tuple[list[StageOutcome], list[StageRun], str | None]:
+    """Prepare the workspace, then run the stages in order until one fails or a gate stops the run.
+
+    Returns what each stage did, each stage as the ledger records it (NotRun after a stop), and why the
+    run stopped, if it did.
+    """
+    outcomes: list[StageOutcome] = []
+    runs: list[StageRun] = []
+    failure: str | None = None
+    prepared = prepare_workspace(remote, return_state=True)
+    try:
+        changed = prepared.result()
+    except Exception as error:
+        failure = str(error)
+    else:
+        get_run_logger().info("stages to rerun: %s", ", ".join(s for s in stages if s in changed) or "none")
+    for stage in stages:
+        if failure:
+            runs.append(StageRun(stage, ActionStatus.NOT_RUN))
+            continue
+        unchanged = stage not in changed and not any(outcome.ran for outcome in outcomes)
+        start = _now()
+        state = run_stage.with_options(name=stage, task_run_name=stage)(stage, unchanged, return_state=True)
+        task_run_id = str(state.state_details.task_run_id) if state.state_details.task_run_id else None
+        try:
+            outcome = state.result()
+        except Exception as error:  # StageRejected, or a transient failure that outlived its retries
+            failure = str(error)
+            runs.append(StageRun(stage, ActionStatus.FAILED, start, _now(), task_run_id))
+            continue
+        outcomes.append(outcome)
+        status = ActionStatus.COMPLETED if outcome.ran else ActionStatus.SKIPPED
+        runs.append(StageRun(stage, status, start, _now(), task_run_id))
+        failure = gate_failure(stage)
+    return outcomes, runs, failure
+
+
+def _now() -> dt.datetime:
+    # Run times go to the ledger only, never into versioned outputs.
+    return dt.datetime.now(dt.UTC)
 
 
 if __name__ == "__main__":
@@ -357,7 +479,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=lineage_pipeline.description)
     parser.add_argument("--remote", default=None, help="DVC remote to pull from and push to (default: the default)")
     parser.add_argument("--aws-credentials-block", default=None, help="prefect-aws AwsCredentials block name")
+    parser.add_argument("--lineage-db-block", default=None, help="Prefect Secret block holding LINEAGE_DB_URL")
     arguments = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    final = lineage_pipeline(arguments.remote, arguments.aws_credentials_block, return_state=True)
+    final = lineage_pipeline(
+        arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block, return_state=True
+    )
     sys.exit(0 if final.is_completed() else 1)

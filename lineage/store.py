@@ -1,8 +1,11 @@
 """The ledger store: an append-only, hash-chained table of entity records behind SQLAlchemy.
 
-Each record is (seq, kind, entity_id, body, prev_hash, record_hash). `body` is the entity as canonical
-JSON; `record_hash` is sha256 over the JSON array [seq, kind, entity_id, body, prev_hash], and
-`prev_hash` is the previous record's `record_hash` (GENESIS for seq 1). A one-row head table holds the
+Each record is (seq, kind, entity_id, entity_type, name, source_id, destination_id, body, prev_hash,
+record_hash). `body` is the entity as canonical JSON; entity_type, name (an artifact's source URI, a
+context's name) and source_id/destination_id (an association's ends) repeat what the body says in
+indexed columns, so that graph queries need no scan. `record_hash` is sha256 over the JSON array of
+every other column, in that order, and `prev_hash` is the previous record's `record_hash` (GENESIS for
+seq 1). A one-row head table holds the
 record count and the last hash, updated in the same transaction as every append, so that deleting the
 last records is caught too. Publish the head hash elsewhere (the flow does, with each run) and pass it
 back to `verify` as an anchor to catch a ledger rewritten wholesale.
@@ -17,10 +20,10 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Column,
@@ -42,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from lineage.entities import Action, Artifact, Association, Context, Entity
+from lineage.entities import Action, Artifact, Association, AssociationType, Context, Entity
 
 GENESIS = "0" * 64
 DEFAULT_URL = "sqlite:///lineage.db"
@@ -57,6 +60,10 @@ records_table = Table(
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("kind", String(16), nullable=False),
     Column("entity_id", String(200), nullable=False, index=True),
+    Column("entity_type", String(32), nullable=False),
+    Column("name", Text, nullable=True),
+    Column("source_id", String(200), nullable=True, index=True),
+    Column("destination_id", String(200), nullable=True, index=True),
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("record_hash", String(64), nullable=False),
@@ -91,6 +98,10 @@ class LedgerError(Exception):
     """The ledger cannot be opened or written; the message is one line, without passwords."""
 
 
+class LedgerConflict(LedgerError):
+    """Another writer appended between a read and the append that depended on it."""
+
+
 class Problem(StrEnum):
     EDITED = "edited"  # the record's columns no longer hash to its record_hash
     RELINKED = "relinked"  # seq or prev_hash out of line: a record was inserted, deleted or reordered
@@ -112,13 +123,16 @@ class Head:
     head_hash: str
 
 
-@dataclass(frozen=True)
-class LedgerRecord:
-    """One stored row."""
+class LedgerRecord(NamedTuple):
+    """One stored row, its columns in table order."""
 
     seq: int
     kind: str
     entity_id: str
+    entity_type: str
+    name: str | None
+    source_id: str | None
+    destination_id: str | None
     body: str
     prev_hash: str
     record_hash: str
@@ -154,9 +168,27 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def record_hash(seq: int, kind: str, entity_id: str, body: str, prev_hash: str) -> str:
-    """sha256 over every other stored column, seq and prev_hash included."""
-    return hashlib.sha256(canonical_json([seq, kind, entity_id, body, prev_hash]).encode()).hexdigest()
+HASHED_COLUMNS = [column.name for column in records_table.columns if column.name != "record_hash"]
+
+
+def record_hash(columns: Sequence[Any]) -> str:
+    """sha256 over every other stored column (HASHED_COLUMNS, in order), seq and prev_hash included."""
+    return hashlib.sha256(canonical_json(list(columns)).encode()).hexdigest()
+
+
+def _indexed_columns(entity: Entity) -> dict[str, str | None]:
+    """What the body says that queries look up: the type, the name or URI, an edge's two ends."""
+    if isinstance(entity, Artifact):
+        return {"entity_type": entity.artifact_type, "name": entity.source_uri}
+    if isinstance(entity, Context):
+        return {"entity_type": entity.context_type, "name": entity.name}
+    if isinstance(entity, Action):
+        return {"entity_type": entity.action_type}
+    return {
+        "entity_type": entity.association_type,
+        "source_id": entity.source_id,
+        "destination_id": entity.destination_id,
+    }
 
 
 def _kind(entity: Entity) -> Kind:
@@ -239,19 +271,21 @@ class LedgerStore:
 
     # -- writing ------------------------------------------------------------------------------------
 
-    def append(self, entities: Sequence[Entity]) -> list[int]:
+    def append(self, entities: Sequence[Entity], expected_head: Head | None = None) -> list[int]:
         """Record `entities` in one transaction, all or nothing; return each one's seq, in order.
 
         An Artifact or Association already in the ledger (or earlier in `entities`) is not recorded
         again: its seq is that of its first record. Actions and Contexts always get a new record.
+        `expected_head`: refuse (LedgerConflict) if anything was appended since the caller read this
+        head, so a decision taken on what the ledger said is never recorded on top of a newer state.
         """
         try:
             with self._engine.connect().execution_options(ledger_write=True) as conn, conn.begin():
-                return self._append(conn, entities)
+                return self._append(conn, entities, expected_head)
         except (SQLAlchemyError, ValueError) as exc:  # ValueError: a value JSON cannot hold, e.g. NaN
             raise LedgerError(f"append to {redact(self.url)} failed: {_one_line(exc, self._password)}") from exc
 
-    def _append(self, conn: Connection, entities: Sequence[Entity]) -> list[int]:
+    def _append(self, conn: Connection, entities: Sequence[Entity], expected_head: Head | None) -> list[int]:
         # The head row lock (FOR UPDATE on PostgreSQL; BEGIN IMMEDIATE already holds SQLite's write
         # lock) serialises appenders, so two writers can never extend the chain from the same head.
         head = conn.execute(
@@ -262,6 +296,10 @@ class LedgerStore:
         if head is None:
             raise LedgerError(f"the ledger at {redact(self.url)} has no head row: run verify")
         count, prev = head.record_count, head.head_hash
+        if expected_head is not None and expected_head != Head(count, prev):
+            raise LedgerConflict(
+                f"the ledger changed since it was read ({expected_head.count} -> {count} records): retry"
+            )
         kinds = [_kind(entity) for entity in entities]
         known = self._first_seqs(
             conn, [entity.id for entity, kind in zip(entities, kinds, strict=True) if kind in _REUSED]
@@ -273,9 +311,18 @@ class LedgerStore:
                 seqs.append(known[entity.id])
                 continue
             count += 1
-            body = canonical_json(entity.model_dump(mode="json"))
-            digest = record_hash(count, kind, entity.id, body, prev)
-            row = {"seq": count, "kind": kind.value, "entity_id": entity.id, "body": body, "prev_hash": prev}
+            row: dict[str, Any] = {
+                "seq": count,
+                "kind": kind.value,
+                "entity_id": entity.id,
+                "name": None,
+                "source_id": None,
+                "destination_id": None,
+                **{key: None if value is None else str(value) for key, value in _indexed_columns(entity).items()},
+                "body": canonical_json(entity.model_dump(mode="json")),
+                "prev_hash": prev,
+            }
+            digest = record_hash([row[column] for column in HASHED_COLUMNS])
             rows.append({**row, "record_hash": digest})
             seqs.append(count)
             prev = digest
@@ -339,18 +386,49 @@ class LedgerStore:
             row = conn.execute(query).first()
         return None if row is None else _parse(row.kind, row.body)
 
-    def associations(self, source_id: str | None = None, destination_id: str | None = None) -> list[Association]:
-        """Associations in seq order, optionally only those from `source_id` and/or to `destination_id`."""
-        query = select(records_table.c.body).where(records_table.c.kind == Kind.ASSOCIATION.value)
+    def latest(self, entity_ids: Iterable[str]) -> dict[str, Entity]:
+        """Each id's latest record (ids the ledger lacks are left out)."""
+        found: dict[str, Entity] = {}
+        unique = sorted(set(entity_ids))
         with self._engine.connect() as conn:
-            edges = [
-                Association.model_validate_json(body) for body in conn.scalars(query.order_by(records_table.c.seq))
-            ]
-        return [
-            edge
-            for edge in edges
-            if source_id in (None, edge.source_id) and destination_id in (None, edge.destination_id)
-        ]
+            for start in range(0, len(unique), _IN_CHUNK):
+                query = (
+                    select(records_table.c.entity_id, records_table.c.kind, records_table.c.body)
+                    .where(records_table.c.entity_id.in_(unique[start : start + _IN_CHUNK]))
+                    .order_by(records_table.c.seq)
+                )
+                found.update({row.entity_id: _parse(row.kind, row.body) for row in conn.execute(query)})
+        return found
+
+    def find(self, kind: Kind, entity_type: str | None = None, name: str | None = None) -> list[Entity]:
+        """The latest record of every entity of this kind (and type, and name or source URI), in the
+        order the entities first appeared."""
+        query = select(records_table.c.entity_id, records_table.c.body).where(records_table.c.kind == kind.value)
+        if entity_type is not None:
+            query = query.where(records_table.c.entity_type == entity_type)
+        if name is not None:
+            query = query.where(records_table.c.name == name)
+        latest: dict[str, str] = {}
+        with self._engine.connect() as conn:
+            for entity_id, body in conn.execute(query.order_by(records_table.c.seq)):
+                latest[entity_id] = body
+        return [_parse(kind, body) for body in latest.values()]
+
+    def edges(self, entity_ids: Iterable[str], toward: str) -> list[Association]:
+        """Associations ending at (`toward="destination"`) or starting from (`"source"`) any of the ids."""
+        column = {"destination": records_table.c.destination_id, "source": records_table.c.source_id}[toward]
+        unique = sorted(set(entity_ids))
+        found: list[Association] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(unique), _IN_CHUNK):
+                query = select(
+                    records_table.c.source_id, records_table.c.destination_id, records_table.c.entity_type
+                ).where(records_table.c.kind == Kind.ASSOCIATION.value, column.in_(unique[start : start + _IN_CHUNK]))
+                found += [
+                    Association(source_id=source, destination_id=destination, association_type=AssociationType(kind))
+                    for source, destination, kind in conn.execute(query.order_by(records_table.c.seq))
+                ]
+        return found
 
     # -- verifying ----------------------------------------------------------------------------------
 
@@ -378,7 +456,7 @@ def _verify_rows(rows: Iterator[LedgerRecord], head: Head, anchor: Head | None) 
         expected = count + 1
         if row.seq != expected:
             return bad(expected, Problem.RELINKED, f"expected seq {expected}, found seq {row.seq}", row.entity_id)
-        if record_hash(row.seq, row.kind, row.entity_id, row.body, row.prev_hash) != row.record_hash:
+        if record_hash(row[:-1]) != row.record_hash:
             return bad(expected, Problem.EDITED, "its columns no longer hash to its record_hash", row.entity_id)
         if row.prev_hash != prev:
             return bad(expected, Problem.RELINKED, f"its prev_hash is not seq {count}'s hash", row.entity_id)

@@ -97,6 +97,7 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
     weekly_params = deployments["weekly"]["parameters"]
     assert set(weekly_params) <= set(inspect.signature(lineage_pipeline.fn).parameters)
     assert weekly_params["remote"] == "s3"
+    assert weekly_params["lineage_db_block"]  # the container's ledger must outlive it
 
 
 def test_no_stage_module_imports_prefect() -> None:

@@ -12,7 +12,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import lineage_pipeline
-from tests.conftest import set_params
+from lineage import registry
+from lineage.entities import ActionType, Context, ContextType, context_id
+from lineage.store import LedgerStore
+from tests.conftest import locked_outs, set_params
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +24,11 @@ pytestmark = pytest.mark.integration
 def harness() -> Iterator[None]:
     with prefect_test_harness():
         yield
+
+
+def context_id_of(state: Any) -> str:
+    """The ledger id of the flow run's PipelineRun context."""
+    return context_id(ContextType.PIPELINE_RUN, str(state.state_details.flow_run_id))
 
 
 def run_flow(clone: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
@@ -47,6 +55,16 @@ def test_drift_ends_the_run_failed_naming_columns_and_report(
     assert {"etl", "drift_check"} <= set(attempts)
     assert not {"preprocess", "tune", "inference", "fairness"} & set(attempts)  # later stages did not run
     assert any(name.startswith("push") for name in attempts)  # the verdict is still pushed
+    with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
+        run = store.latest([context_id_of(state)])[context_id_of(state)]
+        assert isinstance(run, Context)
+        assert str(run.properties["outcome"]).startswith("failed: drift detected in ")
+        assert run.properties["model_version"] == ""  # tune never ran: no model, nothing to promote
+        assert registry.versions(store) == []
+        gates = [a for a in store.latest(e.source_id for e in store.edges([run.id], "destination")).values()]
+        drift_gate = next(a for a in gates if getattr(a, "action_type", None) == ActionType.DRIFT_GATE)
+        assert drift_gate.parameters["verdict"] == "failed"  # type: ignore[union-attr]
+        assert store.verify().ok
 
 
 def test_a_failed_fairness_verdict_ends_the_run_failed(
@@ -58,6 +76,13 @@ def test_a_failed_fairness_verdict_ends_the_run_failed(
     assert state.message.startswith("fairness check failed: |mean outcome difference| ")
     assert state.message.endswith("the model is not promoted")
     assert attempts["fairness"] == 1
+    with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
+        (version,) = registry.versions(store)
+        assert version.properties["model_md5"] == locked_outs(built_copy)["models/model.pt"]
+        assert version.properties["status"] == "rejected"
+        assert version.properties["fairness_gate"] == "failed"
+        assert registry.production(store) is None  # a failed gate is never promoted
+        assert [d.parameters["decision"] for d in registry.report(store, version.name).decisions] == ["rejected"]
 
 
 def test_bad_input_fails_at_once_without_retries(

@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from bench.lineage_workspace import STAGES, write_workspace
+from lineage import registry
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -26,6 +28,8 @@ from lineage.entities import (
     ContextType,
     Entity,
 )
+from lineage.query import Direction, query_lineage
+from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import LedgerStore, Problem
 
 pytestmark = pytest.mark.integration
@@ -91,7 +95,8 @@ def test_sqlite_and_postgres_hold_the_same_ledger(postgres_url: str, tmp_path: P
         assert lite.verify() == pg.verify()
         assert lite.verify().ok
         assert lite.get("action-3") == pg.get("action-3")
-        assert lite.associations(source_id="action-3") == pg.associations(source_id="action-3")
+        assert lite.edges(["action-3"], toward="source") == pg.edges(["action-3"], toward="source")
+        assert lite.edges(["action-3"], toward="destination") == pg.edges(["action-3"], toward="destination")
         # The same tampering is reported the same way.
         for url in (f"sqlite:///{tmp_path / 'ledger.db'}", postgres_url):
             engine = create_engine(url)
@@ -156,3 +161,31 @@ def test_concurrent_first_opens_create_the_tables_once(postgres_url: str) -> Non
     assert not errors, errors
     with LedgerStore(postgres_url) as store:
         assert dataclasses.astuple(store.verify())[:2] == (True, 0)
+
+
+def test_sqlite_and_postgres_give_the_same_query_and_registry_answers(postgres_url: str, tmp_path: Path) -> None:
+    now = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+    with LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}") as lite, LedgerStore(postgres_url) as pg:
+        for week, fair in ((1, True), (2, True), (3, False)):
+            write_workspace(tmp_path, week, fair=fair)
+            stages = [StageRun(s, ActionStatus.COMPLETED, now, now, str(uuid.uuid4())) for s in STAGES]
+            info = RunInfo(f"run-{week}", stages, now, now, None if fair else "fairness failed", "runs/x")
+            assert record_run(lite, info, tmp_path).decision == record_run(pg, info, tmp_path).decision
+        registry.rollback(lite, by="ana", reason="r")
+        registry.rollback(pg, by="ana", reason="r")
+
+        def answers(store: LedgerStore) -> tuple[object, ...]:
+            graphs = [
+                query_lineage(store, start, direction, depth, types)
+                for start, direction, depth, types in [
+                    ("production", Direction.ASCENDANTS, 10, None),
+                    ("data/raw", Direction.DESCENDANTS, 10, ["ModelVersion"]),
+                    ("tasks/tune.py", Direction.BOTH, 2, ["Stage", "Model"]),
+                ]
+            ]
+            shapes = [sorted((v.type, v.label) for v in graph.vertices) for graph in graphs]
+            return shapes, [len(graph.edges) for graph in graphs], store.head().count
+
+        assert answers(lite) == answers(pg)
+        statuses = [[v.properties["status"] for v in registry.versions(store)] for store in (lite, pg)]
+        assert statuses == [["production", "rejected", "rejected"]] * 2

@@ -1,10 +1,12 @@
 """The flow under a real `prefect server`: deploy `dev`, run it on a process worker, read the UI's records.
 
-Runs once on SQLite and once on the machine's PostgreSQL (skipped where none answers).
+Runs once on SQLite and once on the machine's PostgreSQL (skipped where none answers); with PostgreSQL,
+the lineage ledger lives there too (LINEAGE_DB_URL), otherwise in the clone's lineage.db.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.request
@@ -21,7 +23,10 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.conftest import STAGES, VENV_BIN, free_port, fresh_clone, stage_env
+from lineage import registry
+from lineage.query import query_lineage
+from lineage.store import Head, LedgerStore
+from tests.conftest import STAGES, VENV_BIN, free_port, fresh_clone, locked_outs, stage_env
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +60,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         if database is None:
             pytest.skip("no PostgreSQL answers on 127.0.0.1:5432")
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = POSTGRES.format(database=database)
+        env["LINEAGE_DB_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
     log = (home / "server.log").open("w")
     process = subprocess.Popen(
         [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -101,6 +107,7 @@ def describe_run(api: SyncPrefectClient, run_id: uuid.UUID) -> dict[str, Any]:
     task_runs = api.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     artifacts = api.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     return {
+        "id": str(run_id),
         "state": flow_run.state.type.value if flow_run.state else None,
         "message": flow_run.state.message if flow_run.state else "",
         "tasks": sorted(task_run.name for task_run in task_runs),
@@ -129,12 +136,35 @@ def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
     assert all(f"| {stage} | ran |" in summary for stage in STAGES)
     assert first["artifacts"]["tuning-progress"].data == 100.0
     assert (deployed / ".dvc-storage" / "runs").is_dir()  # the run record went to the default remote
+    assert "```mermaid\nflowchart LR" in summary
+    ledger_url = server.get("LINEAGE_DB_URL") or f"sqlite:///{deployed / 'lineage.db'}"
+    with LedgerStore(ledger_url) as store:
+        version = registry.production(store)
+        assert version is not None  # both gates passed: promoted
+        assert version.properties["model_md5"] == locked_outs(deployed)["models/model.pt"]
+        assert f"Lineage of model version `{version.name}`" in summary
+        found = {(v.type, v.label) for v in query_lineage(store, "production").vertices}
+        assert {
+            ("DataSet", "data/raw"),
+            ("Code", "tasks/tune.py"),
+            ("Params", "params.yaml"),
+            ("Image", "local"),
+        } <= found
+        assert ("Promotion", "promoted (Completed)") in found
 
     second = run_deployment(server, deployed)
     assert second["state"] == "COMPLETED", second["message"]
     assert "ran nothing" in second["message"]
     summary = second["artifacts"]["pipeline-summary"].data
     assert all(f"| {stage} | skipped (unchanged) |" in summary for stage in STAGES)
+    assert "(decision: kept)" in summary  # the same model bytes: the same version, already production
+    with LedgerStore(ledger_url) as store:
+        assert registry.production(store) == version
+        # The head published beside the second run's record anchors the ledger.
+        anchor = json.loads((deployed / ".dvc-storage" / "runs" / second["id"] / "ledger-head.json").read_text())
+        head = Head(anchor["record_count"], anchor["head_hash"])
+        assert head == store.head()
+        assert store.verify(head).ok
 
 
 def test_weekly_deployment_carries_its_cron_schedule(server: dict[str, str], deployed: Path) -> None:

@@ -29,10 +29,21 @@ from lineage.entities import (
     Entity,
     Metadata,
 )
-from lineage.store import GENESIS, Head, LedgerError, LedgerStore, Problem, record_hash
+from lineage.store import (
+    GENESIS,
+    HASHED_COLUMNS,
+    Head,
+    Kind,
+    LedgerConflict,
+    LedgerError,
+    LedgerStore,
+    Problem,
+    record_hash,
+)
 
 START = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
-COLUMNS = ["seq", "kind", "entity_id", "body", "prev_hash", "record_hash"]
+COLUMNS = [*HASHED_COLUMNS, "record_hash"]
+BODY, PREV, HASH = COLUMNS.index("body"), COLUMNS.index("prev_hash"), COLUMNS.index("record_hash")
 
 
 @pytest.fixture
@@ -80,9 +91,11 @@ def test_append_and_read_back(store: LedgerStore) -> None:
     assert all(later.prev_hash == earlier.record_hash for earlier, later in itertools.pairwise(records))
     assert store.get(entities[3].id) == entities[3]
     assert store.get("no-such-id") is None
-    assert store.associations() == entities[4:]
-    assert store.associations(source_id=entities[3].id) == entities[5:]
-    assert store.associations(destination_id=entities[2].id) == [entities[5]]
+    assert store.edges([entities[3].id], toward="source") == entities[5:]
+    assert store.edges([entities[2].id, entities[3].id], toward="destination") == entities[4:6]
+    assert store.latest([entities[1].id, entities[3].id, "no-such-id"]) == {e.id: e for e in entities[1:4:2]}
+    assert store.find(Kind.ARTIFACT, name="models/model.pt") == [entities[2]]
+    assert store.find(Kind.CONTEXT, entity_type="PipelineRun") == [entities[0]]
     assert store.head() == Head(7, records[-1].record_hash)
 
 
@@ -146,14 +159,14 @@ def test_an_anchor_catches_a_rewritten_ledger(store: LedgerStore, tmp_path: Path
     assert store.verify(anchor).ok
     # Someone rewrites record 2 and recomputes every hash after it, head row included.
     rows = _rows(tmp_path / "ledger.db")
-    rows[1][3] = rows[1][3].replace("processed", "forged")
-    prev = rows[0][5]
+    rows[1][BODY] = rows[1][BODY].replace("processed", "forged")
+    prev = rows[0][HASH]
     for row in rows[1:]:
-        row[4] = prev
-        row[5] = prev = record_hash(row[0], row[1], row[2], row[3], row[4])
+        row[PREV] = prev
+        row[HASH] = prev = record_hash(row[:HASH])
     with sqlite3.connect(tmp_path / "ledger.db") as raw:
         raw.execute("DELETE FROM ledger_records")
-        raw.executemany("INSERT INTO ledger_records VALUES (?, ?, ?, ?, ?, ?)", rows)
+        raw.executemany(f"INSERT INTO ledger_records VALUES ({', '.join('?' * len(COLUMNS))})", rows)
         raw.execute("UPDATE ledger_head SET head_hash = ?", (prev,))
     assert store.verify().ok  # the chain alone cannot tell
     result = store.verify(anchor)
@@ -162,7 +175,7 @@ def test_an_anchor_catches_a_rewritten_ledger(store: LedgerStore, tmp_path: Path
     # Truncating below the anchor, head row adjusted, is caught too.
     with sqlite3.connect(tmp_path / "ledger.db") as raw:
         raw.execute("DELETE FROM ledger_records WHERE seq > 5")
-        raw.execute("UPDATE ledger_head SET record_count = 5, head_hash = ?", (rows[4][5],))
+        raw.execute("UPDATE ledger_head SET record_count = 5, head_hash = ?", (rows[4][HASH],))
     assert store.verify().ok
     assert (store.verify(anchor).seq, store.verify(anchor).problem) == (6, Problem.HEAD_MISMATCH)
 
@@ -315,7 +328,7 @@ def _apply_tampering(data: st.DataObject, raw: sqlite3.Connection, rows: list[li
         # the break then shows in the link to it (or, for the last record, at the head).
         edited = [*rows[k - 1]]
         edited[COLUMNS.index(column)] = new
-        raw.execute("UPDATE ledger_records SET record_hash = ? WHERE seq = ?", (record_hash(*edited[:5]), k))
+        raw.execute("UPDATE ledger_records SET record_hash = ? WHERE seq = ?", (record_hash(edited[:HASH]), k))
         if column == "prev_hash":
             return k, Problem.RELINKED
         return (k, Problem.HEAD_MISMATCH) if k == n else (k + 1, Problem.RELINKED)
@@ -329,10 +342,10 @@ def _apply_tampering(data: st.DataObject, raw: sqlite3.Connection, rows: list[li
         if 1 <= seq <= n:  # make room, as a forger would
             raw.execute("UPDATE ledger_records SET seq = -seq WHERE seq >= ?", (seq,))
             raw.execute("UPDATE ledger_records SET seq = 1 - seq WHERE seq < 0")
-        prev = rows[seq - 2][5] if 2 <= seq <= n + 1 else GENESIS
-        body = '{"forged":true}'
-        digest = record_hash(seq, "context", "forged", body, prev) if well_forged else "f" * 64
-        raw.execute("INSERT INTO ledger_records VALUES (?, 'context', 'forged', ?, ?, ?)", (seq, body, prev, digest))
+        prev = rows[seq - 2][HASH] if 2 <= seq <= n + 1 else GENESIS
+        forged = [seq, "context", "forged", "PipelineRun", "forged", None, None, '{"forged":true}', prev]
+        digest = record_hash(forged) if well_forged else "f" * 64
+        raw.execute(f"INSERT INTO ledger_records VALUES ({', '.join('?' * len(COLUMNS))})", (*forged, digest))
         if seq <= 0:
             return 1, Problem.RELINKED
         if seq > n + 1:
@@ -366,3 +379,12 @@ def test_any_tampering_is_detected_at_the_first_affected_record(
     assert not result.ok
     assert result.seq == seq, str(result)
     assert result.problem == problem, str(result)
+
+
+def test_an_append_expecting_an_older_head_is_refused_and_writes_nothing(store: LedgerStore) -> None:
+    read = store.head()
+    store.append(_run("run-1"))  # another writer appends in between
+    with pytest.raises(LedgerConflict, match=r"the ledger changed since it was read \(0 -> 7 records\)"):
+        store.append(_run("run-2"), expected_head=read)
+    assert store.head().count == 7
+    assert store.append(_run("run-2"), expected_head=store.head())[0] == 8

@@ -1,0 +1,78 @@
+"""Ledger targets on a ledger holding 10,000 recorded runs: an ascendants query of one model at depth 10
+(<= 100 ms), `lineage verify` (<= 10 s), and recording one more run (<= 1 s).
+
+Each run is recorded the way the flow records it (`record_run` on a stand-in workspace whose data and
+model change every week), so the ledger has the real shape: shared code artifacts, new data, a model
+version and a promotion decision per run. `python -m bench.bench_lineage [--runs N] [--db URL]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.lineage_workspace import STAGES, write_workspace
+from lineage.entities import ActionStatus
+from lineage.query import Direction, query_lineage
+from lineage.recorder import RunInfo, StageRun, record_run
+from lineage.store import LedgerStore
+
+TARGETS = {"query": 0.100, "verify": 10.0, "record": 1.0}
+
+
+def run_info(week: int) -> RunInfo:
+    start = dt.datetime(2026, 1, 5, 6, tzinfo=dt.UTC) + dt.timedelta(weeks=week)
+    stages = [
+        StageRun(stage, ActionStatus.COMPLETED, start, start + dt.timedelta(minutes=index + 1), str(uuid.uuid4()))
+        for index, stage in enumerate(STAGES)
+    ]
+    return RunInfo(str(uuid.uuid4()), stages, start, start + dt.timedelta(minutes=7), pushed_to=f"runs/{week}")
+
+
+def record_week(store: LedgerStore, root: Path, week: int) -> float:
+    write_workspace(root, week, fair=week % 10 != 3)  # one run in ten fails the fairness gate
+    began = time.perf_counter()
+    record_run(store, run_info(week), root)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--db", default=None, help="SQLAlchemy URL (default: a SQLite file in a temp dir)")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        with LedgerStore(arguments.db or f"sqlite:///{root / 'lineage.db'}") as store:
+            began = time.perf_counter()
+            times = [record_week(store, root, week) for week in range(arguments.runs)]
+            built = time.perf_counter() - began
+            head = store.head()
+            print(f"ledger: {arguments.runs:,} runs, {head.count:,} records, built in {built:.1f} s")
+            print(f"record one run while filling: median {statistics.median(times) * 1000:.1f} ms")
+
+            record = max(record_week(store, root, arguments.runs + extra) for extra in range(3))
+            queries = []
+            for _ in range(5):
+                began = time.perf_counter()
+                graph = query_lineage(store, "production", Direction.ASCENDANTS, depth=10)
+                queries.append(time.perf_counter() - began)
+            query = statistics.median(queries)
+            print(f"ascendants of the production model, depth 10: {len(graph.vertices)} vertices, "
+                  f"{len(graph.edges)} edges")  # fmt: skip
+            began = time.perf_counter()
+            result = store.verify()
+            verify = time.perf_counter() - began
+            assert result.ok, str(result)
+    for name, seconds in (("query", query), ("verify", verify), ("record", record)):
+        target = TARGETS[name]
+        print(f"{name:<7} {seconds * 1000:10.1f} ms   target {target * 1000:8.0f} ms   ratio {seconds / target:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""A stand-in workspace for ledger tests and benchmarks: the real dvc.yaml's stages, with a dvc.lock,
+params.yaml and metrics files as a run would leave them, without running the pipeline.
+
+Data md5s derive from `week`, so each week is new data and a new model; code md5s stay the same,
+so code artifacts are shared across weeks, as in a real ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
+
+
+def _paths(entries: list[Any]) -> list[str]:
+    return [next(iter(entry)) if isinstance(entry, dict) else str(entry) for entry in entries]
+
+
+def _md5(*parts: object) -> str:
+    return hashlib.md5(json.dumps(parts).encode()).hexdigest()
+
+
+def _metrics(stage: str, week: int, drift: bool, fair: bool) -> dict[str, Any]:
+    by_stage: dict[str, dict[str, Any]] = {
+        "etl": {"rows": {"read": 5000 + week, "written": 4800 + week}},
+        "drift_check": {
+            "drift_detected": drift,
+            "drifted_columns": ["unit_price"] if drift else [],
+            "drifted_share": 0.2 if drift else 0.0,
+            "drifted_count": 1 if drift else 0,
+            "columns_checked": ["unit_price", "country"],
+            "report": "reports/drift.html",
+        },
+        "preprocess": {"rows": {"train": 3000, "val": 900, "test": 900}, "drift_gate": {"overridden": False}},
+        "tune": {"validation": {"rmsle": 0.5 + week / 1e6}, "trials": {"completed": 4, "pruned": 1}},
+        "inference": {"test": {"rmsle": 0.53}, "baseline_test": {"rmsle": 0.52}, "rmsle_vs_baseline": 1.02},
+        "fairness": {
+            "passed": fair,
+            "reason": "|MOD| 0.40 <= 1.0" if fair else "|MOD| 1.70 > 1.0",
+            "mean_outcome_difference": 0.4 if fair else 1.7,
+        },
+    }
+    return by_stage[stage] | {"week": week}  # every week's metrics differ, as real ones do
+
+
+def write_workspace(
+    root: Path, week: int = 0, drift: bool = False, fair: bool = True, allow_drift: bool = False
+) -> None:
+    """Write dvc.lock, params.yaml and metrics/*.json under `root` as week `week`'s run leaves them."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    drift_params = {"allow": allow_drift, "allowed_by": "Ana Ruiz", "reason": "reviewed"} if allow_drift else {}
+    params = {"seed": 42, "drift": drift_params}
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    (root / "metrics").mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    lock: dict[str, Any] = {"schema": "2.0", "stages": {}}
+    for stage in STAGES:
+        spec = stages[stage]
+        outs = []
+        for path in _paths(spec.get("outs", [])) + _paths(spec.get("metrics", [])) + _paths(spec.get("plots", [])):
+            if path.startswith("metrics/"):
+                text = json.dumps(_metrics(stage, week, drift, fair), indent=2, sort_keys=True)
+                (root / path).write_text(text, encoding="utf-8")
+                md5 = hashlib.md5(text.encode()).hexdigest()
+            else:
+                md5 = _md5("out", path, week)
+            made[path] = md5
+            outs.append({"path": path, "hash": "md5", "md5": md5, "size": 1000 + len(path)})
+        deps = []
+        for path in _paths(spec.get("deps", [])):
+            md5 = made.get(path) or (_md5("code", path) if path.endswith(".py") else _md5("raw", path, week))
+            if path in ("data/raw", "data/reference"):
+                md5 += ".dir"
+            deps.append({"path": path, "hash": "md5", "md5": md5, "size": 500})
+        lock["stages"][stage] = {
+            "cmd": spec["cmd"],
+            "deps": deps,
+            "params": {"params.yaml": {"seed": 42}},
+            "outs": outs,
+        }
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,422 @@
+"""What a pipeline run records in the ledger. The flow calls `record_run` once, after the stages and
+the push; stages never write the ledger.
+
+The graph one run adds (SageMaker vocabulary):
+- a PipelineRun context (the Prefect flow run): commit, dirty tree, image, deployment, outcome;
+- per stage, a Stage action (command, params from dvc.lock, Prefect task run id, start, end, status);
+  its deps (data, code files, metrics) ContributedTo it, and it Produced its outs (AssociatedWith
+  them when DVC skipped it as unchanged); the commit, params.yaml and image artifacts ContributedTo
+  every stage that ran or was skipped; every action ContributedTo the run;
+- DriftGate and FairnessGate actions with their verdicts; the metrics and report they read
+  ContributedTo them;
+- when tune produced (or kept) a model: its ModelVersion context, which the model artifact, the run
+  and both gates are tied to, and a Promotion action with the decision: promoted (both gates passed,
+  the outputs were pushed, the version is a candidate), rejected (a gate failed), held (the push
+  failed) or kept (the version already had a status).
+Artifacts are addressed by their path in the repository and their DVC md5.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lineage.entities import (
+    Action,
+    ActionStatus,
+    ActionType,
+    Artifact,
+    ArtifactType,
+    Association,
+    AssociationType,
+    Context,
+    ContextType,
+    Entity,
+    Metadata,
+    PropertyValue,
+)
+from lineage.registry import GateVerdict, ModelStatus, decision, production, promotion, version_name, with_status
+from lineage.store import Head, LedgerConflict, LedgerStore
+
+PIPELINE = "lineage-pipeline"
+MODEL_PATH = "models/model.pt"
+_CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One stage as the flow saw it."""
+
+    stage: str
+    status: ActionStatus  # Completed (ran), Skipped (unchanged), Failed or NotRun
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    task_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The flow run's own facts; the rest is read from the workspace (dvc.lock, metrics, git)."""
+
+    flow_run_id: str
+    stages: list[StageRun]
+    start: dt.datetime
+    end: dt.datetime
+    failure: str | None = None  # why the run stopped, if it did
+    pushed_to: str | None = None  # the run record in the remote; None when the push failed
+    deployment: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What `record_run` appended: the run's context, the model version (if any) and the head after."""
+
+    run: Context
+    model_version: Context | None
+    decision: str | None
+    head: Head
+
+
+def artifact_type(path: str) -> ArtifactType:
+    if path.startswith("metrics/"):
+        return ArtifactType.METRICS
+    if path == MODEL_PATH:
+        return ArtifactType.MODEL
+    if path.startswith("models/"):
+        return ArtifactType.PREPROCESSOR
+    if path.startswith("reports/"):
+        return ArtifactType.REPORT
+    if path.endswith(".py"):
+        return ArtifactType.CODE
+    if path.endswith("params.yaml"):
+        return ArtifactType.PARAMS
+    return ArtifactType.DATASET
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def _without_credentials(url: str) -> str:
+    """A remote URL with any user:token@ removed: secrets never reach the ledger."""
+    return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the code and the runtime came from."""
+
+    repository: str
+    commit: str
+    dirty: bool | str  # "unknown" where there is no git checkout (the worker image)
+    image_uri: str
+    image_revision: str
+
+    @classmethod
+    def read(cls, root: Path) -> Provenance:
+        commit = _git(root, "rev-parse", "HEAD")
+        status = _git(root, "status", "--porcelain", "--untracked-files=no") if commit else None
+        remote = _git(root, "remote", "get-url", "origin") if commit else None
+        return cls(
+            repository=_without_credentials(remote or os.environ.get("GIT_REPOSITORY") or root.resolve().as_uri()),
+            commit=commit or os.environ.get("GIT_COMMIT") or "unknown",
+            dirty=bool(status) if status is not None else "unknown",
+            image_uri=os.environ.get("IMAGE_URI") or "local",
+            image_revision=os.environ.get("IMAGE_REVISION") or os.environ.get("GIT_COMMIT") or "local",
+        )
+
+
+def flat_metrics(value: Any, prefix: str = "") -> dict[str, PropertyValue]:
+    """A metrics file's scalar leaves as dotted keys; lists become JSON text."""
+    if isinstance(value, dict):
+        flat: dict[str, PropertyValue] = {}
+        for key, item in value.items():
+            flat |= flat_metrics(item, f"{prefix}{key}.")
+        return flat
+    key = prefix.rstrip(".")
+    if isinstance(value, list):
+        return {key: json.dumps(value, sort_keys=True)}
+    if isinstance(value, float) and value != value:  # NaN has no JSON form
+        return {key: "NaN"}
+    return {} if value is None else {key: value}
+
+
+class _RunGraph:
+    """Builds one run's entities in order; `add` keeps edges beside the entities they join."""
+
+    def __init__(self, root: Path, info: RunInfo, provenance: Provenance) -> None:
+        self.root, self.info, self.provenance = root, info, provenance
+        self.entities: list[Entity] = []
+        self.metadata = Metadata(
+            repository=provenance.repository,
+            commit_id=provenance.commit,
+            generated_by=info.flow_run_id,
+            project_id=os.environ.get("LINEAGE_PROJECT_ID") or "retail-lineage",
+        )
+        lock_path = root / "dvc.lock"
+        self.lock = (yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}) if lock_path.is_file() else {}
+        self.run = Context(context_type=ContextType.PIPELINE_RUN, name=info.flow_run_id)  # final record at the end
+
+    def add(self, *entities: Entity) -> None:
+        self.entities.extend(entities)
+
+    def edge(self, source: Entity, destination: Entity, kind: AssociationType) -> None:
+        self.add(Association(source_id=source.id, destination_id=destination.id, association_type=kind))
+
+    def artifact(self, entry: dict[str, Any]) -> Artifact:
+        path = entry["path"]
+        properties: dict[str, PropertyValue] = {}
+        if path.startswith("metrics/") and (self.root / path).is_file():
+            properties = flat_metrics(json.loads((self.root / path).read_text(encoding="utf-8")))
+        if "nfiles" in entry:
+            properties["nfiles"] = entry["nfiles"]
+        artifact = Artifact(
+            artifact_type=artifact_type(path),
+            source_uri=path,
+            md5=entry["md5"],
+            size=entry.get("size"),
+            properties=properties,
+            metadata=self.metadata,
+        )
+        self.add(artifact)
+        return artifact
+
+    def locked(self, stage: str) -> dict[str, Any]:
+        return dict((self.lock.get("stages") or {}).get(stage) or {})
+
+    def stage_action(self, run: StageRun, shared: list[Artifact]) -> tuple[Action, dict[str, Artifact]]:
+        """The stage's action and, for a stage that ran or was skipped, its outputs by path."""
+        locked = self.locked(run.stage)
+        start = run.start or self.info.end
+        action = Action(
+            action_type=ActionType.STAGE,
+            status=run.status,
+            start=start,
+            end=run.end if run.status != ActionStatus.NOT_RUN else None,
+            command=locked.get("cmd", ""),
+            parameters={"stage": run.stage, **((locked.get("params") or {}).get("params.yaml") or {})},
+            prefect_task_run_id=run.task_run_id,
+            metadata=self.metadata,
+        )
+        self.add(action)
+        self.edge(action, self.run, AssociationType.CONTRIBUTED_TO)
+        outs: dict[str, Artifact] = {}
+        if run.status in (ActionStatus.COMPLETED, ActionStatus.SKIPPED):
+            for artifact in shared:
+                self.edge(artifact, action, AssociationType.CONTRIBUTED_TO)
+            for entry in locked.get("deps", []):
+                self.edge(self.artifact(entry), action, AssociationType.CONTRIBUTED_TO)
+            made = AssociationType.PRODUCED if run.status == ActionStatus.COMPLETED else AssociationType.ASSOCIATED_WITH
+            for entry in locked.get("outs", []):
+                outs[entry["path"]] = self.artifact(entry)
+                self.edge(action, outs[entry["path"]], made)
+        return action, outs
+
+    def gate(
+        self, kind: ActionType, verdict: GateVerdict, when: dt.datetime, inputs: list[Artifact], **facts: Any
+    ) -> Action:
+        action = Action(
+            action_type=kind,
+            status=ActionStatus.FAILED if verdict == GateVerdict.FAILED else ActionStatus.COMPLETED,
+            start=when,
+            end=when,
+            command=f"{kind} verdict",
+            parameters={"verdict": verdict.value, **facts},
+            metadata=self.metadata,
+        )
+        self.add(action)
+        for artifact in inputs:
+            self.edge(artifact, action, AssociationType.CONTRIBUTED_TO)
+        self.edge(action, self.run, AssociationType.CONTRIBUTED_TO)
+        return action
+
+
+def _metrics(outs: dict[str, Artifact], path: str) -> dict[str, Any] | None:
+    return dict(outs[path].properties) if path in outs else None
+
+
+def _drift_verdict(drift: dict[str, Any], params_drift: dict[str, Any]) -> GateVerdict:
+    if not drift.get("drift_detected"):
+        return GateVerdict.PASSED
+    return GateVerdict.OVERRIDDEN if params_drift.get("allow") else GateVerdict.FAILED
+
+
+@dataclass(frozen=True)
+class _Built:
+    entities: list[Entity]
+    run: Context
+    model_version: Context | None
+    decision: str | None
+
+
+def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
+    """The run's entities, its context, its model version (if it has one) and the promotion decision."""
+    provenance = Provenance.read(root)
+    graph = _RunGraph(root, info, provenance)
+    params_file = root / "params.yaml"
+    shared = [
+        Artifact(
+            artifact_type=ArtifactType.CODE,
+            source_uri=provenance.repository,
+            md5=provenance.commit,
+            properties={"dirty": provenance.dirty},
+        ),
+        Artifact(
+            artifact_type=ArtifactType.PARAMS,
+            source_uri="params.yaml",
+            md5=hashlib.md5(params_file.read_bytes()).hexdigest() if params_file.is_file() else "missing",
+        ),
+        Artifact(artifact_type=ArtifactType.IMAGE, source_uri=provenance.image_uri, md5=provenance.image_revision),
+    ]
+    graph.add(*shared)
+    actions: dict[str, Action] = {}
+    outs: dict[str, Artifact] = {}
+    for stage_run in info.stages:
+        actions[stage_run.stage], made = graph.stage_action(stage_run, shared)
+        outs |= made
+    params = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}) if params_file.is_file() else {}
+
+    gates: list[Action] = []
+    verdicts = {"drift_gate": GateVerdict.NOT_RUN, "fairness_gate": GateVerdict.NOT_RUN}
+    drift = _metrics(outs, "metrics/drift_check.json")
+    if drift is not None:
+        verdicts["drift_gate"] = _drift_verdict(drift, params.get("drift") or {})
+        overridden = verdicts["drift_gate"] == GateVerdict.OVERRIDDEN
+        gates.append(
+            graph.gate(
+                ActionType.DRIFT_GATE,
+                verdicts["drift_gate"],
+                actions["drift_check"].end or info.end,
+                [outs[path] for path in ("metrics/drift_check.json", "reports/drift.html") if path in outs],
+                drifted_columns=drift.get("drifted_columns", "[]"),
+                drifted_share=drift.get("drifted_share"),
+                allowed_by=(params.get("drift") or {}).get("allowed_by") if overridden else None,
+                reason=(params.get("drift") or {}).get("reason") if overridden else None,
+            )
+        )
+    fairness = _metrics(outs, "metrics/fairness.json")
+    if fairness is not None:
+        verdicts["fairness_gate"] = GateVerdict.PASSED if fairness.get("passed") else GateVerdict.FAILED
+        inputs = [outs[path] for path in ("metrics/fairness.json", MODEL_PATH) if path in outs]
+        gates.append(
+            graph.gate(
+                ActionType.FAIRNESS_GATE,
+                verdicts["fairness_gate"],
+                actions["fairness"].end or info.end,
+                inputs,
+                reason=fairness.get("reason"),
+                mean_outcome_difference=fairness.get("mean_outcome_difference"),
+            )
+        )
+
+    version, outcome = None, None
+    model = outs.get(MODEL_PATH)
+    if model is not None:
+        version, outcome = _model_version(graph, store, model, verdicts, gates, info)
+
+    run = Context(
+        context_type=ContextType.PIPELINE_RUN,
+        name=info.flow_run_id,
+        properties={
+            "flow": PIPELINE,
+            "flow_run_id": info.flow_run_id,
+            "deployment": info.deployment or "",
+            "git_repository": provenance.repository,
+            "git_commit": provenance.commit,
+            "git_dirty": provenance.dirty,
+            "image_uri": provenance.image_uri,
+            "image_revision": provenance.image_revision,
+            "run_record": info.pushed_to or "",
+            "outcome": f"failed: {info.failure}" if info.failure else "completed",
+            "started": info.start.astimezone(dt.UTC).isoformat(),
+            "ended": info.end.astimezone(dt.UTC).isoformat(),
+            "model_version": version.name if version else "",
+        },
+    )
+    graph.add(run)
+    if info.deployment:
+        deployment = Context(context_type=ContextType.DEPLOYMENT, name=info.deployment)
+        graph.add(deployment)
+        graph.edge(graph.run, deployment, AssociationType.ASSOCIATED_WITH)
+    if version is not None:
+        graph.edge(graph.run, version, AssociationType.ASSOCIATED_WITH)
+    return _Built(graph.entities, run, version, outcome)
+
+
+def _model_version(
+    graph: _RunGraph,
+    store: LedgerStore,
+    model: Artifact,
+    verdicts: dict[str, GateVerdict],
+    gates: list[Action],
+    info: RunInfo,
+) -> tuple[Context, str]:
+    name = version_name(model.md5)
+    existing = store.latest([Context(context_type=ContextType.MODEL_VERSION, name=name).id])
+    version = next(iter(existing.values()), None)
+    if not isinstance(version, Context):
+        version = Context(
+            context_type=ContextType.MODEL_VERSION,
+            name=name,
+            source_uri=MODEL_PATH,
+            properties={
+                "status": ModelStatus.CANDIDATE.value,
+                "model_md5": model.md5,
+                "flow_run_id": info.flow_run_id,
+                **{gate: verdict.value for gate, verdict in verdicts.items()},
+            },
+        )
+        graph.add(version)
+        graph.edge(model, version, AssociationType.ASSOCIATED_WITH)
+    for gate in gates:
+        graph.edge(gate, version, AssociationType.CONTRIBUTED_TO)
+
+    by = f"{PIPELINE} (flow run {info.flow_run_id})"
+    status = version.properties.get("status")
+    if status != ModelStatus.CANDIDATE:
+        graph.add(*decision(version, "kept", by, f"already {status}", production(store), graph.metadata))
+        return version, "kept"
+    gates_ok = verdicts["drift_gate"] in (GateVerdict.PASSED, GateVerdict.OVERRIDDEN) and (
+        verdicts["fairness_gate"] == GateVerdict.PASSED
+    )
+    if gates_ok and info.pushed_to and not info.failure:
+        graph.add(*promotion(production(store), version, by, "both gates passed", metadata=graph.metadata))
+        return version, "promoted"
+    if gates_ok:
+        reason = info.failure or "the outputs were not pushed to the remote"
+        graph.add(*decision(version, "held", by, reason, production(store), graph.metadata))
+        return version, "held"
+    reason = info.failure or f"gates: drift {verdicts['drift_gate']}, fairness {verdicts['fairness_gate']}"
+    graph.add(with_status(version, ModelStatus.REJECTED, status_reason=reason))
+    graph.add(*decision(version, "rejected", by, reason, production(store), graph.metadata))
+    return version, "rejected"
+
+
+def record_run(store: LedgerStore, info: RunInfo, root: Path = Path(".")) -> Recorded:
+    """Append the run to the ledger in one transaction, built on the state it was read from (rebuilt
+    if another writer appended meanwhile)."""
+    for attempt in range(_CONFLICT_RETRIES):
+        head = store.head()
+        built = build_run(root, info, store)
+        try:
+            store.append(built.entities, expected_head=head)
+        except LedgerConflict:
+            if attempt == _CONFLICT_RETRIES - 1:
+                raise
+            continue
+        version = store.latest([built.model_version.id]).get(built.model_version.id) if built.model_version else None
+        return Recorded(built.run, version if isinstance(version, Context) else None, built.decision, store.head())
+    raise AssertionError("unreachable")

@@ -1,0 +1,204 @@
+"""The model registry: each trained model is a ModelVersion context in the ledger.
+
+A version starts as `candidate`; a Promotion action then makes it `production` (the one it replaces
+becomes `archived`) or `rejected`. A version is promoted only when both gates passed, or with an
+override that names a person and a reason. Every change is one ledger append, made only if nobody
+appended since the state was read, so a failure leaves the previous production version in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from lineage.entities import (
+    Action,
+    ActionStatus,
+    ActionType,
+    Association,
+    AssociationType,
+    Context,
+    ContextType,
+    Entity,
+    Metadata,
+    context_id,
+)
+from lineage.store import Kind, LedgerStore
+
+
+class ModelStatus(StrEnum):
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    REJECTED = "rejected"
+    ARCHIVED = "archived"  # was production, replaced by a newer version
+
+
+class GateVerdict(StrEnum):
+    PASSED = "passed"
+    OVERRIDDEN = "overridden"  # drift was found and allowed in params.yaml, by a named person
+    FAILED = "failed"
+    NOT_RUN = "not_run"
+
+
+class RegistryError(ValueError):
+    """A registry request that the rules or the ledger refuse; the message is one line."""
+
+
+def version_name(model_md5: str) -> str:
+    """A model version's name: the model file's md5 prefix, so identical bytes are one version."""
+    return f"model-{model_md5[:12]}"
+
+
+def gates_passed(version: Context) -> bool:
+    return version.properties.get("drift_gate") in (GateVerdict.PASSED, GateVerdict.OVERRIDDEN) and (
+        version.properties.get("fairness_gate") == GateVerdict.PASSED
+    )
+
+
+def versions(store: LedgerStore) -> list[Context]:
+    """Every model version's current record, oldest first."""
+    return [entity for entity in store.find(Kind.CONTEXT, ContextType.MODEL_VERSION) if isinstance(entity, Context)]
+
+
+def get_version(store: LedgerStore, name: str) -> Context:
+    found = store.latest([context_id(ContextType.MODEL_VERSION, name)]).get(context_id(ContextType.MODEL_VERSION, name))
+    if not isinstance(found, Context):
+        raise RegistryError(f"no model version '{name}' in the ledger")
+    return found
+
+
+def production(store: LedgerStore) -> Context | None:
+    current = [v for v in versions(store) if v.properties.get("status") == ModelStatus.PRODUCTION]
+    return current[-1] if current else None
+
+
+def with_status(version: Context, status: ModelStatus, **properties: str | bool) -> Context:
+    """The version's next record: the same context with a new status."""
+    return Context(
+        context_type=ContextType.MODEL_VERSION,
+        name=version.name,
+        source_uri=version.source_uri,
+        properties={**version.properties, "status": status.value, **properties},
+    )
+
+
+def decision(
+    version: Context,
+    outcome: str,
+    by: str,
+    reason: str,
+    previous: Context | None = None,
+    metadata: Metadata | None = None,
+    **parameters: Any,
+) -> list[Entity]:
+    """A Promotion action recording `outcome` for `version`, tied to it by an edge."""
+    now = dt.datetime.now(dt.UTC)
+    action = Action(
+        action_type=ActionType.PROMOTION,
+        status=ActionStatus.COMPLETED,
+        start=now,
+        end=now,
+        command=f"{outcome} {version.name}",
+        parameters={
+            "decision": outcome,
+            "model_version": version.name,
+            "previous_production": previous.name if previous else None,
+            "by": by,
+            "reason": reason,
+            **parameters,
+        },
+        metadata=metadata or Metadata(),
+    )
+    edge = Association(source_id=action.id, destination_id=version.id, association_type=AssociationType.CONTRIBUTED_TO)
+    return [action, edge]
+
+
+def promotion(
+    current: Context | None,
+    version: Context,
+    by: str,
+    reason: str,
+    override: bool = False,
+    metadata: Metadata | None = None,
+) -> list[Entity]:
+    """The records that make `version` production and archive `current`; refuses a version whose gates
+    did not pass unless `override` names the person (`by`) and the `reason`."""
+    if version.properties.get("status") == ModelStatus.PRODUCTION:
+        raise RegistryError(f"{version.name} is already in production")
+    if not gates_passed(version):
+        verdicts = f"drift {version.properties.get('drift_gate')}, fairness {version.properties.get('fairness_gate')}"
+        if not override:
+            raise RegistryError(f"{version.name} did not pass both gates ({verdicts}): promote it only with --override")
+        if not by.strip() or not reason.strip():
+            raise RegistryError("an override needs --by (a person) and --reason")
+    records: list[Entity] = []
+    if current is not None:
+        records.append(with_status(current, ModelStatus.ARCHIVED, status_reason=f"replaced by {version.name}"))
+    extra: dict[str, str | bool] = {"status_reason": reason, "previous_production": current.name if current else ""}
+    if override:
+        extra |= {"override_by": by, "override_reason": reason}
+    records.append(with_status(version, ModelStatus.PRODUCTION, **extra))
+    return records + decision(version, "promoted", by, reason, current, metadata, override=override)
+
+
+def promote(store: LedgerStore, name: str, by: str, reason: str, override: bool = False) -> Context:
+    """Make model version `name` production (see `promotion` for the rules)."""
+    head = store.head()
+    version = get_version(store, name)
+    records = promotion(production(store), version, by, reason, override)
+    store.append(records, expected_head=head)
+    return get_version(store, name)
+
+
+def rollback(store: LedgerStore, by: str, reason: str, to: str | None = None) -> Context:
+    """Put back the production version that the current one replaced (or `to`); the current one is
+    marked rejected, so a later run never promotes it again by itself."""
+    if not by.strip() or not reason.strip():
+        raise RegistryError("a rollback needs --by (a person) and --reason")
+    head = store.head()
+    current = production(store)
+    if current is None:
+        raise RegistryError("no model version is in production: nothing to roll back")
+    target_name = to or str(current.properties.get("previous_production") or "")
+    if not target_name:
+        raise RegistryError(f"{current.name} replaced no earlier version: name one with --to")
+    target = get_version(store, target_name)
+    if target.id == current.id:
+        raise RegistryError(f"{target.name} is the version in production")
+    if target.properties.get("status") != ModelStatus.ARCHIVED:
+        raise RegistryError(f"{target.name} was never in production (status {target.properties.get('status')})")
+    records: list[Entity] = [
+        with_status(current, ModelStatus.REJECTED, status_reason=f"rolled back by {by}: {reason}"),
+        with_status(target, ModelStatus.PRODUCTION, status_reason=f"restored by {by}: {reason}"),
+        *decision(target, "rolled_back", by, reason, current),
+    ]
+    store.append(records, expected_head=head)
+    return get_version(store, target.name)
+
+
+@dataclass(frozen=True)
+class VersionReport:
+    """What `lineage models show` prints: the version, its gate actions and its decisions."""
+
+    version: Context
+    gates: list[Action]
+    decisions: list[Action]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.version.name,
+            "id": self.version.id,
+            **self.version.properties,
+            "gates": [gate.model_dump(mode="json") for gate in self.gates],
+            "decisions": [action.model_dump(mode="json") for action in self.decisions],
+        }
+
+
+def report(store: LedgerStore, name: str) -> VersionReport:
+    version = get_version(store, name)
+    sources = store.latest(edge.source_id for edge in store.edges([version.id], toward="destination"))
+    actions = sorted((e for e in sources.values() if isinstance(e, Action)), key=lambda action: action.start)
+    gates = [a for a in actions if a.action_type in (ActionType.DRIFT_GATE, ActionType.FAIRNESS_GATE)]
+    return VersionReport(version, gates, [a for a in actions if a.action_type == ActionType.PROMOTION])

@@ -1,0 +1,158 @@
+"""The `lineage` command as users run it: installed entry point, JSON/mermaid/dot output, registry
+commands, verify's exit status, export, and one-line errors that change nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bench.lineage_workspace import STAGES, write_workspace
+from lineage.entities import ActionStatus
+from lineage.openlineage import validate
+from lineage.recorder import RunInfo, StageRun, record_run
+from lineage.store import LedgerStore
+from tests.conftest import VENV_BIN
+
+NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+
+
+def lineage(db: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LINEAGE_DB_URL": f"sqlite:///{db}"}
+    done = subprocess.run([str(VENV_BIN / "lineage"), *args], env=env, capture_output=True, text=True, check=False)
+    assert (done.returncode == 0) == ok, f"lineage {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a failed command."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert done.returncode == 1
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
+    """A ledger with two runs: week 1 promoted, week 2 rejected by fairness; their versions and run ids."""
+    root = tmp_path_factory.mktemp("cli")
+    names, runs = [], []
+    with LedgerStore(f"sqlite:///{root / 'lineage.db'}") as store:
+        for week, fair in ((1, True), (2, False)):
+            write_workspace(root, week, fair=fair)
+            stages = [StageRun(s, ActionStatus.COMPLETED, NOW, NOW, str(uuid.uuid4())) for s in STAGES]
+            info = RunInfo(str(uuid.uuid4()), stages, NOW, NOW, None if fair else "fairness check failed", "runs/x")
+            recorded = record_run(store, info, root)
+            assert recorded.model_version is not None
+            names.append(recorded.model_version.name)
+            runs.append(info.flow_run_id)
+    return root / "lineage.db", names, runs
+
+
+@pytest.fixture
+def db(ledger: tuple[Path, list[str], list[str]], tmp_path: Path) -> Path:
+    """A private copy of the ledger, for commands that change it."""
+    copy = tmp_path / "lineage.db"
+    copy.write_bytes(ledger[0].read_bytes())
+    return copy
+
+
+def test_models_list_and_show(ledger: tuple[Path, list[str], list[str]]) -> None:
+    db, (good, bad), (first_run, _) = ledger
+    listed = json.loads(lineage(db, "models", "list", "--json").stdout)
+    assert [(v["name"], v["status"]) for v in listed] == [(good, "production"), (bad, "rejected")]
+    assert json.loads(lineage(db, "models", "list", "--status", "rejected", "--json").stdout)[0]["name"] == bad
+    text = lineage(db, "models", "list").stdout.splitlines()
+    assert text[0].split()[:2] == [good, "production"]
+    assert text[0].endswith(f"run {first_run}")
+    shown = json.loads(lineage(db, "models", "show", bad, "--json").stdout)
+    assert shown["fairness_gate"] == "failed"
+    assert {g["action_type"]: g["parameters"]["verdict"] for g in shown["gates"]} == {
+        "DriftGate": "passed",
+        "FairnessGate": "failed",
+    }
+    assert [d["parameters"]["decision"] for d in shown["decisions"]] == ["rejected"]
+    assert "rejected by lineage-pipeline" in lineage(db, "models", "show", bad).stdout
+
+
+def test_promote_refusal_is_one_line_and_writes_nothing_then_override_and_rollback(
+    ledger: tuple[Path, list[str], list[str]], db: Path
+) -> None:
+    _, (good, bad), _ = ledger
+    before = db.read_bytes()
+    refused = lineage(db, "models", "promote", bad, "--by", "ana", "--reason", "urgent", ok=False)
+    assert error_line(refused) == (
+        f"lineage: error: {bad} did not pass both gates (drift passed, fairness failed): "
+        "promote it only with --override"
+    )
+    assert db.read_bytes() == before
+    promoted = lineage(db, "models", "promote", bad, "--by", "Ana Ruiz", "--reason", "approved", "--override", "--json")
+    assert json.loads(promoted.stdout)["status"] == "production"
+    rolled = json.loads(lineage(db, "models", "rollback", "--by", "ana", "--reason", "bad week", "--json").stdout)
+    assert (rolled["name"], rolled["status"]) == (good, "production")
+    assert "ok:" in lineage(db, "verify").stdout
+
+
+def test_query_outputs(ledger: tuple[Path, list[str], list[str]]) -> None:
+    db, (good, _), _ = ledger
+    graph = json.loads(lineage(db, "query", good, "--json", "--include-edges").stdout)
+    types = {vertex["type"] for vertex in graph["vertices"]}
+    assert {"ModelVersion", "Model", "DataSet", "Code", "Params", "Image", "Stage", "DriftGate"} <= types
+    assert graph["edges"]
+    only = json.loads(
+        lineage(db, "query", "data/raw", "--direction", "descendants", "--type", "ModelVersion", "--json").stdout
+    )
+    assert [v["label"] for v in only["vertices"] if v["type"] == "ModelVersion"] == [ledger[1][1]]  # the newest raw
+    assert lineage(db, "query", "production", "--mermaid").stdout.startswith("flowchart LR")
+    assert lineage(db, "query", "production", "--dot").stdout.startswith("digraph lineage {")
+    assert "models/model.pt" in lineage(db, "query", "production", "--depth", "1").stdout
+    assert error_line(lineage(db, "query", "production", "--json", "--dot", ok=False)) == (
+        "lineage: error: choose one of --json, --mermaid, --dot"
+    )
+    assert error_line(lineage(db, "query", "nowhere", ok=False)) == (
+        "lineage: error: 'nowhere' is no entity id, model version or artifact URI in the ledger"
+    )
+
+
+def test_verify_exits_1_and_names_the_tampered_record(db: Path) -> None:
+    assert lineage(db, "verify").stdout.startswith("ok: ")
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE ledger_records SET body = body || ' ' WHERE seq = 200")
+    failed = lineage(db, "verify", ok=False)
+    assert failed.stdout.startswith("FAILED at seq 200 (entity ")
+    assert "hash mismatch, the record was edited" in failed.stdout
+    assert error_line(lineage(db, "verify", "--anchor-count", "3", ok=False)) == (
+        "lineage: error: --anchor-count and --anchor-hash go together"
+    )
+
+
+def test_an_unreachable_ledger_is_one_line_without_the_password(tmp_path: Path) -> None:
+    done = lineage(tmp_path / "x.db", "--help")
+    assert "models" in done.stdout
+    failed = subprocess.run(
+        [str(VENV_BIN / "lineage"), "models", "list", "--db", "postgresql+psycopg://u:s3cret@127.0.0.1:1/x"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    line = error_line(failed)
+    assert line.startswith("lineage: error: cannot open the lineage ledger at postgresql+psycopg://u:***@127.0.0.1:1/x")
+    assert "s3cret" not in failed.stderr + failed.stdout
+
+
+def test_export_openlineage(ledger: tuple[Path, list[str], list[str]], tmp_path: Path) -> None:
+    db, _, (first_run, _) = ledger
+    out = tmp_path / "events.jsonl"
+    done = lineage(db, "export", "openlineage", "--flow-run", first_run, "--output", str(out))
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(events) == 2 * len(STAGES)  # START and COMPLETE per stage
+    for event in events:
+        validate(event)
+    assert done.stderr.strip() == f"{len(events)} OpenLineage events"
+    assert error_line(lineage(db, "export", "openlineage", "--flow-run", "nope", ok=False)) == (
+        "lineage: error: no pipeline run with flow run id 'nope' in the ledger"
+    )

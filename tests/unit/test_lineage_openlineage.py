@@ -1,0 +1,331 @@
+"""OpenLineage export: RunEvents per stage from a ledger of three recorded runs, schema checks, JSON lines,
+and the HTTP transport against a real local server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openlineage.client.event_v2 import RunEvent
+from openlineage.client.serde import Serde
+
+from bench.lineage_workspace import STAGES, write_workspace
+from lineage.entities import Action, ActionStatus
+from lineage.openlineage import PRODUCER, SendError, run_events, send, to_json_lines, validate
+from lineage.recorder import RunInfo, StageRun, record_run
+from lineage.store import Kind, LedgerStore
+
+T0 = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
+COMPLETED = str(uuid.UUID(int=1))
+GATE_FAILED = str(uuid.UUID(int=2))
+PARTIAL = "local-run-2024-03-18"  # not a UUID: the parent run id is a uuid5 of it
+IMAGE = "registry.example.com/retail-lineage:1.4"
+API_KEY = "ol-secret-key-123"
+
+
+@dataclass
+class Ledger:
+    store: LedgerStore
+    roots: dict[str, Path]
+    events: list[RunEvent]
+
+    def lock(self, flow: str, stage: str) -> dict[str, Any]:
+        lock = yaml.safe_load((self.roots[flow] / "dvc.lock").read_text(encoding="utf-8"))
+        return dict(lock["stages"][stage])
+
+
+def _record(store: LedgerStore, root: Path, flow: str, week: int, statuses: dict[str, ActionStatus], **kw: Any) -> None:
+    start = T0 + dt.timedelta(days=7 * week)
+    stages = [
+        StageRun(stage, status, start + dt.timedelta(minutes=10 * i), start + dt.timedelta(minutes=10 * i + 5))
+        if status != ActionStatus.NOT_RUN
+        else StageRun(stage, status)
+        for i, (stage, status) in enumerate(statuses.items())
+    ]
+    info = RunInfo(flow, stages, start, start + dt.timedelta(hours=1), pushed_to=kw.pop("pushed_to", None), **kw)
+    record_run(store, info, root)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
+    monkeypatch.setenv("IMAGE_URI", IMAGE)
+    monkeypatch.setenv("IMAGE_REVISION", "rev-abc123")
+    monkeypatch.setenv("GIT_COMMIT", "c0ffee0123456789")
+    monkeypatch.setenv("GIT_REPOSITORY", "https://github.com/retail-lineage/retail-lineage")
+    monkeypatch.delenv("OPENLINEAGE_NAMESPACE", raising=False)
+    monkeypatch.delenv("OPENLINEAGE_API_KEY", raising=False)
+    roots = {flow: tmp_path / f"w{i}" for i, flow in enumerate((COMPLETED, GATE_FAILED, PARTIAL))}
+    for root in roots.values():
+        root.mkdir()
+    with LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}") as store:
+        completed = dict.fromkeys(STAGES, ActionStatus.COMPLETED)
+        write_workspace(roots[COMPLETED], week=0)
+        _record(store, roots[COMPLETED], COMPLETED, 0, completed, pushed_to="s3://remote/runs/a")
+        # the fairness gate refuses the model: the stage completed, the flow failed
+        write_workspace(roots[GATE_FAILED], week=1, fair=False)
+        _record(store, roots[GATE_FAILED], GATE_FAILED, 1, completed, failure="fairness check failed: |MOD| 1.70 > 1.0")
+        # etl unchanged, drift allowed, preprocess failed, the rest never started
+        write_workspace(roots[PARTIAL], week=2, drift=True, allow_drift=True)
+        partial = dict.fromkeys(STAGES, ActionStatus.NOT_RUN) | {
+            "etl": ActionStatus.SKIPPED,
+            "drift_check": ActionStatus.COMPLETED,
+            "preprocess": ActionStatus.FAILED,
+        }
+        _record(store, roots[PARTIAL], PARTIAL, 2, partial, failure="preprocess failed")
+        yield Ledger(store, roots, run_events(store))
+
+
+def _flow_run(flow: str) -> str:
+    return flow if flow != PARTIAL else str(uuid.uuid5(uuid.NAMESPACE_URL, f"{PRODUCER}/{flow}"))
+
+
+def _facet(event: RunEvent, name: str) -> Any:
+    return (event.run.facets or {})[name]
+
+
+def _of(events: list[RunEvent], flow: str, stage: str) -> list[RunEvent]:
+    parent, job = _flow_run(flow), f"lineage-pipeline.{stage}"
+    return [e for e in events if _facet(e, "parent").run.runId == parent and e.job.name == job]
+
+
+def _types(events: list[RunEvent]) -> list[str]:
+    return [e.eventType.value for e in events if e.eventType]
+
+
+def _dicts(events: list[RunEvent]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in to_json_lines(events).splitlines()]
+
+
+def test_start_and_complete_or_fail_per_stage_none_when_not_run(ledger: Ledger) -> None:
+    for flow in (COMPLETED, GATE_FAILED):
+        for stage in STAGES:
+            assert _types(_of(ledger.events, flow, stage)) == ["START", "COMPLETE"], (flow, stage)
+    assert _types(_of(ledger.events, PARTIAL, "etl")) == ["START", "COMPLETE"]  # skipped: unchanged, not failed
+    assert _types(_of(ledger.events, PARTIAL, "drift_check")) == ["START", "COMPLETE"]
+    assert _types(_of(ledger.events, PARTIAL, "preprocess")) == ["START", "FAIL"]
+    for stage in ("tune", "inference", "fairness"):
+        assert _of(ledger.events, PARTIAL, stage) == []
+    assert len(ledger.events) == 2 * len(STAGES) * 2 + 3 * 2
+
+
+def test_every_event_validates(ledger: Ledger) -> None:
+    for event in _dicts(ledger.events):
+        validate(event)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("run", "runId"), "not-a-uuid", "run/runId"),
+        (("eventTime",), "yesterday", "eventTime"),
+        (("run", "facets", "image", "_producer"), None, "_producer"),
+        (("inputs", 0, "facets", "dvc", "_schemaURL"), None, "_schemaURL"),
+        (("job", "name"), None, "name"),
+        (("eventType",), "FINISHED", "eventType"),
+    ],
+)
+def test_validate_rejects_broken_events(ledger: Ledger, path: tuple[Any, ...], value: Any, message: str) -> None:
+    event = _dicts(_of(ledger.events, COMPLETED, "tune"))[0]
+    target = event
+    for key in path[:-1]:
+        target = target[key]
+    if value is None:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    with pytest.raises(ValueError, match=message):
+        validate(event)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_datasets_and_dvc_facet_follow_dvc_lock(ledger: Ledger, stage: str) -> None:
+    lock = ledger.lock(COMPLETED, stage)
+    deps = {d["path"]: d for d in lock["deps"] if not d["path"].endswith(".py")}
+    outs = {o["path"]: o for o in lock["outs"]}
+    for event in _of(ledger.events, COMPLETED, stage):
+        assert [d.name for d in event.inputs or []] == sorted(deps)
+        assert [d.name for d in event.outputs or []] == sorted(outs)
+        for dataset in [*(event.inputs or []), *(event.outputs or [])]:
+            facet: Any = (dataset.facets or {})["dvc"]
+            assert facet.md5 == (deps.get(dataset.name) or outs[dataset.name])["md5"]
+            if dataset.name in outs:  # the stand-in lock gives a dep a dummy size; the ledger keeps the first
+                assert facet.size == outs[dataset.name]["size"]
+            assert dataset.namespace == "https://github.com/retail-lineage/retail-lineage"
+        stage_facet = _facet(event, "dvcStage")
+        code = {d["path"]: d["md5"] for d in lock["deps"] if d["path"].endswith(".py")}
+        assert stage_facet.code == code
+        assert (stage_facet.command, stage_facet.status) == (lock["cmd"], "Completed")
+
+
+def test_skipped_stage_keeps_its_outputs_and_failed_stage_has_none(ledger: Ledger) -> None:
+    outs = sorted(o["path"] for o in ledger.lock(PARTIAL, "etl")["outs"])
+    for event in _of(ledger.events, PARTIAL, "etl"):
+        assert [d.name for d in event.outputs or []] == outs
+        assert _facet(event, "dvcStage").status == "Skipped"
+    for event in _of(ledger.events, PARTIAL, "preprocess"):
+        assert (event.inputs, event.outputs) == ([], [])
+
+
+def test_image_git_and_parent_facets(ledger: Ledger) -> None:
+    stage_ids = {a.id for a in ledger.store.find(Kind.ACTION, entity_type="Stage") if isinstance(a, Action)}
+    for event in _dicts(ledger.events):
+        facets = event["run"]["facets"]
+        assert (facets["image"]["uri"], facets["image"]["revision"]) == (IMAGE, "rev-abc123")
+        assert facets["git"]["commit"] == "c0ffee0123456789"
+        assert facets["parent"]["job"] == {"namespace": "retail-lineage", "name": "lineage-pipeline", "facets": {}}
+        assert facets["parent"]["run"]["runId"] in {_flow_run(f) for f in (COMPLETED, GATE_FAILED, PARTIAL)}
+        assert event["run"]["runId"] in stage_ids  # the action ids are uuid4s
+        assert event["job"]["namespace"] == "retail-lineage"
+        for facet in [*facets.values(), *event["job"]["facets"].values()]:
+            assert facet["_producer"] == PRODUCER
+            assert facet["_schemaURL"].startswith("https://")
+
+
+def test_gate_verdicts_on_the_terminal_event_of_the_judged_stage(ledger: Ledger) -> None:
+    def verdicts(flow: str, stage: str) -> list[Any]:
+        events = _dicts(_of(ledger.events, flow, stage))
+        return [e["run"]["facets"].get("gateVerdicts", {}).get("gates") for e in events]
+
+    passed_drift, passed_fair = verdicts(COMPLETED, "drift_check"), verdicts(COMPLETED, "fairness")
+    assert passed_drift[0] is None
+    assert passed_drift[1]["DriftGate"]["verdict"] == "passed"
+    assert passed_fair == [
+        None,
+        {"FairnessGate": {"verdict": "passed", "reason": "|MOD| 0.40 <= 1.0", "mean_outcome_difference": 0.4}},
+    ]
+    failed = verdicts(GATE_FAILED, "fairness")[1]["FairnessGate"]
+    assert (failed["verdict"], failed["reason"]) == ("failed", "|MOD| 1.70 > 1.0")
+    overridden = verdicts(PARTIAL, "drift_check")[1]["DriftGate"]
+    assert (overridden["verdict"], overridden["allowed_by"]) == ("overridden", "Ana Ruiz")
+    assert overridden["drifted_columns"] == '["unit_price"]'
+    for stage in ("etl", "preprocess", "tune", "inference"):
+        assert verdicts(COMPLETED, stage) == [None, None]
+
+
+def test_events_are_sorted_and_deterministic(ledger: Ledger) -> None:
+    keys = [
+        (dt.datetime.fromisoformat(e.eventTime), e.eventType != "START" and e.eventType is not None, e.job.name)
+        for e in ledger.events
+    ]
+    assert keys == sorted(keys)
+    assert to_json_lines(run_events(ledger.store)) == to_json_lines(ledger.events)
+
+
+def test_one_flow_run_and_unknown_id(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENLINEAGE_NAMESPACE", "prod")
+    only = run_events(ledger.store, PARTIAL)
+    assert len(only) == 6
+    assert {e.job.namespace for e in only} == {"prod"}
+    assert {_facet(e, "parent").run.runId for e in only} == {_flow_run(PARTIAL)}
+    with pytest.raises(ValueError, match="no-such-run") as caught:
+        run_events(ledger.store, "no-such-run")
+    assert "\n" not in str(caught.value)
+
+
+def test_json_lines_parse_back_line_by_line(ledger: Ledger) -> None:
+    text = to_json_lines(ledger.events)
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert len(lines) == len(ledger.events)
+    assert [json.loads(line) for line in lines] == [Serde.to_dict(e) for e in ledger.events]
+
+
+@dataclass
+class Lineage:
+    """A tiny Marquez stand-in: records what arrives on /api/v1/lineage and answers `status`."""
+
+    status: int = 201
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def marquez(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lineage]:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.delenv("OPENLINEAGE_API_KEY", raising=False)
+    seen = Lineage()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/api/v1/lineage":
+                seen.bodies.append(json.loads(body))
+                seen.auth.append(self.headers.get("Authorization"))
+            self.send_response(seen.status if self.path == "/api/v1/lineage" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    seen.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield seen
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_send_posts_every_event_with_the_bearer_key(
+    ledger: Ledger, marquez: Lineage, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert send(ledger.events, marquez.url, api_key=API_KEY) == len(ledger.events)
+    assert marquez.bodies == _dicts(ledger.events)
+    assert marquez.auth == [f"Bearer {API_KEY}"] * len(ledger.events)
+    assert API_KEY not in caplog.text
+
+
+def test_send_takes_the_key_from_the_environment_or_sends_none(
+    ledger: Ledger, marquez: Lineage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = run_events(ledger.store, PARTIAL)
+    send(events, marquez.url)
+    monkeypatch.setenv("OPENLINEAGE_API_KEY", "from-env")
+    send(events, marquez.url)
+    assert marquez.auth == [None] * len(events) + ["Bearer from-env"] * len(events)
+
+
+def test_send_raises_when_the_server_refuses(
+    ledger: Ledger, marquez: Lineage, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    marquez.status = 500
+    with pytest.raises(SendError, match="500") as caught:
+        send(ledger.events, marquez.url, api_key=API_KEY, retries=0)
+    assert str(caught.value).startswith(f"sending event 1 to {marquez.url} failed")
+    assert len(marquez.bodies) == 1  # stopped at the first refusal
+    assert API_KEY not in str(caught.value) + caplog.text
+
+
+def test_send_raises_when_nothing_listens(ledger: Ledger) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(SendError, match=rf"sending event 1 to http://127\.0\.0\.1:{port} failed"):
+        send(ledger.events[:1], f"http://127.0.0.1:{port}", retries=0, timeout=2)
+
+
+def test_send_keeps_credentials_out_of_errors(ledger: Ledger, marquez: Lineage) -> None:
+    marquez.status = 401
+    url = marquez.url.replace("http://", "http://admin:hunter2@")
+    with pytest.raises(SendError, match="401") as caught:
+        send(ledger.events, url, api_key=API_KEY, retries=0)
+    assert "hunter2" not in str(caught.value)
+    assert API_KEY not in str(caught.value)
+    with pytest.raises(SendError, match="invalid OpenLineage URL"):
+        send(ledger.events, "not a url")
