@@ -1,7 +1,8 @@
 """The model registry: each trained model is a ModelVersion context in the ledger.
 
 A version starts as `candidate`; a Promotion action then makes it `production` (the one it replaces
-becomes `archived`) or `rejected`. A version is promoted only when both gates passed, or with an
+becomes `archived`) or `rejected`. The Deployment context `production` names the version in production,
+so finding it is one lookup however long the ledger. A version is promoted only when both gates passed, or with an
 override that names a person and a reason. Every change is one ledger append, made only if nobody
 appended since the state was read, so a failure leaves the previous production version in place.
 """
@@ -69,9 +70,25 @@ def get_version(store: LedgerStore, name: str) -> Context:
     return found
 
 
+PRODUCTION = Context(context_type=ContextType.DEPLOYMENT, name="production")
+
+
 def production(store: LedgerStore) -> Context | None:
-    current = [v for v in versions(store) if v.properties.get("status") == ModelStatus.PRODUCTION]
-    return current[-1] if current else None
+    """The version in production, or None."""
+    pointer = store.latest([PRODUCTION.id]).get(PRODUCTION.id)
+    name = pointer.properties.get("model_version") if isinstance(pointer, Context) else None
+    return get_version(store, str(name)) if name else None
+
+
+def _deploy(version: Context) -> list[Entity]:
+    """The production pointer moved to `version`, and the version tied to it."""
+    pointer = Context(
+        context_type=ContextType.DEPLOYMENT, name=PRODUCTION.name, properties={"model_version": version.name}
+    )
+    return [
+        pointer,
+        Association(source_id=version.id, destination_id=pointer.id, association_type=AssociationType.ASSOCIATED_WITH),
+    ]
 
 
 def with_status(version: Context, status: ModelStatus, **properties: str | bool) -> Context:
@@ -140,7 +157,11 @@ def promotion(
     if override:
         extra |= {"override_by": by, "override_reason": reason}
     records.append(with_status(version, ModelStatus.PRODUCTION, **extra))
-    return records + decision(version, "promoted", by, reason, current, metadata, override=override)
+    return [
+        *records,
+        *_deploy(version),
+        *decision(version, "promoted", by, reason, current, metadata, override=override),
+    ]
 
 
 def promote(store: LedgerStore, name: str, by: str, reason: str, override: bool = False) -> Context:
@@ -172,6 +193,7 @@ def rollback(store: LedgerStore, by: str, reason: str, to: str | None = None) ->
     records: list[Entity] = [
         with_status(current, ModelStatus.REJECTED, status_reason=f"rolled back by {by}: {reason}"),
         with_status(target, ModelStatus.PRODUCTION, status_reason=f"restored by {by}: {reason}"),
+        *_deploy(target),
         *decision(target, "rolled_back", by, reason, current),
     ]
     store.append(records, expected_head=head)

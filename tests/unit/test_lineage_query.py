@@ -56,6 +56,7 @@ def _data(uri: str, version: int, kind: ArtifactType = ArtifactType.DATASET) -> 
 
 CODE = Artifact(artifact_type=ArtifactType.CODE, source_uri="https://git.example/retail.git", md5="c0ffee")
 VERSION = Context(context_type=ContextType.MODEL_VERSION, name="model-1", properties={"status": "production"})
+DEPLOYED = Context(context_type=ContextType.DEPLOYMENT, name="production", properties={"model_version": "model-1"})
 GATE = Action(
     id="fairness-gate-1",
     action_type=ActionType.FAIRNESS_GATE,
@@ -85,6 +86,7 @@ def store(tmp_path: Path) -> Iterator[LedgerStore]:
                 CODE,
                 *_week(1),
                 VERSION,
+                DEPLOYED,
                 GATE,
                 _edge(model_1, VERSION, AssociationType.ASSOCIATED_WITH),
                 _edge(GATE, VERSION, CONTRIBUTED),
