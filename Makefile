@@ -34,6 +34,8 @@ test: lint
 bench: install
 	python -m bench.bench_stages
 	python -m bench.bench_orchestration
+	python -m bench.bench_lineage
+	python -m bench.bench_reproduce
 
 # Re-resolve requirements.in into requirements.lock in a scratch venv.
 lock:

@@ -1,4 +1,4 @@
-"""`lineage`: verify, query and export the ledger, and manage the model registry.
+"""`lineage`: verify, query and export the ledger, manage the model registry, reproduce a model version.
 
 The ledger is LINEAGE_DB_URL (or --db), by default sqlite:///lineage.db in the current directory.
 Every error is one line on stderr and exit status 1; `verify` exits 1 when the chain is broken.
@@ -171,6 +171,27 @@ def models_rollback(
     with _ledger(db) as store:
         version = registry.rollback(store, by, reason, to)
     _print(as_json, {"name": version.name, **version.properties}, lambda: f"{version.name} is production again")
+
+
+@app.command("reproduce")
+def reproduce_version(
+    version: Annotated[str, typer.Argument(help="A model version's name or id, or 'production'.")],
+    remote: Annotated[str | None, typer.Option(help="DVC remote holding the inputs (default: the default).")] = None,
+    as_json: Json = False,
+    db: Db = None,
+) -> None:
+    """Rebuild VERSION from its lineage in a temporary worktree, compare every hash; exit 1 on a mismatch."""
+    from lineage.reproduce import reproduce
+
+    with _ledger(db) as store:
+        report = reproduce(store, version, Path("."), remote)
+    rows = [
+        {"artifact": r.artifact, "recorded": r.recorded, "reproduced": r.reproduced, "match": r.match}
+        for r in report.rows
+    ]
+    _print(as_json, {"model_version": report.expected.version.name, "ok": report.ok, "artifacts": rows}, report.table)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @export_app.command("openlineage")

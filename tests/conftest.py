@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -226,3 +227,36 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     return s3_server
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
+    """A temporary Prefect API for flows run in this process."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+def run_flow(clone: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
+    """Run the lineage-pipeline flow in `clone`; its final state and each task run's attempt count."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import lineage_pipeline
+
+    monkeypatch.chdir(clone)
+    state = lineage_pipeline(return_state=True)
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    with get_client(sync_client=True) as api:
+        run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        attempts = {task_run.name: task_run.run_count for task_run in api.read_task_runs(flow_run_filter=run_filter)}
+    return state, attempts
+
+
+def context_id_of(state: Any) -> str:
+    """The ledger id of a flow run's PipelineRun context."""
+    from lineage.entities import ContextType, context_id
+
+    return context_id(ContextType.PIPELINE_RUN, str(state.state_details.flow_run_id))

@@ -74,18 +74,23 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
 
     from deployments.bootstrap import ensure_work_pools
     from flows.pipeline import lineage_pipeline
+    from flows.reproduce import reproduce_model
 
     project = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {deployment["name"]: deployment for deployment in project["deployments"]}
-    assert set(deployments) == {"dev", "weekly"}
+    assert set(deployments) == {"dev", "weekly", "on-demand"}
     pools = inspect.signature(ensure_work_pools).parameters
     assert deployments["dev"]["work_pool"]["name"] == pools["process_pool"].default
+    assert deployments["on-demand"]["work_pool"]["name"] == pools["process_pool"].default
     assert deployments["weekly"]["work_pool"]["name"] == pools["docker_pool"].default
-    for deployment in deployments.values():
+    flows: dict[str, Any] = {"dev": lineage_pipeline, "weekly": lineage_pipeline, "on-demand": reproduce_model}
+    for name, deployment in deployments.items():
         path, function = deployment["entrypoint"].split(":")
         assert (REPO / path).is_file()
-        assert function == lineage_pipeline.fn.__name__
+        assert function == flows[name].fn.__name__
+        assert set(deployment.get("parameters") or {}) <= set(inspect.signature(flows[name].fn).parameters)
     assert lineage_pipeline.name == "lineage-pipeline"
+    assert reproduce_model.name == "reproduce"
     # Docker steps only in weekly; no project-wide build or push for dev to inherit
     assert project["build"] is None
     assert project["push"] is None

@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import lineage_pipeline
 from lineage import registry
-from lineage.entities import ActionType, Context, ContextType, context_id
+from lineage.entities import Action, ActionType, Context
 from lineage.store import LedgerStore
-from tests.conftest import locked_outs, set_params
+from tests.conftest import STAGES, context_id_of, locked_outs, run_flow, set_params
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    with prefect_test_harness():
-        yield
-
-
-def context_id_of(state: Any) -> str:
-    """The ledger id of the flow run's PipelineRun context."""
-    return context_id(ContextType.PIPELINE_RUN, str(state.state_details.flow_run_id))
-
-
-def run_flow(clone: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
-    """Run the flow in `clone`; its final state and each task run's attempt count."""
-    monkeypatch.chdir(clone)
-    state = lineage_pipeline(return_state=True)
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
-    with get_client(sync_client=True) as api:
-        run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        attempts = {task_run.name: task_run.run_count for task_run in api.read_task_runs(flow_run_filter=run_filter)}
-    return state, attempts
 
 
 def test_drift_ends_the_run_failed_naming_columns_and_report(
@@ -93,3 +64,12 @@ def test_bad_input_fails_at_once_without_retries(
     assert state.is_failed()
     assert attempts["etl"] == 1  # a deterministic failure is never retried
     assert "drift_check" not in attempts
+    with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
+        run_id = context_id_of(state)
+        stages = {
+            action.parameters["stage"]: action.status
+            for action in store.latest(edge.source_id for edge in store.edges([run_id], "destination")).values()
+            if isinstance(action, Action) and action.action_type == ActionType.STAGE
+        }
+        assert stages == {"etl": "Failed"} | {stage: "NotRun" for stage in STAGES[1:]}
+        assert registry.versions(store) == []

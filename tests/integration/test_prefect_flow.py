@@ -93,9 +93,9 @@ def client(env: dict[str, str]) -> Any:
     return temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]})
 
 
-def run_deployment(env: dict[str, str], clone: Path) -> dict[str, Any]:
-    """`prefect deployment run lineage-pipeline/dev`, then one pass of a process worker; the run's record."""
-    output = prefect(env, clone, "deployment", "run", "lineage-pipeline/dev")
+def run_deployment(env: dict[str, str], clone: Path, name: str = "lineage-pipeline/dev") -> dict[str, Any]:
+    """`prefect deployment run <name>`, then one pass of a process worker; the run's record."""
+    output = prefect(env, clone, "deployment", "run", name)
     run_id = next(line.split()[-1] for line in output.splitlines() if "UUID" in line)
     prefect(env, clone, "worker", "start", "--pool", "retail-process", "--run-once")
     with client(env), get_client(sync_client=True) as api:
@@ -120,6 +120,7 @@ def deployed(server: dict[str, str], origin: Path, tmp_path_factory: pytest.Temp
     clone = fresh_clone(origin, tmp_path_factory.mktemp("deployed") / "clone")
     prefect(server, clone, "work-pool", "create", "retail-process", "--type", "process")
     prefect(server, clone, "--no-prompt", "deploy", "--name", "dev")
+    prefect(server, clone, "--no-prompt", "deploy", "--name", "on-demand")
     return clone
 
 
@@ -165,6 +166,14 @@ def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
         head = Head(anchor["record_count"], anchor["head_hash"])
         assert head == store.head()
         assert store.verify(head).ok
+
+    # On demand, the reproduce flow rebuilds the production model and reports the comparison.
+    rebuilt = run_deployment(server, deployed, "reproduce/on-demand")
+    assert rebuilt["state"] == "COMPLETED", rebuilt["message"]
+    assert rebuilt["message"].startswith(f"{version.name} reproduced byte for byte")
+    table = json.loads(rebuilt["artifacts"]["reproduction"].data)
+    assert {row["artifact"] for row in table} >= set(locked_outs(deployed))
+    assert all(row["match"] for row in table)
 
 
 def test_weekly_deployment_carries_its_cron_schedule(server: dict[str, str], deployed: Path) -> None:
