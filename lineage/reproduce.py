@@ -40,6 +40,7 @@ from lineage.entities import (
     AssociationType,
     Context,
     ContextType,
+    Entity,
     context_id,
 )
 from lineage.query import resolve
@@ -59,9 +60,6 @@ class Expected:
     version: Context
     flow_run_id: str
     commit: str
-    dirty: bool | str
-    image: str
-    run_record: str
     params_md5: str
     hashes: dict[str, str]  # path -> md5 of every dep and out of every stage
     originals: dict[str, Artifact]  # path -> the recorded artifact
@@ -135,9 +133,6 @@ def expected(store: LedgerStore, version_name: str) -> Expected:
         version=version,
         flow_run_id=flow_run_id,
         commit=str(run.properties.get("git_commit", "unknown")),
-        dirty=run.properties.get("git_dirty", "unknown"),  # type: ignore[arg-type]
-        image=str(run.properties.get("image_uri", "local")),
-        run_record=str(run.properties.get("run_record", "")),
         params_md5=params.md5,
         hashes=dict(sorted(hashes.items())),
         originals=originals,
@@ -258,14 +253,13 @@ def record(store: LedgerStore, want: Expected, rows: list[Row], start: dt.dateti
             "mismatched": [row.artifact for row in rows if not row.match],
         },
     )
-    entities: list[Any] = [
+    entities: list[Entity] = [
         action,
         Association(
             source_id=action.id, destination_id=want.version.id, association_type=AssociationType.ASSOCIATED_WITH
         ),
     ]
     for row in rows:
-        original = want.originals[row.artifact]
         if row.reproduced is None:
             continue
         rebuilt = Artifact(
@@ -274,13 +268,16 @@ def record(store: LedgerStore, want: Expected, rows: list[Row], start: dt.dateti
             md5=row.reproduced,
         )
         entities += [
-            original,
             rebuilt,
             Association(source_id=action.id, destination_id=rebuilt.id, association_type=AssociationType.PRODUCED),
         ]
         if row.match:
             entities.append(
-                Association(source_id=rebuilt.id, destination_id=original.id, association_type=AssociationType.SAME_AS)
+                Association(
+                    source_id=rebuilt.id,
+                    destination_id=want.originals[row.artifact].id,
+                    association_type=AssociationType.SAME_AS,
+                )
             )
     store.append(entities)
     return action
