@@ -39,7 +39,7 @@ from flows.summary import read_metrics, summary
 from lineage.entities import ActionStatus
 from lineage.query import query_lineage
 from lineage.recorder import Recorded, RunInfo, StageRun, record_run
-from lineage.store import LedgerStore
+from lineage.store import LedgerError, LedgerStore
 from tasks.stage import EXIT_BAD_INPUT, EXIT_GATE_REFUSED
 
 LOCK_FILE = Path("dvc.lock")
@@ -403,6 +403,10 @@ def lineage_pipeline(
         use_aws_credentials_block(aws_credentials_block)
     if lineage_db_block:
         use_lineage_db_block(lineage_db_block)
+    try:  # before any work: a run whose lineage cannot be recorded must not train or promote anything
+        LedgerStore().close()
+    except LedgerError as error:
+        return Failed(message=str(error))
     configure_s3_remote()
     stages = pipeline_stages()
     outcomes, runs, failure = run_stages(stages, remote)
