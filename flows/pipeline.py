@@ -95,15 +95,19 @@ def _dvc_repro(stage: str, on_line: Callable[[str], None] | None = None) -> tupl
     return process.wait(), "\n".join(lines)
 
 
-def _only_transient(_task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry condition: never retry a deterministic rejection."""
-    try:
-        state.result()
-    except StageRejected:
-        return False
-    except Exception:
+def retry_unless(*final: type[Exception]) -> Callable[[Task[..., Any], TaskRun, State[Any]], bool]:
+    """A retry condition: retry any failure but these deterministic ones, which retrying cannot mend."""
+
+    def condition(_task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
+        try:
+            state.result()
+        except final:
+            return False
+        except Exception:
+            return True
         return True
-    return True
+
+    return condition
 
 
 def locked_outs(stage: str) -> dict[str, str]:
@@ -118,7 +122,7 @@ def locked_outs(stage: str) -> dict[str, str]:
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.2,
-    retry_condition_fn=_only_transient,
+    retry_condition_fn=retry_unless(StageRejected),
 )
 def run_stage(stage: str, known_unchanged: bool = False) -> StageOutcome:
     """Run one DVC stage; DVC skips it when its deps, params and outs are unchanged.

@@ -15,27 +15,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.client.schemas.objects import State, TaskRun
+from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
-from prefect.tasks import Task
 
-from flows.pipeline import use_lineage_db_block
+from flows.pipeline import retry_unless, use_lineage_db_block
 from lineage.reproduce import Expected, ReproduceError, Row, compare, expected, record, rerun, restore, worktree
 from lineage.store import LedgerStore
 
 
-def _not_deterministic(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> bool:
-    """Retry condition: a ReproduceError (missing or altered object, failed stage) is final."""
-    try:
-        state.result()
-    except ReproduceError:
-        return False
-    except Exception:
-        return True
-    return True
-
-
-@task(name="restore-inputs", retries=2, retry_delay_seconds=10, retry_condition_fn=_not_deterministic)
+@task(name="restore-inputs", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless(ReproduceError))
 def restore_inputs(tree: Path, want: Expected, remote: str | None) -> None:
     """Recorded params.yaml and the DVC-tracked raw inputs, each checked against its recorded md5."""
     restore(Path("."), tree, want, remote)

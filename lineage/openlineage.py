@@ -134,18 +134,6 @@ def _pipeline_runs(store: LedgerStore, flow_run_id: str | None) -> list[Context]
     return runs
 
 
-def _linked(store: LedgerStore, ids: list[str], toward: str, kinds: set[AssociationType]) -> dict[str, list[Any]]:
-    """For each id, the latest entities at the other end of its `kinds` edges (inbound if toward="destination")."""
-    edges = [e for e in store.edges(ids, toward=toward) if e.association_type in kinds]
-    here, there = ("destination_id", "source_id") if toward == "destination" else ("source_id", "destination_id")
-    latest = store.latest({getattr(e, there) for e in edges})
-    linked: dict[str, list[Any]] = {i: [] for i in ids}
-    for edge in edges:
-        if getattr(edge, there) in latest:
-            linked[getattr(edge, here)].append(latest[getattr(edge, there)])
-    return linked
-
-
 def _datasets(artifacts: Iterable[Any], cls: type[InputDataset] | type[OutputDataset]) -> list[Any]:
     chosen = {a.id: a for a in artifacts if isinstance(a, Artifact) and a.artifact_type in DATASETS}
     return [
@@ -168,7 +156,7 @@ def run_events(store: LedgerStore, flow_run_id: str | None = None) -> list[RunEv
     namespace = os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_NAMESPACE
     keyed: list[tuple[dt.datetime, int, str, str, RunEvent]] = []
     for run in _pipeline_runs(store, flow_run_id):
-        linked = _linked(store, [run.id], "destination", {AssociationType.CONTRIBUTED_TO})[run.id]
+        linked = store.linked([run.id], "destination", {AssociationType.CONTRIBUTED_TO})[run.id]
         actions = [a for a in linked if isinstance(a, Action)]
         stages = [a for a in actions if a.action_type == ActionType.STAGE and a.status != ActionStatus.NOT_RUN]
         gates: dict[str, dict[str, Any]] = {}
@@ -176,8 +164,8 @@ def run_events(store: LedgerStore, flow_run_id: str | None = None) -> list[RunEv
             if gate.action_type in GATE_STAGES:
                 gates[GATE_STAGES[gate.action_type]] = {str(gate.action_type): _gate_facts(gate)}
         ids = [a.id for a in stages]
-        inputs = _linked(store, ids, "destination", {AssociationType.CONTRIBUTED_TO})
-        outputs = _linked(store, ids, "source", {AssociationType.PRODUCED, AssociationType.ASSOCIATED_WITH})
+        inputs = store.linked(ids, "destination", {AssociationType.CONTRIBUTED_TO})
+        outputs = store.linked(ids, "source", {AssociationType.PRODUCED, AssociationType.ASSOCIATED_WITH})
         props = run.properties
         parent = parent_run.ParentRunFacet(
             run=parent_run.Run(runId=_run_id(run.name)),

@@ -64,7 +64,8 @@ def versions(store: LedgerStore) -> list[Context]:
 
 
 def get_version(store: LedgerStore, name: str) -> Context:
-    found = store.latest([context_id(ContextType.MODEL_VERSION, name)]).get(context_id(ContextType.MODEL_VERSION, name))
+    version_id = context_id(ContextType.MODEL_VERSION, name)
+    found = store.latest([version_id]).get(version_id)
     if not isinstance(found, Context):
         raise RegistryError(f"no model version '{name}' in the ledger")
     return found
@@ -220,7 +221,7 @@ class VersionReport:
 
 def report(store: LedgerStore, name: str) -> VersionReport:
     version = get_version(store, name)
-    sources = store.latest(edge.source_id for edge in store.edges([version.id], toward="destination"))
-    actions = sorted((e for e in sources.values() if isinstance(e, Action)), key=lambda action: action.start)
+    sources = store.linked([version.id], "destination")[version.id]
+    actions = sorted((e for e in sources if isinstance(e, Action)), key=lambda action: action.start)
     gates = [a for a in actions if a.action_type in (ActionType.DRIFT_GATE, ActionType.FAIRNESS_GATE)]
     return VersionReport(version, gates, [a for a in actions if a.action_type == ActionType.PROMOTION])

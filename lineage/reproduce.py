@@ -45,7 +45,6 @@ from lineage.entities import (
 )
 from lineage.query import resolve
 from lineage.recorder import artifact_type
-from lineage.registry import get_version
 from lineage.store import LedgerStore
 
 
@@ -104,22 +103,18 @@ def expected(store: LedgerStore, version_name: str) -> Expected:
     version = next(iter(found.values()), None)
     if not isinstance(version, Context) or version.context_type != ContextType.MODEL_VERSION:
         raise ReproduceError(f"'{version_name}' is not a model version")
-    version = get_version(store, version.name)
     flow_run_id = str(version.properties.get("flow_run_id", ""))
     run_id = context_id(ContextType.PIPELINE_RUN, flow_run_id)
     run = store.latest([run_id]).get(run_id)
     if not isinstance(run, Context):
         raise ReproduceError(f"{version.name}: its pipeline run {flow_run_id} is not in the ledger")
-    stages = [
-        a
-        for a in store.latest(e.source_id for e in store.edges([run.id], "destination")).values()
+    ids = [
+        a.id
+        for a in store.linked([run.id], "destination")[run.id]
         if isinstance(a, Action) and a.action_type == ActionType.STAGE
     ]
-    ids = [stage.id for stage in stages]
-    linked = [e.source_id for e in store.edges(ids, "destination")] + [
-        e.destination_id for e in store.edges(ids, "source")
-    ]
-    originals = {a.source_uri: a for a in store.latest(linked).values() if isinstance(a, Artifact)}
+    ends = [e for toward in ("destination", "source") for found in store.linked(ids, toward).values() for e in found]
+    originals = {a.source_uri: a for a in ends if isinstance(a, Artifact)}
     params = originals.get("params.yaml")
     if params is None:
         raise ReproduceError(f"{version.name}: the ledger holds no params.yaml for run {flow_run_id}")

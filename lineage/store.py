@@ -430,6 +430,23 @@ class LedgerStore:
                 ]
         return found
 
+    def linked(
+        self, entity_ids: Iterable[str], toward: str, kinds: Iterable[AssociationType] | None = None
+    ) -> dict[str, list[Entity]]:
+        """For each id, the latest entities at the other end of its edges (of `kinds`, if given), each once:
+        the sources of edges into it (`toward="destination"`) or the destinations of edges out of it."""
+        ids = list(dict.fromkeys(entity_ids))
+        wanted = None if kinds is None else set(kinds)
+        edges = [e for e in self.edges(ids, toward=toward) if wanted is None or e.association_type in wanted]
+        inbound = toward == "destination"
+        latest = self.latest(e.source_id if inbound else e.destination_id for e in edges)
+        found: dict[str, dict[str, Entity]] = {entity_id: {} for entity_id in ids}
+        for edge in edges:
+            here, there = (edge.destination_id, edge.source_id) if inbound else (edge.source_id, edge.destination_id)
+            if there in latest:
+                found[here].setdefault(there, latest[there])
+        return {entity_id: list(ends.values()) for entity_id, ends in found.items()}
+
     # -- verifying ----------------------------------------------------------------------------------
 
     def verify(self, anchor: Head | None = None) -> VerifyResult:
