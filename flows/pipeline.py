@@ -14,7 +14,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -40,15 +41,17 @@ from lineage.entities import ActionStatus
 from lineage.query import query_lineage
 from lineage.recorder import Recorded, RunInfo, StageRun, record_run
 from lineage.store import LedgerError, LedgerStore
-from tasks.stage import EXIT_BAD_INPUT, EXIT_GATE_REFUSED
+from tasks.params import load_params
+from tasks.stage import EXIT_BAD_INPUT, EXIT_GATE_REFUSED, InputError, file_md5
 
 LOCK_FILE = Path("dvc.lock")
 PARAMS_FILE = Path("params.yaml")
 _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")
 
 
-class StageRejected(Exception):
-    """A stage failed deterministically (bad input, or a gate refused): retrying cannot help."""
+class Rejected(Exception):
+    """A deterministic failure (bad input, a workspace changed outside DVC, a gate refusal): retrying
+    cannot help."""
 
 
 class TransientFailure(Exception):
@@ -110,19 +113,26 @@ def retry_unless(*final: type[Exception]) -> Callable[[Task[..., Any], TaskRun, 
     return condition
 
 
-def locked_outs(stage: str) -> dict[str, str]:
-    """A stage's outputs and their md5 as dvc.lock records them."""
+def _lock_stages() -> dict[str, Any]:
     if not LOCK_FILE.is_file():
         return {}
-    locked = (yaml.safe_load(LOCK_FILE.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage, {})
+    return dict((yaml.safe_load(LOCK_FILE.read_text(encoding="utf-8")) or {}).get("stages", {}))
+
+
+def _outs(locked: dict[str, Any]) -> dict[str, str]:
     return {out["path"]: out["md5"] for out in locked.get("outs", [])}
+
+
+def locked_outs(stage: str) -> dict[str, str]:
+    """A stage's outputs and their md5 as dvc.lock records them."""
+    return _outs(_lock_stages().get(stage, {}))
 
 
 @task(
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.2,
-    retry_condition_fn=retry_unless(StageRejected),
+    retry_condition_fn=retry_unless(Rejected),
 )
 def run_stage(stage: str, known_unchanged: bool = False) -> StageOutcome:
     """Run one DVC stage; DVC skips it when its deps, params and outs are unchanged.
@@ -138,7 +148,9 @@ def run_stage(stage: str, known_unchanged: bool = False) -> StageOutcome:
     if code != 0:
         exited = re.search(r"exited with (\d+)", output)
         if exited and int(exited.group(1)) in (EXIT_BAD_INPUT, EXIT_GATE_REFUSED):
-            raise StageRejected(_stage_message(output) or f"{stage} rejected its input (exit {exited.group(1)})")
+            raise Rejected(_stage_message(output) or f"{stage} rejected its input (exit {exited.group(1)})")
+        if "Unable to acquire lock" in output:  # DVC waited its 3 s; Prefect's retries wait longer
+            raise TransientFailure(f"{stage}: {_DVC_LOCKED}")
         raise TransientFailure(f"{stage}: dvc repro exited {code}: {output.splitlines()[-1] if output else ''}")
     return StageOutcome(stage=stage, ran=f"Running stage '{stage}'" in output, outs=locked_outs(stage))
 
@@ -173,6 +185,7 @@ def _remote_name(repo: Any, remote: str | None) -> str:
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.2,
+    retry_condition_fn=retry_unless(Rejected),
 )
 def prepare_workspace(remote: str | None) -> set[str]:
     """Refresh imported raw sources (`dvc update`), pull the DVC cache, and return the stages to rerun.
@@ -185,16 +198,47 @@ def prepare_workspace(remote: str | None) -> set[str]:
     logger = get_run_logger()
     with Repo(".") as repo:
         name = _remote_name(repo, remote)
-        sources = sorted(stage.relpath for stage in repo.index.stages if stage.is_import)
+        sources = [stage for stage in repo.index.stages if stage.is_data_source or stage.is_import]
+        imports = sorted(stage.relpath for stage in sources if stage.is_import)
         try:
-            if sources:
-                repo.update(targets=sources)
-                logger.info("refreshed imported sources: %s", ", ".join(sources))
+            if imports:
+                repo.update(targets=imports)
+                logger.info("refreshed imported sources: %s", ", ".join(imports))
             fetched = repo.pull(remote=remote, allow_missing=True)["stats"]["fetched"]
-        except Exception as error:  # network, credentials, S3: worth a retry
-            raise TransientFailure(f"dvc update/pull with remote '{name}' failed: {error}") from error
+        except Exception as error:
+            if "unsaved files without confirmation" in str(error):  # a tracked file was changed by hand
+                raise Rejected(_changed_outside_dvc(str(error))) from None
+            # network, credentials, S3: worth a retry
+            raise TransientFailure(f"dvc update/pull with remote '{name}' failed: {_first_line(error)}") from error
         logger.info("pulled %d file(s) from DVC remote '%s'", fetched, name)
+        for out in (out for stage in sources for out in stage.outs):
+            if not os.path.exists(out.fs_path):  # a raw input no stage can rebuild
+                raise Rejected(
+                    f"{out}: missing from DVC remote '{name}' and from this workspace (md5 {out.hash_info.value}); "
+                    "push it from a workspace that has it"
+                )
         return {stage for stage in repo.status() if not stage.endswith(".dvc")}
+
+
+def _changed_outside_dvc(error: str) -> str:
+    """One line naming each tracked file that differs from what dvc.lock records, and how to restore it."""
+    paths = [os.path.relpath(line.strip()) for line in error.splitlines()[1:] if line.strip()]
+    recorded = {path: md5 for stage in _lock_stages().values() for path, md5 in _outs(stage).items()}
+    found = [f"{path}: md5 {file_md5(Path(path))} differs from {recorded.get(path, 'none')}" for path in paths]
+    return (
+        f"{', '.join(found)} recorded in dvc.lock (changed outside DVC); refusing to overwrite or use it; "
+        f"restore it with `dvc checkout --force {' '.join(paths)}`"
+    )
+
+
+_DVC_LOCKED = "another DVC process holds this repository's lock (.dvc/tmp/lock)"
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception as one line; DVC's lock error as what it means here."""
+    if "Unable to acquire lock" in str(error):
+        return _DVC_LOCKED
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @dataclass
@@ -214,7 +258,7 @@ def push(remote: str | None) -> Pushed:
             pushed = repo.push(remote=remote)
             record = _store_run_record(repo, remote, flow_run.get_id() or "local")
         except Exception as error:  # network, credentials, S3: worth a retry
-            raise TransientFailure(f"dvc push to remote '{name}' failed: {error}") from error
+            raise TransientFailure(f"dvc push to remote '{name}' failed: {_first_line(error)}") from error
         report = locked_outs("drift_check").get("reports/drift.html")
         report_url = _cache_url(repo, remote, report) if report else None
     get_run_logger().info("pushed %d file(s) to DVC remote '%s'; run record at %s", pushed, name, record)
@@ -398,7 +442,10 @@ def use_aws_credentials_block(name: str) -> None:
 
 @flow(name="lineage-pipeline", log_prints=True)
 def lineage_pipeline(
-    remote: str | None = None, aws_credentials_block: str | None = None, lineage_db_block: str | None = None
+    remote: str | None = None,
+    aws_credentials_block: str | None = None,
+    lineage_db_block: str | None = None,
+    wait_for_workspace: float = 600.0,
 ) -> State[Any]:
     """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record, record
     the run's lineage and promote the model only if both gates passed."""
@@ -407,19 +454,91 @@ def lineage_pipeline(
         use_aws_credentials_block(aws_credentials_block)
     if lineage_db_block:
         use_lineage_db_block(lineage_db_block)
-    try:  # before any work: a run whose lineage cannot be recorded must not train or promote anything
-        LedgerStore().close()
-    except LedgerError as error:
-        return Failed(message=str(error))
+    try:
+        with workspace_lock(wait_for_workspace):
+            try:
+                stages = check_before_work()
+            except (InputError, LedgerError) as error:
+                return Failed(message=str(error))  # nothing ran, nothing recorded
+            return _run(stages, remote, started)
+    except WorkspaceBusy as error:
+        return Failed(message=str(error))  # the run holding the workspace goes on undisturbed
+
+
+def check_before_work() -> list[str]:
+    """What must hold before any stage runs; returns the stages in order.
+
+    params.yaml validates, dvc.yaml and dvc.lock parse, and the ledger opens: a run whose lineage
+    cannot be recorded must not train or promote anything.
+    """
+    from dvc.exceptions import DvcException
+
+    load_params(PARAMS_FILE)
+    try:
+        stages = pipeline_stages()
+    except DvcException as error:
+        raise InputError(f"{_first_line(error)}; restore it from git or from a run record (runs/<id>/)") from None
+    LedgerStore().close()
+    return stages
+
+
+class WorkspaceBusy(Exception):
+    """Another run holds this workspace."""
+
+
+WORKSPACE_LOCK = Path(".dvc/tmp/pipeline.lock")
+WORKSPACE_HOLDER = Path(".dvc/tmp/pipeline.holder")  # who holds the lock, for the message of who waits
+
+
+@contextmanager
+def workspace_lock(wait_seconds: float) -> Iterator[None]:
+    """Hold this workspace for one run; another run started by hand waits at most `wait_seconds`, then
+    stops having touched nothing. (Deployments queue their runs with a concurrency limit instead.)
+
+    An OS file lock, so a killed run releases it with its process.
+    """
+    from filelock import FileLock, Timeout
+
+    WORKSPACE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(WORKSPACE_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _holder()
+        get_run_logger().info("workspace in use by %s; waiting up to %g s", holder, wait_seconds)
+        try:
+            lock.acquire(timeout=wait_seconds)
+        except Timeout:
+            raise WorkspaceBusy(
+                f"workspace {Path.cwd()} is in use by {holder}; waited {wait_seconds:g} s; nothing was run "
+                "(try again when it finishes, or raise wait_for_workspace)"
+            ) from None
+    try:
+        WORKSPACE_HOLDER.write_text(f"flow run {flow_run.get_id() or 'local'} (pid {os.getpid()})", encoding="utf-8")
+        yield
+    finally:
+        WORKSPACE_HOLDER.unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder() -> str:
+    try:
+        return WORKSPACE_HOLDER.read_text(encoding="utf-8")
+    except OSError:
+        return "another run"
+
+
+def _run(stages: list[str], remote: str | None, started: dt.datetime) -> State[Any]:
+    """Run the stages, push, record the lineage, decide on promotion and publish to the UI."""
     configure_s3_remote()
-    stages = pipeline_stages()
     outcomes, runs, failure = run_stages(stages, remote)
     pushed: Pushed | None = None
-    push_state = push(remote, return_state=True)  # versions what ran, verdicts included, even after a failure
-    try:
-        pushed = push_state.result()
-    except Exception as error:
-        failure = failure or f"push failed, the model is not promoted: {error}"
+    if any(stage_run.status != ActionStatus.NOT_RUN for stage_run in runs):  # else preparing failed: nothing to push
+        push_state = push(remote, return_state=True)  # versions what ran, verdicts included, even after a failure
+        try:
+            pushed = push_state.result()
+        except Exception as error:
+            failure = failure or f"push failed, the model is not promoted: {error}"
     info = RunInfo(
         flow_run_id=str(flow_run.get_id() or "local"),
         stages=runs,
@@ -465,7 +584,7 @@ def run_stages(stages: list[str], remote: str | None) -> tuple[list[StageOutcome
         task_run_id = str(state.state_details.task_run_id) if state.state_details.task_run_id else None
         try:
             outcome = state.result()
-        except Exception as error:  # StageRejected, or a transient failure that outlived its retries
+        except Exception as error:  # Rejected, or a transient failure that outlived its retries
             failure = str(error)
             runs.append(StageRun(stage, ActionStatus.FAILED, start, _now(), task_run_id))
             continue
@@ -488,9 +607,17 @@ if __name__ == "__main__":
     parser.add_argument("--remote", default=None, help="DVC remote to pull from and push to (default: the default)")
     parser.add_argument("--aws-credentials-block", default=None, help="prefect-aws AwsCredentials block name")
     parser.add_argument("--lineage-db-block", default=None, help="Prefect Secret block holding LINEAGE_DB_URL")
+    parser.add_argument(
+        "--wait-for-workspace", type=float, default=600.0, metavar="SECONDS",
+        help="how long to wait while another run holds this workspace before stopping (default 600)",
+    )  # fmt: skip
     arguments = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     final = lineage_pipeline(
-        arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block, return_state=True
+        arguments.remote,
+        arguments.aws_credentials_block,
+        arguments.lineage_db_block,
+        arguments.wait_for_workspace,
+        return_state=True,
     )
     sys.exit(0 if final.is_completed() else 1)

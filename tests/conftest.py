@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,8 +257,98 @@ def run_flow(clone: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[st
     return state, attempts
 
 
+def attempts_of(attempts: dict[str, int], task: str) -> int:
+    """The attempt count of the one task run named `task` plus Prefect's random suffix."""
+    (count,) = [count for name, count in attempts.items() if name.rsplit("-", 1)[0] == task]
+    return count
+
+
 def context_id_of(state: Any) -> str:
     """The ledger id of a flow run's PipelineRun context."""
     from lineage.entities import ContextType, context_id
 
     return context_id(ContextType.PIPELINE_RUN, str(state.state_details.flow_run_id))
+
+
+def prefect_server_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """Client and server environment for a `prefect server` on loopback with its own PREFECT_HOME."""
+    return stage_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="2",  # a queued run retries soon
+        **extra,
+    )
+
+
+def start_prefect_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`prefect server start` with `env` (see prefect_server_env); returns once it answers /health."""
+    home = Path(env["PREFECT_HOME"])
+    port = env["PREFECT_API_URL"].split(":")[-1].split("/")[0]
+    log = (home / "server.log").open("a")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+
+
+def stop_prefect_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+class SwitchableProxy:
+    """A TCP proxy on loopback to `target_port`: forwards while up; while down, connections are refused
+    and open ones cut, as when a remote service becomes unreachable."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+
+    def up(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for connection in self._open:
+            connection.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._open += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()

@@ -55,6 +55,11 @@ def test_stage_runs_its_module_and_declares_every_module_it_imports(stage: str) 
     assert not missing, f"{stage} imports undeclared modules: {sorted(str(p.relative_to(REPO)) for p in missing)}"
 
 
+def test_no_param_value_reaches_a_command() -> None:
+    """Params are data: no DVC templating (`${...}`) anywhere in dvc.yaml, so no value becomes a command."""
+    assert "${" not in (REPO / "dvc.yaml").read_text()
+
+
 @pytest.mark.parametrize("stage", list(_stages()))
 def test_stage_params_exist_in_params_yaml(stage: str) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())

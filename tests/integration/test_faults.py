@@ -1,24 +1,52 @@
-"""Faults survived: a run killed mid-tuning resumes to the same bytes; a ledger that cannot be opened
-or is locked stops the run before any work, and nothing is promoted without its lineage."""
+"""Faults survived: a run killed mid-tuning resumes to the same bytes; two runs on one workspace do not
+mix; S3 or the Prefect server going away is survived or reported; a ledger that cannot be opened or is
+locked stops the run before any work, and nothing is promoted without its lineage."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from lineage import registry
-from lineage.store import LedgerStore
-from tests.conftest import locked_outs, run, run_flow, set_params, stage_env
+from lineage.store import Kind, LedgerStore
+from tests.conftest import (
+    SwitchableProxy,
+    attempts_of,
+    free_port,
+    locked_outs,
+    prefect_server_env,
+    run,
+    run_flow,
+    set_params,
+    start_prefect_server,
+    stop_prefect_server,
+)
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One real `prefect server` for the flows these tests run as separate processes; yields their environment."""
+    env = prefect_server_env(tmp_path_factory.mktemp("prefect"), free_port())
+    process = start_prefect_server(env)
+    yield env
+    stop_prefect_server(process)
 
 
 def test_an_unreachable_ledger_stops_the_run_before_any_work(
@@ -62,7 +90,7 @@ def test_a_locked_ledger_stops_the_run_and_changes_nothing(
 
 
 def test_a_run_killed_during_tuning_resumes_to_the_same_hashes(
-    built: tuple[Path, str], built_copy: Path, tmp_path: Path
+    prefect_server: dict[str, str], built: tuple[Path, str], built_copy: Path, tmp_path: Path
 ) -> None:
     # The same change in an untouched copy, run to the end: the hashes the resumed run must reach.
     reference = Path(shutil.copytree(built[0], tmp_path / "reference", symlinks=True))
@@ -71,8 +99,7 @@ def test_a_run_killed_during_tuning_resumes_to_the_same_hashes(
     run(reference, "dvc", "repro")
     lock_before = (built_copy / "dvc.lock").read_bytes()
 
-    env = stage_env(PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    env.pop("PREFECT_API_URL", None)
+    env = prefect_server
     flow = subprocess.Popen(
         [sys.executable, "-m", "flows.pipeline"], cwd=built_copy, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -104,3 +131,185 @@ def test_a_run_killed_during_tuning_resumes_to_the_same_hashes(
         version = registry.production(store)
         assert version is not None
         assert version.properties["model_md5"] == locked_outs(reference)["models/model.pt"]
+
+
+def _start_flow(workspace: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.pipeline", *args], cwd=workspace, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def final_message(output: str) -> str:
+    """The message of the flow run's final state, as its log prints it."""
+    found = re.search(r"""Flow run '.*' - Finished in state \w+\(('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\)""", output)
+    assert found, output[-3000:]
+    return str(ast.literal_eval(found.group(1)))  # the log shows the message's repr
+
+
+def _read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+    """Lines of `process` up to and including the first containing `marker`."""
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"{marker!r} never appeared:\n{''.join(seen[-30:])}")
+
+
+def test_two_runs_by_hand_on_one_workspace_never_overlap(prefect_server: dict[str, str], built_copy: Path) -> None:
+    set_params(built_copy, tune={"n_trials": 6})  # tune onward reruns: the first run holds the workspace a while
+    first = _start_flow(built_copy, prefect_server)
+    _read_until(first, "stages to rerun: ")
+    impatient = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline", "--wait-for-workspace", "0"],
+        cwd=built_copy, env=prefect_server, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert first.poll() is None, "the first run ended before the second was refused: the test proves nothing"
+    patient = _start_flow(built_copy, prefect_server, "--wait-for-workspace", "600")
+    first_output = first.communicate(timeout=600)[0]
+    patient_output = patient.communicate(timeout=600)[0]
+
+    assert first.returncode == 0, first_output[-3000:]
+    assert impatient.returncode == 1
+    stopped = final_message(impatient.stdout + impatient.stderr)
+    assert stopped.startswith(f"workspace {built_copy} is in use by flow run ")
+    assert stopped.endswith("waited 0 s; nothing was run (try again when it finishes, or raise wait_for_workspace)")
+    assert "Running stage" not in impatient.stdout + impatient.stderr
+    assert patient.returncode == 0, patient_output[-3000:]
+    assert "workspace in use by flow run" in patient_output  # it waited for the first run
+    assert "Running stage" not in patient_output  # then found everything up to date
+    assert "Data and pipelines are up to date" in run(built_copy, "dvc", "status")  # dvc.lock is valid
+    with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
+        assert store.verify().ok
+        runs = store.find(Kind.CONTEXT, "PipelineRun")
+        assert len(runs) == 2  # the first and the patient run; the refused one recorded nothing
+
+
+def test_a_run_waits_a_bounded_time_for_dvc_s_lock(
+    harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dvc.repo import Repo
+
+    set_params(built_copy, fairness={"mod_threshold": 5.0})
+    with Repo(str(built_copy)) as repo:
+        repo.lock.lock()  # another DVC process (`dvc repro` by hand, say) holds the repository throughout
+        try:
+            state, attempts = run_flow(built_copy, monkeypatch)
+        finally:
+            repo.lock.unlock()
+    assert state.is_failed()
+    assert state.message == (
+        "dvc update/pull with remote 'local' failed: another DVC process holds this repository's lock (.dvc/tmp/lock)"
+    )
+    assert attempts_of(attempts, "prepare-workspace") == 4  # retried with backoff, then given up
+    assert set(attempts) == {name for name in attempts if name.startswith(("prepare-workspace", "record-lineage"))}
+
+    with Repo(str(built_copy)) as repo:
+        repo.lock.lock()
+        threading.Timer(4, repo.lock.unlock).start()  # the other process finishes while the run waits
+        state, attempts = run_flow(built_copy, monkeypatch)
+    assert state.is_completed(), state.message
+    assert attempts_of(attempts, "prepare-workspace") >= 2
+    assert attempts["fairness"] == 1
+
+
+def test_s3_unreachable_during_pull_and_push_then_a_later_run_completes(
+    prefect_server: dict[str, str], s3_server: str, built_copy: Path
+) -> None:
+    secret = "never-printed-" + "0123456789abcdef" * 2
+    proxy = SwitchableProxy(int(s3_server.rsplit(":", 1)[1]))
+    proxy.up()
+    boto3.client(
+        "s3", endpoint_url=s3_server, aws_access_key_id="testing", aws_secret_access_key=secret, region_name="us-east-1"
+    ).create_bucket(Bucket="lineage-flaky")
+    run(built_copy, "dvc", "remote", "modify", "--local", "s3", "url", "s3://lineage-flaky/dvc")
+    run(built_copy, "dvc", "remote", "modify", "--local", "s3", "endpointurl", f"http://127.0.0.1:{proxy.port}")
+    env = {
+        **prefect_server,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",  # Prefect's retries, not botocore's, do the waiting
+    }  # fmt: skip
+    flow = [sys.executable, "-m", "flows.pipeline", "--remote", "s3"]
+
+    def run_flow_process() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            flow, cwd=built_copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+        )
+        assert secret not in done.stdout  # credentials are never printed
+        return done
+
+    assert run_flow_process().returncode == 0  # a production model, its outputs in the bucket
+    ledger = f"sqlite:///{built_copy / 'lineage.db'}"
+    with LedgerStore(ledger) as store:
+        head, production = store.head(), registry.production(store)
+
+    proxy.down()  # S3 unreachable for the whole pull
+    set_params(built_copy, fairness={"mod_threshold": 5.0})
+    pulled = run_flow_process()
+    assert pulled.returncode == 1
+    failure = final_message(pulled.stdout)
+    assert failure.startswith("dvc update/pull with remote 's3' failed: ")
+    assert len(set(re.findall(r"Task run '(prepare-workspace-\w+)' - Task run failed", pulled.stdout))) == 1
+    assert pulled.stdout.count("Retries are exhausted") == 1  # retried with backoff, then given up
+    assert "Running stage" not in pulled.stdout
+
+    proxy.up()  # reachable for the pull and the stage; gone again before the push
+    pushing = _start_flow(built_copy, env, "--remote", "s3")
+    _read_until(pushing, "Running stage 'fairness'")
+    proxy.down()
+    output = pushing.communicate(timeout=300)[0]
+    assert secret not in output
+    assert pushing.returncode == 1
+    assert final_message(output).startswith("push failed, the model is not promoted: dvc push to remote 's3' failed: ")
+    with LedgerStore(ledger) as store:
+        assert store.verify(head).ok  # earlier records untouched; the failed runs appended after them
+        assert registry.production(store) == production
+
+    proxy.up()
+    assert run_flow_process().returncode == 0
+    status = subprocess.run(
+        ["dvc", "status", "--cloud", "--remote", "s3"], cwd=built_copy, env=env, capture_output=True, text=True
+    )
+    assert "Cache and remote 's3' are in sync" in status.stdout, status.stdout + status.stderr
+    proxy.down()
+
+
+def test_a_prefect_server_restart_during_a_run_is_survived(built_copy: Path, tmp_path: Path) -> None:
+    (tmp_path / "prefect").mkdir()
+    env = prefect_server_env(tmp_path / "prefect", free_port())
+    server = start_prefect_server(env)
+    try:
+        set_params(built_copy, tune={"n_trials": 4})
+        flow = _start_flow(built_copy, env)
+        _read_until(flow, "Running stage 'tune'")
+        stop_prefect_server(server)  # the API goes away mid-stage ...
+        server = start_prefect_server(env)  # ... and comes back on the same port and database
+        output = flow.communicate(timeout=600)[0]
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            with get_client(sync_client=True) as api:
+                (interrupted,) = api.read_flow_runs()
+            assert interrupted.state is not None
+            # Completed, or marked Crashed: never left Running for ever.
+            assert interrupted.state.type.value in ("COMPLETED", "CRASHED"), output[-3000:]
+            if interrupted.state.type.value == "COMPLETED":
+                assert flow.returncode == 0, output[-3000:]
+
+            rerun = subprocess.run(
+                [sys.executable, "-m", "flows.pipeline"], cwd=built_copy, env=env, capture_output=True, text=True
+            )
+            assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+            with get_client(sync_client=True) as api:
+                states = {run.id: run.state.type.value for run in api.read_flow_runs() if run.state}
+            assert len(states) == 2
+            assert states.pop(interrupted.id) == interrupted.state.type.value
+            assert list(states.values()) == ["COMPLETED"]
+    finally:
+        stop_prefect_server(server)
+    assert "Data and pipelines are up to date" in run(built_copy, "dvc", "status")
+    with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
+        assert store.verify().ok
+        version = registry.production(store)
+        assert version is not None
+        assert version.properties["model_md5"] == locked_outs(built_copy)["models/model.pt"]

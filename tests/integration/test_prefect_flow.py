@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,16 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from lineage import registry
 from lineage.query import query_lineage
 from lineage.store import Head, LedgerStore
-from tests.conftest import STAGES, VENV_BIN, free_port, fresh_clone, locked_outs, stage_env
+from tests.conftest import (
+    STAGES,
+    VENV_BIN,
+    free_port,
+    fresh_clone,
+    locked_outs,
+    prefect_server_env,
+    start_prefect_server,
+    stop_prefect_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,39 +54,16 @@ def _postgres_database() -> str | None:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`prefect server start` on loopback with a temporary PREFECT_HOME; yields the client environment."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = stage_env(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-    )
+    env = prefect_server_env(tmp_path_factory.mktemp("prefect-home"), free_port())
     if request.param == "postgres":
         database = _postgres_database()
         if database is None:
             pytest.skip("no PostgreSQL answers on 127.0.0.1:5432")
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = POSTGRES.format(database=database)
         env["LINEAGE_DB_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-    log = (home / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+    process = start_prefect_server(env)
     yield env
-    process.terminate()
-    process.wait(timeout=30)
+    stop_prefect_server(process)
 
 
 def prefect(env: dict[str, str], cwd: Path, *args: str) -> str:
@@ -174,6 +159,36 @@ def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
     table = json.loads(rebuilt["artifacts"]["reproduction"].data)
     assert {row["artifact"] for row in table} >= set(locked_outs(deployed))
     assert all(row["match"] for row in table)
+
+
+def test_a_second_dev_run_waits_for_the_first(server: dict[str, str], deployed: Path) -> None:
+    """The deployment's concurrency limit: two runs triggered together never overlap; both complete."""
+    ids = []
+    for _ in range(2):
+        output = prefect(server, deployed, "deployment", "run", "lineage-pipeline/dev")
+        ids.append(uuid.UUID(next(line.split()[-1] for line in output.splitlines() if "UUID" in line)))
+    worker = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "worker", "start", "--pool", "retail-process"],
+        cwd=deployed, env=server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with client(server), get_client(sync_client=True) as api:
+            for _ in range(600):
+                runs = [api.read_flow_run(run_id) for run_id in ids]
+                if all(run.state and run.state.is_final() for run in runs):
+                    break
+                time.sleep(0.5)
+            histories = [[state.name for state in api.read_flow_run_states(run_id)] for run_id in ids]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert [run.state.type.value if run.state else None for run in runs] == ["COMPLETED", "COMPLETED"], histories
+    assert sum("AwaitingConcurrencySlot" in history for history in histories) == 1, histories
+    spans = sorted(
+        (run.start_time.isoformat(), run.end_time.isoformat()) for run in runs if run.start_time and run.end_time
+    )
+    assert len(spans) == 2
+    assert spans[0][1] <= spans[1][0]  # the second started after the first ended
 
 
 def test_weekly_deployment_carries_its_cron_schedule(server: dict[str, str], deployed: Path) -> None:
