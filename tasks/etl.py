@@ -78,8 +78,8 @@ def clean(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
 
 def usual_descriptions(frame: pd.DataFrame) -> pd.Series:
     """Each product's most common description (stock code -> text); a tie goes to the one seen first."""
-    # groupby(sort=False) lists each (product, description) pair in order of first appearance, and a
-    # stable sort by count keeps that order among equal counts.
+    # groupby skips missing descriptions and, with sort=False, lists each (product, description)
+    # pair in order of first appearance; a stable sort by count keeps that order among equal counts.
     counts = frame.groupby(["stock_code", "description"], sort=False).size().reset_index(name="lines")
     ranked = counts.sort_values("lines", ascending=False, kind="stable").drop_duplicates("stock_code")
     return ranked.set_index("stock_code")["description"]

@@ -62,14 +62,17 @@ def chronological_split(table: pa.Table, params: PreprocessParams) -> dict[str, 
     if not (times[1:] >= times[:-1]).all():  # etl writes time order; anything else is sorted, stably
         order = np.argsort(times, kind="stable")
         table, times = table.take(order), times[order]
-    last = len(times) - 1
-    starts = [0, len(times), len(times)]
+    val_at = test_at = 0  # no rows: every split is empty, refused below
     if len(times):
+        last = len(times) - 1
         val_start = times[min(last, int(len(times) * (1 - params.val_fraction - params.test_fraction)))]
         test_start = times[min(last, int(len(times) * (1 - params.test_fraction)))]
-        starts[1:] = [int(at) for at in np.searchsorted(times, [val_start, test_start], side="left")]
-    ends = [*starts[1:], len(times)]
-    splits = {name: table.slice(start, end - start) for name, start, end in zip(SPLITS, starts, ends, strict=True)}
+        val_at, test_at = (int(at) for at in np.searchsorted(times, [val_start, test_start], side="left"))
+    splits = {
+        "train": table.slice(0, val_at),
+        "val": table.slice(val_at, test_at - val_at),
+        "test": table.slice(test_at),
+    }
     for name, part in splits.items():
         if part.num_rows == 0:
             raise InputError(f"{PROCESSED}: {len(times)} rows are too few for a non-empty chronological {name} split")
