@@ -33,6 +33,7 @@ test: lint
 
 bench: install
 	python -m bench.bench_stages
+	python -m bench.bench_scale
 	python -m bench.bench_orchestration
 	python -m bench.bench_lineage
 	python -m bench.bench_reproduce

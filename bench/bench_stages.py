@@ -43,6 +43,11 @@ def scratch_copy(destination: Path, rows: int) -> None:
     subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
 
 
+def stage_env() -> dict[str, str]:
+    """This environment with the running interpreter's bin first on PATH (dvc.yaml calls `python`)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 def run_stage(workspace: Path, stage: str, env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB, largest process in the tree) of one `dvc repro` of `stage`."""
     started = time.perf_counter()
@@ -59,7 +64,7 @@ def run_stage(workspace: Path, stage: str, env: dict[str, str]) -> tuple[float, 
 
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 541_909
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = stage_env()
     with tempfile.TemporaryDirectory() as scratch:
         workspace = Path(scratch)
         scratch_copy(workspace, rows)

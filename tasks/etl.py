@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tasks.data import TARGET, UCI_HEADERS, generate_transactions, load_transactions, validate_transactions
+from tasks.data import (
+    TARGET,
+    UCI_HEADERS,
+    generate_transactions,
+    load_transactions,
+    map_distinct,
+    validate_transactions,
+)
 from tasks.params import Params, load_params
 from tasks.stage import InputError, atomic_path, require_under, run_stage, write_json
 
@@ -37,25 +45,26 @@ class CleaningReport:
 def clean(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
     """Drop rows that are not sales of a product, impute missing text; count everything."""
     report = CleaningReport(rows_read=len(raw))
-    frame = raw
+    # Each reason is a test of the row alone, so all are worked out on the whole table and the table
+    # is filtered once (each filter copies every column); a row counts under its first reason.
+    reasons = {
+        "duplicate_rows": raw.duplicated().to_numpy(),
+        "cancellations": _holds(raw["invoice_no"], lambda invoice: invoice.str.upper().str.startswith("C")),
+        "non_product_codes": ~_holds(raw["stock_code"], lambda code: code.str.match(_PRODUCT_CODE)),
+        "returns_or_zero_quantity": (raw["quantity"] <= 0).to_numpy(),
+        "non_positive_price": (raw["unit_price"] <= 0).to_numpy(),
+    }
+    dropped = np.zeros(len(raw), dtype=bool)
+    for reason, mask in reasons.items():
+        report.dropped[reason] = int((mask & ~dropped).sum())
+        dropped |= mask
+    frame = raw.take(np.flatnonzero(~dropped))
+    frame.index = pd.RangeIndex(len(frame))  # renumbered without another copy
 
-    def drop(reason: str, mask: pd.Series) -> None:
-        nonlocal frame
-        report.dropped[reason] = int(mask.sum())
-        frame = frame[~mask]
-
-    drop("duplicate_rows", frame.duplicated())
-    drop("cancellations", frame["invoice_no"].str.upper().str.startswith("C"))
-    drop("non_product_codes", ~frame["stock_code"].str.match(_PRODUCT_CODE))
-    drop("returns_or_zero_quantity", frame["quantity"] <= 0)
-    drop("non_positive_price", frame["unit_price"] <= 0)
-
-    frame = frame.copy()
     missing_description = frame["description"].isna()
-    needed = frame["stock_code"].isin(frame.loc[missing_description, "stock_code"])
-    known = frame[needed & ~missing_description].groupby("stock_code", sort=True)["description"].agg(_mode)
+    usual = usual_descriptions(frame[frame["stock_code"].isin(frame.loc[missing_description, "stock_code"])])
     frame.loc[missing_description, "description"] = (
-        frame.loc[missing_description, "stock_code"].map(known).fillna("UNKNOWN")
+        frame.loc[missing_description, "stock_code"].map(usual).fillna("UNKNOWN")
     )
     report.imputed["description"] = int(missing_description.sum())
     missing_country = frame["country"].isna()
@@ -64,7 +73,21 @@ def clean(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
 
     report.missing_customer_id = int(frame["customer_id"].isna().sum())
     report.rows_clean = len(frame)
-    return frame.reset_index(drop=True), report
+    return frame, report
+
+
+def usual_descriptions(frame: pd.DataFrame) -> pd.Series:
+    """Each product's most common description (stock code -> text); a tie goes to the one seen first."""
+    # groupby skips missing descriptions and, with sort=False, lists each (product, description)
+    # pair in order of first appearance; a stable sort by count keeps that order among equal counts.
+    counts = frame.groupby(["stock_code", "description"], sort=False).size().reset_index(name="lines")
+    ranked = counts.sort_values("lines", ascending=False, kind="stable").drop_duplicates("stock_code")
+    return ranked.set_index("stock_code")["description"]
+
+
+def _holds(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> np.ndarray:
+    """A text test per row, worked out once per distinct value (False for a missing cell)."""
+    return map_distinct(values, test).to_numpy(dtype=bool)
 
 
 def filter_stockcode(frame: pd.DataFrame, stockcode: str, source: str) -> pd.DataFrame:
@@ -83,7 +106,7 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     Every feature of a row uses only rows at or before its own timestamp: the price ceiling is
     the highest price seen so far, and demand history is the previous calendar month's.
     """
-    frame = frame.sort_values(["invoice_date", "invoice_no", "stock_code"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["invoice_date", "invoice_no", "stock_code"], kind="stable", ignore_index=True)
     when = frame["invoice_date"].dt
     frame["year"] = when.year.astype("int16")
     frame["month"] = when.month.astype("int8")
@@ -91,38 +114,40 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     frame["hour"] = when.hour.astype("int8")
     frame["log_unit_price"] = np.log(frame["unit_price"])
     frame["unit_price_squared"] = frame["unit_price"] ** 2
-    frame["price_to_max_so_far"] = frame["unit_price"] / _max_price_so_far(frame)
-    frame["prev_month_avg_quantity"] = _previous_month_average_quantity(frame)
+    product = pd.factorize(frame["stock_code"])[0]  # integer group keys: much faster than text
+    frame["price_to_max_so_far"] = frame["unit_price"] / max_price_so_far(frame, product)
+    frame["prev_month_avg_quantity"] = previous_month_average_quantity(frame, product)
     frame["is_registered"] = frame["customer_id"].notna().astype("int8")
     frame[TARGET] = np.log1p(frame["quantity"])
     return frame
 
 
-def _max_price_so_far(frame: pd.DataFrame) -> pd.Series:
+def max_price_so_far(frame: pd.DataFrame, product: np.ndarray) -> pd.Series:
     """Each product's highest price over all rows up to and including this row's timestamp.
 
-    Computed per (product, timestamp) first so rows sharing a timestamp get the same value
-    whatever their order in the file.
+    `frame` is in time order; `product` holds one integer per row for its stock code. Each
+    (product, timestamp) takes its highest price first, so rows sharing a timestamp get the same
+    value whatever their order; a running maximum per product over those then covers every
+    earlier timestamp too.
     """
-    per_time = frame.groupby(["stock_code", "invoice_date"], sort=True)["unit_price"].max()
-    running = per_time.groupby(level="stock_code").cummax().rename("max_price_so_far")
-    keys = frame[["stock_code", "invoice_date"]]
-    return keys.join(running, on=["stock_code", "invoice_date"])["max_price_so_far"]
+    # sort=False: a transform's values do not depend on the group order, and sorting the groups
+    # of millions of rows costs seconds
+    per_time = frame["unit_price"].groupby([product, frame["invoice_date"].to_numpy()], sort=False).transform("max")
+    return per_time.groupby(product, sort=False).cummax()
 
 
-def _previous_month_average_quantity(frame: pd.DataFrame) -> pd.Series:
-    """Mean quantity per sale line of the product in the previous calendar month (NaN if none)."""
-    month_index = frame["year"].astype("int32") * 12 + frame["month"].astype("int32") - 1
-    monthly = frame.groupby([frame["stock_code"], month_index.rename("month_index")], sort=True)["quantity"].mean()
-    shifted = monthly.rename("prev").reset_index()
-    shifted["month_index"] += 1  # last month's average becomes this month's feature
-    keys = pd.DataFrame({"stock_code": frame["stock_code"], "month_index": month_index})
-    return keys.merge(shifted, on=["stock_code", "month_index"], how="left")["prev"].set_axis(frame.index)
+def previous_month_average_quantity(frame: pd.DataFrame, product: np.ndarray) -> pd.Series:
+    """Mean quantity per sale line of the product in the previous calendar month (NaN if none).
 
-
-def _mode(values: pd.Series) -> str:
-    # value_counts(sort=False) keeps first-seen order, so a tie goes to the earliest description.
-    return str(values.value_counts(sort=False).idxmax())
+    `product` holds one integer per row for its stock code. Each (product, month) becomes one
+    integer key, so "the month before" is key - 1: months count from year 0 and stay within
+    1..2**16 - 1 for any datetime64[ns] (years 1677 to 2262), so key - 1 never reaches into
+    another product's months.
+    """
+    month = frame["year"].to_numpy(dtype=np.int64) * 12 + frame["month"].to_numpy(dtype=np.int64)
+    key = product.astype(np.int64) * 2**16 + month
+    monthly = frame["quantity"].groupby(key).mean()
+    return pd.Series(monthly.reindex(key - 1).to_numpy(), index=frame.index)
 
 
 def extract(params: Params) -> tuple[pd.DataFrame, str]:

@@ -19,7 +19,7 @@ from tasks.data import TARGET
 from tasks.metrics import regression_metrics, to_quantity
 from tasks.model import DemandNet, load_model, make_deterministic, predict
 from tasks.params import load_params
-from tasks.stage import InputError, atomic_path, run_stage, verify_against_lock, write_json
+from tasks.stage import InputError, atomic_path, run_stage, seeded_rows, verify_against_lock, write_json
 
 TEST_SPLIT = Path("data/splits/test.parquet")
 TRAIN_FEATURES = Path("data/features/train.parquet")
@@ -68,13 +68,6 @@ def importance(explanation: shap.Explanation) -> list[dict[str, object]]:
     return [{"feature": name, "mean_abs_shap": float(value)} for name, value in pairs]
 
 
-def _seeded_rows(count: int, wanted: int, seed: int) -> np.ndarray:
-    """Sorted row positions of a seeded sample (all rows when there are fewer than wanted)."""
-    if wanted >= count:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False))
-
-
 def _save_plot(path: Path, draw: object) -> None:
     with atomic_path(path) as tmp:
         plt.figure()
@@ -98,8 +91,8 @@ def main() -> None:
     predictions = predictions_table(test, predicted_log)
 
     train_features = pd.read_parquet(TRAIN_FEATURES).drop(columns=[TARGET]).to_numpy(dtype=np.float32)
-    background = train_features[_seeded_rows(len(train_features), params.inference.shap_background, params.seed)]
-    explained_rows = _seeded_rows(len(features), params.inference.shap_explained, params.seed + 1)
+    background = train_features[seeded_rows(len(train_features), params.inference.shap_background, params.seed)]
+    explained_rows = seeded_rows(len(features), params.inference.shap_explained, params.seed + 1)
     explanation = explain(model, background, features[explained_rows], feature_names)
 
     with atomic_path(PREDICTIONS_OUT) as tmp:

@@ -50,6 +50,9 @@ class DriftGate(_Strict):
         "log_quantity",
     ]
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.5  # drift when the share of drifted columns >= this
+    # Evidently tests a seeded sample of at most this many rows per window (every row of a smaller
+    # window). Above 1,000 rows, where Evidently picks the same tests as on the whole window.
+    sample_rows: Annotated[int, Field(gt=1_000)] = 200_000
     allow: bool = False  # let preprocess run despite a drift verdict; needs allowed_by and reason
     allowed_by: str = ""
     reason: str = ""

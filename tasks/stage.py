@@ -1,4 +1,4 @@
-"""What every stage's `main()` shares: exit codes, one-line errors and atomic output writes."""
+"""What every stage's `main()` shares: exit codes, one-line errors, atomic output writes, seeded samples."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
+import numpy as np
 import yaml
 
 # Distinct exit codes let the orchestrator tell deterministic failures (never retried) from
@@ -114,3 +115,10 @@ def verify_against_lock(path: Path, lock: Path = LOCK_FILE) -> None:
         raise InputError(
             f"{path}: md5 {actual} differs from {recorded[str(path)]} recorded in {lock}; refusing to load it"
         )
+
+
+def seeded_rows(count: int, wanted: int, seed: int) -> np.ndarray:
+    """Sorted row positions of a seeded sample of `wanted` of `count` rows (all rows when there are fewer)."""
+    if wanted >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False))

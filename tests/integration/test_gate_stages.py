@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tasks.stage import EXIT_BAD_INPUT, EXIT_GATE_REFUSED
 from tests.conftest import run_module, write_params
@@ -99,6 +100,31 @@ def test_outputs_are_the_same_bytes_whatever_the_callers_hash_seed(tmp_path: Pat
         assert run_module(workspace, "tasks.drift_check", PYTHONHASHSEED=seed).returncode == 0
         runs.append([(workspace / name).read_bytes() for name in outputs])
     assert runs[0] == runs[1]
+
+
+def test_evidently_tests_a_seeded_sample_of_each_window_and_records_both_sizes(
+    tmp_path: Path, steady: pd.DataFrame
+) -> None:
+    workspace = _workspace(tmp_path, steady, sample_rows=1500)
+    outputs = ["metrics/drift_check.json", "reports/drift.html", "reports/drift_scores.json"]
+    runs = []
+    for _ in range(2):
+        result = run_module(workspace, "tasks.drift_check")
+        assert result.returncode == 0, result.stderr
+        runs.append([(workspace / name).read_bytes() for name in outputs])
+    assert runs[0] == runs[1]  # a seeded sample: the same bytes every run
+    verdict = _json(workspace / "metrics/drift_check.json")
+    assert verdict["sample_rows"] == 1500
+    for window in ("reference", "current"):
+        sizes = verdict[window]
+        assert sizes["rows"] > 1500  # type: ignore[index]
+        assert sizes["rows_tested"] == 1500  # type: ignore[index]
+    assert "tested 1500 of" in result.stdout
+
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    (workspace / "params.yaml").write_text(yaml.safe_dump({**params, "seed": 7}))  # another seed, another sample
+    assert run_module(workspace, "tasks.drift_check").returncode == 0
+    assert (workspace / "reports/drift_scores.json").read_bytes() != runs[0][2]
 
 
 def test_a_reference_snapshot_replaces_the_earlier_window(tmp_path: Path, steady: pd.DataFrame) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,6 +15,7 @@ from tasks.drift_check import (
     describe_window,
     detect_drift,
     metrics,
+    sample,
     stable_report_ids,
 )
 from tasks.params import DriftGate
@@ -71,22 +73,26 @@ def test_a_reference_window_without_rows_is_an_error() -> None:
 
 def test_window_hash_follows_content(steady: pd.DataFrame) -> None:
     current, reference = current_and_reference_windows(steady, GATE.current_weeks, GATE.reference_weeks)
-    first = describe_window(current, GATE.columns, "current")
-    assert first == describe_window(current.copy(), GATE.columns, "current")
-    assert first.md5 != describe_window(reference, GATE.columns, "current").md5
-    assert first.rows == len(current)
+    first = describe_window(current, GATE.columns, "current", 1500)
+    assert first == describe_window(current.copy(), GATE.columns, "current", 1500)
+    assert first.md5 != describe_window(reference, GATE.columns, "current", 1500).md5
+    assert (first.rows, first.rows_tested) == (len(current), 1500)
 
 
 def test_metrics_carry_the_verdict_and_what_was_compared(drifted: pd.DataFrame) -> None:
     current, reference = current_and_reference_windows(drifted, GATE.current_weeks, GATE.reference_weeks)
     result, _ = detect_drift(reference, current, GATE.columns, GATE.threshold)
     record = metrics(
-        result, describe_window(reference, GATE.columns, "ref"), describe_window(current, GATE.columns, "cur")
+        result,
+        describe_window(reference, GATE.columns, "ref", len(reference)),
+        describe_window(current, GATE.columns, "cur", 2000),
+        sample_rows=2000,
     )
     assert record["drift_detected"] is True
     assert record["drifted_count"] == len(result.drifted_columns)
     assert record["columns_checked"] == GATE.columns
-    assert record["reference"]["rows"] == len(reference)  # type: ignore[index]
+    assert record["reference"]["rows"] == record["reference"]["rows_tested"] == len(reference)  # type: ignore[index]
+    assert record["current"]["rows_tested"] == record["sample_rows"] == 2000  # type: ignore[index]
     assert record["current"]["md5"] != record["reference"]["md5"]  # type: ignore[index]
     assert record["report"] == "reports/drift.html"
 
@@ -112,3 +118,25 @@ def test_report_renders_to_the_same_bytes_twice(steady: pd.DataFrame, tmp_path: 
     namespace_dns = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"  # a constant in the bundled JavaScript
     assert namespace_dns in pages[0][0]
     assert namespace_dns in page
+
+
+def test_sample_is_seeded_in_order_and_leaves_small_windows_whole() -> None:
+    frame = pd.DataFrame({"value": np.arange(100) * 10}, index=np.arange(100) + 1000)
+    assert sample(frame, 100, seed=1) is frame
+    assert sample(frame, 500, seed=1) is frame
+    drawn = sample(frame, 7, seed=1)
+    positions = [3, 14, 44, 48, 72, 82, 92]  # numpy's draw for seed 1, in the frame's order
+    assert drawn.index.tolist() == [1000 + p for p in positions]
+    assert drawn["value"].tolist() == [10 * p for p in positions]
+    pd.testing.assert_frame_equal(drawn, sample(frame, 7, seed=1))
+    assert not drawn.equals(sample(frame, 7, seed=2))
+
+
+def test_a_sample_gives_the_verdicts_the_whole_windows_give(steady: pd.DataFrame, drifted: pd.DataFrame) -> None:
+    for frame in (steady, drifted):
+        current, reference = current_and_reference_windows(frame, GATE.current_weeks, GATE.reference_weeks)
+        assert len(reference) > 3000
+        whole, _ = detect_drift(reference, current, GATE.columns, GATE.threshold)
+        sampled, _ = detect_drift(sample(reference, 1500, 42), sample(current, 1500, 43), GATE.columns, GATE.threshold)
+        assert sampled.drift_detected == whole.drift_detected
+        assert [c.test for c in sampled.columns.values()] == [c.test for c in whole.columns.values()]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tasks.data import validate_transactions
-from tasks.etl import clean, filter_stockcode
+from tasks.etl import clean, filter_stockcode, usual_descriptions
 from tasks.stage import InputError
 
 
@@ -84,3 +85,31 @@ def test_stockcode_filter() -> None:
     assert len(filter_stockcode(raw, "", "test")) == 2
     with pytest.raises(InputError, match=r"data\.stockcode: 'NOPE' has no sales rows in test"):
         filter_stockcode(raw, "NOPE", "test")
+
+
+def test_usual_description_is_the_most_common_and_a_tie_goes_to_the_first_seen() -> None:
+    frame = pd.DataFrame(
+        {
+            "stock_code": ["A", "B", "A", "B", "A", "C", "B", "A"],
+            "description": ["RED", "TIN", "BLUE", "POT", "BLUE", "MUG", "POT", "RED"],
+        }
+    )
+    # A: RED and BLUE twice each, RED seen first; B: POT twice, TIN once; C: its only one
+    assert usual_descriptions(frame).to_dict() == {"A": "RED", "B": "POT", "C": "MUG"}
+    assert usual_descriptions(frame.iloc[:0]).empty
+
+
+def test_usual_descriptions_match_the_previous_per_group_mode() -> None:
+    def mode(values: pd.Series) -> str:  # what clean() used per group before
+        return str(values.value_counts(sort=False).idxmax())
+
+    for seed in range(40):  # small groups, so many ties
+        rng = np.random.default_rng(seed)
+        frame = pd.DataFrame(
+            {
+                "stock_code": rng.choice(["10001", "10002", "10003"], 24),
+                "description": rng.choice(["RED", "BLUE", "GREEN", "GOLD"], 24),
+            }
+        )
+        previous = frame.groupby("stock_code", sort=True)["description"].agg(mode)
+        pd.testing.assert_series_equal(usual_descriptions(frame).sort_index(), previous, check_names=False)

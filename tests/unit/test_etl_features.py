@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +18,8 @@ from tasks.data import (
     generate_transactions,
     validate_transactions,
 )
-from tasks.etl import add_features, clean
+from tasks.etl import add_features, clean, max_price_so_far, previous_month_average_quantity
+from tasks.params import DriftInjection
 
 
 def _sales(lines: list[tuple[str, str, int, float]], customer: str | None = "17850") -> pd.DataFrame:
@@ -116,3 +120,96 @@ def test_no_future_row_changes_any_earlier_rows_features() -> None:
 def test_feature_rows_come_out_in_time_order() -> None:
     frame = _sales([("2011-02-01", "A", 1, 1.0), ("2011-01-01", "A", 1, 1.0)])
     assert add_features(frame)["invoice_date"].is_monotonic_increasing
+
+
+# The implementations these functions replaced (group keys as text, a merge per feature), kept
+# here to show the vectorised ones compute exactly the same values.
+def _previous_max_price_so_far(frame: pd.DataFrame) -> pd.Series:
+    per_time = frame.groupby(["stock_code", "invoice_date"], sort=True)["unit_price"].max()
+    running = per_time.groupby(level="stock_code").cummax().rename("max_price_so_far")
+    keys = frame[["stock_code", "invoice_date"]]
+    return keys.join(running, on=["stock_code", "invoice_date"])["max_price_so_far"]
+
+
+def _previous_month_average_quantity(frame: pd.DataFrame) -> pd.Series:
+    month_index = frame["year"].astype("int32") * 12 + frame["month"].astype("int32") - 1
+    monthly = frame.groupby([frame["stock_code"], month_index.rename("month_index")], sort=True)["quantity"].mean()
+    shifted = monthly.rename("prev").reset_index()
+    shifted["month_index"] += 1
+    keys = pd.DataFrame({"stock_code": frame["stock_code"], "month_index": month_index})
+    return keys.merge(shifted, on=["stock_code", "month_index"], how="left")["prev"].set_axis(frame.index)
+
+
+def _ties_and_gaps() -> pd.DataFrame:
+    """Two products over a year boundary: shared timestamps, a month without sales, equal prices."""
+    frame = _sales(
+        [
+            ("2010-11-30 09:00", "B", 4, 3.0),
+            ("2010-12-01 09:00", "A", 2, 2.0),
+            ("2010-12-01 09:00", "A", 6, 5.0),  # same timestamp, higher price
+            ("2010-12-01 09:00", "B", 1, 1.0),
+            ("2010-12-31 17:00", "A", 3, 1.0),
+            ("2011-01-02 10:00", "A", 9, 4.0),  # January: December's mean, (2 + 6 + 3) / 3
+            ("2011-01-02 10:00", "B", 5, 9.0),
+            ("2011-03-01 08:00", "A", 1, 5.0),  # no February sales: NaN
+            ("2011-03-01 08:00", "A", 7, 6.0),
+        ]
+    )
+    return add_features(frame)
+
+
+def test_max_price_so_far_by_hand_and_as_before() -> None:
+    frame = _ties_and_gaps()
+    product = pd.factorize(frame["stock_code"])[0]
+    computed = max_price_so_far(frame, product)
+    assert frame["stock_code"].tolist() == ["B", "A", "A", "B", "A", "A", "B", "A", "A"]  # time order
+    # both March lines of A share the 6.0 ceiling, though one is listed before it
+    assert computed.tolist() == [3.0, 5.0, 5.0, 3.0, 5.0, 5.0, 9.0, 6.0, 6.0]
+    pd.testing.assert_series_equal(computed, _previous_max_price_so_far(frame), check_names=False)
+
+
+def test_previous_month_average_by_hand_and_as_before() -> None:
+    frame = _ties_and_gaps()
+    product = pd.factorize(frame["stock_code"])[0]
+    computed = previous_month_average_quantity(frame, product)
+    # B in December sees November's one line; A and B in January see December (A: (2 + 6 + 3) / 3);
+    # A in March sees no February sales
+    expected = [np.nan, np.nan, np.nan, 4.0, np.nan, 11 / 3, 1.0, np.nan, np.nan]
+    np.testing.assert_array_equal(computed.to_numpy(), expected)
+    pd.testing.assert_series_equal(computed, _previous_month_average_quantity(frame), check_names=False)
+
+
+def test_vectorised_features_match_the_previous_implementation_on_synthetic_data() -> None:
+    frame = add_features(clean(validate_transactions(generate_transactions(6000, seed=5), "synthetic"))[0])
+    product = pd.factorize(frame["stock_code"])[0]
+    assert frame["prev_month_avg_quantity"].notna().sum() > 1000
+    np.testing.assert_array_equal(max_price_so_far(frame, product), _previous_max_price_so_far(frame))
+    np.testing.assert_array_equal(
+        previous_month_average_quantity(frame, product), _previous_month_average_quantity(frame)
+    )
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    digest = hashlib.md5(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    return digest.hexdigest()
+
+
+def test_generator_cleaning_and_features_give_what_the_previous_implementation_gave() -> None:
+    """Fingerprints of each step's frame, recorded with the per-row and per-group implementations."""
+    raw = generate_transactions(5000, seed=3)
+    assert _fingerprint(raw) == "4162cd7a2594da3098ef1703e3ca8d90"
+    drifted = generate_transactions(5000, seed=3, drift=DriftInjection(start=dt.date(2011, 9, 1)))
+    assert _fingerprint(drifted) == "dae97ae2d5c2e578d00b74c3717647cc"
+    validated = validate_transactions(raw, "synthetic")
+    assert _fingerprint(validated) == "e1188eec6c7d30f0dc1a47943f129310"
+    cleaned, report = clean(validated)
+    assert _fingerprint(cleaned) == "83d7cbe202aa01c6fd316af4b3d789fb"
+    assert report.dropped == {
+        "duplicate_rows": 733,
+        "cancellations": 98,
+        "non_product_codes": 27,
+        "returns_or_zero_quantity": 13,
+        "non_positive_price": 11,
+    }
+    assert _fingerprint(add_features(cleaned)) == "4f037416d5100db399c641c09019baa2"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import COLUMNS, load_transactions
+from tasks.data import COLUMNS, _customer_ids, _text, load_transactions, map_distinct
 from tests.conftest import uci_frame
 
 
@@ -106,3 +107,54 @@ def test_date_styles(tmp_path: Path, value: str) -> None:
     path = tmp_path / "retail.csv"
     raw.to_csv(path, index=False)
     assert load_transactions(path).loc[0, "invoice_date"] == pd.Timestamp("2010-12-01 08:26")
+
+
+def test_text_is_stripped_per_distinct_value_blank_and_missing_become_none() -> None:
+    cells = pd.Series([" 85123A ", "85123A", "", "   ", None, np.nan, "POST\t", 22633, "85123A"], dtype=object)
+    text = _text(cells)
+    assert text.tolist() == ["85123A", "85123A", None, None, None, None, "POST", "22633", "85123A"]
+    assert text.dtype == object
+    assert text.iloc[1] is text.iloc[8]  # one object per distinct value, shared by its rows
+    ids = _customer_ids(pd.Series([17850.0, np.nan, 12583.0, 17850.0]))
+    assert ids.tolist() == ["17850", None, "12583", "17850"]
+    assert _customer_ids(pd.Series([" 13047.0 ", "13047", "", "1.0.0"], dtype=object)).tolist() == [
+        "13047",
+        "13047",
+        None,
+        "1.0",
+    ]
+
+
+def test_text_matches_the_previous_per_cell_conversion() -> None:
+    def previous_text(values: pd.Series) -> pd.Series:
+        text = values.astype("string").str.strip()
+        text = text.mask(text == "")
+        return text.astype(object).mask(text.isna(), None)
+
+    columns = [
+        pd.Series([" a ", "a", "", " ", None, np.nan, "b\t", "17850.0", 1, 1.0, True, pd.NA], dtype=object),
+        pd.Series([17850.0, np.nan, 12.5, 17850.0]),
+        pd.Series([3, 1, 3]),
+        pd.Series(["a", None, " b"], dtype="string"),
+        pd.Series(["a", None, " b", "a"], dtype="category"),
+        pd.Series([], dtype=object),
+    ]
+    for cells in columns:
+        expected = previous_text(cells)
+        assert _text(cells).tolist() == expected.tolist()
+        assert [type(value) for value in _text(cells)] == [type(value) for value in expected]
+        expected_ids = previous_text(previous_text(cells).str.replace(r"\.0$", "", regex=True))
+        assert _customer_ids(cells).tolist() == expected_ids.tolist()
+
+
+def test_map_distinct_calls_the_function_once_per_distinct_value() -> None:
+    seen: list[list[str]] = []
+
+    def upper(values: pd.Series) -> pd.Series:
+        seen.append(values.tolist())
+        return values.str.upper()
+
+    result = map_distinct(pd.Series(["b", "a", None, "b", "a"], index=[5, 6, 7, 8, 9], dtype=object), upper)
+    assert seen == [["b", "a"]]
+    assert result.tolist() == ["B", "A", None, "B", "A"]
+    assert result.index.tolist() == [5, 6, 7, 8, 9]

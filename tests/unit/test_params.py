@@ -62,6 +62,7 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
         ("seed: 1\ndata:\n  inject_drift:\n    non_uk_share: 1.5\n", "data.inject_drift.non_uk_share"),
         ("seed: 1\ndata:\n  source: ''\n", "data.source"),
         ("seed: 1\n", "data"),
+        ("seed: 1\ndata: {}\ndrift:\n  sample_rows: 1000\n", "drift.sample_rows"),  # Evidently's small-sample tests
     ],
 )
 def test_bad_values_are_rejected_by_key(tmp_path: Path, text: str, key: str) -> None:
