@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, small UCI-layout frames, and a real S3 API server (moto)."""
+"""Shared fixtures: the repo root, small UCI-layout frames, and real servers on loopback: S3 (moto),
+PostgreSQL databases on the machine's server, and `prefect server`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +264,77 @@ def context_id_of(state: Any) -> str:
     from lineage.entities import ContextType, context_id
 
     return context_id(ContextType.PIPELINE_RUN, str(state.state_details.flow_run_id))
+
+
+# The machine's PostgreSQL (trust auth); SQLAlchemy URLs for a database on it, by driver.
+POSTGRES_PSYCOPG = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+POSTGRES_ASYNCPG = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+
+
+def _psql(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", command],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh, uniquely named database on 127.0.0.1:5432, dropped afterwards; skips where none answers."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    created = _psql(f"CREATE DATABASE {name}")
+    if created.returncode != 0:
+        reason = (created.stderr.strip().splitlines() or ["psql failed"])[0]
+        pytest.skip(f"no PostgreSQL answers on 127.0.0.1:5432 ({reason})")
+    try:
+        yield name
+    finally:
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def prefect_server(home: Path, **extra: str) -> Iterator[dict[str, str]]:
+    """`prefect server start` on loopback with PREFECT_HOME `home` (and `extra` settings, e.g. a
+    PostgreSQL PREFECT_SERVER_DATABASE_CONNECTION_URL); yields the clients' environment."""
+    port = free_port()
+    env = stage_env(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        **extra,
+    )
+    log = (home / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+        yield env
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def prefect(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run the `prefect` command line; its standard output, or a failure showing both outputs."""
+    result = subprocess.run(
+        [str(VENV_BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=900
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,67 +25,36 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from lineage import registry
 from lineage.query import query_lineage
 from lineage.store import Head, LedgerStore
-from tests.conftest import STAGES, VENV_BIN, free_port, fresh_clone, locked_outs, stage_env
+from tests.conftest import (
+    POSTGRES_ASYNCPG,
+    POSTGRES_PSYCOPG,
+    STAGES,
+    VENV_BIN,
+    fresh_clone,
+    locked_outs,
+    postgres_database,
+    prefect,
+    prefect_server,
+)
 
 pytestmark = pytest.mark.integration
-
-POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
-
-
-def _postgres_database() -> str | None:
-    """A fresh database on the machine's PostgreSQL, or None where none answers."""
-    name = f"prefect_test_{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", f"CREATE DATABASE {name}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return name if result.returncode == 0 else None
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`prefect server start` on loopback with a temporary PREFECT_HOME; yields the client environment."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = stage_env(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-    )
-    if request.param == "postgres":
-        database = _postgres_database()
-        if database is None:
-            pytest.skip("no PostgreSQL answers on 127.0.0.1:5432")
-        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = POSTGRES.format(database=database)
-        env["LINEAGE_DB_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-    log = (home / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-    yield env
-    process.terminate()
-    process.wait(timeout=30)
-
-
-def prefect(env: dict[str, str], cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=900
-    )
-    assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    if request.param == "sqlite":
+        with prefect_server(home) as env:
+            yield env
+        return
+    with postgres_database("prefect_test") as database:
+        backend = {
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": POSTGRES_ASYNCPG.format(database=database),
+            "LINEAGE_DB_URL": POSTGRES_PSYCOPG.format(database=database),
+        }
+        with prefect_server(home, **backend) as env:
+            yield env
 
 
 def client(env: dict[str, str]) -> Any:
