@@ -9,25 +9,31 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 import pandas as pd
 import torch
-from sklearn.ensemble import HistGradientBoostingRegressor
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from tasks.data import TARGET
-from tasks.metrics import regression_metrics, to_quantity
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
 from tasks.stage import InputError, atomic_path, file_md5, run_stage, write_json
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
 FEATURES_DIR = Path("data/features")
 MODEL_OUT = Path("models/model.pt")
 METRICS_OUT = Path("metrics/tune.json")
 TRIALS_OUT = Path("reports/tune_trials.csv")  # one row per trial, a DVC plot
+STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"  # a shared Optuna storage (PostgreSQL); unset: in memory, in this process
+DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"  # e.g. tune-trial/workers: trials run as its flow runs (flows/tuning.py)
+RUN_ID_ENV = "TUNE_RUN_ID"  # the flow run id the study is named after (set by the lineage-pipeline flow)
+_OUTCOME = "outcome"  # the trial user attribute an evaluation stores its result in
 
 
 def read_split(name: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -56,12 +62,6 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> Hyperparameter
         learning_rate=trial.suggest_float("learning_rate", *space.learning_rate, log=True),
         batch_size=trial.suggest_categorical("batch_size", space.batch_size),
     )
-
-
-STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"  # a shared Optuna storage (PostgreSQL); unset: in memory, in this process
-DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"  # e.g. tune-trial/workers: trials run as its flow runs (flows/tuning.py)
-RUN_ID_ENV = "TUNE_RUN_ID"  # the flow run id the study is named after (set by the lineage-pipeline flow)
-_OUTCOME = "outcome"  # the trial user attribute an evaluation stores its result in
 
 
 @dataclass(frozen=True)
@@ -259,6 +259,9 @@ def best_hyperparameters(study: optuna.Study, space: SearchSpace) -> Hyperparame
 
 def baseline(train_x: pd.DataFrame, train_y: np.ndarray, max_iter: int, seed: int) -> HistGradientBoostingRegressor:
     """HistGradientBoosting on the same features and target, fixed rounds (no random early-stopping split)."""
+    # Imported here, as scikit-learn is in main(): trial workers import this module and need neither.
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
     return HistGradientBoostingRegressor(max_iter=max_iter, early_stopping=False, random_state=seed).fit(
         train_x, train_y
     )
@@ -323,12 +326,16 @@ def _runner(
     if storage is None:
         raise InputError(f"{DEPLOYMENT_ENV}={deployment} needs {STORAGE_URL_ENV}: workers share trials through it")
     print(f"tune: study {job.study_name} in {where}; trials run by deployment {deployment}", flush=True)
+    if job.params.parallel_trials == 1:
+        print("tune: tune.parallel_trials is 1, so the workers take one trial at a time; raise it to run several")
     from flows.tuning import prefect_runner  # Prefect only when asked for: the stage runs without it
 
     return prefect_runner(deployment)
 
 
 def main() -> None:
+    from tasks.metrics import regression_metrics, to_quantity
+
     params: Params = load_params()
     make_deterministic(params.seed, params.tune.threads)
     train_x, train_y = read_split("train")

@@ -16,6 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from deployments.bootstrap import ensure_work_pools
 from tests.conftest import (
     POSTGRES_ASYNCPG,
     POSTGRES_PSYCOPG,
@@ -24,8 +25,8 @@ from tests.conftest import (
     postgres_database,
     prefect,
     prefect_server,
-    run,
     set_params,
+    stage_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,11 @@ def test_trials_on_two_workers_give_the_in_process_bytes(
     reference = Path(shutil.copytree(built[0], tmp_path / "reference", symlinks=True))
     for workspace in (built_copy, reference):
         set_params(workspace, tune=TUNE)
-    run(reference, "dvc", "repro", "tune")  # in this process's memory: no server, no storage
+    # In process, with an in-memory study: no server, no storage. Runs while the server starts.
+    in_process = subprocess.Popen(
+        [str(VENV_BIN / "dvc"), "repro", "tune"], cwd=reference, env=stage_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
 
     home = tmp_path / "prefect-home"
     home.mkdir()
@@ -63,7 +68,8 @@ def test_trials_on_two_workers_give_the_in_process_bytes(
         ) as env,
     ):
         storage = POSTGRES_PSYCOPG.format(database=optuna_db)
-        prefect(env, built_copy, "work-pool", "create", "retail-process", "--type", "process")
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            ensure_work_pools()  # deployments/bootstrap.py: retail-process (and retail-docker)
         prefect(env, built_copy, "--no-prompt", "deploy", "--name", "workers")
         # The storage URL as production keeps it, in a Secret block: neither workers nor flow get it otherwise.
         save = f"from prefect.blocks.system import Secret; Secret(value={storage!r}).save('optuna-storage')"
@@ -97,7 +103,11 @@ def test_trials_on_two_workers_give_the_in_process_bytes(
         assert all(t.state.is_finished() for t in study.trials)
         assert {t.user_attrs["outcome"]["worker"] for t in study.trials} == set(WORKERS)  # both workers ran trials
 
-    distributed, in_process = locked_outs(built_copy), locked_outs(reference)
-    assert {out: distributed[out] for out in TUNE_OUTS} == {out: in_process[out] for out in TUNE_OUTS}
+    reference_output = in_process.communicate(timeout=600)[0]
+    assert in_process.returncode == 0, reference_output[-3000:]
+    assert "tune: study tune-local-" in reference_output
+    assert "trials run in this process" in reference_output
+    distributed, local = locked_outs(built_copy), locked_outs(reference)
+    assert {out: distributed[out] for out in TUNE_OUTS} == {out: local[out] for out in TUNE_OUTS}
     chosen = json.loads((built_copy / "metrics/tune.json").read_text())["best_hyperparameters"]
     assert chosen == json.loads((reference / "metrics/tune.json").read_text())["best_hyperparameters"]
