@@ -6,7 +6,9 @@ stage runs twice as `python -m tasks.tune` with TUNE_TRIAL_DEPLOYMENT=tune-trial
 params (`tune.threads: 1`, so two workers fit two cores); only the number of `prefect worker start
 --pool retail-process --limit 1` processes differs. Printed: the search's wall time (first batch asked
 to last trial told) and the whole stage's, their ratio, and whether the chosen hyperparameters, the
-trials table and the model file are the same.
+trials table and the model file are the same; also how much of the workers' time the trials' flow
+runs spent Running (the rest is flow-run start-up and waiting at batch barriers) and the machine's
+load average, since other work on a shared machine slows two workers more than one.
   target: two workers' search <= 0.6 x one worker's
 Run with `make bench` or `python -m bench.bench_tuning [rows]` (needs PostgreSQL on 127.0.0.1:5432).
 """
@@ -19,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -26,18 +29,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bench.bench_orchestration import start_server
 from bench.bench_stages import scratch_copy
 
 BIN = Path(sys.executable).parent
 POSTGRES = "127.0.0.1:5432"
-# Trials sized so that training (seconds) outweighs a flow run's start-up on a worker (a few seconds).
+# Trials train on every training row (about 2.4 s an epoch on one thread here), so that a trial's
+# training (typically 10-25 s) outweighs a flow run's start-up on a worker (about 6 s).
 TUNE = {
     "n_trials": 16,
     "parallel_trials": 8,
     "threads": 1,
-    "trial_rows": 40_000,
+    "trial_rows": 0,
     "max_epochs": 8,
     "patience": 3,
     "baseline_max_iter": 20,
@@ -63,6 +70,13 @@ class Tuned:
     trials: dict[str, int]
     model: str  # md5 of models/model.pt
     table: str  # md5 of reports/tune_trials.csv
+    running: float  # seconds the trials' flow runs spent Running (after their process started), summed
+    load: float  # the machine's mean 1-minute load average during the search (other engineers' work included)
+
+
+def _sample_load(loads: list[float], done: threading.Event) -> None:
+    while not done.wait(2.0):
+        loads.append(os.getloadavg()[0])
 
 
 def start_worker(workspace: Path, env: dict[str, str], name: str, log: Path) -> subprocess.Popen[bytes]:
@@ -89,13 +103,18 @@ def tune_with_workers(workspace: Path, env: dict[str, str], workers: int, logs: 
         )  # fmt: skip
         assert process.stdout is not None
         first = last = None
-        output = []
+        output: list[str] = []
+        loads: list[float] = []
+        done = threading.Event()
+        sampler = threading.Thread(target=_sample_load, args=(loads, done), daemon=True)
+        sampler.start()
         for line in process.stdout:
             output.append(line)
             if line.startswith("tune: study "):
                 first = time.perf_counter()
             elif line.startswith("tune: trial "):
                 last = time.perf_counter()
+        done.set()
         if process.wait() != 0 or first is None or last is None:
             raise SystemExit(f"tune with {workers} worker(s) failed:\n{''.join(output[-30:])}")
         stage_seconds = time.perf_counter() - started
@@ -105,6 +124,9 @@ def tune_with_workers(workspace: Path, env: dict[str, str], workers: int, logs: 
         for worker in started_workers:
             worker.wait(timeout=60)
     metrics = json.loads((workspace / "metrics/tune.json").read_text())
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as api:
+        study = f"tune-{stage_env['TUNE_RUN_ID']}"
+        runs = api.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[study])))
     return Tuned(
         search=last - first,
         stage=stage_seconds,
@@ -112,6 +134,8 @@ def tune_with_workers(workspace: Path, env: dict[str, str], workers: int, logs: 
         trials=metrics["trials"],
         model=_md5(workspace / "models/model.pt"),
         table=_md5(workspace / "reports/tune_trials.csv"),
+        running=sum(run.total_run_time.total_seconds() for run in runs),
+        load=sum(loads) / max(len(loads), 1),
     )
 
 
@@ -161,11 +185,15 @@ def main() -> None:
 
     print(
         f"distributed tuning on {rows:,} synthetic rows, 2 cores: {TUNE['n_trials']} trials in batches of "
-        f"{TUNE['parallel_trials']}, {TUNE['trial_rows']:,} training rows each, threads 1; "
+        f"{TUNE['parallel_trials']}, every training row, at most {TUNE['max_epochs']} epochs, threads 1; "
         "one prefect server and the Optuna storage on PostgreSQL"
     )
-    for label, result in (("1 worker ", one), ("2 workers", two)):
-        print(f"  {label}  search {result.search:7.1f} s  whole stage {result.stage:7.1f} s  {result.trials}")
+    for workers, result in ((1, one), (2, two)):
+        print(
+            f"  {workers} worker(s)  search {result.search:6.1f} s, whole stage {result.stage:6.1f} s; "
+            f"trials Running {result.running:6.1f} s in all, {result.running / (workers * result.search):4.0%} "
+            f"of the workers' time; load average {result.load:3.1f}; {result.trials}"
+        )
     print("target:")
     print(f"  2 workers / 1 worker, search  {two.search / one.search:5.2f}  (<= 0.6)")
     print(f"  2 workers / 1 worker, whole stage (the final fit and baseline run once)  {two.stage / one.stage:5.2f}")

@@ -35,6 +35,7 @@ from tasks.tune import (
     TrialJob,
     TrialRunner,
     evaluate_trial,
+    open_storage,
     open_study,
     read_features,
     trial_data,
@@ -125,7 +126,7 @@ def tune_trial(
     files = feature_files(features, remote)
     make_deterministic(seed, params.threads)
     train_data, val_data = trial_data(*read_features(files["train"]), *read_features(files["val"]), params, seed)
-    storage = optuna.storages.RDBStorage(storage_url(storage_block), engine_kwargs={"pool_pre_ping": True})
+    storage = open_storage(storage_url(storage_block))
     try:
         study = open_study(study_name, storage)
         outcome = evaluate_trial(study, trial_number, train_data, val_data, job, worker_name())

@@ -276,11 +276,13 @@ def _sample(features: pd.DataFrame, target: np.ndarray, rows: int, seed: int) ->
 
 
 def _shared_storage() -> optuna.storages.RDBStorage | None:
-    """The shared Optuna storage OPTUNA_STORAGE_URL names, or None (in memory). Its URL is never printed
-    with its password."""
+    """The shared Optuna storage OPTUNA_STORAGE_URL names, or None: a study in memory."""
     url = os.environ.get(STORAGE_URL_ENV)
-    if not url:
-        return None
+    return open_storage(url) if url else None
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage at a SQLAlchemy URL; an error names it with its password masked."""
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as error:  # a server down or unreachable: a retry may succeed
