@@ -123,6 +123,10 @@ def tune_trial(
     """Evaluate one tuning trial and store its outcome in the shared Optuna storage; the tune stage tells it."""
     params = TuneParams.model_validate(tune_params)
     job = TrialJob(study_name=study_name, seed=seed, params=params, features=features)
+    if remote is not None:  # in a worker image: the s3 remote's bucket and endpoint come from its environment
+        from flows.pipeline import configure_s3_remote
+
+        configure_s3_remote()
     files = feature_files(features, remote)
     make_deterministic(seed, params.threads)
     train_data, val_data = trial_data(*read_features(files["train"]), *read_features(files["val"]), params, seed)
