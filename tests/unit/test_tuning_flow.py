@@ -107,3 +107,41 @@ def test_a_worker_fetches_features_by_md5_from_the_dvc_remote(tmp_path: Path) ->
 
     with pytest.raises(tuning.FeaturesMismatch, match=r"^DVC remote 'shared' holds no object with md5 0{32}$"):
         tuning.feature_files({"train": "0" * 32}, remote="shared", root=worker)
+
+
+def test_the_barrier_waits_for_every_trial_and_names_the_first_that_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.states import Completed, Crashed, Failed, Running
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    polls: list[list[Any]] = [
+        [Running(), Completed(), Running()],
+        [
+            Crashed(message="worker lost"),
+            Completed(),
+            Failed(message="FeaturesMismatch: data/features/val.parquet: md5"),
+        ],
+    ]
+    seen: list[int] = []
+
+    class Api:
+        def __enter__(self) -> Api:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def read_flow_runs(self, **_: Any) -> list[Any]:
+            states = polls[min(len(seen), len(polls) - 1)]
+            seen.append(1)
+            return [
+                SimpleNamespace(id=i, name=f"tune-x-trial-{n}", state=s)
+                for n, (i, s) in enumerate(zip(ids, states, strict=True))
+            ]
+
+    monkeypatch.setattr(tuning, "get_client", lambda **_: Api())
+    with pytest.raises(RuntimeError) as error:
+        tuning._wait({i: n for n, i in enumerate(ids)}, "tune-trial/workers", poll_seconds=0, report_every=60)
+    assert len(seen) == 2  # polled until every run was final
+    assert str(error.value) == (
+        "tune: trial 0 (flow run tune-x-trial-0) ended Crashed: worker lost; 1 more trial(s) of the batch failed"
+    )
