@@ -37,6 +37,7 @@ bench: install
 	python -m bench.bench_orchestration
 	python -m bench.bench_lineage
 	python -m bench.bench_reproduce
+	python -m bench.bench_tuning
 
 # Re-resolve requirements.in into requirements.lock in a scratch venv.
 lock:

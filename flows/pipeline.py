@@ -47,6 +47,14 @@ from tasks.stage import EXIT_BAD_INPUT, EXIT_GATE_REFUSED, InputError, file_md5
 LOCK_FILE = Path("dvc.lock")
 PARAMS_FILE = Path("params.yaml")
 _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")
+# The tune stage's environment (tasks/tune.py and flows/tuning.py; named here so the flow need not
+# import torch): the run its study is named after, trials on workers, their storage and features.
+TUNE_RUN_ID_ENV = "TUNE_RUN_ID"
+TUNE_TRIAL_DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"
+OPTUNA_STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"
+OPTUNA_STORAGE_BLOCK_ENV = "OPTUNA_STORAGE_BLOCK"
+TUNE_FEATURES_REMOTE_ENV = "TUNE_FEATURES_REMOTE"
+TUNING_INPUTS = ("data/features/train.parquet", "data/features/val.parquet")  # what trial workers read
 
 
 class Rejected(Exception):
@@ -81,6 +89,8 @@ def _dvc_repro(stage: str, on_line: Callable[[str], None] | None = None) -> tupl
     # dvc.yaml's commands call `python`: make it this interpreter, whatever PATH the worker had.
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if flow_run.get_id():  # tune names its Optuna study after the run (and a retried stage reuses the name)
+        env[TUNE_RUN_ID_ENV] = str(flow_run.get_id())
     process = subprocess.Popen(
         [str(Path(bin_dir) / "dvc"), "repro", "--single-item", stage], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -265,6 +275,25 @@ def push(remote: str | None) -> Pushed:
     return Pushed(record=record, drift_report=report_url)
 
 
+@task(
+    name="share-tuning-inputs", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.2,
+)  # fmt: skip
+def share_tuning_inputs(remote: str | None) -> str:
+    """Push the features tune's trials read to the DVC remote, so workers elsewhere can fetch them by md5."""
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        name = _remote_name(repo, remote)
+        try:
+            pushed = repo.push(targets=list(TUNING_INPUTS), remote=remote)
+        except Exception as error:  # network, credentials, S3: worth a retry
+            raise TransientFailure(f"dvc push of the tuning inputs to remote '{name}' failed: {error}") from error
+    os.environ[TUNE_FEATURES_REMOTE_ENV] = name  # the tune stage hands it on to the trials
+    get_run_logger().info("tuning inputs in DVC remote '%s' (%d file(s) pushed) for trial workers", name, pushed)
+    return name
+
+
 def _store_run_record(repo: Any, remote: str | None, run_id: str) -> str:
     """Copy dvc.lock and params.yaml to `<remote>/runs/<flow run id>/`.
 
@@ -425,6 +454,19 @@ def use_lineage_db_block(name: str) -> None:
     os.environ["LINEAGE_DB_URL"] = str(cast(Secret[str], Secret.load(name)).get())
 
 
+def use_tuning_workers(deployment: str | None, storage_block: str | None) -> None:
+    """Have the tune stage run its trials as flow runs of `deployment`, sharing the Optuna storage whose
+    URL (it carries a password) the Secret block `storage_block` holds; the block's name goes on to
+    the trials, so workers read the URL from it too."""
+    if deployment:
+        os.environ[TUNE_TRIAL_DEPLOYMENT_ENV] = deployment
+    if storage_block:
+        from prefect.blocks.system import Secret
+
+        os.environ[OPTUNA_STORAGE_URL_ENV] = str(cast(Secret[str], Secret.load(storage_block)).get())
+        os.environ[OPTUNA_STORAGE_BLOCK_ENV] = storage_block
+
+
 def use_aws_credentials_block(name: str) -> None:
     """Hand a prefect-aws AwsCredentials block to the dvc subprocesses through their environment."""
     from prefect_aws import AwsCredentials
@@ -445,6 +487,8 @@ def lineage_pipeline(
     remote: str | None = None,
     aws_credentials_block: str | None = None,
     lineage_db_block: str | None = None,
+    tune_trial_deployment: str | None = None,
+    optuna_storage_block: str | None = None,
     wait_for_workspace: float = 600.0,
 ) -> State[Any]:
     """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record, record
@@ -454,6 +498,7 @@ def lineage_pipeline(
         use_aws_credentials_block(aws_credentials_block)
     if lineage_db_block:
         use_lineage_db_block(lineage_db_block)
+    use_tuning_workers(tune_trial_deployment, optuna_storage_block)
     try:
         with workspace_lock(wait_for_workspace):
             try:
@@ -579,6 +624,12 @@ def run_stages(stages: list[str], remote: str | None) -> tuple[list[StageOutcome
             runs.append(StageRun(stage, ActionStatus.NOT_RUN))
             continue
         unchanged = stage not in changed and not any(outcome.ran for outcome in outcomes)
+        if stage == "tune" and not unchanged and os.environ.get(TUNE_TRIAL_DEPLOYMENT_ENV):
+            shared = share_tuning_inputs(remote, return_state=True)
+            if not shared.is_completed():
+                failure = f"tune: could not share its inputs with trial workers: {shared.message}"
+                runs.append(StageRun(stage, ActionStatus.NOT_RUN))
+                continue
         start = _now()
         state = run_stage.with_options(name=stage, task_run_name=stage)(stage, unchanged, return_state=True)
         task_run_id = str(state.state_details.task_run_id) if state.state_details.task_run_id else None
@@ -607,6 +658,8 @@ if __name__ == "__main__":
     parser.add_argument("--remote", default=None, help="DVC remote to pull from and push to (default: the default)")
     parser.add_argument("--aws-credentials-block", default=None, help="prefect-aws AwsCredentials block name")
     parser.add_argument("--lineage-db-block", default=None, help="Prefect Secret block holding LINEAGE_DB_URL")
+    parser.add_argument("--tune-trial-deployment", default=None, help="run tuning trials on this deployment's workers")
+    parser.add_argument("--optuna-storage-block", default=None, help="Prefect Secret block holding OPTUNA_STORAGE_URL")
     parser.add_argument(
         "--wait-for-workspace", type=float, default=600.0, metavar="SECONDS",
         help="how long to wait while another run holds this workspace before stopping (default 600)",
@@ -614,10 +667,8 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     final = lineage_pipeline(
-        arguments.remote,
-        arguments.aws_credentials_block,
-        arguments.lineage_db_block,
-        arguments.wait_for_workspace,
+        arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block,
+        arguments.tune_trial_deployment, arguments.optuna_storage_block, arguments.wait_for_workspace,
         return_state=True,
-    )
+    )  # fmt: skip
     sys.exit(0 if final.is_completed() else 1)

@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
+import copy
+import os
+import re
+import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 import pandas as pd
 import torch
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from tasks.data import TARGET
-from tasks.metrics import regression_metrics, to_quantity
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
-from tasks.stage import InputError, atomic_path, run_stage, write_json
+from tasks.stage import InputError, atomic_path, file_md5, run_stage, write_json
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
 FEATURES_DIR = Path("data/features")
 MODEL_OUT = Path("models/model.pt")
 METRICS_OUT = Path("metrics/tune.json")
 TRIALS_OUT = Path("reports/tune_trials.csv")  # one row per trial, a DVC plot
+STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"  # a shared Optuna storage (PostgreSQL); unset: in memory, in this process
+DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"  # e.g. tune-trial/workers: trials run as its flow runs (flows/tuning.py)
+RUN_ID_ENV = "TUNE_RUN_ID"  # the flow run id the study is named after (set by the lineage-pipeline flow)
+_OUTCOME = "outcome"  # the trial user attribute an evaluation stores its result in
 
 
 def read_split(name: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Transformed features and the log1p(quantity) target of one split."""
-    frame = pd.read_parquet(FEATURES_DIR / f"{name}.parquet")
+    return read_features(FEATURES_DIR / f"{name}.parquet")
+
+
+def read_features(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A features file as preprocess writes it: the features, and the log1p(quantity) target."""
+    frame = pd.read_parquet(path)
     return frame.drop(columns=[TARGET]), frame[TARGET].to_numpy(dtype=np.float64)
 
 
@@ -47,34 +64,151 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace) -> Hyperparameter
     )
 
 
-def search(
-    train_data: tuple[torch.Tensor, torch.Tensor],
-    val_data: tuple[torch.Tensor, torch.Tensor],
-    params: TuneParams,
-    seed: int,
-) -> optuna.Study:
-    """`params.n_trials` trials of TPE (seeded) with median pruning on validation loss."""
+@dataclass(frozen=True)
+class TrialJob:
+    """What evaluating any trial of one study needs besides the trial's number: plain values, so a
+    runner can hand them to another process."""
+
+    study_name: str
+    seed: int
+    params: TuneParams
+    features: dict[str, str]  # split -> md5 of the data/features/<split>.parquet the coordinator read
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How one evaluation ended, as stored on its trial (user attribute "outcome") until the barrier."""
+
+    number: int
+    state: str  # "COMPLETE" or "PRUNED"
+    value: float  # best validation loss, or the last one reported before pruning
+    epochs: int
+    worker: str  # where it ran: "in-process", or the Prefect worker's name
+
+
+# Evaluates the given trials (asked, not yet told) of a study and stores each outcome on its trial.
+# In-process by default; flows/tuning.py runs them as Prefect flow runs on workers.
+TrialRunner = Callable[[optuna.Study, TrialJob, list[int]], None]
+
+
+def make_pruner() -> optuna.pruners.BasePruner:
+    """Median pruning on validation loss. Optuna's MedianPruner compares a trial only with COMPLETE
+    trials; results are told at batch barriers, so a trial is pruned only against earlier batches."""
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+
+
+def open_study(name: str, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+    """An existing study, opened to evaluate its trials: it never samples, it only prunes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    return optuna.load_study(
+        study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0), pruner=make_pruner()
     )
 
-    def objective(trial: optuna.Trial) -> float:
-        def report(epoch: int, val_loss: float) -> None:
+
+def evaluate_trial(
+    study: optuna.Study,
+    number: int,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    val_data: tuple[torch.Tensor, torch.Tensor],
+    job: TrialJob,
+    worker: str,
+) -> TrialOutcome:
+    """Train trial `number` with the hyperparameters the coordinator chose, prune it against the
+    trials already told, and store the outcome on the trial without telling the study.
+
+    Idempotent: an outcome already stored is returned as it is; a rerun after a partial attempt
+    trains again from the same seed, so it reports the same values and takes the same decisions.
+    """
+    frozen = study.get_trials(deepcopy=False)[number]
+    if _OUTCOME in frozen.user_attrs:
+        return TrialOutcome(number=number, **frozen.user_attrs[_OUTCOME])
+    if frozen.state != optuna.trial.TrialState.RUNNING:
+        raise RuntimeError(f"tune: trial {number} of study {job.study_name} is {frozen.state.name}, not RUNNING")
+    trial = optuna.Trial(study, frozen._trial_id)  # a handle on the stored trial: Optuna has no public lookup
+    hyperparameters = suggest(optuna.trial.FixedTrial(frozen.params), job.params.search_space)
+    reported: dict[int, float] = {}
+
+    def report(epoch: int, val_loss: float) -> None:
+        if epoch not in frozen.intermediate_values:  # else an earlier attempt stored this same value
             trial.report(val_loss, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+        reported[epoch] = val_loss
+        # Decided on this attempt's values, never on steps a partial earlier attempt stored beyond them.
+        so_far = copy.copy(frozen)
+        so_far.intermediate_values = dict(reported)
+        if study.pruner.prune(study, so_far):
+            raise optuna.TrialPruned()
 
+    try:
         result = train(
-            *train_data, *val_data, suggest(trial, params.search_space),
-            seed=seed + trial.number, max_epochs=params.max_epochs, patience=params.patience, after_epoch=report,
+            *train_data, *val_data, hyperparameters, seed=job.seed + number,
+            max_epochs=job.params.max_epochs, patience=job.params.patience, after_epoch=report,
         )  # fmt: skip
-        trial.set_user_attr("epochs", result.epochs_run)
-        return result.best_val_loss
+        outcome = TrialOutcome(number, "COMPLETE", result.best_val_loss, result.epochs_run, worker)
+    except optuna.TrialPruned:
+        last = max(reported)
+        outcome = TrialOutcome(number, "PRUNED", reported[last], last, worker)
+    stored = asdict(outcome)
+    del stored["number"]
+    trial.set_user_attr(_OUTCOME, stored)
+    return outcome
 
-    study.optimize(objective, n_trials=params.n_trials, callbacks=[_log_progress(params.n_trials)])
+
+def trial_data(
+    train_x: pd.DataFrame, train_y: np.ndarray, val_x: pd.DataFrame, val_y: np.ndarray, params: TuneParams, seed: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """What every trial trains and validates on: a seeded sample of the training rows, every validation row."""
+    return _tensors(*_sample(train_x, train_y, params.trial_rows, seed)), _tensors(val_x, val_y)
+
+
+def in_process_runner(
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    val_data: tuple[torch.Tensor, torch.Tensor],
+    order: Callable[[list[int]], list[int]] = list,
+) -> TrialRunner:
+    """Evaluate a batch's trials here, one after another (in trial-number order unless `order` says otherwise)."""
+
+    def run(study: optuna.Study, job: TrialJob, numbers: list[int]) -> None:
+        evaluator = open_study(job.study_name, study._storage)
+        for number in order(numbers):
+            evaluate_trial(evaluator, number, train_data, val_data, job, worker="in-process")
+
+    return run
+
+
+def search(job: TrialJob, runner: TrialRunner, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """`n_trials` trials of seeded TPE with median pruning, decided in batches of `parallel_trials`.
+
+    This coordinator asks a whole batch, has `runner` evaluate it (anywhere, in any order, at once),
+    and after that barrier tells the outcomes in trial-number order. TPE and the pruner therefore see
+    the same trials whatever the order of evaluation or the number of workers, and choose the same.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = job.params
+    study = optuna.create_study(
+        study_name=job.study_name,
+        storage=storage,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=job.seed),
+        pruner=make_pruner(),
+    )
+    log = _log_progress(params.n_trials)
+    for first in range(0, params.n_trials, params.parallel_trials):
+        numbers = []
+        for _ in range(min(params.parallel_trials, params.n_trials - first)):
+            trial = study.ask()
+            suggest(trial, params.search_space)  # stores the choices: evaluations read them from the trial
+            numbers.append(trial.number)
+        runner(study, job, numbers)
+        trials = study.get_trials(deepcopy=False)
+        for number in numbers:  # the barrier passed: tell every outcome, in trial-number order
+            stored = trials[number].user_attrs.get(_OUTCOME)
+            if stored is None:
+                raise RuntimeError(f"tune: trial {number} of study {job.study_name} has no outcome after its batch")
+            if stored["state"] == "PRUNED":  # Optuna takes the last reported value as a pruned trial's value
+                study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(number, stored["value"])
+            log(study, study.get_trials(deepcopy=False)[number], stored["worker"])
     return study
 
 
@@ -85,15 +219,16 @@ def _trial_value(trial: optuna.trial.FrozenTrial) -> float:
     return trial.intermediate_values.get(trial.last_step, float("nan")) if trial.last_step else float("nan")
 
 
-def _log_progress(n_trials: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
-    """One line per finished trial: which, how it ended, its value and the best so far."""
+def _log_progress(n_trials: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial, str], None]:
+    """One line per trial told: which, how it ended, its value, the best so far, and where it ran."""
 
-    def log(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def log(study: optuna.Study, trial: optuna.trial.FrozenTrial, worker: str) -> None:
         completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = f"{min(v for v in completed if v is not None):.5f}" if completed else "none yet"
+        where = "" if worker == "in-process" else f" (on {worker})"
         print(
             f"tune: trial {trial.number + 1} of {n_trials} {trial.state.name.lower()}: "
-            f"val loss {_trial_value(trial):.5f}, best {best}",
+            f"val loss {_trial_value(trial):.5f}, best {best}{where}",
             flush=True,
         )
 
@@ -108,7 +243,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 "trial": trial.number,
                 "state": trial.state.name,
                 "val_loss": _trial_value(trial),
-                "epochs": trial.user_attrs.get("epochs", trial.last_step),
+                "epochs": trial.user_attrs.get(_OUTCOME, {}).get("epochs", trial.last_step),
                 **trial.params,
             }
             for trial in study.trials
@@ -124,6 +259,9 @@ def best_hyperparameters(study: optuna.Study, space: SearchSpace) -> Hyperparame
 
 def baseline(train_x: pd.DataFrame, train_y: np.ndarray, max_iter: int, seed: int) -> HistGradientBoostingRegressor:
     """HistGradientBoosting on the same features and target, fixed rounds (no random early-stopping split)."""
+    # Imported here, as scikit-learn is in main(): trial workers import this module and need neither.
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
     return HistGradientBoostingRegressor(max_iter=max_iter, early_stopping=False, random_state=seed).fit(
         train_x, train_y
     )
@@ -137,7 +275,69 @@ def _sample(features: pd.DataFrame, target: np.ndarray, rows: int, seed: int) ->
     return features.iloc[chosen], target[chosen]
 
 
+def _shared_storage() -> optuna.storages.RDBStorage | None:
+    """The shared Optuna storage OPTUNA_STORAGE_URL names, or None: a study in memory."""
+    url = os.environ.get(STORAGE_URL_ENV)
+    return open_storage(url) if url else None
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage at a SQLAlchemy URL; an error names it with its password masked."""
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as error:  # a server down or unreachable: a retry may succeed
+        raise RuntimeError(f"tune: cannot open the Optuna storage at {redact(url)}: {_one_line(error, url)}") from None
+
+
+def redact(url: str) -> str:
+    """A database URL with its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
+
+
+def _one_line(error: BaseException, url: str) -> str:
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    return line.replace(str(password), "***") if password else line
+
+
+def _runner(
+    job: TrialJob,
+    train_x: pd.DataFrame,
+    train_y: np.ndarray,
+    val_x: pd.DataFrame,
+    val_y: np.ndarray,
+    storage: optuna.storages.RDBStorage | None,
+) -> TrialRunner:
+    """In this process, unless TUNE_TRIAL_DEPLOYMENT names a Prefect deployment whose workers run the trials."""
+    deployment = os.environ.get(DEPLOYMENT_ENV)
+    where = redact(str(storage.url)) if storage else "memory"
+    if storage is not None and job.study_name in optuna.study.get_all_study_names(storage):
+        # Left by an earlier attempt of this same run: start afresh, so TPE sees exactly what it asked.
+        optuna.delete_study(study_name=job.study_name, storage=storage)
+        print(f"tune: deleted study {job.study_name}, left by an earlier attempt of this run", flush=True)
+    if not deployment:
+        print(f"tune: study {job.study_name} in {where}; trials run in this process", flush=True)
+        return in_process_runner(*trial_data(train_x, train_y, val_x, val_y, job.params, job.seed))
+    if storage is None:
+        raise InputError(f"{DEPLOYMENT_ENV}={deployment} needs {STORAGE_URL_ENV}: workers share trials through it")
+    print(f"tune: study {job.study_name} in {where}; trials run by deployment {deployment}", flush=True)
+    if job.params.parallel_trials == 1:
+        print("tune: tune.parallel_trials is 1, so the workers take one trial at a time; raise it to run several")
+    from flows.tuning import prefect_runner  # Prefect only when asked for: the stage runs without it
+
+    return prefect_runner(deployment)
+
+
 def main() -> None:
+    from tasks.metrics import regression_metrics, to_quantity
+
     params: Params = load_params()
     make_deterministic(params.seed, params.tune.threads)
     train_x, train_y = read_split("train")
@@ -146,12 +346,14 @@ def main() -> None:
     if len(train_x) < 2 or len(val_x) < 1:
         raise InputError(f"{FEATURES_DIR}: too few rows to train ({len(train_x)} train, {len(val_x)} validation)")
 
-    study = search(
-        _tensors(*_sample(train_x, train_y, params.tune.trial_rows, params.seed)),
-        _tensors(val_x, val_y),
-        params.tune,
-        params.seed,
+    job = TrialJob(
+        study_name=f"tune-{os.environ.get(RUN_ID_ENV) or 'local-' + uuid.uuid4().hex[:12]}",
+        seed=params.seed,
+        params=params.tune,
+        features={split: file_md5(FEATURES_DIR / f"{split}.parquet") for split in ("train", "val")},
     )
+    storage = _shared_storage()
+    study = search(job, _runner(job, train_x, train_y, val_x, val_y, storage), storage)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise InputError(f"tune: all {len(study.trials)} trials were pruned or failed; widen tune.search_space")
     chosen = best_hyperparameters(study, params.tune.search_space)

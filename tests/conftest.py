@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, small UCI-layout frames, and a real S3 API server (moto)."""
+"""Shared fixtures: the repo root, small UCI-layout frames, and real servers on loopback: S3 (moto),
+PostgreSQL databases on the machine's server, and `prefect server`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -270,11 +273,42 @@ def context_id_of(state: Any) -> str:
     return context_id(ContextType.PIPELINE_RUN, str(state.state_details.flow_run_id))
 
 
-def prefect_server_env(home: Path, port: int, **extra: str) -> dict[str, str]:
-    """Client and server environment for a `prefect server` on loopback with its own PREFECT_HOME."""
+# The machine's PostgreSQL (trust auth); SQLAlchemy URLs for a database on it, by driver.
+POSTGRES_PSYCOPG = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+POSTGRES_ASYNCPG = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+
+
+def _psql(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", command],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def postgres_answers() -> bool:
+    return _psql("SELECT 1").returncode == 0
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh, uniquely named database on 127.0.0.1:5432, dropped afterwards; skips where none answers."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    created = _psql(f"CREATE DATABASE {name}")
+    if created.returncode != 0:
+        reason = (created.stderr.strip().splitlines() or ["psql failed"])[0]
+        pytest.skip(f"no PostgreSQL answers on 127.0.0.1:5432 ({reason})")
+    try:
+        yield name
+    finally:
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def prefect_server_env(home: Path, **extra: str) -> dict[str, str]:
+    """Client and server environment for a `prefect server` on a free loopback port with PREFECT_HOME
+    `home` (and `extra` settings, e.g. a PostgreSQL PREFECT_SERVER_DATABASE_CONNECTION_URL)."""
     return stage_env(
         PREFECT_HOME=str(home),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
         PREFECT_WORKER_QUERY_SECONDS="1",
@@ -287,11 +321,11 @@ def start_prefect_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`prefect server start` with `env` (see prefect_server_env); returns once it answers /health."""
     home = Path(env["PREFECT_HOME"])
     port = env["PREFECT_API_URL"].split(":")[-1].split("/")[0]
-    log = (home / "server.log").open("a")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with (home / "server.log").open("a") as log:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     for _ in range(240):
         try:
             with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=1) as response:
@@ -299,13 +333,37 @@ def start_prefect_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
                     return process
         except OSError:
             time.sleep(0.5)
-    process.kill()
+    stop_prefect_server(process)
     pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
 
 
 def stop_prefect_server(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
-    process.wait(timeout=30)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def prefect_server(home: Path, **extra: str) -> Iterator[dict[str, str]]:
+    """A `prefect server` for the duration of the block (see prefect_server_env); yields the clients' environment."""
+    env = prefect_server_env(home, **extra)
+    process = start_prefect_server(env)
+    try:
+        yield env
+    finally:
+        stop_prefect_server(process)
+
+
+def prefect(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run the `prefect` command line; its standard output, or a failure showing both outputs."""
+    result = subprocess.run(
+        [str(VENV_BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=900
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
 
 
 class SwitchableProxy:

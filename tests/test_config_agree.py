@@ -80,15 +80,21 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
     from deployments.bootstrap import ensure_work_pools
     from flows.pipeline import lineage_pipeline
     from flows.reproduce import reproduce_model
+    from flows.tuning import tune_trial
 
     project = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {deployment["name"]: deployment for deployment in project["deployments"]}
-    assert set(deployments) == {"dev", "weekly", "on-demand"}
+    assert set(deployments) == {"dev", "weekly", "on-demand", "workers"}
     pools = inspect.signature(ensure_work_pools).parameters
-    assert deployments["dev"]["work_pool"]["name"] == pools["process_pool"].default
-    assert deployments["on-demand"]["work_pool"]["name"] == pools["process_pool"].default
+    for name in ("dev", "on-demand", "workers"):
+        assert deployments[name]["work_pool"]["name"] == pools["process_pool"].default
     assert deployments["weekly"]["work_pool"]["name"] == pools["docker_pool"].default
-    flows: dict[str, Any] = {"dev": lineage_pipeline, "weekly": lineage_pipeline, "on-demand": reproduce_model}
+    flows: dict[str, Any] = {
+        "dev": lineage_pipeline,
+        "weekly": lineage_pipeline,
+        "on-demand": reproduce_model,
+        "workers": tune_trial,
+    }
     for name, deployment in deployments.items():
         path, function = deployment["entrypoint"].split(":")
         assert (REPO / path).is_file()
@@ -96,11 +102,13 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
         assert set(deployment.get("parameters") or {}) <= set(inspect.signature(flows[name].fn).parameters)
     assert lineage_pipeline.name == "lineage-pipeline"
     assert reproduce_model.name == "reproduce"
+    assert tune_trial.name == "tune-trial"
     # Docker steps only in weekly; no project-wide build or push for dev to inherit
     assert project["build"] is None
     assert project["push"] is None
-    assert "build" not in deployments["dev"]
-    assert "push" not in deployments["dev"]
+    for name in ("dev", "on-demand", "workers"):
+        assert "build" not in deployments[name]
+        assert "push" not in deployments[name]
     steps = [next(iter(step)) for step in deployments["weekly"]["build"] + deployments["weekly"]["push"]]
     assert "prefect_docker.deployments.steps.build_docker_image" in steps
     assert "prefect_docker.deployments.steps.push_docker_image" in steps

@@ -27,8 +27,8 @@ from lineage.store import Kind, LedgerStore
 from tests.conftest import (
     SwitchableProxy,
     attempts_of,
-    free_port,
     locked_outs,
+    prefect_server,
     prefect_server_env,
     run,
     run_flow,
@@ -41,12 +41,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def api_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One real `prefect server` for the flows these tests run as separate processes; yields their environment."""
-    env = prefect_server_env(tmp_path_factory.mktemp("prefect"), free_port())
-    process = start_prefect_server(env)
-    yield env
-    stop_prefect_server(process)
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as env:
+        yield env
 
 
 def test_an_unreachable_ledger_stops_the_run_before_any_work(
@@ -90,7 +88,7 @@ def test_a_locked_ledger_stops_the_run_and_changes_nothing(
 
 
 def test_a_run_killed_during_tuning_resumes_to_the_same_hashes(
-    prefect_server: dict[str, str], built: tuple[Path, str], built_copy: Path, tmp_path: Path
+    api_env: dict[str, str], built: tuple[Path, str], built_copy: Path, tmp_path: Path
 ) -> None:
     # The same change in an untouched copy, run to the end: the hashes the resumed run must reach.
     reference = Path(shutil.copytree(built[0], tmp_path / "reference", symlinks=True))
@@ -99,7 +97,7 @@ def test_a_run_killed_during_tuning_resumes_to_the_same_hashes(
     run(reference, "dvc", "repro")
     lock_before = (built_copy / "dvc.lock").read_bytes()
 
-    env = prefect_server
+    env = api_env
     flow = subprocess.Popen(
         [sys.executable, "-m", "flows.pipeline"], cwd=built_copy, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -158,16 +156,16 @@ def _read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
     raise AssertionError(f"{marker!r} never appeared:\n{''.join(seen[-30:])}")
 
 
-def test_two_runs_by_hand_on_one_workspace_never_overlap(prefect_server: dict[str, str], built_copy: Path) -> None:
+def test_two_runs_by_hand_on_one_workspace_never_overlap(api_env: dict[str, str], built_copy: Path) -> None:
     set_params(built_copy, tune={"n_trials": 6})  # tune onward reruns: the first run holds the workspace a while
-    first = _start_flow(built_copy, prefect_server)
+    first = _start_flow(built_copy, api_env)
     _read_until(first, "stages to rerun: ")
     impatient = subprocess.run(
         [sys.executable, "-m", "flows.pipeline", "--wait-for-workspace", "0"],
-        cwd=built_copy, env=prefect_server, capture_output=True, text=True, check=False,
+        cwd=built_copy, env=api_env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert first.poll() is None, "the first run ended before the second was refused: the test proves nothing"
-    patient = _start_flow(built_copy, prefect_server, "--wait-for-workspace", "600")
+    patient = _start_flow(built_copy, api_env, "--wait-for-workspace", "600")
     first_output = first.communicate(timeout=600)[0]
     patient_output = patient.communicate(timeout=600)[0]
 
@@ -216,7 +214,7 @@ def test_a_run_waits_a_bounded_time_for_dvc_s_lock(
 
 
 def test_s3_unreachable_during_pull_and_push_then_a_later_run_completes(
-    prefect_server: dict[str, str], s3_server: str, built_copy: Path
+    api_env: dict[str, str], s3_server: str, built_copy: Path
 ) -> None:
     secret = "never-printed-" + "0123456789abcdef" * 2
     proxy = SwitchableProxy(int(s3_server.rsplit(":", 1)[1]))
@@ -227,7 +225,7 @@ def test_s3_unreachable_during_pull_and_push_then_a_later_run_completes(
     run(built_copy, "dvc", "remote", "modify", "--local", "s3", "url", "s3://lineage-flaky/dvc")
     run(built_copy, "dvc", "remote", "modify", "--local", "s3", "endpointurl", f"http://127.0.0.1:{proxy.port}")
     env = {
-        **prefect_server,
+        **api_env,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_MAX_ATTEMPTS": "1",  # Prefect's retries, not botocore's, do the waiting
     }  # fmt: skip
@@ -278,7 +276,7 @@ def test_s3_unreachable_during_pull_and_push_then_a_later_run_completes(
 
 def test_a_prefect_server_restart_during_a_run_is_survived(built_copy: Path, tmp_path: Path) -> None:
     (tmp_path / "prefect").mkdir()
-    env = prefect_server_env(tmp_path / "prefect", free_port())
+    env = prefect_server_env(tmp_path / "prefect")
     server = start_prefect_server(env)
     try:
         set_params(built_copy, tune={"n_trials": 4})

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from bench.lineage_workspace import STAGES, write_workspace
 from lineage import registry
@@ -31,30 +30,18 @@ from lineage.entities import (
 from lineage.query import Direction, query_lineage
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import LedgerStore, Problem
+from tests.conftest import POSTGRES_PSYCOPG, postgres_database
 
 pytestmark = pytest.mark.integration
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
 START = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database on 127.0.0.1:5432, dropped after the test; skipped where no server answers."""
-    admin = create_engine(SERVER.format(database="postgres"), isolation_level="AUTOCOMMIT")
-    name = f"lineage_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL answers on 127.0.0.1:5432 ({str(exc.orig).splitlines()[0]})")
-    try:
-        yield SERVER.format(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with postgres_database("lineage_test") as name:
+        yield POSTGRES_PSYCOPG.format(database=name)
 
 
 def _ledger(runs: int) -> list[list[Entity]]:

@@ -1,7 +1,8 @@
 """The flow under a real `prefect server`: deploy `dev`, run it on a process worker, read the UI's records.
 
-Runs once on SQLite and once on the machine's PostgreSQL (skipped where none answers); with PostgreSQL,
-the lineage ledger lives there too (LINEAGE_DB_URL), otherwise in the clone's lineage.db.
+The server and the lineage ledger (LINEAGE_DB_URL) run on the machine's PostgreSQL, as in production; where
+none answers, the server runs on SQLite and the ledger in the clone's lineage.db. (The SQLite server is
+also what the flows in the fault and bootstrap tests run against.)
 """
 
 from __future__ import annotations
@@ -26,52 +27,38 @@ from lineage import registry
 from lineage.query import query_lineage
 from lineage.store import Head, LedgerStore
 from tests.conftest import (
+    POSTGRES_ASYNCPG,
+    POSTGRES_PSYCOPG,
     STAGES,
     VENV_BIN,
-    free_port,
     fresh_clone,
     locked_outs,
-    prefect_server_env,
-    start_prefect_server,
-    stop_prefect_server,
+    postgres_answers,
+    postgres_database,
+    prefect,
+    prefect_server,
 )
 
 pytestmark = pytest.mark.integration
 
-POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
 
-
-def _postgres_database() -> str | None:
-    """A fresh database on the machine's PostgreSQL, or None where none answers."""
-    name = f"prefect_test_{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", f"CREATE DATABASE {name}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return name if result.returncode == 0 else None
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """`prefect server start` on loopback with a temporary PREFECT_HOME; yields the client environment."""
-    env = prefect_server_env(tmp_path_factory.mktemp("prefect-home"), free_port())
-    if request.param == "postgres":
-        database = _postgres_database()
-        if database is None:
-            pytest.skip("no PostgreSQL answers on 127.0.0.1:5432")
-        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = POSTGRES.format(database=database)
-        env["LINEAGE_DB_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-    process = start_prefect_server(env)
-    yield env
-    stop_prefect_server(process)
-
-
-def prefect(env: dict[str, str], cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=900
-    )
-    assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`prefect server start` on loopback, on the machine's PostgreSQL with the lineage ledger there too
+    (the production layout); on SQLite, the ledger in the clone's lineage.db, where no PostgreSQL answers.
+    Yields the client environment."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    if not postgres_answers():
+        with prefect_server(home) as env:
+            yield env
+        return
+    with postgres_database("prefect_test") as database:
+        backend = {
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": POSTGRES_ASYNCPG.format(database=database),
+            "LINEAGE_DB_URL": POSTGRES_PSYCOPG.format(database=database),
+        }
+        with prefect_server(home, **backend) as env:
+            yield env
 
 
 def client(env: dict[str, str]) -> Any:

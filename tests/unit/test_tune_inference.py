@@ -11,7 +11,7 @@ import torch
 from tasks.inference import explain, importance, predictions_table
 from tasks.model import DemandNet, Hyperparameters, make_deterministic, predict, train
 from tasks.params import SearchSpace, TuneParams
-from tasks.tune import best_hyperparameters, search, suggest, trials_table
+from tasks.tune import TrialJob, best_hyperparameters, in_process_runner, search, suggest, trials_table
 
 TINY = TuneParams(n_trials=4, max_epochs=3, patience=2, search_space=SearchSpace(layers=[1, 2], units=[4, 16]))
 
@@ -24,7 +24,7 @@ def _split(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _search() -> optuna.Study:
     make_deterministic(seed=5, threads=1)
-    return search(_split(400, 0), _split(100, 1), TINY, seed=5)
+    return search(TrialJob("tiny", 5, TINY, {}), in_process_runner(_split(400, 0), _split(100, 1)))
 
 
 def test_suggestions_stay_inside_the_search_space() -> None:

@@ -1,0 +1,191 @@
+"""Tuning trials as Prefect flow runs: the `tune-trial` flow that workers run, and the runner the tune
+stage uses (when TUNE_TRIAL_DEPLOYMENT names a deployment of it) to fan each batch out to them.
+
+The tune stage stays the coordinator: it asks each batch of trials, hands it to `prefect_runner`,
+and tells the results after the barrier (tasks/tune.py, `search`). A worker only evaluates: it opens
+the study in the shared Optuna storage, checks that its features are the bytes the coordinator tuned
+on, trains and stores the outcome on the trial.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
+
+import optuna
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+
+from tasks.model import make_deterministic
+from tasks.params import TuneParams
+from tasks.stage import file_md5
+from tasks.tune import (
+    FEATURES_DIR,
+    STORAGE_URL_ENV,
+    TrialJob,
+    TrialRunner,
+    evaluate_trial,
+    open_storage,
+    open_study,
+    read_features,
+    trial_data,
+)
+
+STORAGE_BLOCK_ENV = "OPTUNA_STORAGE_BLOCK"  # a Secret block holding the storage URL, handed on to workers
+FEATURES_REMOTE_ENV = "TUNE_FEATURES_REMOTE"  # a DVC remote workers fetch the features from, by md5
+SPLITS = ("train", "val")
+
+
+class FeaturesMismatch(Exception):
+    """A worker's features are not the bytes the coordinator tuned on, and it cannot fetch them."""
+
+
+def worker_name() -> str:
+    """The Prefect worker running this flow run (its name, set in the flow run's environment), else this host."""
+    return os.environ.get("PREFECT__WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def storage_url(block: str | None) -> str:
+    """The shared Optuna storage: from a Prefect Secret block if named, else this worker's OPTUNA_STORAGE_URL."""
+    if block:
+        from prefect.blocks.system import Secret
+
+        return str(cast(Secret[str], Secret.load(block)).get())
+    url = os.environ.get(STORAGE_URL_ENV)
+    if not url:
+        raise RuntimeError(f"tune-trial: no Optuna storage: set {STORAGE_URL_ENV} for the worker or pass storage_block")
+    return url
+
+
+def feature_files(features: dict[str, str], remote: str | None, root: Path = Path(".")) -> dict[str, Path]:
+    """Each split's features file with the md5 the coordinator passed: the working directory's copy, or,
+    if it differs and a DVC remote is named, the object with that md5 fetched into the DVC cache."""
+    found: dict[str, Path] = {}
+    for split, md5 in features.items():
+        name = FEATURES_DIR / f"{split}.parquet"
+        local = root / name
+        actual = file_md5(local) if local.is_file() else None
+        if actual == md5:
+            found[split] = local
+        elif remote is not None:
+            found[split] = fetch_by_md5(md5, remote, root)
+        else:
+            raise FeaturesMismatch(
+                f"{name}: md5 {actual or '(missing)'} differs from {md5}, the file the tune stage tuned on; "
+                "run the worker in a checkout of the same version (dvc pull) or name a DVC remote to fetch it from"
+            )
+    return found
+
+
+def fetch_by_md5(md5: str, remote: str, root: Path = Path(".")) -> Path:
+    """The DVC cache's file with this md5, fetched from `remote` unless the cache already holds it."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        cached = Path(repo.cache.local.path) / md5[:2] / md5[2:]
+        if cached.is_file() and file_md5(cached) == md5:
+            return cached
+        target = repo.cloud.get_remote(remote)
+        source = target.fs.join(target.path, "files", "md5", md5[:2], md5[2:])
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as scratch:
+            partial = Path(scratch) / "object"
+            try:
+                target.fs.get_file(source, str(partial))
+            except FileNotFoundError:
+                raise FeaturesMismatch(f"DVC remote '{remote}' holds no object with md5 {md5}") from None
+            if file_md5(partial) != md5:
+                raise FeaturesMismatch(f"DVC remote '{remote}': the object {md5} has other bytes; refusing it")
+            shutil.move(partial, cached)
+        return cached
+
+
+@flow(name="tune-trial", log_prints=True, retries=1, retry_delay_seconds=5)
+def tune_trial(
+    study_name: str,
+    trial_number: int,
+    seed: int,
+    tune_params: dict[str, Any],
+    features: dict[str, str],
+    storage_block: str | None = None,
+    remote: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate one tuning trial and store its outcome in the shared Optuna storage; the tune stage tells it."""
+    params = TuneParams.model_validate(tune_params)
+    job = TrialJob(study_name=study_name, seed=seed, params=params, features=features)
+    if remote is not None:  # in a worker image: the s3 remote's bucket and endpoint come from its environment
+        from flows.pipeline import configure_s3_remote
+
+        configure_s3_remote()
+    files = feature_files(features, remote)
+    make_deterministic(seed, params.threads)
+    train_data, val_data = trial_data(*read_features(files["train"]), *read_features(files["val"]), params, seed)
+    storage = open_storage(storage_url(storage_block))
+    try:
+        study = open_study(study_name, storage)
+        outcome = evaluate_trial(study, trial_number, train_data, val_data, job, worker_name())
+    finally:
+        storage.engine.dispose()
+    print(f"trial {trial_number} of {study_name}: {outcome.state.lower()}, val loss {outcome.value:.5f}")
+    return asdict(outcome)
+
+
+def prefect_runner(deployment: str, poll_seconds: float = 1.0, report_every: float = 60.0) -> TrialRunner:
+    """A TrialRunner that runs each trial of a batch as a flow run of `deployment` (a `tune-trial`
+    deployment) and returns once all have finished: the batch barrier. A trial that did not complete
+    fails the batch, naming the trial, its flow run and why."""
+
+    def run(_study: optuna.Study, job: TrialJob, numbers: list[int]) -> None:
+        common = {
+            "study_name": job.study_name,
+            "seed": job.seed,
+            "tune_params": job.params.model_dump(mode="json"),
+            "features": job.features,
+            "storage_block": os.environ.get(STORAGE_BLOCK_ENV) or None,
+            "remote": os.environ.get(FEATURES_REMOTE_ENV) or None,
+        }
+        submitted: dict[UUID, int] = {}
+        for number in numbers:
+            # Prefect's dispatcher runs it synchronously here, so it returns the FlowRun itself.
+            created = cast(FlowRun, run_deployment(
+                deployment, parameters={**common, "trial_number": number}, timeout=0, as_subflow=False,
+                flow_run_name=f"{job.study_name}-trial-{number}", tags=[job.study_name],
+            ))  # fmt: skip
+            submitted[created.id] = number
+        _wait(submitted, deployment, poll_seconds, report_every)
+
+    return run
+
+
+def _wait(submitted: dict[UUID, int], deployment: str, poll_seconds: float, report_every: float) -> None:
+    """Poll the API until every submitted flow run is final; raise if any did not complete."""
+    started = last_report = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(submitted))))
+            pending = [r for r in runs if not (r.state and r.state.is_final())]
+            if not pending and len(runs) == len(submitted):
+                break
+            if time.monotonic() - last_report >= report_every:
+                last_report = time.monotonic()
+                waiting = ", ".join(f"{submitted[r.id]} ({r.state.name if r.state else 'new'})" for r in pending)
+                print(f"tune: after {last_report - started:.0f} s still waiting on {deployment} for trials {waiting}")
+            time.sleep(poll_seconds)
+    failed = sorted((r for r in runs if r.state and not r.state.is_completed()), key=lambda r: submitted[r.id])
+    if failed:
+        first = failed[0]
+        number = submitted[first.id]
+        assert first.state is not None
+        more = f"; {len(failed) - 1} more trial(s) of the batch failed" if len(failed) > 1 else ""
+        why = first.state.message or "no message"
+        raise RuntimeError(f"tune: trial {number} (flow run {first.name}) ended {first.state.name}: {why}{more}")
