@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,7 +37,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    make_url,
     select,
     text,
     update,
@@ -46,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from lineage.entities import Action, Artifact, Association, AssociationType, Context, Entity
+from tasks.stage import one_line, redact
 
 GENESIS = "0" * 64
 DEFAULT_URL = "sqlite:///lineage.db"
@@ -202,34 +201,17 @@ def _parse(kind: str, body: str) -> Entity:
     return _MODELS[Kind(kind)].model_validate_json(body)
 
 
-def redact(url: str) -> str:
-    """`url` with any password masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
-
-
-def _one_line(exc: BaseException, password: str | None) -> str:
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    line = reason[0] if reason else type(exc).__name__
-    return line.replace(password, "***") if password else line
-
-
 class LedgerStore:
     """The ledger at one SQLAlchemy URL. Append and read only: there is no update or delete."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or os.environ.get("LINEAGE_DB_URL") or DEFAULT_URL
-        self._password: str | None = None
         try:
-            parsed = make_url(self.url)
-            self._password = parsed.password if isinstance(parsed.password, str) else None
             self._engine = self._create_engine(self.url)
             self._create_tables()
         except (SQLAlchemyError, ArgumentError, ImportError, ValueError) as exc:
             raise LedgerError(
-                f"cannot open the lineage ledger at {redact(self.url)}: {_one_line(exc, self._password)}"
+                f"cannot open the lineage ledger at {redact(self.url)}: {one_line(exc, self.url)}"
             ) from exc
 
     @staticmethod
@@ -283,7 +265,7 @@ class LedgerStore:
             with self._engine.connect().execution_options(ledger_write=True) as conn, conn.begin():
                 return self._append(conn, entities, expected_head)
         except (SQLAlchemyError, ValueError) as exc:  # ValueError: a value JSON cannot hold, e.g. NaN
-            raise LedgerError(f"append to {redact(self.url)} failed: {_one_line(exc, self._password)}") from exc
+            raise LedgerError(f"append to {redact(self.url)} failed: {one_line(exc, self.url)}") from exc
 
     def _append(self, conn: Connection, entities: Sequence[Entity], expected_head: Head | None) -> list[int]:
         # The head row lock (FOR UPDATE on PostgreSQL; BEGIN IMMEDIATE already holds SQLite's write

@@ -1,10 +1,12 @@
-"""What every stage's `main()` shares: exit codes, one-line errors, atomic output writes, seeded samples."""
+"""What every stage's `main()` shares: exit codes, one-line errors, atomic output writes, seeded samples,
+database URLs shown without their password."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -122,3 +124,29 @@ def seeded_rows(count: int, wanted: int, seed: int) -> np.ndarray:
     if wanted >= count:
         return np.arange(count)
     return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False))
+
+
+def redact(url: str) -> str:
+    """A database URL with its password masked, for messages and logs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
+
+
+def one_line(error: BaseException, url: str) -> str:
+    """The first line of an error from the database at `url` (the driver's own, if wrapped), with the
+    URL's password masked."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return line
+    return line.replace(password, "***") if isinstance(password, str) and password else line

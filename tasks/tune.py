@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,13 +14,11 @@ import numpy as np
 import optuna
 import pandas as pd
 import torch
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from tasks.data import TARGET
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
-from tasks.stage import InputError, atomic_path, file_md5, run_stage, write_json
+from tasks.stage import InputError, atomic_path, file_md5, one_line, redact, run_stage, write_json
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -286,25 +283,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as error:  # a server down or unreachable: a retry may succeed
-        raise RuntimeError(f"tune: cannot open the Optuna storage at {redact(url)}: {_one_line(error, url)}") from None
-
-
-def redact(url: str) -> str:
-    """A database URL with its password masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
-
-
-def _one_line(error: BaseException, url: str) -> str:
-    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
-    line = lines[0] if lines else type(error).__name__
-    try:
-        password = make_url(url).password
-    except ArgumentError:
-        password = None
-    return line.replace(str(password), "***") if password else line
+        raise RuntimeError(f"tune: cannot open the Optuna storage at {redact(url)}: {one_line(error, url)}") from None
 
 
 def _runner(

@@ -14,7 +14,7 @@ import torch
 import tasks.tune as tune
 from tasks.model import make_deterministic
 from tasks.params import SearchSpace, TuneParams
-from tasks.stage import InputError
+from tasks.stage import InputError, redact
 from tasks.tune import TrialJob, TrialRunner, best_hyperparameters, evaluate_trial, open_study, search, trials_table
 
 # 14 trials in batches of 4: random start-up trials, then TPE; pruning from the third batch.
@@ -187,7 +187,7 @@ def test_an_unreachable_storage_is_named_without_its_password(monkeypatch: pytes
     message = str(error.value)
     assert message.startswith("tune: cannot open the Optuna storage at postgresql+psycopg://tuner:***@127.0.0.1:1/")
     assert "hunter2" not in message
-    assert tune.redact("postgresql://u:p4ss@host/x") == "postgresql://u:***@host/x"
+    assert redact("postgresql://u:p4ss@host/x") == "postgresql://u:***@host/x"
 
 
 def test_workers_without_a_shared_storage_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
