@@ -12,11 +12,7 @@ Run with `make bench` or `python -m bench.bench_scale`.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
-from bench.bench_stages import run_stage, scratch_copy, stage_env
+from bench.bench_stages import run_stages
 
 STAGES = ["etl", "drift_check", "preprocess"]
 DEFAULT_ROWS = 541_909
@@ -28,12 +24,7 @@ ROUNDS = 2
 
 def measure(rows: int) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, int]]]:
     """Wall seconds and peak MB per stage on `rows` synthetic rows, and the drift windows' sizes."""
-    env = stage_env()
-    with tempfile.TemporaryDirectory() as scratch:
-        workspace = Path(scratch)
-        scratch_copy(workspace, rows)
-        results = {stage: run_stage(workspace, stage, env) for stage in STAGES}
-        drift = json.loads((workspace / "metrics/drift_check.json").read_text())
+    results, drift = run_stages(rows, STAGES, "metrics/drift_check.json")
     windows = {name: {key: drift[name][key] for key in ("rows", "rows_tested")} for name in ("reference", "current")}
     return results, windows
 

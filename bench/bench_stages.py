@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -62,14 +63,20 @@ def run_stage(workspace: Path, stage: str, env: dict[str, str]) -> tuple[float, 
     return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 541_909
+def run_stages(rows: int, stages: list[str], metrics: str) -> tuple[dict[str, tuple[float, float]], dict[str, Any]]:
+    """Wall seconds and peak MB of each stage, run in order in a scratch copy on `rows` synthetic rows,
+    and the stage metrics file `metrics` those runs wrote."""
     env = stage_env()
     with tempfile.TemporaryDirectory() as scratch:
         workspace = Path(scratch)
         scratch_copy(workspace, rows)
-        results = {stage: run_stage(workspace, stage, env) for stage in STAGES}
-        inference = json.loads((workspace / "metrics/inference.json").read_text())
+        results = {stage: run_stage(workspace, stage, env) for stage in stages}
+        return results, json.loads((workspace / metrics).read_text())
+
+
+def main() -> None:
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 541_909
+    results, inference = run_stages(rows, STAGES, "metrics/inference.json")
 
     print(f"stages on {rows:,} synthetic rows, each `dvc repro --single-item <stage>` on 2 cores")
     print(f"  {'stage':<12}{'wall s':>8}{'rows/s':>11}{'peak MB':>9}")

@@ -288,7 +288,8 @@ def share_tuning_inputs(remote: str | None) -> str:
         try:
             pushed = repo.push(targets=list(TUNING_INPUTS), remote=remote)
         except Exception as error:  # network, credentials, S3: worth a retry
-            raise TransientFailure(f"dvc push of the tuning inputs to remote '{name}' failed: {error}") from error
+            reason = _first_line(error)
+            raise TransientFailure(f"dvc push of the tuning inputs to remote '{name}' failed: {reason}") from error
     os.environ[TUNE_FEATURES_REMOTE_ENV] = name  # the tune stage hands it on to the trials
     get_run_logger().info("tuning inputs in DVC remote '%s' (%d file(s) pushed) for trial workers", name, pushed)
     return name

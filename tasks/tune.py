@@ -18,7 +18,7 @@ import torch
 from tasks.data import TARGET
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
-from tasks.stage import InputError, atomic_path, file_md5, one_line, redact, run_stage, write_json
+from tasks.stage import InputError, atomic_path, file_md5, one_line, redact, run_stage, seeded_rows, write_json
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -266,9 +266,9 @@ def baseline(train_x: pd.DataFrame, train_y: np.ndarray, max_iter: int, seed: in
 
 def _sample(features: pd.DataFrame, target: np.ndarray, rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """A seeded sample of training rows for the trials (all rows when `rows` is 0 or more than there are)."""
-    if rows == 0 or rows >= len(features):
+    if rows == 0:
         return features, target
-    chosen = np.sort(np.random.default_rng(seed).choice(len(features), size=rows, replace=False))
+    chosen = seeded_rows(len(features), rows, seed)
     return features.iloc[chosen], target[chosen]
 
 
