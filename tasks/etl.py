@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,14 +113,26 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     frame["month"] = when.month.astype("int8")
     frame["day_of_week"] = when.dayofweek.astype("int8")
     frame["hour"] = when.hour.astype("int8")
-    frame["log_unit_price"] = np.log(frame["unit_price"])
+    frame["log_unit_price"] = scalar_math(math.log, frame["unit_price"])
     frame["unit_price_squared"] = frame["unit_price"] ** 2
     product = pd.factorize(frame["stock_code"])[0]  # integer group keys: much faster than text
     frame["price_to_max_so_far"] = frame["unit_price"] / max_price_so_far(frame, product)
     frame["prev_month_avg_quantity"] = previous_month_average_quantity(frame, product)
     frame["is_registered"] = frame["customer_id"].notna().astype("int8")
-    frame[TARGET] = np.log1p(frame["quantity"])
+    frame[TARGET] = scalar_math(math.log1p, frame["quantity"])
     return frame
+
+
+def scalar_math(function: Callable[[float], float], values: pd.Series) -> np.ndarray:
+    """`function` (from `math`) of each distinct value, spread back to every row, as float64.
+
+    numpy's vectorised log differs in the last bit between CPUs (its AVX-512 code is not the C
+    library's), which would make etl's output hash differently on another machine; the C library's
+    scalar functions give the same bits on every x86-64 machine. Prices and quantities repeat, so
+    this is one Python call per distinct value.
+    """
+    codes, distinct = pd.factorize(values)
+    return np.array([function(float(value)) for value in distinct], dtype=np.float64)[codes]
 
 
 def max_price_so_far(frame: pd.DataFrame, product: np.ndarray) -> pd.Series:

@@ -34,15 +34,22 @@ class GateRefused(Exception):
 
 def run_stage(name: str, main: Callable[[], None]) -> NoReturn:
     """Run a stage's main(); report an InputError or a gate refusal as one line, without a traceback."""
+    code = 0
     try:
         main()
     except InputError as error:
         print(f"{name}: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        code = EXIT_BAD_INPUT
     except GateRefused as refusal:
         print(f"{name}: refused: {refusal}", file=sys.stderr)
-        sys.exit(EXIT_GATE_REFUSED)
-    sys.exit(0)
+        code = EXIT_GATE_REFUSED
+    # Exit without the interpreter's teardown: there, a Parquet reader thread of pyarrow's can abort
+    # the process now and then (SIGABRT, "terminate called without an active exception",
+    # apache/arrow#34314), which made a finished or rejected stage look like a crash to retry. Every
+    # output is closed and in place by now, and nothing else needs an exit handler.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def require_under(value: str, directory: Path, key: str, how: str) -> Path:

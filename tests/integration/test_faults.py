@@ -5,6 +5,7 @@ locked stops the run before any work, and nothing is promoted without its lineag
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import boto3
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from lineage import registry
@@ -204,13 +206,25 @@ def test_a_run_waits_a_bounded_time_for_dvc_s_lock(
     assert attempts_of(attempts, "prepare-workspace") == 4  # retried with backoff, then given up
     assert set(attempts) == {name for name in attempts if name.startswith(("prepare-workspace", "record-lineage"))}
 
+    released: list[dt.datetime] = []
+
+    def release() -> None:
+        repo.lock.unlock()
+        released.append(dt.datetime.now(dt.UTC))
+
     with Repo(str(built_copy)) as repo:
         repo.lock.lock()
-        threading.Timer(4, repo.lock.unlock).start()  # the other process finishes while the run waits
+        threading.Timer(4, release).start()  # the other process finishes while the run waits
         state, attempts = run_flow(built_copy, monkeypatch)
     assert state.is_completed(), state.message
-    assert attempts_of(attempts, "prepare-workspace") >= 2
     assert attempts["fairness"] == 1
+    with get_client(sync_client=True) as api:
+        task_runs = api.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    (prepared,) = [task_run for task_run in task_runs if task_run.name.startswith("prepare-workspace")]
+    assert prepared.end_time is not None
+    assert prepared.end_time >= released[0]  # it waited for the lock, then went on
 
 
 def test_s3_unreachable_during_pull_and_push_then_a_later_run_completes(
