@@ -42,18 +42,21 @@ from lineage.query import query_lineage
 from lineage.recorder import Recorded, RunInfo, StageRun, record_run
 from lineage.store import LedgerError, LedgerStore
 from tasks.params import load_params
-from tasks.stage import EXIT_BAD_INPUT, EXIT_GATE_REFUSED, InputError, file_md5
+from tasks.stage import (
+    EXIT_BAD_INPUT,
+    EXIT_GATE_REFUSED,
+    OPTUNA_STORAGE_BLOCK_ENV,
+    OPTUNA_STORAGE_URL_ENV,
+    TUNE_FEATURES_REMOTE_ENV,
+    TUNE_RUN_ID_ENV,
+    TUNE_TRIAL_DEPLOYMENT_ENV,
+    InputError,
+    file_md5,
+)
 
 LOCK_FILE = Path("dvc.lock")
 PARAMS_FILE = Path("params.yaml")
 _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")
-# The tune stage's environment (tasks/tune.py and flows/tuning.py; named here so the flow need not
-# import torch): the run its study is named after, trials on workers, their storage and features.
-TUNE_RUN_ID_ENV = "TUNE_RUN_ID"
-TUNE_TRIAL_DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"
-OPTUNA_STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"
-OPTUNA_STORAGE_BLOCK_ENV = "OPTUNA_STORAGE_BLOCK"
-TUNE_FEATURES_REMOTE_ENV = "TUNE_FEATURES_REMOTE"
 TUNING_INPUTS = ("data/features/train.parquet", "data/features/val.parquet")  # what trial workers read
 
 

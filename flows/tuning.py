@@ -28,10 +28,9 @@ from prefect.deployments import run_deployment
 
 from tasks.model import make_deterministic
 from tasks.params import TuneParams
-from tasks.stage import file_md5
+from tasks.stage import OPTUNA_STORAGE_BLOCK_ENV, OPTUNA_STORAGE_URL_ENV, TUNE_FEATURES_REMOTE_ENV, file_md5
 from tasks.tune import (
     FEATURES_DIR,
-    STORAGE_URL_ENV,
     TrialJob,
     TrialRunner,
     evaluate_trial,
@@ -41,8 +40,6 @@ from tasks.tune import (
     trial_data,
 )
 
-STORAGE_BLOCK_ENV = "OPTUNA_STORAGE_BLOCK"  # a Secret block holding the storage URL, handed on to workers
-FEATURES_REMOTE_ENV = "TUNE_FEATURES_REMOTE"  # a DVC remote workers fetch the features from, by md5
 SPLITS = ("train", "val")
 
 
@@ -61,9 +58,11 @@ def storage_url(block: str | None) -> str:
         from prefect.blocks.system import Secret
 
         return str(cast(Secret[str], Secret.load(block)).get())
-    url = os.environ.get(STORAGE_URL_ENV)
+    url = os.environ.get(OPTUNA_STORAGE_URL_ENV)
     if not url:
-        raise RuntimeError(f"tune-trial: no Optuna storage: set {STORAGE_URL_ENV} for the worker or pass storage_block")
+        raise RuntimeError(
+            f"tune-trial: no Optuna storage: set {OPTUNA_STORAGE_URL_ENV} for the worker or pass storage_block"
+        )
     return url
 
 
@@ -151,8 +150,8 @@ def prefect_runner(deployment: str, poll_seconds: float = 1.0, report_every: flo
             "seed": job.seed,
             "tune_params": job.params.model_dump(mode="json"),
             "features": job.features,
-            "storage_block": os.environ.get(STORAGE_BLOCK_ENV) or None,
-            "remote": os.environ.get(FEATURES_REMOTE_ENV) or None,
+            "storage_block": os.environ.get(OPTUNA_STORAGE_BLOCK_ENV) or None,
+            "remote": os.environ.get(TUNE_FEATURES_REMOTE_ENV) or None,
         }
         submitted: dict[UUID, int] = {}
         for number in numbers:

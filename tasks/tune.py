@@ -18,7 +18,19 @@ import torch
 from tasks.data import TARGET
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
-from tasks.stage import InputError, atomic_path, file_md5, one_line, redact, run_stage, seeded_rows, write_json
+from tasks.stage import (
+    OPTUNA_STORAGE_URL_ENV,
+    TUNE_RUN_ID_ENV,
+    TUNE_TRIAL_DEPLOYMENT_ENV,
+    InputError,
+    atomic_path,
+    file_md5,
+    one_line,
+    redact,
+    run_stage,
+    seeded_rows,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -27,9 +39,6 @@ FEATURES_DIR = Path("data/features")
 MODEL_OUT = Path("models/model.pt")
 METRICS_OUT = Path("metrics/tune.json")
 TRIALS_OUT = Path("reports/tune_trials.csv")  # one row per trial, a DVC plot
-STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"  # a shared Optuna storage (PostgreSQL); unset: in memory, in this process
-DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"  # e.g. tune-trial/workers: trials run as its flow runs (flows/tuning.py)
-RUN_ID_ENV = "TUNE_RUN_ID"  # the flow run id the study is named after (set by the lineage-pipeline flow)
 _OUTCOME = "outcome"  # the trial user attribute an evaluation stores its result in
 
 
@@ -274,7 +283,7 @@ def _sample(features: pd.DataFrame, target: np.ndarray, rows: int, seed: int) ->
 
 def _shared_storage() -> optuna.storages.RDBStorage | None:
     """The shared Optuna storage OPTUNA_STORAGE_URL names, or None: a study in memory."""
-    url = os.environ.get(STORAGE_URL_ENV)
+    url = os.environ.get(OPTUNA_STORAGE_URL_ENV)
     return open_storage(url) if url else None
 
 
@@ -295,7 +304,7 @@ def _runner(
     storage: optuna.storages.RDBStorage | None,
 ) -> TrialRunner:
     """In this process, unless TUNE_TRIAL_DEPLOYMENT names a Prefect deployment whose workers run the trials."""
-    deployment = os.environ.get(DEPLOYMENT_ENV)
+    deployment = os.environ.get(TUNE_TRIAL_DEPLOYMENT_ENV)
     where = redact(str(storage.url)) if storage else "memory"
     if storage is not None and job.study_name in optuna.study.get_all_study_names(storage):
         # Left by an earlier attempt of this same run: start afresh, so TPE sees exactly what it asked.
@@ -305,7 +314,9 @@ def _runner(
         print(f"tune: study {job.study_name} in {where}; trials run in this process", flush=True)
         return in_process_runner(*trial_data(train_x, train_y, val_x, val_y, job.params, job.seed))
     if storage is None:
-        raise InputError(f"{DEPLOYMENT_ENV}={deployment} needs {STORAGE_URL_ENV}: workers share trials through it")
+        raise InputError(
+            f"{TUNE_TRIAL_DEPLOYMENT_ENV}={deployment} needs {OPTUNA_STORAGE_URL_ENV}: workers share trials through it"
+        )
     print(f"tune: study {job.study_name} in {where}; trials run by deployment {deployment}", flush=True)
     if job.params.parallel_trials == 1:
         print("tune: tune.parallel_trials is 1, so the workers take one trial at a time; raise it to run several")
@@ -326,7 +337,7 @@ def main() -> None:
         raise InputError(f"{FEATURES_DIR}: too few rows to train ({len(train_x)} train, {len(val_x)} validation)")
 
     job = TrialJob(
-        study_name=f"tune-{os.environ.get(RUN_ID_ENV) or 'local-' + uuid.uuid4().hex[:12]}",
+        study_name=f"tune-{os.environ.get(TUNE_RUN_ID_ENV) or 'local-' + uuid.uuid4().hex[:12]}",
         seed=params.seed,
         params=params.tune,
         features={split: file_md5(FEATURES_DIR / f"{split}.parquet") for split in ("train", "val")},

@@ -14,7 +14,7 @@ import torch
 import tasks.tune as tune
 from tasks.model import make_deterministic
 from tasks.params import SearchSpace, TuneParams
-from tasks.stage import InputError, redact
+from tasks.stage import OPTUNA_STORAGE_URL_ENV, TUNE_TRIAL_DEPLOYMENT_ENV, InputError, redact
 from tasks.tune import TrialJob, TrialRunner, best_hyperparameters, evaluate_trial, open_study, search, trials_table
 
 # 14 trials in batches of 4: random start-up trials, then TPE; pruning from the third batch.
@@ -181,7 +181,7 @@ def test_an_evaluation_leaves_the_study_untold() -> None:
 
 
 def test_an_unreachable_storage_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(tune.STORAGE_URL_ENV, "postgresql+psycopg://tuner:hunter2@127.0.0.1:1/optuna")
+    monkeypatch.setenv(OPTUNA_STORAGE_URL_ENV, "postgresql+psycopg://tuner:hunter2@127.0.0.1:1/optuna")
     with pytest.raises(RuntimeError) as error:
         tune._shared_storage()
     message = str(error.value)
@@ -191,7 +191,7 @@ def test_an_unreachable_storage_is_named_without_its_password(monkeypatch: pytes
 
 
 def test_workers_without_a_shared_storage_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(tune.DEPLOYMENT_ENV, "tune-trial/workers")
+    monkeypatch.setenv(TUNE_TRIAL_DEPLOYMENT_ENV, "tune-trial/workers")
     features = pd.DataFrame({"x": [0.0, 1.0]})
     target = features["x"].to_numpy()
     with pytest.raises(InputError, match=r"^TUNE_TRIAL_DEPLOYMENT=tune-trial/workers needs OPTUNA_STORAGE_URL"):

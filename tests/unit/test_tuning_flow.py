@@ -16,22 +16,17 @@ import flows.pipeline as pipeline
 import flows.tuning as tuning
 import tasks.tune as tune
 from tasks.params import TuneParams
-from tasks.stage import file_md5
+from tasks.stage import OPTUNA_STORAGE_BLOCK_ENV, OPTUNA_STORAGE_URL_ENV, TUNE_FEATURES_REMOTE_ENV, file_md5
 
 
-def test_the_flow_hands_the_stage_the_environment_it_reads() -> None:
-    assert pipeline.TUNE_RUN_ID_ENV == tune.RUN_ID_ENV
-    assert pipeline.TUNE_TRIAL_DEPLOYMENT_ENV == tune.DEPLOYMENT_ENV
-    assert pipeline.OPTUNA_STORAGE_URL_ENV == tune.STORAGE_URL_ENV
-    assert pipeline.OPTUNA_STORAGE_BLOCK_ENV == tuning.STORAGE_BLOCK_ENV
-    assert pipeline.TUNE_FEATURES_REMOTE_ENV == tuning.FEATURES_REMOTE_ENV
+def test_the_flow_shares_the_files_the_trials_read() -> None:
     assert set(pipeline.TUNING_INPUTS) == {f"{tune.FEATURES_DIR}/{split}.parquet" for split in tuning.SPLITS}
 
 
 def test_the_runner_submits_one_flow_run_per_trial_without_the_storage_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(tune.STORAGE_URL_ENV, "postgresql+psycopg://tuner:hunter2@127.0.0.1/optuna")
-    monkeypatch.setenv(tuning.STORAGE_BLOCK_ENV, "optuna-storage")
-    monkeypatch.delenv(tuning.FEATURES_REMOTE_ENV, raising=False)
+    monkeypatch.setenv(OPTUNA_STORAGE_URL_ENV, "postgresql+psycopg://tuner:hunter2@127.0.0.1/optuna")
+    monkeypatch.setenv(OPTUNA_STORAGE_BLOCK_ENV, "optuna-storage")
+    monkeypatch.delenv(TUNE_FEATURES_REMOTE_ENV, raising=False)
     submitted: list[dict[str, Any]] = []
     waited: list[dict[uuid.UUID, int]] = []
 
