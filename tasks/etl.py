@@ -126,9 +126,9 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
 def scalar_math(function: Callable[[float], float], values: pd.Series) -> np.ndarray:
     """`function` (from `math`) of each distinct value, spread back to every row, as float64.
 
-    numpy's vectorised log differs in the last bit between CPUs (its AVX-512 code is not the C
-    library's), which would make etl's output hash differently on another machine; the C library's
-    scalar functions give the same bits on every x86-64 machine. Prices and quantities repeat, so
+    numpy's vectorised log gives other last bits on an AVX-512 machine than on an AVX2 one (its
+    AVX-512 code is not the C library's), so etl's output would hash differently there; the C
+    library's scalar functions do not switch code with AVX-512. Prices and quantities repeat, so
     this is one Python call per distinct value.
     """
     codes, distinct = pd.factorize(values)
