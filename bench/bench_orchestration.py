@@ -12,7 +12,6 @@ Run with `make bench` or `python -m bench.bench_orchestration [rows]`.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from bench.bench_stages import scratch_copy
+from bench.bench_stages import scratch_copy, stage_env
 
 BIN = Path(sys.executable).parent
 
@@ -62,13 +61,9 @@ def start_server(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 541_909
     port = "4391"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "BENCH_PORT": port,
-    }
+    env = stage_env(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_API_URL=f"http://127.0.0.1:{port}/api", BENCH_PORT=port
+    )
     with tempfile.TemporaryDirectory() as scratch:
         bare, orchestrated, home = Path(scratch, "bare"), Path(scratch, "flow"), Path(scratch, "prefect")
         for workspace in (bare, orchestrated, home):

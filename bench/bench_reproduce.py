@@ -9,14 +9,13 @@ Both are timed as whole commands. `python -m bench.bench_reproduce [rows]`.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_stages import scratch_copy
+from bench.bench_stages import scratch_copy, stage_env
 from lineage.entities import Context, ContextType, context_id
 from lineage.registry import production
 from lineage.store import LedgerStore
@@ -35,7 +34,7 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 541_909
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = stage_env(PREFECT_SERVER_ANALYTICS_ENABLED="false")
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)

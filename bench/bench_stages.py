@@ -44,9 +44,9 @@ def scratch_copy(destination: Path, rows: int) -> None:
     subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
 
 
-def stage_env() -> dict[str, str]:
-    """This environment with the running interpreter's bin first on PATH (dvc.yaml calls `python`)."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def stage_env(**extra: str) -> dict[str, str]:
+    """This environment with the running interpreter's bin first on PATH (dvc.yaml calls `python`), and `extra`."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
 
 
 def run_stage(workspace: Path, stage: str, env: dict[str, str]) -> tuple[float, float]:

@@ -34,7 +34,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bench.bench_orchestration import start_server
-from bench.bench_stages import scratch_copy
+from bench.bench_stages import scratch_copy, stage_env
 
 BIN = Path(sys.executable).parent
 POSTGRES = "127.0.0.1:5432"
@@ -95,10 +95,10 @@ def tune_with_workers(workspace: Path, env: dict[str, str], workers: int, logs: 
     ]
     try:
         time.sleep(3)  # let the workers register and poll before the first batch
-        stage_env = {**env, "TUNE_RUN_ID": f"bench-{workers}-workers-{uuid.uuid4().hex[:8]}"}
+        tune_env = {**env, "TUNE_RUN_ID": f"bench-{workers}-workers-{uuid.uuid4().hex[:8]}"}
         started = time.perf_counter()
         process = subprocess.Popen(
-            [str(BIN / "python"), "-m", "tasks.tune"], cwd=workspace, env=stage_env,
+            [str(BIN / "python"), "-m", "tasks.tune"], cwd=workspace, env=tune_env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         assert process.stdout is not None
@@ -125,7 +125,7 @@ def tune_with_workers(workspace: Path, env: dict[str, str], workers: int, logs: 
             worker.wait(timeout=60)
     metrics = json.loads((workspace / "metrics/tune.json").read_text())
     with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as api:
-        study = f"tune-{stage_env['TUNE_RUN_ID']}"
+        study = f"tune-{tune_env['TUNE_RUN_ID']}"
         runs = api.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[study])))
     return Tuned(
         search=last - first,
@@ -144,17 +144,15 @@ def main() -> None:
     suffix = uuid.uuid4().hex[:8]
     prefect_db, optuna_db = f"bench_prefect_{suffix}", f"bench_optuna_{suffix}"
     port = "4392"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@{POSTGRES}/{prefect_db}",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "BENCH_PORT": port,
-        "OPTUNA_STORAGE_URL": f"postgresql+psycopg://postgres@{POSTGRES}/{optuna_db}",
-        "TUNE_TRIAL_DEPLOYMENT": "tune-trial/workers",
-    }
+    env = stage_env(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"postgresql+asyncpg://postgres@{POSTGRES}/{prefect_db}",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        BENCH_PORT=port,
+        OPTUNA_STORAGE_URL=f"postgresql+psycopg://postgres@{POSTGRES}/{optuna_db}",
+        TUNE_TRIAL_DEPLOYMENT="tune-trial/workers",
+    )
     for name in (prefect_db, optuna_db):
         _psql(f"CREATE DATABASE {name}")
     try:
