@@ -58,6 +58,8 @@ LOCK_FILE = Path("dvc.lock")
 PARAMS_FILE = Path("params.yaml")
 _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")
 TUNING_INPUTS = ("data/features/train.parquet", "data/features/val.parquet")  # what trial workers read
+_DVC_LOCK_ERROR = "Unable to acquire lock"  # DVC's message when another process holds .dvc/tmp/lock
+_DVC_LOCKED = "another DVC process holds this repository's lock (.dvc/tmp/lock)"  # what we say instead
 
 
 class Rejected(Exception):
@@ -162,7 +164,7 @@ def run_stage(stage: str, known_unchanged: bool = False) -> StageOutcome:
         exited = re.search(r"exited with (\d+)", output)
         if exited and int(exited.group(1)) in (EXIT_BAD_INPUT, EXIT_GATE_REFUSED):
             raise Rejected(_stage_message(output) or f"{stage} rejected its input (exit {exited.group(1)})")
-        if "Unable to acquire lock" in output:  # DVC waited its 3 s; Prefect's retries wait longer
+        if _DVC_LOCK_ERROR in output:  # DVC waited its 3 s; Prefect's retries wait longer
             raise TransientFailure(f"{stage}: {_DVC_LOCKED}")
         raise TransientFailure(f"{stage}: dvc repro exited {code}: {output.splitlines()[-1] if output else ''}")
     return StageOutcome(stage=stage, ran=f"Running stage '{stage}'" in output, outs=locked_outs(stage))
@@ -244,12 +246,9 @@ def _changed_outside_dvc(error: str) -> str:
     )
 
 
-_DVC_LOCKED = "another DVC process holds this repository's lock (.dvc/tmp/lock)"
-
-
 def _first_line(error: BaseException) -> str:
     """An exception as one line; DVC's lock error as what it means here."""
-    if "Unable to acquire lock" in str(error):
+    if _DVC_LOCK_ERROR in str(error):
         return _DVC_LOCKED
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
