@@ -99,18 +99,9 @@ def test_a_run_killed_during_tuning_resumes_to_the_same_hashes(
     run(reference, "dvc", "repro")
     lock_before = (built_copy / "dvc.lock").read_bytes()
 
-    env = api_env
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "flows.pipeline"], cwd=built_copy, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    assert flow.stdout is not None
-    seen = []
-    for line in flow.stdout:
-        seen.append(line)
-        if "tune: trial 1 of 4" in line:
-            os.killpg(flow.pid, signal.SIGKILL)  # the whole tree: flow, dvc, the stage
-            break
+    flow = _start_flow(built_copy, api_env)
+    seen = _read_until(flow, "tune: trial 1 of 4")
+    os.killpg(flow.pid, signal.SIGKILL)  # the whole tree: flow, dvc, the stage
     flow.wait(timeout=60)
     assert flow.returncode == -signal.SIGKILL, "".join(seen[-20:])
 
@@ -121,8 +112,9 @@ def test_a_run_killed_during_tuning_resumes_to_the_same_hashes(
     assert yaml.safe_load((built_copy / "params.yaml").read_text())["tune"]["n_trials"] == 4
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "flows.pipeline"], cwd=built_copy, env=env, capture_output=True, text=True, check=False
-    )
+        [sys.executable, "-m", "flows.pipeline"], cwd=built_copy, env=api_env,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "Running stage 'etl'" not in resumed.stdout + resumed.stderr  # finished stages are skipped
     assert locked_outs(built_copy) == locked_outs(reference)
