@@ -28,6 +28,10 @@ class InputError(Exception):
     """Bad data or params. The message is one line naming the file, column or key and the problem."""
 
 
+class GateRefused(Exception):
+    """A gate's verdict forbids this stage from running. The message says why and how to override."""
+
+
 # The tune stage's environment: set by the lineage-pipeline flow (or by hand), read by tasks/tune.py
 # and the tune-trial flow (flows/tuning.py). Named here so that the flow need not import torch.
 TUNE_RUN_ID_ENV = "TUNE_RUN_ID"  # the flow run id the Optuna study is named after
@@ -35,10 +39,6 @@ TUNE_TRIAL_DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"  # e.g. tune-trial/workers: 
 OPTUNA_STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"  # a shared Optuna storage (PostgreSQL); unset: in memory, in process
 OPTUNA_STORAGE_BLOCK_ENV = "OPTUNA_STORAGE_BLOCK"  # a Secret block holding that URL, handed on to workers
 TUNE_FEATURES_REMOTE_ENV = "TUNE_FEATURES_REMOTE"  # a DVC remote trial workers fetch the features from, by md5
-
-
-class GateRefused(Exception):
-    """A gate's verdict forbids this stage from running. The message says why and how to override."""
 
 
 def run_stage(name: str, main: Callable[[], None]) -> NoReturn:
