@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test lint bench lock clean
+.PHONY: install run test test-fast lint bench lock clean
 
 install: $(VENV)/.installed
 
@@ -27,9 +27,14 @@ lint: install
 	ruff check .
 	ruff format --check .
 	mypy
+	lint-imports
 
 test: lint
 	pytest
+
+# The edit-test loop: lint, unit tests and the config check (about a minute), no servers or pipeline runs.
+test-fast: lint
+	pytest tests/unit tests/test_config_agree.py
 
 bench: install
 	python -m bench.bench_stages

@@ -18,15 +18,19 @@ from prefect.artifacts import create_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
-from flows.pipeline import retry_unless, use_lineage_db_block
+from flows.retry import RETRIES, Rejected
+from flows.settings import read_secret
 from lineage.reproduce import Expected, ReproduceError, Row, compare, expected, record, rerun, restore, worktree
 from lineage.store import LedgerStore
 
 
-@task(name="restore-inputs", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless(ReproduceError))
+@task(name="restore-inputs", **RETRIES)
 def restore_inputs(tree: Path, want: Expected, remote: str | None) -> None:
     """Recorded params.yaml and the DVC-tracked raw inputs, each checked against its recorded md5."""
-    restore(Path("."), tree, want, remote)
+    try:
+        restore(Path("."), tree, want, remote)
+    except ReproduceError as error:  # missing or altered: the same on every attempt
+        raise Rejected(str(error)) from None
 
 
 @task(name="rerun-pipeline")
@@ -41,16 +45,15 @@ def reproduce_model(
 ) -> State[Any]:
     """Rebuild a model version from its lineage and compare every artifact's hash with the recorded one."""
     start = dt.datetime.now(dt.UTC)
-    if lineage_db_block:
-        use_lineage_db_block(lineage_db_block)
-    with LedgerStore() as store:
+    ledger_url = read_secret(lineage_db_block) if lineage_db_block else None
+    with LedgerStore(ledger_url) as store:
         want = expected(store, model_version)
     get_run_logger().info("reproducing %s: run %s, commit %s", want.version.name, want.flow_run_id, want.commit)
     with worktree(Path("."), want.commit) as tree:
         restore_inputs(tree, want, remote)
         rerun_pipeline(tree)
         rows: list[Row] = compare(tree, want)
-    with LedgerStore() as store:
+    with LedgerStore(ledger_url) as store:
         action = record(store, want, rows, start, f"reproduce flow: {want.version.name}")
     create_table_artifact(
         key="reproduction",

@@ -1,6 +1,7 @@
 """A short summary of the pipeline's state from its metrics files: both gate verdicts and key metrics.
 
-`make run` prints it after `dvc repro`; the Prefect flow will publish the same text.
+`make run` prints it after the flow run (`python -m flows.summary`); the flow publishes the same text in
+its `pipeline-summary` artifact. Stages come in dvc.yaml's order; this module only knows how to describe them.
 """
 
 from __future__ import annotations
@@ -44,20 +45,20 @@ def _fairness(m: Metrics) -> str:
     return f"{'passed' if m['passed'] else 'FAILED'}: {m['reason']}"
 
 
-ROWS: list[tuple[str, Callable[[Metrics], str]]] = [
-    ("etl", _etl),
-    ("drift_check", _drift),
-    ("preprocess", _preprocess),
-    ("tune", _tune),
-    ("inference", _inference),
-    ("fairness", _fairness),
-]
+DESCRIBE: dict[str, Callable[[Metrics], str]] = {
+    "etl": _etl,
+    "drift_check": _drift,
+    "preprocess": _preprocess,
+    "tune": _tune,
+    "inference": _inference,
+    "fairness": _fairness,
+}
 
 
-def read_metrics(root: Path = Path(".")) -> dict[str, Metrics | None]:
+def read_metrics(stages: list[str], root: Path = Path(".")) -> dict[str, Metrics | None]:
     """Each stage's metrics file, or None where the stage has not run."""
     found: dict[str, Metrics | None] = {}
-    for stage, _ in ROWS:
+    for stage in stages:
         path = root / "metrics" / f"{stage}.json"
         found[stage] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     return found
@@ -65,18 +66,24 @@ def read_metrics(root: Path = Path(".")) -> dict[str, Metrics | None]:
 
 def gates_passed(metrics: dict[str, Metrics | None]) -> bool:
     """Both gates passed: no drift (or a recorded override) and a passed fairness verdict."""
-    drift, split, fairness = metrics["drift_check"], metrics["preprocess"], metrics["fairness"]
+    drift, split, fairness = metrics.get("drift_check"), metrics.get("preprocess"), metrics.get("fairness")
     drift_ok = drift is not None and (not drift["drift_detected"] or bool(split and split["drift_gate"]["overridden"]))
     return drift_ok and fairness is not None and bool(fairness["passed"])
 
 
-def summary(root: Path = Path(".")) -> str:
+def summary(stages: list[str], root: Path = Path(".")) -> str:
     """One line per stage ('not run' where it has no metrics) and whether the model may be promoted."""
-    metrics = read_metrics(root)
-    lines = [f"{stage:<12} {describe(m) if (m := metrics[stage]) else 'not run'}" for stage, describe in ROWS]
+    metrics = read_metrics(stages, root)
+    lines = [f"{stage:<12} {_describe(stage, m) if (m := metrics[stage]) else 'not run'}" for stage in stages]
     verdict = "both passed: the model may be promoted" if gates_passed(metrics) else "NOT passed: do not promote"
     return "\n".join([*lines, f"{'gates':<12} {verdict}"])
 
 
+def _describe(stage: str, metrics: Metrics) -> str:
+    return DESCRIBE[stage](metrics) if stage in DESCRIBE else f"metrics/{stage}.json written"
+
+
 if __name__ == "__main__":
-    print(summary())
+    from flows.dvc_ops import stage_order
+
+    print(summary(stage_order()))

@@ -1,10 +1,9 @@
-"""Tuning trials as Prefect flow runs: the `tune-trial` flow that workers run, and the runner the tune
-stage uses (when TUNE_TRIAL_DEPLOYMENT names a deployment of it) to fan each batch out to them.
+"""The `tune-trial` flow that Prefect workers run: one tuning trial per flow run.
 
-The tune stage stays the coordinator: it asks each batch of trials, hands it to `prefect_runner`,
-and tells the results after the barrier (tasks/tune.py, `search`). A worker only evaluates: it opens
-the study in the shared Optuna storage, checks that its features are the bytes the coordinator tuned
-on, trains and stores the outcome on the trial.
+The tune stage stays the coordinator: it asks each batch of trials, hands it to the runner in
+flows/trial_runner.py, and tells the results after the barrier (tasks/tune.py, `search`). A worker only
+evaluates: it opens the study in the shared Optuna storage, checks that its features are the bytes the
+coordinator tuned on, trains and stores the outcome on the trial.
 """
 
 from __future__ import annotations
@@ -13,34 +12,18 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
-from uuid import UUID
+from typing import Any
 
-import optuna
 from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun
-from prefect.deployments import run_deployment
 
+from flows.settings import configure_s3_remote, read_secret
 from tasks.model import make_deterministic
 from tasks.params import TuneParams
-from tasks.stage import OPTUNA_STORAGE_BLOCK_ENV, OPTUNA_STORAGE_URL_ENV, TUNE_FEATURES_REMOTE_ENV, file_md5
-from tasks.tune import (
-    FEATURES_DIR,
-    TrialJob,
-    TrialRunner,
-    evaluate_trial,
-    open_storage,
-    open_study,
-    read_features,
-    trial_data,
-)
-
-SPLITS = ("train", "val")
+from tasks.stage import file_md5
+from tasks.tune import TrialJob, evaluate_trial, open_storage, open_study, read_features, trial_data
+from tasks.tune_settings import FEATURES_DIR, OPTUNA_STORAGE_URL_ENV
 
 
 class FeaturesMismatch(Exception):
@@ -55,9 +38,7 @@ def worker_name() -> str:
 def storage_url(block: str | None) -> str:
     """The shared Optuna storage: from a Prefect Secret block if named, else this worker's OPTUNA_STORAGE_URL."""
     if block:
-        from prefect.blocks.system import Secret
-
-        return str(cast(Secret[str], Secret.load(block)).get())
+        return read_secret(block)
     url = os.environ.get(OPTUNA_STORAGE_URL_ENV)
     if not url:
         raise RuntimeError(
@@ -123,8 +104,6 @@ def tune_trial(
     params = TuneParams.model_validate(tune_params)
     job = TrialJob(study_name=study_name, seed=seed, params=params, features=features)
     if remote is not None:  # in a worker image: the s3 remote's bucket and endpoint come from its environment
-        from flows.pipeline import configure_s3_remote
-
         configure_s3_remote()
     files = feature_files(features, remote)
     make_deterministic(seed, params.threads)
@@ -137,54 +116,3 @@ def tune_trial(
         storage.engine.dispose()
     print(f"trial {trial_number} of {study_name}: {outcome.state.lower()}, val loss {outcome.value:.5f}")
     return asdict(outcome)
-
-
-def prefect_runner(deployment: str, poll_seconds: float = 1.0, report_every: float = 60.0) -> TrialRunner:
-    """A TrialRunner that runs each trial of a batch as a flow run of `deployment` (a `tune-trial`
-    deployment) and returns once all have finished: the batch barrier. A trial that did not complete
-    fails the batch, naming the trial, its flow run and why."""
-
-    def run(_study: optuna.Study, job: TrialJob, numbers: list[int]) -> None:
-        common = {
-            "study_name": job.study_name,
-            "seed": job.seed,
-            "tune_params": job.params.model_dump(mode="json"),
-            "features": job.features,
-            "storage_block": os.environ.get(OPTUNA_STORAGE_BLOCK_ENV) or None,
-            "remote": os.environ.get(TUNE_FEATURES_REMOTE_ENV) or None,
-        }
-        submitted: dict[UUID, int] = {}
-        for number in numbers:
-            # Prefect's dispatcher runs it synchronously here, so it returns the FlowRun itself.
-            created = cast(FlowRun, run_deployment(
-                deployment, parameters={**common, "trial_number": number}, timeout=0, as_subflow=False,
-                flow_run_name=f"{job.study_name}-trial-{number}", tags=[job.study_name],
-            ))  # fmt: skip
-            submitted[created.id] = number
-        _wait(submitted, deployment, poll_seconds, report_every)
-
-    return run
-
-
-def _wait(submitted: dict[UUID, int], deployment: str, poll_seconds: float, report_every: float) -> None:
-    """Poll the API until every submitted flow run is final; raise if any did not complete."""
-    started = last_report = time.monotonic()
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(submitted))))
-            pending = [r for r in runs if not (r.state and r.state.is_final())]
-            if not pending and len(runs) == len(submitted):
-                break
-            if time.monotonic() - last_report >= report_every:
-                last_report = time.monotonic()
-                waiting = ", ".join(f"{submitted[r.id]} ({r.state.name if r.state else 'new'})" for r in pending)
-                print(f"tune: after {last_report - started:.0f} s still waiting on {deployment} for trials {waiting}")
-            time.sleep(poll_seconds)
-    failed = sorted((r for r in runs if r.state and not r.state.is_completed()), key=lambda r: submitted[r.id])
-    if failed:
-        first = failed[0]
-        number = submitted[first.id]
-        assert first.state is not None
-        more = f"; {len(failed) - 1} more trial(s) of the batch failed" if len(failed) > 1 else ""
-        why = first.state.message or "no message"
-        raise RuntimeError(f"tune: trial {number} (flow run {first.name}) ended {first.state.name}: {why}{more}")

@@ -1,7 +1,8 @@
 """`lineage`: verify, query and export the ledger, manage the model registry, reproduce a model version.
 
 The ledger is LINEAGE_DB_URL (or --db), by default sqlite:///lineage.db in the current directory.
-Every error is one line on stderr and exit status 1; `verify` exits 1 when the chain is broken.
+Every error is one line on stderr and exit status 1 (a mistyped command or option: click's usage
+message, exit status 2); `verify` exits 1 when the chain is broken.
 """
 
 from __future__ import annotations
@@ -20,14 +21,31 @@ from lineage import registry
 from lineage.query import Direction, QueryError, query_lineage
 from lineage.store import Head, LedgerError, LedgerStore
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+# Plain help, and a usage error as click's "Error: ..." line (exit 2) rather than a drawn box.
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None
+)
 models_app = typer.Typer(help="The model registry: candidate, production, rejected, archived.", no_args_is_help=True)
 export_app = typer.Typer(help="Export the ledger in other formats.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(export_app, name="export")
 
 Db = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the ledger (default: LINEAGE_DB_URL).")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class GraphFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    MERMAID = "mermaid"
+    DOT = "dot"
+
+
+Output = Annotated[Format, typer.Option("--format", help="Print a table for people or JSON for programs.")]
 By = Annotated[str, typer.Option("--by", help="Who decides (recorded).")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
 
@@ -51,8 +69,8 @@ def _version_line(version: Any) -> str:
     )
 
 
-def _print(as_json: bool, payload: Any, text: Callable[[], str]) -> None:
-    typer.echo(json.dumps(payload, indent=2, sort_keys=True) if as_json else text())
+def _print(output: Format, payload: Any, text: Callable[[], str]) -> None:
+    typer.echo(json.dumps(payload, indent=2, sort_keys=True) if output == Format.JSON else text())
 
 
 @app.command()
@@ -73,13 +91,6 @@ def verify(
         raise typer.Exit(1)
 
 
-class Format(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-    MERMAID = "mermaid"
-    DOT = "dot"
-
-
 @app.command()
 def query(
     start: Annotated[str, typer.Argument(help="An entity id, a model version, 'production', or an artifact URI.")],
@@ -89,22 +100,19 @@ def query(
         list[str] | None, typer.Option("--type", help="Keep only vertices of this type (repeatable), e.g. DataSet.")
     ] = None,
     include_edges: Annotated[bool, typer.Option(help="Add the edges to the JSON output.")] = False,
-    as_json: Json = False,
-    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print a mermaid flowchart.")] = False,
-    dot: Annotated[bool, typer.Option("--dot", help="Print a Graphviz digraph.")] = False,
+    output: Annotated[
+        GraphFormat, typer.Option("--format", help="A table, JSON, a mermaid flowchart or a Graphviz digraph.")
+    ] = GraphFormat.TABLE,
     db: Db = None,
 ) -> None:
     """QueryLineage: what produced START (ascendants), or what START fed (descendants)."""
-    if as_json + mermaid + dot > 1:
-        typer.echo("lineage: error: choose one of --json, --mermaid, --dot", err=True)
-        raise typer.Exit(1)
     with _ledger(db) as store:
         graph = query_lineage(store, start, direction, depth, type_)
-    if as_json:
+    if output == GraphFormat.JSON:
         typer.echo(graph.to_json(include_edges))
-    elif mermaid:
+    elif output == GraphFormat.MERMAID:
         typer.echo(graph.to_mermaid())
-    elif dot:
+    elif output == GraphFormat.DOT:
         typer.echo(graph.to_dot())
     else:
         for vertex in graph.vertices:
@@ -114,18 +122,18 @@ def query(
 @models_app.command("list")
 def models_list(
     status: Annotated[registry.ModelStatus | None, typer.Option(help="Only versions with this status.")] = None,
-    as_json: Json = False,
+    output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:
     """Every model version, oldest first."""
     with _ledger(db) as store:
         found = [v for v in registry.versions(store) if status is None or v.properties.get("status") == status]
     payload = [{"name": v.name, "id": v.id, **v.properties} for v in found]
-    _print(as_json, payload, lambda: "\n".join(_version_line(v) for v in found) or "no model versions")
+    _print(output, payload, lambda: "\n".join(_version_line(v) for v in found) or "no model versions")
 
 
 @models_app.command("show")
-def models_show(name: str, as_json: Json = False, db: Db = None) -> None:
+def models_show(name: str, output: Output = Format.TABLE, db: Db = None) -> None:
     """One version: status, gate verdicts, and every decision taken on it."""
     with _ledger(db) as store:
         shown = registry.report(store, name)
@@ -141,7 +149,7 @@ def models_show(name: str, as_json: Json = False, db: Db = None) -> None:
             lines.append(f"  {d.start.isoformat()} {p.get('decision')} by {p.get('by')}: {p.get('reason')}")
         return "\n".join(lines)
 
-    _print(as_json, shown.as_dict(), text)
+    _print(output, shown.as_dict(), text)
 
 
 @models_app.command("promote")
@@ -150,13 +158,13 @@ def models_promote(
     by: By,
     reason: Reason,
     override: Annotated[bool, typer.Option(help="Promote although a gate did not pass (recorded).")] = False,
-    as_json: Json = False,
+    output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:
     """Make NAME production; the current production version is archived."""
     with _ledger(db) as store:
         version = registry.promote(store, name, by, reason, override)
-    _print(as_json, {"name": version.name, **version.properties}, lambda: f"{version.name} is now production")
+    _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is now production")
 
 
 @models_app.command("rollback")
@@ -164,20 +172,20 @@ def models_rollback(
     by: By,
     reason: Reason,
     to: Annotated[str | None, typer.Option(help="The version to restore (default: the one replaced).")] = None,
-    as_json: Json = False,
+    output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:
     """Restore the previous production version; the current one is marked rejected."""
     with _ledger(db) as store:
         version = registry.rollback(store, by, reason, to)
-    _print(as_json, {"name": version.name, **version.properties}, lambda: f"{version.name} is production again")
+    _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is production again")
 
 
 @app.command("reproduce")
 def reproduce_version(
     version: Annotated[str, typer.Argument(help="A model version's name or id, or 'production'.")],
     remote: Annotated[str | None, typer.Option(help="DVC remote holding the inputs (default: the default).")] = None,
-    as_json: Json = False,
+    output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:
     """Rebuild VERSION from its lineage in a temporary worktree, compare every hash; exit 1 on a mismatch."""
@@ -189,7 +197,7 @@ def reproduce_version(
         {"artifact": r.artifact, "recorded": r.recorded, "reproduced": r.reproduced, "match": r.match}
         for r in report.rows
     ]
-    _print(as_json, {"model_version": report.expected.version.name, "ok": report.ok, "artifacts": rows}, report.table)
+    _print(output, {"model_version": report.expected.version.name, "ok": report.ok, "artifacts": rows}, report.table)
     if not report.ok:
         raise typer.Exit(1)
 

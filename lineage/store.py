@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,10 +42,10 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from lineage.entities import Action, Artifact, Association, AssociationType, Context, Entity
-from tasks.stage import one_line, redact
 
 GENESIS = "0" * 64
 DEFAULT_URL = "sqlite:///lineage.db"
@@ -211,7 +212,7 @@ class LedgerStore:
             self._create_tables()
         except (SQLAlchemyError, ArgumentError, ImportError, ValueError) as exc:
             raise LedgerError(
-                f"cannot open the lineage ledger at {redact(self.url)}: {one_line(exc, self.url)}"
+                f"cannot open the lineage ledger at {_redact(self.url)}: {_one_line(exc, self.url)}"
             ) from exc
 
     @staticmethod
@@ -265,7 +266,7 @@ class LedgerStore:
             with self._engine.connect().execution_options(ledger_write=True) as conn, conn.begin():
                 return self._append(conn, entities, expected_head)
         except (SQLAlchemyError, ValueError) as exc:  # ValueError: a value JSON cannot hold, e.g. NaN
-            raise LedgerError(f"append to {redact(self.url)} failed: {one_line(exc, self.url)}") from exc
+            raise LedgerError(f"append to {_redact(self.url)} failed: {_one_line(exc, self.url)}") from exc
 
     def _append(self, conn: Connection, entities: Sequence[Entity], expected_head: Head | None) -> list[int]:
         # The head row lock (FOR UPDATE on PostgreSQL; BEGIN IMMEDIATE already holds SQLite's write
@@ -276,7 +277,7 @@ class LedgerStore:
             .with_for_update()
         ).first()
         if head is None:
-            raise LedgerError(f"the ledger at {redact(self.url)} has no head row: run verify")
+            raise LedgerError(f"the ledger at {_redact(self.url)} has no head row: run verify")
         count, prev = head.record_count, head.head_hash
         if expected_head is not None and expected_head != Head(count, prev):
             raise LedgerConflict(
@@ -473,3 +474,23 @@ def _verify_rows(rows: Iterator[LedgerRecord], head: Head, anchor: Head | None) 
     if prev != head.head_hash:
         return bad(max(count, 1), Problem.HEAD_MISMATCH, "the last record's hash is not the head row's")
     return VerifyResult(True, count, prev)
+
+
+def _redact(url: str) -> str:
+    """A database URL with its password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
+
+
+def _one_line(error: BaseException, url: str) -> str:
+    """The first line of an error from the database at `url` (the driver's own, if wrapped), with the
+    URL's password masked."""
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return line
+    return line.replace(password, "***") if isinstance(password, str) and password else line

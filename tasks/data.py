@@ -35,24 +35,6 @@ UCI_HEADERS = {
 }
 COLUMNS = list(UCI_HEADERS)
 
-# Columns of data/processed.parquet (written by etl) by role. Identifiers and the raw date stay in
-# the table for joins and splitting but are never model features; calendar columns are features
-# but meaningless to test for drift.
-ID_COLUMNS = ["invoice_no", "stock_code", "customer_id", "invoice_date"]
-CALENDAR_COLUMNS = ["year", "month", "day_of_week", "hour"]
-NUMERIC_FEATURES = [
-    "unit_price",
-    "log_unit_price",
-    "unit_price_squared",
-    "price_to_max_so_far",
-    "prev_month_avg_quantity",
-    "is_registered",
-    "month",
-    "hour",
-]
-CATEGORICAL_FEATURES = ["country", "day_of_week"]
-TARGET = "log_quantity"
-
 # Headers are matched case-, space- and underscore-insensitively; "Online Retail II" names too.
 _HEADER_ALIASES = {
     "invoiceno": "invoice_no",

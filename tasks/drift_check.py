@@ -23,7 +23,8 @@ from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 
 from tasks.params import DriftGate, load_params
-from tasks.stage import InputError, atomic_path, require_under, run_stage, seeded_rows, write_json
+from tasks.sampling import seeded_rows
+from tasks.stage import InputError, atomic_path, require_under, run_stage, write_json
 
 PROCESSED = Path("data/processed.parquet")
 REFERENCE_DIR = Path("data/reference")

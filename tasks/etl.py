@@ -11,14 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.data import (
-    TARGET,
-    UCI_HEADERS,
-    generate_transactions,
-    load_transactions,
-    map_distinct,
-    validate_transactions,
-)
+from tasks.columns import TARGET
+from tasks.data import UCI_HEADERS, generate_transactions, load_transactions, map_distinct, validate_transactions
 from tasks.params import Params, load_params
 from tasks.stage import InputError, atomic_path, require_under, run_stage, write_json
 

@@ -15,11 +15,12 @@ import pandas as pd
 import shap
 import torch
 
-from tasks.data import TARGET
+from tasks.columns import TARGET
 from tasks.metrics import regression_metrics, to_quantity
 from tasks.model import DemandNet, load_model, make_deterministic, predict
 from tasks.params import load_params
-from tasks.stage import InputError, atomic_path, run_stage, seeded_rows, verify_against_lock, write_json
+from tasks.sampling import seeded_rows
+from tasks.stage import InputError, atomic_path, run_stage, verify_against_lock, write_json
 
 TEST_SPLIT = Path("data/splits/test.parquet")
 TRAIN_FEATURES = Path("data/features/train.parquet")

@@ -16,7 +16,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tasks.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
+from tasks.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
 from tasks.params import DriftGate, PreprocessParams, load_params
 from tasks.stage import GateRefused, InputError, atomic_path, run_stage, write_json
 

@@ -1,12 +1,14 @@
-"""What every stage's `main()` shares: exit codes, one-line errors, atomic output writes, seeded samples,
-database URLs shown without their password."""
+"""What every stage's `main()` shares: exit codes, one-line errors, atomic output writes, md5 checks.
+
+Every stage depends on this module, so a change here reruns the whole pipeline: keep it small and stable.
+Names only one stage uses live in that stage's module.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
-import numpy as np
 import yaml
 
 # Distinct exit codes let the orchestrator tell deterministic failures (never retried) from
@@ -30,15 +31,6 @@ class InputError(Exception):
 
 class GateRefused(Exception):
     """A gate's verdict forbids this stage from running. The message says why and how to override."""
-
-
-# The tune stage's environment: set by the lineage-pipeline flow (or by hand), read by tasks/tune.py
-# and the tune-trial flow (flows/tuning.py). Named here so that the flow need not import torch.
-TUNE_RUN_ID_ENV = "TUNE_RUN_ID"  # the flow run id the Optuna study is named after
-TUNE_TRIAL_DEPLOYMENT_ENV = "TUNE_TRIAL_DEPLOYMENT"  # e.g. tune-trial/workers: trials run as its flow runs
-OPTUNA_STORAGE_URL_ENV = "OPTUNA_STORAGE_URL"  # a shared Optuna storage (PostgreSQL); unset: in memory, in process
-OPTUNA_STORAGE_BLOCK_ENV = "OPTUNA_STORAGE_BLOCK"  # a Secret block holding that URL, handed on to workers
-TUNE_FEATURES_REMOTE_ENV = "TUNE_FEATURES_REMOTE"  # a DVC remote trial workers fetch the features from, by md5
 
 
 def run_stage(name: str, main: Callable[[], None]) -> NoReturn:
@@ -133,36 +125,3 @@ def verify_against_lock(path: Path, lock: Path = LOCK_FILE) -> None:
         raise InputError(
             f"{path}: md5 {actual} differs from {recorded[str(path)]} recorded in {lock}; refusing to load it"
         )
-
-
-def seeded_rows(count: int, wanted: int, seed: int) -> np.ndarray:
-    """Sorted row positions of a seeded sample of `wanted` of `count` rows (all rows when there are fewer)."""
-    if wanted >= count:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False))
-
-
-def redact(url: str) -> str:
-    """A database URL with its password masked, for messages and logs."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
-
-
-def one_line(error: BaseException, url: str) -> str:
-    """The first line of an error from the database at `url` (the driver's own, if wrapped), with the
-    URL's password masked."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
-    line = lines[0] if lines else type(error).__name__
-    try:
-        password = make_url(url).password
-    except ArgumentError:
-        return line
-    return line.replace(password, "***") if isinstance(password, str) and password else line

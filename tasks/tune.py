@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,28 +15,26 @@ import numpy as np
 import optuna
 import pandas as pd
 import torch
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
-from tasks.data import TARGET
+from tasks.columns import TARGET
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
-from tasks.stage import (
+from tasks.sampling import seeded_rows
+from tasks.stage import InputError, atomic_path, file_md5, run_stage, write_json
+from tasks.tune_settings import (
+    FEATURES_DIR,
     OPTUNA_STORAGE_URL_ENV,
+    TRIAL_RUNNERS,
+    TRIAL_SPLITS,
     TUNE_RUN_ID_ENV,
     TUNE_TRIAL_DEPLOYMENT_ENV,
-    InputError,
-    atomic_path,
-    file_md5,
-    one_line,
-    redact,
-    run_stage,
-    seeded_rows,
-    write_json,
 )
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-FEATURES_DIR = Path("data/features")
 MODEL_OUT = Path("models/model.pt")
 METRICS_OUT = Path("metrics/tune.json")
 TRIALS_OUT = Path("reports/tune_trials.csv")  # one row per trial, a DVC plot
@@ -289,10 +288,30 @@ def _shared_storage() -> optuna.storages.RDBStorage | None:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's storage at a SQLAlchemy URL; an error names it with its password masked."""
+    parsed = _parse(url)
+    if parsed is None:  # SQLAlchemy's own message would echo the URL, password and all
+        raise InputError(f"{OPTUNA_STORAGE_URL_ENV}: not a SQLAlchemy database URL")
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as error:  # a server down or unreachable: a retry may succeed
-        raise RuntimeError(f"tune: cannot open the Optuna storage at {redact(url)}: {one_line(error, url)}") from None
+        lines = str(getattr(error, "orig", None) or error).strip().splitlines()  # the driver's own, if wrapped
+        reason = lines[0] if lines else type(error).__name__
+        if parsed.password:
+            reason = reason.replace(str(parsed.password), "***")
+        raise RuntimeError(f"tune: cannot open the Optuna storage at {masked(url)}: {reason}") from None
+
+
+def masked(url: str) -> str:
+    """A database URL with its password masked, for messages and logs."""
+    parsed = _parse(url)
+    return parsed.render_as_string(hide_password=True) if parsed else "(not a database URL)"
+
+
+def _parse(url: str) -> URL | None:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        return None
 
 
 def _runner(
@@ -305,7 +324,7 @@ def _runner(
 ) -> TrialRunner:
     """In this process, unless TUNE_TRIAL_DEPLOYMENT names a Prefect deployment whose workers run the trials."""
     deployment = os.environ.get(TUNE_TRIAL_DEPLOYMENT_ENV)
-    where = redact(str(storage.url)) if storage else "memory"
+    where = masked(str(storage.url)) if storage else "memory"
     if storage is not None and job.study_name in optuna.study.get_all_study_names(storage):
         # Left by an earlier attempt of this same run: start afresh, so TPE sees exactly what it asked.
         optuna.delete_study(study_name=job.study_name, storage=storage)
@@ -320,9 +339,20 @@ def _runner(
     print(f"tune: study {job.study_name} in {where}; trials run by deployment {deployment}", flush=True)
     if job.params.parallel_trials == 1:
         print("tune: tune.parallel_trials is 1, so the workers take one trial at a time; raise it to run several")
-    from flows.tuning import prefect_runner  # Prefect only when asked for: the stage runs without it
+    return _installed_runner(deployment)
 
-    return prefect_runner(deployment)
+
+def _installed_runner(deployment: str) -> TrialRunner:
+    """The trial runner registered as entry point `prefect` of TRIAL_RUNNERS (flows/trial_runner.py here),
+    loaded only when asked for: the stage itself never imports an orchestrator."""
+    found = entry_points(group=TRIAL_RUNNERS, name="prefect")
+    if not found:
+        raise InputError(
+            f"{TUNE_TRIAL_DEPLOYMENT_ENV}={deployment}: no trial runner 'prefect' in entry points {TRIAL_RUNNERS} "
+            "(install the project: pip install -e .)"
+        )
+    factory: Callable[[str], TrialRunner] = next(iter(found)).load()
+    return factory(deployment)
 
 
 def main() -> None:
@@ -340,7 +370,7 @@ def main() -> None:
         study_name=f"tune-{os.environ.get(TUNE_RUN_ID_ENV) or 'local-' + uuid.uuid4().hex[:12]}",
         seed=params.seed,
         params=params.tune,
-        features={split: file_md5(FEATURES_DIR / f"{split}.parquet") for split in ("train", "val")},
+        features={split: file_md5(FEATURES_DIR / f"{split}.parquet") for split in TRIAL_SPLITS},
     )
     storage = _shared_storage()
     study = search(job, _runner(job, train_x, train_y, val_x, val_y, storage), storage)

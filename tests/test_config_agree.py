@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
+import functools
+import tomllib
 from typing import Any
 
+import grimp
 import pytest
 import yaml
 
 from tasks.params import load_params
+from tasks.tune_settings import TRIAL_RUNNERS
 from tests.conftest import REPO
 
 STAGE_NAMES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+# Stages that load code through an entry-point group, not an import (tasks/tune.py, `_installed_runner`).
+LOADS_ENTRY_POINTS = {"tune": TRIAL_RUNNERS}
 
 
 def _stages() -> dict[str, dict[str, Any]]:
@@ -20,39 +25,53 @@ def _stages() -> dict[str, dict[str, Any]]:
     return stages
 
 
-def _local_imports(module: Path) -> set[Path]:
-    """The tasks/*.py files a module imports, followed transitively."""
-    found: set[Path] = set()
-    todo = [module]
-    while todo:
-        tree = ast.parse(todo.pop().read_text())
-        for node in ast.walk(tree):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            for name in names:
-                path = REPO / (name.replace(".", "/") + ".py")
-                if name.startswith("tasks.") and path.exists() and path not in found:
-                    found.add(path)
-                    todo.append(path)
-    return found
+@functools.cache
+def executed_modules(stage: str) -> frozenset[str]:
+    """The project's .py files `python -m tasks.<stage>` executes: the stage module, everything it imports,
+    directly or through anything else (function-level imports included), the modules of the entry points
+    it loads, and the `__init__.py` of each of their packages."""
+    graph = grimp.build_graph("tasks", "flows", "lineage", cache_dir=None)
+    roots = {f"tasks.{stage}"}
+    group = LOADS_ENTRY_POINTS.get(stage)
+    if group:
+        roots |= {value.split(":")[0] for value in PYPROJECT["project"]["entry-points"][group].values()}
+    modules = roots | {upstream for root in roots for upstream in graph.find_upstream_modules(root)}
+    packages = {module.split(".")[0] for module in modules}
+    files = {module.replace(".", "/") + ".py" for module in modules}
+    return frozenset(files | {f"{package}/__init__.py" for package in packages})
 
 
-def test_stage_names_are_the_fixed_ones_in_order() -> None:
-    names = list(_stages())
-    assert names == STAGE_NAMES[: len(names)]
+def test_stage_names_are_the_fixed_ones_in_dvc_s_order() -> None:
+    from flows.dvc_ops import stage_order
+
+    assert list(_stages()) == STAGE_NAMES
+    assert stage_order(REPO) == STAGE_NAMES  # DVC's own dependency order is the order they are written in
 
 
-@pytest.mark.parametrize("stage", list(_stages()))
-def test_stage_runs_its_module_and_declares_every_module_it_imports(stage: str) -> None:
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_stage_declares_exactly_the_modules_it_executes(stage: str) -> None:
     spec = _stages()[stage]
     assert spec["cmd"] == f"python -m tasks.{stage}"
-    module = REPO / "tasks" / f"{stage}.py"
-    deps = {REPO / dep for dep in spec["deps"]}
-    assert module in deps
-    package = REPO / "tasks" / "__init__.py"  # runs before every stage: it fixes the hash seed
-    missing = (_local_imports(module) | {package}) - deps
-    assert not missing, f"{stage} imports undeclared modules: {sorted(str(p.relative_to(REPO)) for p in missing)}"
+    declared = {dep for dep in spec["deps"] if dep.endswith(".py")}
+    executed = executed_modules(stage)
+    assert executed - declared == set(), f"{stage} executes undeclared modules"  # DVC would miss their changes
+    assert declared - executed == set(), f"{stage} declares modules it never executes"  # needless reruns
+
+
+def test_only_the_tune_stage_loads_entry_points() -> None:
+    """The dependency check above follows imports; an entry point it follows only where it is told to."""
+    loaders = {path.stem for path in (REPO / "tasks").glob("*.py") if "entry_points(" in path.read_text()}
+    assert loaders == set(LOADS_ENTRY_POINTS)
+    assert PYPROJECT["project"]["entry-points"][TRIAL_RUNNERS] == {"prefect": "flows.trial_runner:prefect_runner"}
+
+
+def test_import_contracts_forbid_what_the_design_forbids() -> None:
+    """`lint-imports` (make lint) enforces these; here, that nobody weakens them."""
+    contracts = {c["source_modules"][0]: c for c in PYPROJECT["tool"]["importlinter"]["contracts"]}
+    assert set(contracts["tasks"]["forbidden_modules"]) == {"flows", "lineage", "prefect"}
+    assert set(contracts["lineage"]["forbidden_modules"]) == {"flows", "tasks", "prefect"}
+    assert all(c["type"] == "forbidden" and not c.get("allow_indirect_imports") for c in contracts.values())
+    assert PYPROJECT["tool"]["importlinter"]["include_external_packages"] is True
 
 
 def test_no_param_value_reaches_a_command() -> None:
@@ -116,12 +135,3 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
     assert set(weekly_params) <= set(inspect.signature(lineage_pipeline.fn).parameters)
     assert weekly_params["remote"] == "s3"
     assert weekly_params["lineage_db_block"]  # the container's ledger must outlive it
-
-
-def test_no_stage_module_imports_prefect() -> None:
-    for module in (REPO / "tasks").glob("*.py"):
-        tree = ast.parse(module.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-                assert not any(n.split(".")[0] == "prefect" for n in names), module

@@ -50,7 +50,7 @@ def test_a_version_reproduces_byte_for_byte_after_the_code_moved_on(
     assert second.is_completed(), second.message
     assert locked_outs(built_copy)["metrics/fairness.json"] != recorded["metrics/fairness.json"]
 
-    done = reproduce(built_copy, version.name, "--json")
+    done = reproduce(built_copy, version.name, "--format", "json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["ok"] is True

@@ -14,7 +14,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import Pushed, push
+from flows.dvc_ops import Pushed, push
 from tests.conftest import VENV_BIN, free_port, fresh_clone, locked_outs, run, stage_env
 
 pytestmark = pytest.mark.integration

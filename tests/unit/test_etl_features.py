@@ -10,15 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import (
-    CALENDAR_COLUMNS,
-    CATEGORICAL_FEATURES,
-    ID_COLUMNS,
-    NUMERIC_FEATURES,
-    TARGET,
-    generate_transactions,
-    validate_transactions,
-)
+from tasks.columns import CALENDAR_COLUMNS, CATEGORICAL_FEATURES, ID_COLUMNS, NUMERIC_FEATURES, TARGET
+from tasks.data import generate_transactions, validate_transactions
 from tasks.etl import add_features, clean, max_price_so_far, previous_month_average_quantity, scalar_math
 from tasks.params import DriftInjection
 

@@ -65,13 +65,15 @@ def db(ledger: tuple[Path, list[str], list[str]], tmp_path: Path) -> Path:
 
 def test_models_list_and_show(ledger: tuple[Path, list[str], list[str]]) -> None:
     db, (good, bad), (first_run, _) = ledger
-    listed = json.loads(lineage(db, "models", "list", "--json").stdout)
+    listed = json.loads(lineage(db, "models", "list", "--format", "json").stdout)
     assert [(v["name"], v["status"]) for v in listed] == [(good, "production"), (bad, "rejected")]
-    assert json.loads(lineage(db, "models", "list", "--status", "rejected", "--json").stdout)[0]["name"] == bad
+    assert (
+        json.loads(lineage(db, "models", "list", "--status", "rejected", "--format", "json").stdout)[0]["name"] == bad
+    )
     text = lineage(db, "models", "list").stdout.splitlines()
     assert text[0].split()[:2] == [good, "production"]
     assert text[0].endswith(f"run {first_run}")
-    shown = json.loads(lineage(db, "models", "show", bad, "--json").stdout)
+    shown = json.loads(lineage(db, "models", "show", bad, "--format", "json").stdout)
     assert shown["fairness_gate"] == "failed"
     assert {g["action_type"]: g["parameters"]["verdict"] for g in shown["gates"]} == {
         "DriftGate": "passed",
@@ -92,28 +94,36 @@ def test_promote_refusal_is_one_line_and_writes_nothing_then_override_and_rollba
         "promote it only with --override"
     )
     assert db.read_bytes() == before
-    promoted = lineage(db, "models", "promote", bad, "--by", "Ana Ruiz", "--reason", "approved", "--override", "--json")
+    promoted = lineage(
+        db, "models", "promote", bad, "--by", "Ana Ruiz", "--reason", "approved", "--override", "--format", "json"
+    )
     assert json.loads(promoted.stdout)["status"] == "production"
-    rolled = json.loads(lineage(db, "models", "rollback", "--by", "ana", "--reason", "bad week", "--json").stdout)
+    rolled = json.loads(
+        lineage(db, "models", "rollback", "--by", "ana", "--reason", "bad week", "--format", "json").stdout
+    )
     assert (rolled["name"], rolled["status"]) == (good, "production")
     assert "ok:" in lineage(db, "verify").stdout
 
 
 def test_query_outputs(ledger: tuple[Path, list[str], list[str]]) -> None:
     db, (good, _), _ = ledger
-    graph = json.loads(lineage(db, "query", good, "--json", "--include-edges").stdout)
+    graph = json.loads(lineage(db, "query", good, "--format", "json", "--include-edges").stdout)
     types = {vertex["type"] for vertex in graph["vertices"]}
     assert {"ModelVersion", "Model", "DataSet", "Code", "Params", "Image", "Stage", "DriftGate"} <= types
     assert graph["edges"]
     only = json.loads(
-        lineage(db, "query", "data/raw", "--direction", "descendants", "--type", "ModelVersion", "--json").stdout
+        lineage(
+            db, "query", "data/raw", "--direction", "descendants", "--type", "ModelVersion", "--format", "json"
+        ).stdout
     )
     assert [v["label"] for v in only["vertices"] if v["type"] == "ModelVersion"] == [ledger[1][1]]  # the newest raw
-    assert lineage(db, "query", "production", "--mermaid").stdout.startswith("flowchart LR")
-    assert lineage(db, "query", "production", "--dot").stdout.startswith("digraph lineage {")
+    assert lineage(db, "query", "production", "--format", "mermaid").stdout.startswith("flowchart LR")
+    assert lineage(db, "query", "production", "--format", "dot").stdout.startswith("digraph lineage {")
     assert "models/model.pt" in lineage(db, "query", "production", "--depth", "1").stdout
-    assert error_line(lineage(db, "query", "production", "--json", "--dot", ok=False)) == (
-        "lineage: error: choose one of --json, --mermaid, --dot"
+    unknown = lineage(db, "query", "production", "--format", "xml", ok=False)
+    assert unknown.returncode == 2  # a usage error, as click reports them: usage, a hint, then one error line
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "Error: Invalid value for '--format': Value error, 'xml' is not one of 'table', 'json', 'mermaid', 'dot'."
     )
     assert error_line(lineage(db, "query", "nowhere", ok=False)) == (
         "lineage: error: 'nowhere' is no entity id, model version or artifact URI in the ledger"

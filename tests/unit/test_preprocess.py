@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tasks.data import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET, generate_transactions, validate_transactions
+from tasks.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
+from tasks.data import generate_transactions, validate_transactions
 from tasks.etl import add_features, clean
 from tasks.params import DriftGate, PreprocessParams
 from tasks.preprocess import (

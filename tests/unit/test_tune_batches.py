@@ -14,8 +14,9 @@ import torch
 import tasks.tune as tune
 from tasks.model import make_deterministic
 from tasks.params import SearchSpace, TuneParams
-from tasks.stage import OPTUNA_STORAGE_URL_ENV, TUNE_TRIAL_DEPLOYMENT_ENV, InputError, redact
+from tasks.stage import InputError
 from tasks.tune import TrialJob, TrialRunner, best_hyperparameters, evaluate_trial, open_study, search, trials_table
+from tasks.tune_settings import OPTUNA_STORAGE_URL_ENV, TUNE_TRIAL_DEPLOYMENT_ENV
 
 # 14 trials in batches of 4: random start-up trials, then TPE; pruning from the third batch.
 PARAMS = TuneParams(
@@ -187,7 +188,7 @@ def test_an_unreachable_storage_is_named_without_its_password(monkeypatch: pytes
     message = str(error.value)
     assert message.startswith("tune: cannot open the Optuna storage at postgresql+psycopg://tuner:***@127.0.0.1:1/")
     assert "hunter2" not in message
-    assert redact("postgresql://u:p4ss@host/x") == "postgresql://u:***@host/x"
+    assert tune.masked("postgresql://u:p4ss@host/x") == "postgresql://u:***@host/x"
 
 
 def test_workers_without_a_shared_storage_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

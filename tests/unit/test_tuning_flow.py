@@ -12,15 +12,26 @@ from typing import Any
 
 import pytest
 
-import flows.pipeline as pipeline
+import flows.trial_runner as trial_runner
 import flows.tuning as tuning
 import tasks.tune as tune
 from tasks.params import TuneParams
-from tasks.stage import OPTUNA_STORAGE_BLOCK_ENV, OPTUNA_STORAGE_URL_ENV, TUNE_FEATURES_REMOTE_ENV, file_md5
+from tasks.stage import file_md5
+from tasks.tune_settings import (
+    OPTUNA_STORAGE_BLOCK_ENV,
+    OPTUNA_STORAGE_URL_ENV,
+    TRIAL_RUNNERS,
+    TRIAL_SPLITS,
+    TUNE_FEATURES_REMOTE_ENV,
+)
 
 
-def test_the_flow_shares_the_files_the_trials_read() -> None:
-    assert set(pipeline.TUNING_INPUTS) == {f"{tune.FEATURES_DIR}/{split}.parquet" for split in tuning.SPLITS}
+def test_the_stage_finds_the_prefect_runner_by_its_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    (found,) = entry_points(group=TRIAL_RUNNERS, name="prefect")
+    assert found.load() is trial_runner.prefect_runner
+    assert set(TRIAL_SPLITS) == {"train", "val"}  # what trials read, shared with workers by the flow
 
 
 def test_the_runner_submits_one_flow_run_per_trial_without_the_storage_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,10 +45,10 @@ def test_the_runner_submits_one_flow_run_per_trial_without_the_storage_url(monke
         submitted.append({"name": name, **options})
         return SimpleNamespace(id=uuid.uuid4())
 
-    monkeypatch.setattr(tuning, "run_deployment", run_deployment)
-    monkeypatch.setattr(tuning, "_wait", lambda runs, *_: waited.append(runs))
+    monkeypatch.setattr(trial_runner, "run_deployment", run_deployment)
+    monkeypatch.setattr(trial_runner, "_wait", lambda runs, *_: waited.append(runs))
     job = tune.TrialJob("tune-abc", 42, TuneParams(), {"train": "a" * 32, "val": "b" * 32})
-    tuning.prefect_runner("tune-trial/workers")(None, job, [4, 5])  # type: ignore[arg-type]
+    trial_runner.prefect_runner("tune-trial/workers")(None, job, [4, 5])  # type: ignore[arg-type]
 
     assert [s["parameters"]["trial_number"] for s in submitted] == [4, 5]
     assert list(waited[0].values()) == [4, 5]  # the barrier waits for both
@@ -133,9 +144,9 @@ def test_the_barrier_waits_for_every_trial_and_names_the_first_that_failed(monke
                 for n, (i, s) in enumerate(zip(ids, states, strict=True))
             ]
 
-    monkeypatch.setattr(tuning, "get_client", lambda **_: Api())
+    monkeypatch.setattr(trial_runner, "get_client", lambda **_: Api())
     with pytest.raises(RuntimeError) as error:
-        tuning._wait({i: n for n, i in enumerate(ids)}, "tune-trial/workers", poll_seconds=0, report_every=60)
+        trial_runner._wait({i: n for n, i in enumerate(ids)}, "tune-trial/workers", poll_seconds=0, report_every=60)
     assert len(seen) == 2  # polled until every run was final
     assert str(error.value) == (
         "tune: trial 0 (flow run tune-x-trial-0) ended Crashed: worker lost; 1 more trial(s) of the batch failed"

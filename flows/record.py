@@ -1,0 +1,61 @@
+"""The run's record: appended to the lineage ledger (which decides on promotion), and the ledger's new
+head stored beside the run record in the DVC remote, as an anchor kept outside the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from prefect import get_run_logger, task
+from prefect.runtime import deployment, flow_run
+
+from flows.dvc_ops import Pushed, first_line, remote_name, store_in_run_record
+from flows.retry import RETRIES, TransientFailure
+from lineage.recorder import Recorded, RunInfo, StageRun, record_run
+from lineage.store import LedgerStore
+
+
+def run_info(runs: list[StageRun], started: dt.datetime, failure: str | None, pushed: Pushed | None) -> RunInfo:
+    """The flow run's own facts for the ledger; the rest it reads from the workspace (dvc.lock, metrics, git)."""
+    return RunInfo(
+        flow_run_id=str(flow_run.get_id() or "local"),
+        stages=runs,
+        start=started,
+        end=dt.datetime.now(dt.UTC),
+        failure=failure,
+        pushed_to=pushed.record if pushed else None,
+        deployment=f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
+    )
+
+
+@task(name="record-lineage", **RETRIES)
+def record_lineage(info: RunInfo, ledger_url: str | None) -> Recorded:
+    """Append the run to the lineage ledger and decide on promotion, in one transaction.
+
+    A retry is safe: a failed append leaves nothing behind.
+    """
+    with LedgerStore(ledger_url) as store:
+        recorded = record_run(store, info)
+    get_run_logger().info(
+        "recorded in the lineage ledger: model version %s, decision %s; ledger head %d %s",
+        recorded.model_version.name if recorded.model_version else "none",
+        recorded.decision or "none",
+        recorded.head.count,
+        recorded.head.head_hash,
+    )
+    return recorded
+
+
+@task(name="publish-ledger-head", **RETRIES)
+def publish_ledger_head(remote: str | None, recorded: Recorded) -> str:
+    """Store the ledger's head beside the run record: an anchor `lineage verify` can check a rewritten
+    ledger against, kept outside the database."""
+    from dvc.repo import Repo
+
+    head = {"record_count": recorded.head.count, "head_hash": recorded.head.head_hash}
+    with Repo(".") as repo:
+        try:
+            return store_in_run_record(repo, remote, {"ledger-head.json": json.dumps(head).encode()})
+        except Exception as error:  # network, credentials, S3: worth a retry
+            name = remote_name(repo, remote)
+            raise TransientFailure(f"storing the ledger head in remote '{name}' failed: {first_line(error)}") from error

@@ -1,0 +1,84 @@
+"""The workspace a run works in: held by one run at a time, and checked before any stage runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prefect import get_run_logger
+from prefect.runtime import flow_run
+
+from flows.dvc_ops import PARAMS_FILE, first_line, stage_order
+from lineage.store import LedgerError, LedgerStore
+from tasks.params import load_params
+from tasks.stage import InputError
+
+WORKSPACE_LOCK = Path(".dvc/tmp/pipeline.lock")
+WORKSPACE_HOLDER = Path(".dvc/tmp/pipeline.holder")  # who holds the lock, for the message of who waits
+
+
+class NotStarted(Exception):
+    """The run cannot start: nothing ran and nothing is recorded. The message is one line."""
+
+
+class WorkspaceBusy(NotStarted):
+    """Another run holds this workspace."""
+
+
+@contextmanager
+def workspace_lock(wait_seconds: float) -> Iterator[None]:
+    """Hold this workspace for one run; another run started by hand waits at most `wait_seconds`, then
+    stops having touched nothing. (Deployments queue their runs with a concurrency limit instead.)
+
+    An OS file lock, so a killed run releases it with its process.
+    """
+    from filelock import FileLock, Timeout
+
+    WORKSPACE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(WORKSPACE_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _holder()
+        get_run_logger().info("workspace in use by %s; waiting up to %g s", holder, wait_seconds)
+        try:
+            lock.acquire(timeout=wait_seconds)
+        except Timeout:
+            raise WorkspaceBusy(
+                f"workspace {Path.cwd()} is in use by {holder}; waited {wait_seconds:g} s; nothing was run "
+                "(try again when it finishes, or raise wait_for_workspace)"
+            ) from None
+    try:
+        WORKSPACE_HOLDER.write_text(f"flow run {flow_run.get_id() or 'local'} (pid {os.getpid()})", encoding="utf-8")
+        yield
+    finally:
+        WORKSPACE_HOLDER.unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder() -> str:
+    try:
+        return WORKSPACE_HOLDER.read_text(encoding="utf-8")
+    except OSError:
+        return "another run"
+
+
+def check_before_work(ledger_url: str | None) -> list[str]:
+    """What must hold before any stage runs; returns the stages in order.
+
+    params.yaml validates, dvc.yaml and dvc.lock parse, and the ledger opens: a run whose lineage
+    cannot be recorded must not train or promote anything.
+    """
+    from dvc.exceptions import DvcException
+
+    try:
+        load_params(PARAMS_FILE)
+        stages = stage_order()
+        LedgerStore(ledger_url).close()
+    except DvcException as error:
+        raise NotStarted(f"{first_line(error)}; restore it from git or from a run record (runs/<id>/)") from None
+    except (InputError, LedgerError) as error:
+        raise NotStarted(str(error)) from None
+    return stages
