@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from gates.rules import DriftOverride
+
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
 
@@ -24,6 +26,11 @@ def _paths(entries: list[Any]) -> list[str]:
 
 def _md5(*parts: object) -> str:
     return hashlib.md5(json.dumps(parts).encode()).hexdigest()
+
+
+_FAIRNESS = {True: "is_registered: log-residual gap 0.04 <= 0.25", False: "is_registered: log-residual gap 0.61 > 0.25"}
+# What a run's typed params hand the recorder when drift is allowed (RunInfo.drift_policy).
+ALLOWED = DriftOverride(allow=True, allowed_by="Ana Ruiz", reason="reviewed")
 
 
 def _metrics(stage: str, week: int, drift: bool, fair: bool) -> dict[str, Any]:
@@ -42,8 +49,8 @@ def _metrics(stage: str, week: int, drift: bool, fair: bool) -> dict[str, Any]:
         "inference": {"test": {"rmsle": 0.53}, "baseline_test": {"rmsle": 0.52}, "rmsle_vs_baseline": 1.02},
         "fairness": {
             "passed": fair,
-            "reason": "|MOD| 0.40 <= 1.0" if fair else "|MOD| 1.70 > 1.0",
-            "mean_outcome_difference": 0.4 if fair else 1.7,
+            "reason": _FAIRNESS[fair],
+            "attributes": {"is_registered": {"passed": fair, "reason": _FAIRNESS[fair]}},
         },
     }
     return by_stage[stage] | {"week": week}  # every week's metrics differ, as real ones do
@@ -54,7 +61,7 @@ def write_workspace(
 ) -> None:
     """Write dvc.lock, params.yaml and metrics/*.json under `root` as week `week`'s run leaves them."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    drift_params = {"allow": allow_drift, "allowed_by": "Ana Ruiz", "reason": "reviewed"} if allow_drift else {}
+    drift_params = {"allow": True, "allowed_by": ALLOWED.allowed_by, "reason": ALLOWED.reason} if allow_drift else {}
     params = {"seed": 42, "drift": drift_params}
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     (root / "metrics").mkdir(parents=True, exist_ok=True)

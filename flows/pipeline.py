@@ -13,17 +13,17 @@ import os
 import sys
 from typing import Any, TypeVar
 
-import yaml
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
-from flows.dvc_ops import PARAMS_FILE, Pushed, prepare_workspace, push, run_stage, share_tuning_inputs
+from flows.dvc_ops import Pushed, prepare_workspace, push, run_stage, share_tuning_inputs
 from flows.publish import publish
 from flows.record import publish_ledger_head, record_lineage, run_info
 from flows.settings import RunSettings, configure_s3_remote, resolve_settings
 from flows.summary import read_metrics
 from flows.workspace import NotStarted, check_before_work, workspace_lock
+from gates.rules import DriftPolicy, stop_reason
 from lineage.entities import ActionStatus
 from lineage.recorder import StageRun
 
@@ -47,12 +47,12 @@ def lineage_pipeline(
     )
     try:
         with workspace_lock(wait_for_workspace):
-            stages = check_before_work(settings.ledger_url)
+            stages, params = check_before_work(settings.ledger_url)
             configure_s3_remote()
             changed, failure = _settle(prepare_workspace(settings.remote, return_state=True))
-            runs, failure = run_stages(stages, changed or set(), settings, failure)
+            runs, failure = run_stages(stages, changed or set(), settings, params.drift, failure)
             pushed, failure = push_outputs(runs, settings.remote, failure)
-            recorded = record_lineage(run_info(runs, started, failure, pushed), settings.ledger_url)
+            recorded = record_lineage(run_info(runs, started, failure, pushed, params.drift), settings.ledger_url)
             if pushed:
                 publish_ledger_head(settings.remote, recorded)
             publish(runs, failure, pushed, recorded, settings.ledger_url)
@@ -65,9 +65,10 @@ def lineage_pipeline(
 
 
 def run_stages(
-    stages: list[str], changed: set[str], settings: RunSettings, failure: str | None
+    stages: list[str], changed: set[str], settings: RunSettings, drift: DriftPolicy, failure: str | None
 ) -> tuple[list[StageRun], str | None]:
-    """Run the stages in order until one fails or a gate stops the run (or, given a `failure`, none).
+    """Run the stages in order until one fails or a gate stops the run (or, given a `failure`, none); a
+    gate's verdict and the `drift` override decide after drift_check and fairness (gates/rules.py).
 
     `changed`: the stages `dvc status` named before the run. Returns each stage as the ledger records
     it (NotRun after a stop) and why the run stopped, if it did.
@@ -95,20 +96,8 @@ def run_stages(
         status = ActionStatus.FAILED if failure else ActionStatus.COMPLETED if ran else ActionStatus.SKIPPED
         runs.append(StageRun(stage, status, start, _now(), task_run_id))
         upstream_ran = upstream_ran or bool(ran)
-        failure = failure or gate_failure(stage)
+        failure = failure or stop_reason(stage, read_metrics([stage])[stage], drift)
     return runs, failure
-
-
-def gate_failure(stage: str) -> str | None:
-    """After drift_check or fairness: why the run must stop (and the model not be promoted), if it must."""
-    metrics = read_metrics([stage])[stage]
-    if stage == "drift_check" and metrics and metrics["drift_detected"]:
-        allowed = (yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8")).get("drift") or {}).get("allow", False)
-        if not allowed:
-            return f"drift detected in {', '.join(metrics['drifted_columns'])}; see {metrics['report']}"
-    if stage == "fairness" and metrics and not metrics["passed"]:
-        return f"fairness check failed: {metrics['reason']}; the model is not promoted"
-    return None
 
 
 def push_outputs(runs: list[StageRun], remote: str | None, failure: str | None) -> tuple[Pushed | None, str | None]:

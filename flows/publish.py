@@ -84,6 +84,9 @@ def _headline(stage: str, metrics: dict[str, Any]) -> dict[str, object]:
         "preprocess": lambda m: {**m["rows"], "drift_overridden": m["drift_gate"]["overridden"]},
         "tune": lambda m: {"val_rmsle": m["validation"]["rmsle"], **m["trials"]},
         "inference": lambda m: {"test_rmsle": m["test"]["rmsle"], "baseline_test_rmsle": m["baseline_test"]["rmsle"]},
-        "fairness": lambda m: {"passed": m["passed"], "mean_outcome_difference": m["mean_outcome_difference"]},
+        "fairness": lambda m: {
+            "passed": m["passed"],
+            **{f"{column}_passed": judged["passed"] for column, judged in m["attributes"].items()},
+        },
     }
     return picks[stage](metrics) if stage in picks else {}

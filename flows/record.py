@@ -11,11 +11,14 @@ from prefect.runtime import deployment, flow_run
 
 from flows.dvc_ops import Pushed, first_line, remote_name, store_in_run_record
 from flows.retry import RETRIES, TransientFailure
+from gates.rules import DriftPolicy
 from lineage.recorder import Recorded, RunInfo, StageRun, record_run
 from lineage.store import LedgerStore
 
 
-def run_info(runs: list[StageRun], started: dt.datetime, failure: str | None, pushed: Pushed | None) -> RunInfo:
+def run_info(
+    runs: list[StageRun], started: dt.datetime, failure: str | None, pushed: Pushed | None, drift: DriftPolicy
+) -> RunInfo:
     """The flow run's own facts for the ledger; the rest it reads from the workspace (dvc.lock, metrics, git)."""
     return RunInfo(
         flow_run_id=str(flow_run.get_id() or "local"),
@@ -25,6 +28,7 @@ def run_info(runs: list[StageRun], started: dt.datetime, failure: str | None, pu
         failure=failure,
         pushed_to=pushed.record if pushed else None,
         deployment=f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
+        drift_policy=drift,
     )
 
 

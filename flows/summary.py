@@ -11,6 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gates.rules import DriftPolicy, drift_verdict, fairness_verdict, may_promote
+from tasks.params import load_params
+from tasks.stage import InputError
+
 Metrics = dict[str, Any]
 
 
@@ -64,18 +68,20 @@ def read_metrics(stages: list[str], root: Path = Path(".")) -> dict[str, Metrics
     return found
 
 
-def gates_passed(metrics: dict[str, Metrics | None]) -> bool:
-    """Both gates passed: no drift (or a recorded override) and a passed fairness verdict."""
-    drift, split, fairness = metrics.get("drift_check"), metrics.get("preprocess"), metrics.get("fairness")
-    drift_ok = drift is not None and (not drift["drift_detected"] or bool(split and split["drift_gate"]["overridden"]))
-    return drift_ok and fairness is not None and bool(fairness["passed"])
+def gates_passed(metrics: dict[str, Metrics | None], drift: DriftPolicy) -> bool:
+    """Both gates passed, as gates/rules.py decides: no drift (or an override in params) and fairness passed."""
+    return may_promote(drift_verdict(metrics.get("drift_check"), drift), fairness_verdict(metrics.get("fairness")))
 
 
 def summary(stages: list[str], root: Path = Path(".")) -> str:
-    """One line per stage ('not run' where it has no metrics) and whether the model may be promoted."""
+    """One line per stage ('not run' where it has no metrics) and whether the model may be promoted.
+
+    Raises InputError when params.yaml (which holds the drift override) does not validate.
+    """
     metrics = read_metrics(stages, root)
+    drift = load_params(root / "params.yaml").drift
     lines = [f"{stage:<12} {_describe(stage, m) if (m := metrics[stage]) else 'not run'}" for stage in stages]
-    verdict = "both passed: the model may be promoted" if gates_passed(metrics) else "NOT passed: do not promote"
+    verdict = "both passed: the model may be promoted" if gates_passed(metrics, drift) else "NOT passed: do not promote"
     return "\n".join([*lines, f"{'gates':<12} {verdict}"])
 
 
@@ -86,4 +92,7 @@ def _describe(stage: str, metrics: Metrics) -> str:
 if __name__ == "__main__":
     from flows.dvc_ops import stage_order
 
-    print(summary(stage_order()))
+    try:
+        print(summary(stage_order()))
+    except InputError as error:
+        raise SystemExit(f"summary: {error}") from None

@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 
 from flows.dvc_ops import PARAMS_FILE, first_line, stage_order
 from lineage.store import LedgerError, LedgerStore
-from tasks.params import load_params
+from tasks.params import Params, load_params
 from tasks.stage import InputError
 
 WORKSPACE_LOCK = Path(".dvc/tmp/pipeline.lock")
@@ -65,8 +65,8 @@ def _holder() -> str:
         return "another run"
 
 
-def check_before_work(ledger_url: str | None) -> list[str]:
-    """What must hold before any stage runs; returns the stages in order.
+def check_before_work(ledger_url: str | None) -> tuple[list[str], Params]:
+    """What must hold before any stage runs; returns the stages in order and the typed params.
 
     params.yaml validates, dvc.yaml and dvc.lock parse, and the ledger opens: a run whose lineage
     cannot be recorded must not train or promote anything.
@@ -74,11 +74,11 @@ def check_before_work(ledger_url: str | None) -> list[str]:
     from dvc.exceptions import DvcException
 
     try:
-        load_params(PARAMS_FILE)
+        params = load_params(PARAMS_FILE)
         stages = stage_order()
         LedgerStore(ledger_url).close()
     except DvcException as error:
         raise NotStarted(f"{first_line(error)}; restore it from git or from a run record (runs/<id>/)") from None
     except (InputError, LedgerError) as error:
         raise NotStarted(str(error)) from None
-    return stages
+    return stages, params

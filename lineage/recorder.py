@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from gates.rules import NO_OVERRIDE, DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -44,7 +45,7 @@ from lineage.entities import (
     Metadata,
     PropertyValue,
 )
-from lineage.registry import GateVerdict, ModelStatus, decision, production, promotion, version_name, with_status
+from lineage.registry import ModelStatus, decision, production, promotion, version_name, with_status
 from lineage.store import Head, LedgerConflict, LedgerStore
 
 PIPELINE = "lineage-pipeline"
@@ -74,6 +75,7 @@ class RunInfo:
     failure: str | None = None  # why the run stopped, if it did
     pushed_to: str | None = None  # the run record in the remote; None when the push failed
     deployment: str | None = None
+    drift_policy: DriftPolicy = NO_OVERRIDE  # params.yaml's drift.allow, allowed_by, reason (typed params)
 
 
 @dataclass(frozen=True)
@@ -248,12 +250,6 @@ def _metrics(outs: dict[str, Artifact], path: str) -> dict[str, Any] | None:
     return dict(outs[path].properties) if path in outs else None
 
 
-def _drift_verdict(drift: dict[str, Any], params_drift: dict[str, Any]) -> GateVerdict:
-    if not drift.get("drift_detected"):
-        return GateVerdict.PASSED
-    return GateVerdict.OVERRIDDEN if params_drift.get("allow") else GateVerdict.FAILED
-
-
 @dataclass(frozen=True)
 class _Built:
     entities: list[Entity]
@@ -287,13 +283,12 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
     for stage_run in info.stages:
         actions[stage_run.stage], made = graph.stage_action(stage_run, shared)
         outs |= made
-    params = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}) if params_file.is_file() else {}
 
     gates: list[Action] = []
     verdicts = {"drift_gate": GateVerdict.NOT_RUN, "fairness_gate": GateVerdict.NOT_RUN}
     drift = _metrics(outs, "metrics/drift_check.json")
     if drift is not None:
-        verdicts["drift_gate"] = _drift_verdict(drift, params.get("drift") or {})
+        verdicts["drift_gate"] = drift_verdict(drift, info.drift_policy)
         overridden = verdicts["drift_gate"] == GateVerdict.OVERRIDDEN
         gates.append(
             graph.gate(
@@ -303,13 +298,13 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
                 [outs[path] for path in ("metrics/drift_check.json", "reports/drift.html") if path in outs],
                 drifted_columns=drift.get("drifted_columns", "[]"),
                 drifted_share=drift.get("drifted_share"),
-                allowed_by=(params.get("drift") or {}).get("allowed_by") if overridden else None,
-                reason=(params.get("drift") or {}).get("reason") if overridden else None,
+                allowed_by=info.drift_policy.allowed_by if overridden else None,
+                reason=info.drift_policy.reason if overridden else None,
             )
         )
     fairness = _metrics(outs, "metrics/fairness.json")
     if fairness is not None:
-        verdicts["fairness_gate"] = GateVerdict.PASSED if fairness.get("passed") else GateVerdict.FAILED
+        verdicts["fairness_gate"] = fairness_verdict(fairness)
         inputs = [outs[path] for path in ("metrics/fairness.json", MODEL_PATH) if path in outs]
         gates.append(
             graph.gate(
@@ -318,7 +313,11 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
                 actions["fairness"].end or info.end,
                 inputs,
                 reason=fairness.get("reason"),
-                mean_outcome_difference=fairness.get("mean_outcome_difference"),
+                attributes={  # one verdict per sensitive attribute, from "attributes.<column>.passed"
+                    key.split(".")[1]: value
+                    for key, value in fairness.items()
+                    if key.startswith("attributes.") and key.count(".") == 2 and key.endswith(".passed")
+                },
             )
         )
 
@@ -389,9 +388,7 @@ def _model_version(
     if status != ModelStatus.CANDIDATE:
         graph.add(*decision(version, "kept", by, f"already {status}", production(store), graph.metadata))
         return version, "kept"
-    gates_ok = verdicts["drift_gate"] in (GateVerdict.PASSED, GateVerdict.OVERRIDDEN) and (
-        verdicts["fairness_gate"] == GateVerdict.PASSED
-    )
+    gates_ok = may_promote(verdicts["drift_gate"], verdicts["fairness_gate"])
     if gates_ok and info.pushed_to and not info.failure:
         graph.add(*promotion(production(store), version, by, "both gates passed", metadata=graph.metadata))
         return version, "promoted"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from gates.rules import may_promote
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -36,13 +37,6 @@ class ModelStatus(StrEnum):
     ARCHIVED = "archived"  # was production, replaced by a newer version
 
 
-class GateVerdict(StrEnum):
-    PASSED = "passed"
-    OVERRIDDEN = "overridden"  # drift was found and allowed in params.yaml, by a named person
-    FAILED = "failed"
-    NOT_RUN = "not_run"
-
-
 class RegistryError(ValueError):
     """A registry request that the rules or the ledger refuse; the message is one line."""
 
@@ -53,9 +47,9 @@ def version_name(model_md5: str) -> str:
 
 
 def gates_passed(version: Context) -> bool:
-    return version.properties.get("drift_gate") in (GateVerdict.PASSED, GateVerdict.OVERRIDDEN) and (
-        version.properties.get("fairness_gate") == GateVerdict.PASSED
-    )
+    """The verdicts recorded on the version allow promotion (gates/rules.py decides)."""
+    drift, fairness = version.properties.get("drift_gate"), version.properties.get("fairness_gate")
+    return may_promote(str(drift) if drift else None, str(fairness) if fairness else None)
 
 
 def versions(store: LedgerStore) -> list[Context]:

@@ -331,7 +331,8 @@ def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = N
     """Synthetic transactions in the UCI layout (UCI headers and dtypes); same args, same frame.
 
     About 4,000 products and 4,372 customers at the default 541,909 rows (fewer for small samples),
-    25% of rows without CustomerID, 2% cancellations, quantity falling with price, no Saturday
+    25% of rows without CustomerID, registered customers buying about three times the units guests buy
+    per line (11.9 against 3.9 in the UCI file), 2% cancellations, quantity falling with price, no Saturday
     trading, a Christmas close and an autumn peak. `drift` raises prices and the non-UK share of
     invoices from its start date.
     """
@@ -415,10 +416,10 @@ def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = N
     price = np.round(price, 2)
     weekday = pd.DatetimeIndex(when).dayofweek.to_numpy()
     log_mean = (
-        1.4
+        1.0
         + baseline[product]
         - 1.0 * np.log(price)
-        + 0.3 * registered[line_invoice]
+        + 1.33 * registered[line_invoice]  # about 3x the units per line of guests, as in the UCI file
         + 0.1 * (weekday == 3)
         + rng.normal(0.0, 0.6, rows)
     )

@@ -127,9 +127,23 @@ class InferenceParams(_Strict):
 
 
 class FairnessParams(_Strict):
-    sensitive_column: Literal["is_registered", "country"] = "is_registered"
-    privileged_value: int | str = 1  # rows with this value form the privileged group; the rest the other
-    mod_threshold: Annotated[float, Field(ge=0)] = 1.0  # largest |mean outcome difference| that passes, in units
+    """The fairness policy (README "Fairness policy"): the groups compared, the criteria that decide and
+    their bounds, judged on the point value or on the far end of a seeded bootstrap 95% interval."""
+
+    # Each attribute is judged on its own: its column in the predictions, and the value of its privileged group.
+    attributes: Annotated[dict[Literal["is_registered", "country"], int | str], Field(min_length=1)] = {
+        "is_registered": 1,
+        "country": "United Kingdom",
+    }
+    criteria: Annotated[
+        list[Literal["log_residual_gap", "error_ratio", "mean_outcome_difference"]], Field(min_length=1)
+    ] = ["log_residual_gap", "error_ratio"]
+    max_log_residual_gap: Annotated[float, Field(gt=0)] = 0.25  # |difference of mean log1p-residuals|
+    max_error_ratio: Annotated[float, Field(ge=1)] = 1.5  # RMSLE of the worse-served group / the other's
+    mod_threshold: Annotated[float, Field(ge=0)] = 1.0  # |mean outcome difference| in units, if chosen
+    judge: Literal["point", "interval"] = "interval"
+    min_group_rows: Annotated[int, Field(ge=20)] = 200  # a smaller group fails its attribute: too few to judge
+    bootstrap_samples: Annotated[int, Field(ge=100)] = 1000  # seeded resamples behind each interval
 
 
 class Params(_Strict):

@@ -16,6 +16,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from gates.rules import GateVerdict, drift_verdict
 from tasks.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
 from tasks.params import DriftGate, PreprocessParams, load_params
 from tasks.stage import GateRefused, InputError, atomic_path, run_stage, write_json
@@ -40,9 +41,10 @@ def enforce_drift_gate(drift: dict[str, Any], gate: DriftGate) -> dict[str, obje
         "allowed_by": "",
         "reason": "",
     }
-    if not drift["drift_detected"]:
+    verdict = drift_verdict(drift, gate)
+    if verdict == GateVerdict.PASSED:
         return record
-    if not gate.allow:
+    if verdict == GateVerdict.FAILED:
         raise GateRefused(
             f"drift detected in {', '.join(drift['drifted_columns'])} "
             f"({drift['drifted_count']}/{len(drift['columns_checked'])} columns, threshold {drift['threshold']}); "

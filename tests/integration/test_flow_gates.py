@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from flows.summary import summary
 from lineage import registry
 from lineage.entities import Action, ActionType, Context
 from lineage.store import LedgerStore
@@ -38,22 +40,44 @@ def test_drift_ends_the_run_failed_naming_columns_and_report(
         assert store.verify().ok
 
 
-def test_a_failed_fairness_verdict_ends_the_run_failed(
-    harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("policy", "passed"),
+    [({"max_error_ratio": 1.0}, False), ({}, True)],  # no two groups are served exactly alike; the default
+    ids=["failed", "passed"],
+)
+def test_every_reader_of_the_fairness_verdict_agrees_with_metrics_fairness_json(
+    harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch, policy: dict[str, object], passed: bool
 ) -> None:
-    set_params(built_copy, fairness={"mod_threshold": 0.0})
+    """One source of truth, metrics/fairness.json: the flow's state, the summary, the ledger's FairnessGate
+    action and the registry's decision all say what it says (gates/rules.py decides for all of them)."""
+    set_params(built_copy, fairness=policy)
     state, attempts = run_flow(built_copy, monkeypatch)
-    assert state.is_failed()
-    assert state.message.startswith("fairness check failed: |mean outcome difference| ")
-    assert state.message.endswith("the model is not promoted")
-    assert attempts["fairness"] == 1
+    verdict = json.loads((built_copy / "metrics/fairness.json").read_text())
+    assert verdict["passed"] is passed
+    assert set(verdict["attributes"]) == {"is_registered", "country"}
+    assert state.is_completed() is passed
+    if passed:
+        assert state.message.endswith("both gates passed")
+    else:
+        assert state.message == f"fairness check failed: {verdict['reason']}; the model is not promoted"
+        assert verdict["reason"].startswith("is_registered: error ratio (RMSLE) ")
+        assert attempts["fairness"] == 1  # a verdict is final: never retried
+    lines = summary(STAGES, built_copy).splitlines()
+    assert lines[-2] == f"fairness     {'passed' if passed else 'FAILED'}: {verdict['reason']}"
+    assert lines[-1].endswith("the model may be promoted" if passed else "NOT passed: do not promote")
     with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
         (version,) = registry.versions(store)
         assert version.properties["model_md5"] == locked_outs(built_copy)["models/model.pt"]
-        assert version.properties["status"] == "rejected"
-        assert version.properties["fairness_gate"] == "failed"
-        assert registry.production(store) is None  # a failed gate is never promoted
-        assert [d.parameters["decision"] for d in registry.report(store, version.name).decisions] == ["rejected"]
+        assert version.properties["fairness_gate"] == ("passed" if passed else "failed")
+        assert registry.gates_passed(version) is passed
+        assert version.properties["status"] == ("production" if passed else "rejected")
+        assert (registry.production(store) is not None) is passed  # a failed gate is never promoted
+        decisions = [d.parameters["decision"] for d in registry.report(store, version.name).decisions]
+        assert decisions == ["promoted" if passed else "rejected"]
+        (gate,) = [g for g in registry.report(store, version.name).gates if g.action_type == ActionType.FAIRNESS_GATE]
+        assert gate.parameters["verdict"] == ("passed" if passed else "failed")
+        assert gate.parameters["reason"] == verdict["reason"]
+        assert gate.parameters["attributes"] == {name: a["passed"] for name, a in verdict["attributes"].items()}
 
 
 def test_bad_input_fails_at_once_without_retries(

@@ -20,7 +20,7 @@ import yaml
 from openlineage.client.event_v2 import RunEvent
 from openlineage.client.serde import Serde
 
-from bench.lineage_workspace import STAGES, write_workspace
+from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
 from lineage.entities import Action, ActionStatus
 from lineage.openlineage import PRODUCER, SendError, run_events, send, to_json_lines, validate
 from lineage.recorder import RunInfo, StageRun, record_run
@@ -74,7 +74,8 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
         _record(store, roots[COMPLETED], COMPLETED, 0, completed, pushed_to="s3://remote/runs/a")
         # the fairness gate refuses the model: the stage completed, the flow failed
         write_workspace(roots[GATE_FAILED], week=1, fair=False)
-        _record(store, roots[GATE_FAILED], GATE_FAILED, 1, completed, failure="fairness check failed: |MOD| 1.70 > 1.0")
+        failure = "fairness check failed: is_registered: log-residual gap 0.61 > 0.25"
+        _record(store, roots[GATE_FAILED], GATE_FAILED, 1, completed, failure=failure)
         # etl unchanged, drift allowed, preprocess failed, the rest never started
         write_workspace(roots[PARTIAL], week=2, drift=True, allow_drift=True)
         partial = dict.fromkeys(STAGES, ActionStatus.NOT_RUN) | {
@@ -82,7 +83,7 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
             "drift_check": ActionStatus.COMPLETED,
             "preprocess": ActionStatus.FAILED,
         }
-        _record(store, roots[PARTIAL], PARTIAL, 2, partial, failure="preprocess failed")
+        _record(store, roots[PARTIAL], PARTIAL, 2, partial, failure="preprocess failed", drift_policy=ALLOWED)
         yield Ledger(store, roots, run_events(store))
 
 
@@ -202,10 +203,17 @@ def test_gate_verdicts_on_the_terminal_event_of_the_judged_stage(ledger: Ledger)
     assert passed_drift[1]["DriftGate"]["verdict"] == "passed"
     assert passed_fair == [
         None,
-        {"FairnessGate": {"verdict": "passed", "reason": "|MOD| 0.40 <= 1.0", "mean_outcome_difference": 0.4}},
+        {
+            "FairnessGate": {
+                "verdict": "passed",
+                "reason": "is_registered: log-residual gap 0.04 <= 0.25",
+                "attributes": {"is_registered": True},
+            }
+        },
     ]
     failed = verdicts(GATE_FAILED, "fairness")[1]["FairnessGate"]
-    assert (failed["verdict"], failed["reason"]) == ("failed", "|MOD| 1.70 > 1.0")
+    assert (failed["verdict"], failed["reason"]) == ("failed", "is_registered: log-residual gap 0.61 > 0.25")
+    assert failed["attributes"] == {"is_registered": False}
     overridden = verdicts(PARTIAL, "drift_check")[1]["DriftGate"]
     assert (overridden["verdict"], overridden["allowed_by"]) == ("overridden", "Ana Ruiz")
     assert overridden["drifted_columns"] == '["unit_price"]'

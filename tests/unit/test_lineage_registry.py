@@ -3,6 +3,7 @@ version stays on any failure, overrides are recorded, rollback restores the repl
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.lineage_workspace import STAGES, write_workspace
+from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
 from lineage import registry
 from lineage.entities import Action, ActionStatus, ActionType, Artifact, ArtifactType, Context, ContextType
 from lineage.query import Direction, query_lineage
@@ -44,7 +45,10 @@ def info(stopped_at: str | None = None, failure: str | None = None, pushed: bool
 
 def week(store: LedgerStore, root: Path, n: int, run: RunInfo | None = None, **workspace: bool) -> Context | None:
     write_workspace(root, n, **workspace)
-    return record_run(store, run or info(), root).model_version
+    run = run or info()
+    if workspace.get("allow_drift"):  # the flow hands the recorder params.yaml's override
+        run = dataclasses.replace(run, drift_policy=ALLOWED)
+    return record_run(store, run, root).model_version
 
 
 def statuses(store: LedgerStore) -> dict[str, str]:
