@@ -43,6 +43,7 @@ bench: install
 	python -m bench.bench_lineage
 	python -m bench.bench_reproduce
 	python -m bench.bench_tuning
+	python -m bench.bench_platform
 
 # Re-resolve requirements.in into requirements.lock in a scratch venv.
 lock:

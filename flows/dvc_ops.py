@@ -103,36 +103,25 @@ def _changed_outside_dvc(error: str) -> str:
 
 @task(**RETRIES)
 def run_stage(stage: str, env: dict[str, str], changed: bool, upstream_ran: bool) -> bool:
-    """Run one DVC stage if DVC reports it changed; return whether it ran.
+    """Run one DVC stage unless DVC has nothing to do for it; return whether it ran.
 
-    `changed`: what `dvc status` said before the run. Once a stage upstream ran, DVC is asked again,
-    since outputs of the same bytes leave this stage unchanged. `env` adds to this process's environment.
+    `changed`: `dvc status` named it before the run, so it runs. After a stage upstream ran, `dvc repro`
+    decides: it skips a stage whose deps came out the same bytes, and dvc.lock then keeps its entry.
+    `env` adds to this process's environment.
     """
-    if upstream_ran:
-        changed = stage_changed(stage)
-    if not changed:
+    if not changed and not upstream_ran:
         get_run_logger().info("Stage '%s' didn't change, skipping", stage)
         return False
+    before = _lock_stages().get(stage)
     code, output = _repro(stage, env, _progress(stage))
     if code == 0:
-        return True
+        return changed or _lock_stages().get(stage) != before
     own = [line for line in output.splitlines() if line.startswith((f"{stage}: error: ", f"{stage}: refused: "))]
     if own:  # tasks.stage.run_stage printed why it refused its input: retrying cannot help
         raise Rejected(own[-1])
     if DVC_LOCK_ERROR in output:  # DVC waited its 3 s; Prefect's retries wait longer
         raise TransientFailure(f"{stage}: {DVC_LOCKED}")
     raise TransientFailure(f"{stage}: dvc repro exited {code}: {output.splitlines()[-1] if output else ''}")
-
-
-def stage_changed(stage: str) -> bool:
-    """Whether `dvc status` reports the stage's deps, params or outs changed since dvc.lock."""
-    from dvc.repo import Repo
-
-    try:
-        with Repo(".") as repo:
-            return bool(repo.status(targets=[stage]))
-    except Exception as error:  # DVC's lock, say: worth a retry
-        raise TransientFailure(f"{stage}: dvc status failed: {first_line(error)}") from error
 
 
 def _progress(stage: str) -> Callable[[str], None] | None:

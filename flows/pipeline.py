@@ -22,7 +22,7 @@ from flows.publish import publish
 from flows.record import publish_ledger_head, record_lineage, run_info
 from flows.settings import RunSettings, configure_s3_remote, resolve_settings
 from flows.summary import read_metrics
-from flows.workspace import NotStarted, check_before_work, workspace_lock
+from flows.workspace import NotStarted, check_before_work, numeric_platform, workspace_lock
 from gates.rules import DriftPolicy, stop_reason
 from lineage.entities import ActionStatus
 from lineage.recorder import StageRun
@@ -50,9 +50,14 @@ def lineage_pipeline(
             stages, params = check_before_work(settings.ledger_url)
             configure_s3_remote()
             changed, failure = _settle(prepare_workspace(settings.remote, return_state=True))
+            platform = None
+            if changed and not failure:  # stages will compute: what their numbers can depend on, for the ledger
+                platform, failure = _settle(numeric_platform(return_state=True))
             runs, failure = run_stages(stages, changed or set(), settings, params.drift, failure)
             pushed, failure = push_outputs(runs, settings.remote, failure)
-            recorded = record_lineage(run_info(runs, started, failure, pushed, params.drift), settings.ledger_url)
+            recorded = record_lineage(
+                run_info(runs, started, failure, pushed, params.drift, platform), settings.ledger_url
+            )
             if pushed:
                 publish_ledger_head(settings.remote, recorded)
             publish(runs, failure, pushed, recorded, settings.ledger_url)

@@ -17,7 +17,12 @@ from lineage.store import LedgerStore
 
 
 def run_info(
-    runs: list[StageRun], started: dt.datetime, failure: str | None, pushed: Pushed | None, drift: DriftPolicy
+    runs: list[StageRun],
+    started: dt.datetime,
+    failure: str | None,
+    pushed: Pushed | None,
+    drift: DriftPolicy,
+    platform: dict[str, str] | None,
 ) -> RunInfo:
     """The flow run's own facts for the ledger; the rest it reads from the workspace (dvc.lock, metrics, git)."""
     return RunInfo(
@@ -29,6 +34,7 @@ def run_info(
         pushed_to=pushed.record if pushed else None,
         deployment=f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
         drift_policy=drift,
+        platform=platform,
     )
 
 

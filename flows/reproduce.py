@@ -20,7 +20,18 @@ from prefect.states import Completed, Failed
 
 from flows.retry import RETRIES, Rejected
 from flows.settings import read_secret
-from lineage.reproduce import Expected, ReproduceError, Row, compare, expected, record, rerun, restore, worktree
+from lineage.reproduce import (
+    Expected,
+    Report,
+    ReproduceError,
+    compare,
+    examine,
+    expected,
+    record,
+    rerun,
+    restore,
+    worktree,
+)
 from lineage.store import LedgerStore
 
 
@@ -52,19 +63,21 @@ def reproduce_model(
     with worktree(Path("."), want.commit) as tree:
         restore_inputs(tree, want, remote)
         rerun_pipeline(tree)
-        rows: list[Row] = compare(tree, want)
+        rows = compare(tree, want)
+        findings = examine(tree, want, rows)
     with LedgerStore(ledger_url) as store:
         action = record(store, want, rows, start, f"reproduce flow: {want.version.name}")
+    report = Report(want, rows, action, findings)
     create_table_artifact(
         key="reproduction",
-        table=[
-            {"artifact": r.artifact, "recorded": r.recorded, "reproduced": r.reproduced, "match": r.match} for r in rows
-        ],
-        description=f"{want.version.name} rebuilt from commit {want.commit[:12]}: recorded vs reproduced md5",
+        table=report.as_dict()["artifacts"],
+        description=f"{want.version.name} rebuilt from commit {want.commit[:12]}: recorded vs reproduced md5. "
+        + " ".join(report.explanation()),
     )
-    mismatched = [row.artifact for row in rows if not row.match]
-    if mismatched:
-        return Failed(message=f"{want.version.name}: {len(mismatched)} mismatch(es): {', '.join(mismatched)}")
+    if not report.ok:
+        mismatched = [row.artifact for row in rows if not row.match]
+        why = f"; {report.explanation()[0]}" if report.explanation() else ""
+        return Failed(message=f"{want.version.name}: {len(mismatched)} mismatch(es): {', '.join(mismatched)}{why}")
     return Completed(message=f"{want.version.name} reproduced byte for byte ({len(rows)} artifacts; {action.id})")
 
 

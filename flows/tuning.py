@@ -19,10 +19,9 @@ from typing import Any
 from prefect import flow
 
 from flows.settings import configure_s3_remote, read_secret
-from tasks.model import make_deterministic
+from tasks import numeric_platform
 from tasks.params import TuneParams
 from tasks.stage import file_md5
-from tasks.tune import TrialJob, evaluate_trial, open_storage, open_study, read_features, trial_data
 from tasks.tune_settings import FEATURES_DIR, OPTUNA_STORAGE_URL_ENV
 
 
@@ -101,6 +100,10 @@ def tune_trial(
     remote: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate one tuning trial and store its outcome in the shared Optuna storage; the tune stage tells it."""
+    numeric_platform.enter()  # before numpy and torch load here: trials compute as the tune stage does
+    from tasks.model import make_deterministic
+    from tasks.tune import TrialJob, evaluate_trial, open_storage, open_study, read_features, trial_data
+
     params = TuneParams.model_validate(tune_params)
     job = TrialJob(study_name=study_name, seed=seed, params=params, features=features)
     if remote is not None:  # in a worker image: the s3 remote's bucket and endpoint come from its environment

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from flows.dvc_ops import PARAMS_FILE, first_line, stage_order
+from flows.retry import RETRIES, Rejected, TransientFailure
 from lineage.store import LedgerError, LedgerStore
 from tasks.params import Params, load_params
 from tasks.stage import InputError
@@ -82,3 +86,19 @@ def check_before_work(ledger_url: str | None) -> tuple[list[str], Params]:
     except (InputError, LedgerError) as error:
         raise NotStarted(str(error)) from None
     return stages, params
+
+
+@task(name="numeric-platform", **RETRIES)
+def numeric_platform() -> dict[str, str]:
+    """What the stages' numbers can depend on here (CPU, dispatch, library versions), for the ledger; a CPU
+    below the numeric platform (tasks/__init__.py) is refused before any stage runs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.numeric_platform"], capture_output=True, text=True, check=False
+    )  # fmt: skip
+    said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    if done.returncode == 65:
+        raise Rejected(said)
+    if done.returncode != 0:
+        raise TransientFailure(f"python -m tasks.numeric_platform failed: {said}")
+    facts: dict[str, str] = json.loads(done.stdout)
+    return facts

@@ -193,11 +193,7 @@ def reproduce_version(
 
     with _ledger(db) as store:
         report = reproduce(store, version, Path("."), remote)
-    rows = [
-        {"artifact": r.artifact, "recorded": r.recorded, "reproduced": r.reproduced, "match": r.match}
-        for r in report.rows
-    ]
-    _print(output, {"model_version": report.expected.version.name, "ok": report.ok, "artifacts": rows}, report.table)
+    _print(output, report.as_dict(), report.table)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -53,6 +53,7 @@ class ArtifactType(StrEnum):
     IMAGE = "Image"
     CODE = "Code"
     PARAMS = "Params"
+    PLATFORM = "Platform"  # what numeric results can depend on: CPU, dispatch, library versions
 
 
 class ActionType(StrEnum):

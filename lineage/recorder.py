@@ -5,10 +5,11 @@ The graph one run adds (SageMaker vocabulary):
 - a PipelineRun context (the Prefect flow run): commit, dirty tree, image, deployment, outcome;
 - per stage, a Stage action (command, params from dvc.lock, Prefect task run id, start, end, status);
   its deps (data, code files, metrics) ContributedTo it, and it Produced its outs (AssociatedWith
-  them when DVC skipped it as unchanged); the commit, params.yaml and image artifacts ContributedTo
-  every stage that ran or was skipped; every action ContributedTo the run;
-- DriftGate and FairnessGate actions with their verdicts; the metrics and report they read
-  ContributedTo them;
+  them when DVC skipped it as unchanged); the commit, params.yaml, image and numeric platform (CPU,
+  dispatch, library versions) artifacts ContributedTo every stage that ran or was skipped; every
+  action ContributedTo the run;
+- DriftGate and FairnessGate actions with their verdicts (decided by gates/rules.py); the metrics and
+  report they read ContributedTo them;
 - when tune produced (or kept) a model: its ModelVersion context, which the model artifact, the run
   and both gates are tied to, and a Promotion action with the decision: promoted (both gates passed,
   the outputs were pushed, the version is a candidate), rejected (a gate failed), held (the push
@@ -76,6 +77,7 @@ class RunInfo:
     pushed_to: str | None = None  # the run record in the remote; None when the push failed
     deployment: str | None = None
     drift_policy: DriftPolicy = NO_OVERRIDE  # params.yaml's drift.allow, allowed_by, reason (typed params)
+    platform: dict[str, str] | None = None  # `python -m tasks.numeric_platform`, when a stage was to run
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,8 @@ class _RunGraph:
         outs: dict[str, Artifact] = {}
         if run.status in (ActionStatus.COMPLETED, ActionStatus.SKIPPED):
             for artifact in shared:
-                self.edge(artifact, action, AssociationType.CONTRIBUTED_TO)
+                if artifact.artifact_type != ArtifactType.PLATFORM or run.status == ActionStatus.COMPLETED:
+                    self.edge(artifact, action, AssociationType.CONTRIBUTED_TO)  # a skipped stage computed nothing here
             for entry in locked.get("deps", []):
                 self.edge(self.artifact(entry), action, AssociationType.CONTRIBUTED_TO)
             made = AssociationType.PRODUCED if run.status == ActionStatus.COMPLETED else AssociationType.ASSOCIATED_WITH
@@ -277,6 +280,16 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
         ),
         Artifact(artifact_type=ArtifactType.IMAGE, source_uri=provenance.image_uri, md5=provenance.image_revision),
     ]
+    if info.platform:  # content-addressed: runs on the same platform share one artifact
+        facts = json.dumps(info.platform, sort_keys=True).encode()
+        shared.append(
+            Artifact(
+                artifact_type=ArtifactType.PLATFORM,
+                source_uri=f"platform/{info.platform.get('architecture', 'unknown')}",
+                md5=hashlib.md5(facts).hexdigest(),
+                properties=dict(info.platform),
+            )
+        )
     graph.add(*shared)
     actions: dict[str, Action] = {}
     outs: dict[str, Artifact] = {}

@@ -6,8 +6,11 @@
    only if its md5 is the recorded one; the DVC-tracked raw inputs pulled from the remote into a fresh
    cache and each checked against its recorded md5 (a missing or altered object is an error naming it).
 3. `dvc repro` of the whole pipeline in the worktree, with that commit's code.
-4. A table of every artifact: recorded md5, reproduced md5, match. The reproduction is recorded as an
-   Action; each reproduced output that matches gets a SameAs association to the original.
+4. A table of every artifact: recorded md5, reproduced md5, match. On a mismatch, the first artifact
+   that differs (in pipeline order) and the outputs downstream of it, and what differs between the
+   recorded numeric platform (CPU, dispatch, library versions) and this one; on a match, which platform
+   facts were equal. The reproduction is recorded as an Action; each reproduced output that matches
+   gets a SameAs association to the original.
 
 Runs in the repository that holds the commit (the current directory by default), with this
 environment's installed packages: the recorded image is named in the report, not pulled.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -62,6 +66,58 @@ class Expected:
     params_md5: str
     hashes: dict[str, str]  # path -> md5 of every dep and out of every stage
     originals: dict[str, Artifact]  # path -> the recorded artifact
+    platform: dict[str, str] | None  # the recorded numeric platform, if the run recorded one
+
+
+# Facts the numeric platform (tasks/__init__.py) makes irrelevant to the bytes: it caps every
+# library's dispatch at one level, whatever the CPU offers above it.
+_PINNED_AWAY = ("cpu", "cpu_level")
+
+
+@dataclass(frozen=True)
+class PlatformComparison:
+    """The recorded numeric platform against this machine's, fact by fact."""
+
+    recorded: dict[str, str] | None
+    here: dict[str, str] | None
+
+    @property
+    def differences(self) -> dict[str, tuple[str | None, str | None]]:
+        if not self.recorded or not self.here:
+            return {}
+        keys = sorted(set(self.recorded) | set(self.here))
+        return {k: (self.recorded.get(k), self.here.get(k)) for k in keys if self.recorded.get(k) != self.here.get(k)}
+
+    @property
+    def equal(self) -> list[str]:
+        if not self.recorded or not self.here:
+            return []
+        return sorted(k for k in self.recorded if self.recorded[k] == self.here.get(k))
+
+    def lines(self, ok: bool) -> list[str]:
+        """What the report says of the platform: equal facts on a match, differences on a mismatch."""
+        if self.recorded is None:
+            return ["platform: the run recorded none (recorded before the ledger kept it)"]
+        if self.here is None:
+            return ["platform: this checkout cannot describe its own (no tasks/numeric_platform.py at that commit)"]
+        lines = []
+        arch = self.differences.get("architecture")
+        if arch:
+            built, here = arch
+            lines.append(
+                f"this machine is {here}, the model was built on {built}: another architecture gives other bytes"
+            )
+        relevant = {k: v for k, v in self.differences.items() if k not in _PINNED_AWAY}
+        if relevant:
+            lines.append(
+                "platform differs: " + "; ".join(f"{k} {a} recorded, {b} here" for k, (a, b) in relevant.items())
+            )
+        pinned = [k for k in self.differences if k in _PINNED_AWAY]
+        if pinned:
+            lines.append(f"platform differs in {', '.join(pinned)}, which the numeric platform keeps from the bytes")
+        if ok or not relevant:
+            lines.append(f"platform equal: {', '.join(self.equal)}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -76,14 +132,56 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Findings:
+    """What explains the rows: where the first difference is and what it reaches, and the platforms."""
+
+    first_difference: str | None  # in pipeline order
+    downstream: list[str]  # the outputs downstream of it
+    platform: PlatformComparison
+
+
+@dataclass(frozen=True)
 class Report:
     expected: Expected
     rows: list[Row]
     action: Action
+    findings: Findings
 
     @property
     def ok(self) -> bool:
         return all(row.match for row in self.rows)
+
+    def explanation(self) -> list[str]:
+        """Which artifacts a mismatch affects, and what differs between the platforms."""
+        found, lines = self.findings, []
+        if found.first_difference:
+            reached = {found.first_difference, *found.downstream}
+            lines.append(
+                f"first difference: {found.first_difference}; downstream of it: {', '.join(found.downstream) or 'none'}"
+            )
+            others = [r.artifact for r in self.rows if not r.match and r.artifact not in reached]
+            if others:
+                lines.append(f"also different, not downstream of it: {', '.join(others)}")
+        return lines + found.platform.lines(self.ok)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as `lineage reproduce --format json` prints it."""
+        return {
+            "model_version": self.expected.version.name,
+            "ok": self.ok,
+            "artifacts": [
+                {"artifact": r.artifact, "recorded": r.recorded, "reproduced": r.reproduced, "match": r.match}
+                for r in self.rows
+            ],
+            "first_difference": self.findings.first_difference,
+            "downstream": self.findings.downstream,
+            "platform": {
+                "recorded": self.findings.platform.recorded,
+                "here": self.findings.platform.here,
+                "differences": {k: list(v) for k, v in self.findings.platform.differences.items()},
+            },
+            "explanation": self.explanation(),
+        }
 
     def table(self) -> str:
         width = max(len(row.artifact) for row in self.rows)
@@ -94,7 +192,7 @@ class Report:
                 f"{'yes' if row.match else 'NO'}"
             )
         verdict = "reproduced byte for byte" if self.ok else f"{sum(not r.match for r in self.rows)} mismatch(es)"
-        return "\n".join([*lines, f"{self.expected.version.name}: {verdict}"])
+        return "\n".join([*lines, f"{self.expected.version.name}: {verdict}", *self.explanation()])
 
 
 def expected(store: LedgerStore, version_name: str) -> Expected:
@@ -121,7 +219,7 @@ def expected(store: LedgerStore, version_name: str) -> Expected:
     hashes = {
         path: artifact.md5
         for path, artifact in originals.items()
-        if artifact.artifact_type not in (ArtifactType.IMAGE, ArtifactType.PARAMS)
+        if artifact.artifact_type not in (ArtifactType.IMAGE, ArtifactType.PARAMS, ArtifactType.PLATFORM)
         and path != run.properties.get("git_repository")
     }
     return Expected(
@@ -131,6 +229,14 @@ def expected(store: LedgerStore, version_name: str) -> Expected:
         params_md5=params.md5,
         hashes=dict(sorted(hashes.items())),
         originals=originals,
+        platform=next(
+            (
+                {k: str(v) for k, v in a.properties.items()}
+                for a in originals.values()
+                if a.artifact_type == ArtifactType.PLATFORM
+            ),
+            None,
+        ),
     )
 
 
@@ -224,12 +330,47 @@ def rerun(tree: Path) -> None:
 
 def compare(tree: Path, want: Expected) -> list[Row]:
     """Every recorded dep and out against the rebuilt dvc.lock."""
-    lock = yaml.safe_load((tree / "dvc.lock").read_text(encoding="utf-8")) or {}
     rebuilt: dict[str, str] = {}
-    for stage in (lock.get("stages") or {}).values():
+    for stage in _lock_stages(tree):
         for entry in stage.get("deps", []) + stage.get("outs", []):
             rebuilt[entry["path"]] = entry["md5"]
     return [Row(path, md5, rebuilt.get(path)) for path, md5 in want.hashes.items()]
+
+
+def _lock_stages(tree: Path) -> list[dict[str, Any]]:
+    lock = yaml.safe_load((tree / "dvc.lock").read_text(encoding="utf-8")) or {}
+    return list((lock.get("stages") or {}).values())  # in dvc.yaml's order, upstream first
+
+
+def examine(tree: Path, want: Expected, rows: list[Row]) -> Findings:
+    """The first artifact that differs, in pipeline order (a stage's deps before its outs), every output
+    downstream of it (what that one difference explains), and the recorded platform against this one."""
+    platform = PlatformComparison(want.platform, this_platform(tree))
+    different = {row.artifact for row in rows if not row.match}
+    stages = _lock_stages(tree)
+    order = [entry["path"] for stage in stages for entry in stage.get("deps", []) + stage.get("outs", [])]
+    first = next((path for path in order if path in different), None)
+    if first is None:
+        return Findings(None, [], platform)
+    reached, downstream = {first}, []
+    for stage in stages:
+        if any(entry["path"] in reached for entry in stage.get("deps", []) + stage.get("outs", [])):
+            for out in stage.get("outs", []):
+                if out["path"] not in reached:
+                    reached.add(out["path"])
+                    downstream.append(out["path"])
+    return Findings(first, downstream, platform)
+
+
+def this_platform(tree: Path) -> dict[str, str] | None:
+    """`python -m tasks.numeric_platform` in the worktree: this machine as that commit's stages see it."""
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "python"), "-m", "tasks.numeric_platform"], cwd=tree, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return None
+    return {k: str(v) for k, v in json.loads(done.stdout).items()}
 
 
 def record(store: LedgerStore, want: Expected, rows: list[Row], start: dt.datetime, command: str) -> Action:
@@ -286,5 +427,6 @@ def reproduce(store: LedgerStore, version_name: str, root: Path = Path("."), rem
         restore(root, tree, want, remote)
         rerun(tree)
         rows = compare(tree, want)
+        findings = examine(tree, want, rows)
     action = record(store, want, rows, start, f"lineage reproduce {want.version.name}")
-    return Report(want, rows, action)
+    return Report(want, rows, action, findings)

@@ -14,7 +14,7 @@ from lineage import registry
 from lineage.entities import ActionType, Artifact, AssociationType
 from lineage.store import Kind, LedgerStore
 from tasks.data import generate_transactions
-from tests.conftest import VENV_BIN, locked_outs, run, run_flow, stage_env
+from tests.conftest import VENV_BIN, locked_outs, run, run_flow, set_params, stage_env
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +34,20 @@ def reproduce(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_version_reproduces_byte_for_byte_after_the_code_moved_on(
     harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    set_params(built_copy, fairness={"max_error_ratio": 2.5})  # a stage runs: the run records its platform
     commit(built_copy, "the small settings this run trains with")
     first, _ = run_flow(built_copy, monkeypatch)
     assert first.is_completed(), first.message
     with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
         version = registry.production(store)
+        (platform,) = store.find(Kind.ARTIFACT, "Platform")
     assert version is not None
+    facts = platform.properties  # type: ignore[union-attr]
+    for fact in ("architecture", "cpu", "cpu_level", "numeric_level", "numpy_dispatch", "torch_capability", "blas"):
+        assert facts[fact], fact
+    assert facts["numeric_level"] == "avx2"
+    assert facts["numpy_dispatch"] == facts["torch_capability"] == "AVX2"
+    assert all(facts[f"version.{name}"] != "not installed" for name in ("numpy", "torch", "scikit-learn", "pandas"))
     recorded = locked_outs(built_copy)
 
     # The code moves on: a change that alters the fairness report, committed and run.
@@ -74,9 +82,14 @@ def test_a_version_reproduces_byte_for_byte_after_the_code_moved_on(
         assert [a.status for a in reproductions] == ["Completed"]  # type: ignore[union-attr]
         assert shown.version.properties["status"] == "production"
         assert store.verify().ok
+    assert report["first_difference"] is None
+    assert report["platform"]["differences"] == {}  # the same machine, the same libraries
     text = reproduce(built_copy, version.name)
     assert text.returncode == 0
-    assert text.stdout.strip().endswith(f"{version.name}: reproduced byte for byte")
+    lines = text.stdout.strip().splitlines()
+    assert lines[-2] == f"{version.name}: reproduced byte for byte"
+    equal = lines[-1].removeprefix("platform equal: ").split(", ")  # which platform facts were equal
+    assert {"architecture", "numeric_level", "numpy_dispatch", "torch_capability", "version.torch"} <= set(equal)
 
 
 def locked_deps(clone: Path) -> dict[str, str]:
