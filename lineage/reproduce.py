@@ -353,8 +353,8 @@ def examine(tree: Path, want: Expected, rows: list[Row]) -> Findings:
     if first is None:
         return Findings(None, [], platform)
     reached, downstream = {first}, []
-    for stage in stages:
-        if any(entry["path"] in reached for entry in stage.get("deps", []) + stage.get("outs", [])):
+    for stage in stages:  # outputs of the stages that read it, and of those that read theirs
+        if any(entry["path"] in reached for entry in stage.get("deps", [])):
             for out in stage.get("outs", []):
                 if out["path"] not in reached:
                     reached.add(out["path"])
