@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test test-fast lint bench lock clean
+.PHONY: install run test test-fast lint docs bench lock clean
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,11 @@ lint: install
 	mypy
 	lint-imports
 
-test: lint
+# The documentation site (mkdocs, docs/): --strict fails on any warning, a broken link included.
+docs: install
+	mkdocs build --strict --site-dir $(or $(SITE_DIR),/tmp/retail-lineage-site)
+
+test: lint docs
 	pytest
 
 # The edit-test loop: lint, unit tests and the config check (about a minute), no servers or pipeline runs.
@@ -44,6 +48,7 @@ bench: install
 	python -m bench.bench_reproduce
 	python -m bench.bench_tuning
 	python -m bench.bench_platform
+	python -m bench.report  # docs/benchmarks.md from bench/results/*.json
 
 # Re-resolve requirements.in into requirements.lock in a scratch venv.
 lock:

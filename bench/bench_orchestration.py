@@ -24,6 +24,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bench.bench_stages import scratch_copy, stage_env
+from bench.report import save_results, table
 
 BIN = Path(sys.executable).parent
 
@@ -94,6 +95,21 @@ def main() -> None:
     print(f"  full: flow run / bare         {flow_full_run / bare_full:5.2f}  (<= 1.10)")
     for label, seconds in (("flow command", flow_noop), ("flow run    ", flow_noop_run)):
         print(f"  no-op: {label}  {seconds:5.1f} s (<= 10 s), / bare {seconds / bare_noop:5.2f} (<= 2)")
+    save_results(
+        "bench_orchestration",
+        "The flow against a bare dvc repro",
+        [
+            table(
+                ["run", "bare dvc repro (s)", "flow command (s)", "flow run (s)", "flow run / bare", "target"],
+                [
+                    ["full, from scratch", round(bare_full, 1), round(flow_full, 1), round(flow_full_run, 1),
+                     round(flow_full_run / bare_full, 2), "<= 1.10x"],
+                    ["nothing changed", round(bare_noop, 1), round(flow_noop, 1), round(flow_noop_run, 1),
+                     round(flow_noop_run / bare_noop, 2), "<= 10 s and <= 2x"],
+                ],
+            )
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

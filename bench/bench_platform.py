@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from bench.bench_stages import STAGES, run_stage, scratch_copy, stage_env
+from bench.report import Cell, save_results, table
 
 TARGET = 1.15
 
@@ -49,6 +50,19 @@ def main() -> None:
     print(f"target: whole pipeline <= {TARGET} x native: ratio {ratio:.2f} ({'met' if ratio <= TARGET else 'MISSED'})")
     differ = sorted(path for path in pinned_outs if pinned_outs[path] != native_outs.get(path))
     print(f"outputs that differ between the two: {', '.join(differ) or 'none (this CPU offers nothing above avx2)'}")
+    rows_: list[list[Cell]] = [
+        [stage, round(pinned[stage], 1), round(native[stage], 1), round(pinned[stage] / native[stage], 2)]
+        for stage in STAGES
+    ]
+    rows_.append(
+        [f"whole pipeline (target <= {TARGET})", round(total_pinned, 1), round(total_native, 1), round(ratio, 2)]
+    )
+    save_results(
+        "bench_platform",
+        "The numeric platform's cost: pinned (avx2) against native dispatch",
+        [table(["stage", "pinned, avx2 (s)", "native (s)", "ratio"], rows_)],
+        [f"{len(differ)} of the {len(pinned_outs)} outputs came out different natively: {', '.join(differ) or 'none'}"],
+    )
 
 
 if __name__ == "__main__":

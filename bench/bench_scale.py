@@ -13,6 +13,7 @@ Run with `make bench` or `python -m bench.bench_scale`.
 from __future__ import annotations
 
 from bench.bench_stages import run_stages
+from bench.report import Cell, save_results, table
 
 STAGES = ["etl", "drift_check", "preprocess"]
 DEFAULT_ROWS = 541_909
@@ -69,6 +70,45 @@ def main() -> None:
         f"  {'3 stages':<12}time ratio {total_ratio:6.2f} ({total_ratio / MAX_RATIO:.2f} of target)   "
         f"peak {peak:6.0f} MB ({peak / MAX_PEAK_MB:.2f} of target)"
     )
+    figures: list[list[Cell]] = []
+    for rows in sizes:
+        results = measured[rows][0]
+        figures += [[stage, rows, round(s, 1), round(rows / s), round(mb)] for stage, (s, mb) in results.items()]
+        seconds = sum(s for s, _ in results.values())
+        figures.append(
+            ["all three", rows, round(seconds, 1), round(rows / seconds), round(max(mb for _, mb in results.values()))]
+        )
+    targets: list[list[Cell]] = [
+        [
+            f"{stage}: time({SCALE}x) / time(1x) <= {MAX_RATIO:g}",
+            round(large[stage][0] / small[stage][0], 2),
+            round(large[stage][0] / small[stage][0] / MAX_RATIO, 2),
+        ]
+        for stage in STAGES
+    ]
+    targets.append(
+        [
+            f"all three: time({SCALE}x) / time(1x) <= {MAX_RATIO:g}",
+            round(total_ratio, 2),
+            round(total_ratio / MAX_RATIO, 2),
+        ]
+    )
+    targets.append([f"peak memory at {SCALE}x < 8 GB", f"{peak:,.0f} MB", round(peak / MAX_PEAK_MB, 2)])
+    drift_windows: list[list[Cell]] = [
+        [name, rows, measured[rows][1][name]["rows"], measured[rows][1][name]["rows_tested"]]
+        for rows in sizes
+        for name in ("reference", "current")
+    ]
+    save_results(
+        "bench_scale",
+        f"Ten times the data: {', '.join(STAGES)}",
+        [
+            table(["stage", "rows", "wall (s)", "rows/s", "peak memory (MB)"], figures),
+            table(["target", "measured", "ratio"], targets),
+            table(["drift window", "data rows", "rows in window", "rows tested"], drift_windows,
+                  "drift_check's samples"),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from bench.report import save_results, table
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
 
@@ -95,6 +97,27 @@ def main() -> None:
     print(f"  whole pipeline wall       {total:8.2f} s  / 600 s    ratio {total / 600:.2f}")
     print(f"  whole pipeline peak       {peak:8.0f} MB / 4096 MB  ratio {peak / 4096:.2f}")
     print(f"  network test RMSLE        {network:8.4f}   baseline {baseline:.4f}  ratio {ratio:.3f} (target <= 1.10)")
+    save_results(
+        "bench_stages",
+        f"The six stages on {rows:,} rows",
+        [
+            table(
+                ["stage", "wall (s)", "rows/s", "peak memory (MB)"],
+                [[stage, round(s, 1), round(rows / s), round(mb)] for stage, (s, mb) in results.items()],
+            ),
+            table(
+                ["target", "measured", "ratio"],
+                [
+                    ["etl wall <= 15 s", f"{etl_seconds:.1f} s", round(etl_seconds / 15, 2)],
+                    ["etl peak memory <= 1.5 GB", f"{etl_peak:.0f} MB", round(etl_peak / 1536, 2)],
+                    ["drift_check + preprocess <= 30 s", f"{gate_seconds:.1f} s", round(gate_seconds / 30, 2)],
+                    ["whole pipeline <= 10 min", f"{total:.0f} s", round(total / 600, 2)],
+                    ["whole pipeline peak memory <= 4 GB", f"{peak:.0f} MB", round(peak / 4096, 2)],
+                    ["network test RMSLE <= 1.10 x baseline", f"{network:.4f} vs {baseline:.4f}", round(ratio, 3)],
+                ],
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

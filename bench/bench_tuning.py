@@ -35,6 +35,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bench.bench_orchestration import start_server
 from bench.bench_stages import scratch_copy, stage_env
+from bench.report import save_results, table
 
 BIN = Path(sys.executable).parent
 POSTGRES = "127.0.0.1:5432"
@@ -199,6 +200,28 @@ def main() -> None:
         f"  same chosen hyperparameters: {one.chosen == two.chosen}; same trials table: {one.table == two.table}; "
         f"same model file: {one.model == two.model}"
     )
+    same = one.chosen == two.chosen and one.table == two.table and one.model == two.model
+    save_results(
+        "bench_tuning",
+        f"Distributed tuning: {TUNE['n_trials']} trials in batches of {TUNE['parallel_trials']} on {rows:,} rows",
+        [
+            table(
+                ["workers", "search (s)", "whole stage (s)", "trials Running (s)", "share of the workers' time",
+                 "load average"],
+                [[workers, round(r.search, 1), round(r.stage, 1), round(r.running, 1),
+                  f"{r.running / (workers * r.search):.0%}", round(r.load, 1)] for workers, r in ((1, one), (2, two))],
+            ),
+            table(
+                ["target", "measured", "ratio"],
+                [
+                    ["two workers' search <= 0.6 x one worker's", f"{two.search:.1f} s vs {one.search:.1f} s",
+                     round(two.search / one.search, 2)],
+                    ["same chosen hyperparameters, trials table and model file",
+                     "yes, all three" if same else "NO", ""],
+                ],
+            ),
+        ],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
