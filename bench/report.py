@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.numeric_platform import cpuinfo
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 PAGE = REPO / "docs" / "benchmarks.md"
@@ -38,15 +40,7 @@ Table = dict[str, Any]  # {"title": str (optional), "columns": [str, ...], "rows
 
 def machine() -> dict[str, Any]:
     """This machine's CPU model (from /proc/cpuinfo) and core count."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count() or 0}
+    return {"cpu": cpuinfo("model name") or "unknown CPU", "cores": os.cpu_count() or 0}
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Cell]], title: str = "") -> Table:

@@ -17,7 +17,7 @@ from flows.dvc_ops import PARAMS_FILE, first_line, stage_order
 from flows.retry import RETRIES, Rejected, TransientFailure
 from lineage.store import LedgerError, LedgerStore
 from tasks.params import Params, load_params
-from tasks.stage import InputError
+from tasks.stage import EXIT_BAD_INPUT, InputError
 
 WORKSPACE_LOCK = Path(".dvc/tmp/pipeline.lock")
 WORKSPACE_HOLDER = Path(".dvc/tmp/pipeline.holder")  # who holds the lock, for the message of who waits
@@ -96,7 +96,7 @@ def numeric_platform() -> dict[str, str]:
         [sys.executable, "-m", "tasks.numeric_platform"], capture_output=True, text=True, check=False
     )  # fmt: skip
     said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-    if done.returncode == 65:
+    if done.returncode == EXIT_BAD_INPUT:
         raise Rejected(said)
     if done.returncode != 0:
         raise TransientFailure(f"python -m tasks.numeric_platform failed: {said}")

@@ -100,19 +100,19 @@ class PlatformComparison:
             return ["platform: the run recorded none (recorded before the ledger kept it)"]
         if self.here is None:
             return ["platform: this checkout cannot describe its own (no tasks/numeric_platform.py at that commit)"]
-        lines = []
-        arch = self.differences.get("architecture")
+        lines, differences = [], self.differences
+        arch = differences.get("architecture")
         if arch:
             built, here = arch
             lines.append(
                 f"this machine is {here}, the model was built on {built}: another architecture gives other bytes"
             )
-        relevant = {k: v for k, v in self.differences.items() if k not in _PINNED_AWAY}
+        relevant = {k: v for k, v in differences.items() if k not in _PINNED_AWAY}
         if relevant:
             lines.append(
                 "platform differs: " + "; ".join(f"{k} {a} recorded, {b} here" for k, (a, b) in relevant.items())
             )
-        pinned = [k for k in self.differences if k in _PINNED_AWAY]
+        pinned = [k for k in differences if k in _PINNED_AWAY]
         if pinned:
             lines.append(f"platform differs in {', '.join(pinned)}, which the numeric platform keeps from the bytes")
         if ok or not relevant:

@@ -34,7 +34,7 @@ def enter() -> None:
         raise RuntimeError(f"numeric platform: this CPU lacks {', '.join(missing)}; it needs an x86-64 CPU with AVX2")
 
 
-def _cpuinfo(field: str) -> str | None:
+def cpuinfo(field: str) -> str | None:
     """The first value of a /proc/cpuinfo field (Linux), or None."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
@@ -45,7 +45,7 @@ def _cpuinfo(field: str) -> str | None:
 
 def _native_level() -> str:
     """The highest x86-64 level this CPU offers (whatever the caps), or the architecture."""
-    flags = set((_cpuinfo("flags") or "").split())
+    flags = set((cpuinfo("flags") or "").split())
     if not flags:
         return platform.machine()
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
@@ -77,7 +77,7 @@ def describe() -> dict[str, Any]:
     mkl = next((line.strip(" -") for line in config if "Math Kernel Library" in line), "no MKL")
     return {
         "architecture": platform.machine(),
-        "cpu": _cpuinfo("model name") or platform.processor() or "unknown",
+        "cpu": cpuinfo("model name") or platform.processor() or "unknown",
         "cpu_level": _native_level(),
         "numeric_level": tasks.NUMERIC_LEVEL,
         "numpy_dispatch": max(enabled, key=__cpu_dispatch__.index, default="baseline"),
