@@ -1,20 +1,66 @@
 # Two commands set everything up on a fresh machine: `make run` and `make test`.
 # Both create or reuse .venv/ through `make install`.
-PYTHON ?= python3.11
 VENV := .venv
-BIN := $(CURDIR)/$(VENV)/bin
+BIN := $(abspath $(VENV))/bin
 # dvc.yaml's commands call `python`; make it the venv's.
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test test-fast lint docs bench lock clean
+# The interpreter: PYTHON if given, else the one .venv/ was built with, else the first supported one
+# on PATH (3.11 first: the worker image's and CI's).
+PY_SUPPORTED := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(or $(wildcard $(BIN)/python),$(firstword $(foreach candidate,python3.11 python3.12 python3.13 python3,\
+    $(shell $(candidate) -c '$(PY_SUPPORTED)' >/dev/null 2>&1 && echo $(candidate)))))
+endif
+PY_VERSION := $(if $(PYTHON),$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null))
+ifeq ($(PYTHON),)
+PY_ERROR := none of python3.11, python3.12, python3.13 and python3 on PATH is Python 3.11 to 3.13
+else
+PY_ERROR := '$(PYTHON)' is not Python 3.11, 3.12 or 3.13
+endif
 
-install: $(VENV)/.installed
+# torch: `auto` takes the CPU build from PyTorch's CPU index (or a mirror in pip's find-links), and
+# PyPI's build of the same version only where neither serves this Python's wheel (it adds the CUDA
+# libraries, about 3 GB). `TORCH=cpu` or `TORCH=pypi` decides without asking.
+TORCH ?= auto
+TORCH_VERSION := $(shell sed -n 's/^ *"torch==\([^"]*\)".*/\1/p' pyproject.toml)
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+LOCKS := requirements/torch-cpu.lock requirements/torch-pypi.lock requirements/runtime.lock requirements/dev.lock
 
-$(VENV)/.installed: requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+.PHONY: install install-runtime run test test-fast lint docs bench lock clean
+
+# The development environment (the runtime one plus tests, lint, docs and the lock tool).
+install: $(VENV)/.dev-$(PY_VERSION)
+
+# What the worker image holds: torch, requirements/runtime.lock and the project, no test tools.
+install-runtime: $(VENV)/.runtime-$(PY_VERSION)
+
+# Every lock is installed with --require-hashes and --no-deps: exactly what it pins, nothing resolved.
+$(VENV)/.runtime-$(PY_VERSION): pyproject.toml $(LOCKS)
+	@$(or $(PYTHON),false) -c '$(PY_SUPPORTED)' 2>/dev/null \
+	    || { echo "make: $(PY_ERROR); set PYTHON, e.g. PYTHON=/usr/bin/python3.12" >&2; exit 1; }
+	@test "$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$(PY_VERSION)" \
+	    || { rm -rf $(VENV) && echo "creating $(VENV)/ with $(PYTHON) (Python $(PY_VERSION))" && $(PYTHON) -m venv $(VENV); }
+	@torch=$(TORCH); \
+	if [ $$torch = auto ]; then \
+	    if $(PIP) index versions torch --index-url $(TORCH_CPU_INDEX) 2>/dev/null | grep -qF '$(TORCH_VERSION)+cpu'; \
+	    then torch=cpu; \
+	    else torch=pypi; echo "make: torch $(TORCH_VERSION)+cpu for Python $(PY_VERSION) is neither on $(TORCH_CPU_INDEX)" \
+	        "nor in pip's find-links; installing PyPI's build of it (with CUDA libraries)" >&2; \
+	    fi; \
+	fi; \
+	echo "torch: requirements/torch-$$torch.lock"; \
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/torch-$$torch.lock
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/runtime.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) check
+	rm -f $(VENV)/.runtime-* $(VENV)/.dev-* && touch $@
+
+$(VENV)/.dev-$(PY_VERSION): $(VENV)/.runtime-$(PY_VERSION)
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	$(PIP) check
 	touch $@
 
 # Runs the `lineage-pipeline` Prefect flow once on this checkout (each DVC stage a task; a
@@ -50,11 +96,18 @@ bench: install
 	python -m bench.bench_platform
 	python -m bench.report  # docs/benchmarks.md from bench/results/*.json
 
-# Re-resolve requirements.in into requirements.lock in a scratch venv.
-lock:
-	rm -rf /tmp/lock-venv && $(PYTHON) -m venv /tmp/lock-venv
-	/tmp/lock-venv/bin/pip install --quiet -r requirements.in
-	/tmp/lock-venv/bin/pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock
+# Recompile the locks from pyproject.toml with uv. uv keeps the versions an output file already pins
+# where pyproject admits them, so each lock starts as a copy of dev.lock: all agree on every version.
+UV_COMPILE := uv pip compile --quiet --universal --python-version 3.11 --generate-hashes
+lock: install
+	$(UV_COMPILE) pyproject.toml --group dev --no-emit-package torch -o requirements/dev.lock
+	cp requirements/dev.lock requirements/runtime.lock
+	$(UV_COMPILE) pyproject.toml --no-emit-package torch -o requirements/runtime.lock
+	cp requirements/dev.lock requirements/torch-pypi.lock
+	echo "torch==$(TORCH_VERSION)" | $(UV_COMPILE) - --no-config -o requirements/torch-pypi.lock
+	echo "torch==$(TORCH_VERSION)+cpu" | $(UV_COMPILE) - --no-config --no-deps --index-url $(TORCH_CPU_INDEX) \
+	    --emit-index-url -o requirements/torch-cpu.lock \
+	    || echo "make lock: $(TORCH_CPU_INDEX) unreachable; requirements/torch-cpu.lock kept as it was" >&2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

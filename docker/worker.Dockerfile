@@ -20,14 +20,18 @@ RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin wor
     && install -d -o worker -g worker /opt/pipeline
 WORKDIR /opt/pipeline
 
-# Dependencies first, in their own layer: it is rebuilt only when the lock changes. The lock pins
-# the CPU build of torch (torch==...+cpu), which only PyTorch's index serves.
-COPY requirements.lock ./
-RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
+# Dependencies first, in their own layer: it is rebuilt only when a lock changes. The runtime locks
+# only, hashes required: torch's CPU build from PyTorch's CPU index (named in its lock, looked up for
+# torch alone), then everything else from PyPI. No test tools: those are in requirements/dev.lock.
+COPY requirements/torch-cpu.lock requirements/runtime.lock ./requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/torch-cpu.lock \
+    && pip install --no-cache-dir --require-hashes --no-deps -r requirements/runtime.lock
 
-# The project itself; the lock already holds setuptools, so build without fetching it again.
+# The project itself; the lock already holds setuptools, so build without fetching it again. pip check
+# fails the build if the locks miss anything the project or a dependency requires.
 COPY --chown=worker:worker . .
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && pip check \
     && rm -rf build ./*.egg-info
 
 # Numeric, so that runtimes checking "not root" (runAsNonRoot) can verify it without /etc/passwd.

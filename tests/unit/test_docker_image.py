@@ -85,21 +85,25 @@ def test_oci_labels_and_revision_env_come_from_build_args() -> None:
     assert 'IMAGE_REVISION="${GIT_COMMIT}"' in env
 
 
-def test_installs_the_lock_with_the_pytorch_cpu_index_then_the_project_without_deps() -> None:
+def test_installs_the_runtime_locks_with_hashes_then_the_project_without_deps() -> None:
     runs = _arguments("RUN")
-    lock_install = [run for run in runs if "-r requirements.lock" in run]
-    assert len(lock_install) == 1
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lock_install[0]
-    assert "--no-cache-dir" in lock_install[0]
-    lock = (REPO / "requirements.lock").read_text().splitlines()
-    assert [line for line in lock if line.startswith("torch==")] == ["torch==2.13.0+cpu"]
-    project_install = [run for run in runs if run.startswith("pip install") and "--no-deps" in run]
+    (lock_install,) = [run for run in runs if "-r requirements/" in run]
+    steps = [step.strip() for step in lock_install.split("&&")]
+    # torch's own lock first (it names PyTorch's CPU index, asked for torch alone), then PyPI's.
+    assert steps == [
+        "pip install --no-cache-dir --require-hashes --no-deps -r requirements/torch-cpu.lock",
+        "pip install --no-cache-dir --require-hashes --no-deps -r requirements/runtime.lock",
+    ]
+    assert not [run for run in runs if "index-url" in run or "find-links" in run]
+    assert ("COPY", "requirements/torch-cpu.lock requirements/runtime.lock ./requirements/") in instructions()
+    project_install = [run for run in runs if run.startswith("pip install") and " ." in run]
     assert len(project_install) == 1
-    assert project_install[0].split("&&")[0].rstrip().endswith(" .")
-    # The lock is installed before the project is copied, so a code change reuses the dependency layer.
+    assert project_install[0].split("&&")[0].strip() == "pip install --no-cache-dir --no-deps --no-build-isolation ."
+    assert "pip check" in project_install[0]
+    # The locks are installed before the project is copied, so a code change reuses the dependency layer.
     keywords = instructions()
     copy_all = keywords.index(("COPY", "--chown=worker:worker . ."))
-    assert keywords.index(("RUN", lock_install[0])) < copy_all
+    assert keywords.index(("RUN", lock_install)) < copy_all
 
 
 def test_dvc_works_without_git_metadata() -> None:
@@ -187,7 +191,8 @@ def test_dockerignore_keeps_out(path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "requirements.lock",
+        "requirements/torch-cpu.lock",
+        "requirements/runtime.lock",
         "pyproject.toml",
         "README.md",
         "dvc.yaml",
@@ -212,7 +217,7 @@ def test_dockerignore_keeps_in(path: str) -> None:
 def test_build_context_of_this_checkout_has_no_secrets_or_data() -> None:
     context = build_context()
     assert "docker/entrypoint.sh" in context
-    assert "requirements.lock" in context
+    assert {"requirements/torch-cpu.lock", "requirements/runtime.lock"} <= set(context)
     assert not [path for path in context if path.startswith((".git/", ".venv/", "models/", ".dvc/cache/"))]
     assert not [path for path in context if path.endswith(".parquet") or posixpath.basename(path) == ".env"]
 

@@ -1,0 +1,70 @@
+"""Python 3.12 and 3.13 (CI runs the full suite on 3.11): `make` builds the runtime environment with each,
+every module imports from the runtime locks alone, and the unit tests pass once the dev lock is added."""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGES = ("tasks", "flows", "lineage", "gates")
+# Every module of the packages the project installs, and the operators' bootstrap script.
+IMPORT_EVERY_MODULE = f"""
+import importlib, pkgutil
+names = ["deployments.bootstrap"]
+for package in {PACKAGES}:
+    names += [package] + [f"{{package}}.{{info.name}}" for info in pkgutil.iter_modules([package])]
+for name in names:
+    importlib.import_module(name)
+print(len(names))
+"""
+
+
+def interpreter(version: str) -> str | None:
+    """`python<version>` on PATH, else under pyenv's versions directory, if it runs and is that version."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [
+        shutil.which(f"python{version}"),
+        *sorted(map(str, root.glob(f"versions/{version}.*/bin/python{version}"))),
+    ]
+    check = f"import sys; sys.exit(sys.version_info[:2] != {tuple(map(int, version.split('.')))})"
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", check], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def _run(*command: str | Path) -> str:
+    env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    result = subprocess.run([str(part) for part in command], cwd=REPO, env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(map(str, command))} exited {result.returncode}:\n{output[-4000:]}"
+    return output
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+def test_make_builds_the_runtime_environment_and_the_unit_tests_pass(version: str, tmp_path: Path) -> None:
+    python = interpreter(version)
+    if python is None:
+        pytest.skip(f"no Python {version} here, on PATH or under pyenv's versions directory")
+    venv = tmp_path / "venv"
+    try:
+        _run("make", "install-runtime", f"VENV={venv}", f"PYTHON={python}")
+        assert f"Python {version}" in _run(venv / "bin" / "python", "--version")
+        modules = 1 + sum(1 + len(list(pkgutil.iter_modules([str(REPO / package)]))) for package in PACKAGES)
+        assert int(_run(venv / "bin" / "python", "-c", IMPORT_EVERY_MODULE).split()[-1]) == modules
+
+        _run("make", "install", f"VENV={venv}", f"PYTHON={python}")
+        tests = _run(venv / "bin" / "python", "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider")
+        summary = tests.splitlines()[-1]
+        assert " passed" in summary, tests[-2000:]
+        assert "failed" not in summary, tests[-2000:]
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # several GB where torch came with CUDA libraries
