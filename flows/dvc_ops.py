@@ -4,6 +4,7 @@ made (dvc.lock); this module asks it, and reads nothing from DVC's console text 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import subprocess
@@ -18,9 +19,13 @@ import networkx as nx
 import yaml
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
 
-from flows.retry import RETRIES, Rejected, TransientFailure
+from flows.retry import GATE_FAILED, RETRIES, SKIPPED, Rejected, TransientFailure
+from flows.summary import describe, gate_verdict, read_metrics
+from gates.rules import DriftPolicy
 from tasks.stage import file_md5
 from tasks.tune_settings import FEATURES_DIR, TRIAL_SPLITS
 
@@ -29,6 +34,9 @@ PARAMS_FILE = Path("params.yaml")
 DVC_LOCK_ERROR = "Unable to acquire lock"  # DVC's message when another process holds .dvc/tmp/lock
 DVC_LOCKED = "another DVC process holds this repository's lock (.dvc/tmp/lock)"  # what we say instead
 _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")  # what tasks/tune.py prints as each trial is told
+# DVC's advice after each stage; the flow keeps dvc.lock itself (the run record), so it is noise in a log.
+_GIT_ADVICE = ("To track the changes with git, run:", "git add dvc.lock", "To enable auto staging, run:",
+               "dvc config core.autostage true")  # fmt: skip
 
 
 def stage_order(root: Path = Path(".")) -> list[str]:
@@ -56,7 +64,7 @@ def _outs(locked: dict[str, Any]) -> dict[str, str]:
     return {out["path"]: out["md5"] for out in locked.get("outs", [])}
 
 
-@task(name="prepare-workspace", **RETRIES)
+@task(name="prepare-workspace", task_run_name="prepare-workspace", **RETRIES)
 def prepare_workspace(remote: str | None) -> set[str]:
     """Refresh imported raw sources (`dvc update`), pull the DVC cache, and return the stages to rerun.
 
@@ -102,26 +110,41 @@ def _changed_outside_dvc(error: str) -> str:
 
 
 @task(**RETRIES)
-def run_stage(stage: str, env: dict[str, str], changed: bool, upstream_ran: bool) -> bool:
-    """Run one DVC stage unless DVC has nothing to do for it; return whether it ran.
+def run_stage(stage: str, env: dict[str, str], changed: bool, upstream_ran: bool, drift: DriftPolicy) -> State[bool]:
+    """Run one DVC stage unless DVC has nothing to do for it; end in a state that says what it did.
 
     `changed`: `dvc status` named it before the run, so it runs. After a stage upstream ran, `dvc repro`
     decides: it skips a stage whose deps came out the same bytes, and dvc.lock then keeps its entry.
-    `env` adds to this process's environment.
+    `env` adds to this process's environment. The state's result is whether the stage ran; its message
+    is the stage's own summary, or for a gate stage its verdict (`drift` holds the drift override).
     """
     if not changed and not upstream_ran:
         get_run_logger().info("Stage '%s' didn't change, skipping", stage)
-        return False
+        return stage_state(stage, False, "unchanged since dvc.lock", drift)
     before = _lock_stages().get(stage)
     code, output = _repro(stage, env, _progress(stage))
     if code == 0:
-        return changed or _lock_stages().get(stage) != before
+        ran = changed or _lock_stages().get(stage) != before
+        return stage_state(stage, ran, "its inputs came out the same bytes", drift)
     own = [line for line in output.splitlines() if line.startswith((f"{stage}: error: ", f"{stage}: refused: "))]
     if own:  # tasks.stage.run_stage printed why it refused its input: retrying cannot help
         raise Rejected(own[-1])
     if DVC_LOCK_ERROR in output:  # DVC waited its 3 s; Prefect's retries wait longer
         raise TransientFailure(f"{stage}: {DVC_LOCKED}")
     raise TransientFailure(f"{stage}: dvc repro exited {code}: {output.splitlines()[-1] if output else ''}")
+
+
+def stage_state(stage: str, ran: bool, why_skipped: str, drift: DriftPolicy) -> State[bool]:
+    """Completed with the stage's summary, `Skipped` (a Completed state) with why, or for a gate stage whose
+    verdict stops the run `GateFailed` (a Failed state, never retried); the result is whether it ran."""
+    metrics = read_metrics([stage])[stage]
+    verdict = gate_verdict(stage, metrics, drift) if metrics else None
+    said = verdict[1] if verdict else describe(stage, metrics)
+    if verdict and not verdict[0]:
+        return Failed(name=GATE_FAILED, message=said, data=ran)
+    if ran:
+        return Completed(message=said, data=True)
+    return Completed(name=SKIPPED, message=f"skipped, {why_skipped}: {said}", data=False)
 
 
 def _progress(stage: str) -> Callable[[str], None] | None:
@@ -155,7 +178,7 @@ def _repro(stage: str, env: dict[str, str], on_line: Callable[[str], None] | Non
     assert process.stdout is not None
     for line in process.stdout:
         line = line.rstrip()
-        if not line:
+        if not line or line.strip() in _GIT_ADVICE:
             continue
         lines.append(line)
         logger.info(line)
@@ -164,7 +187,7 @@ def _repro(stage: str, env: dict[str, str], on_line: Callable[[str], None] | Non
     return process.wait(), "\n".join(lines)
 
 
-@task(name="share-tuning-inputs", **RETRIES)
+@task(name="share-tuning-inputs", task_run_name="share-tuning-inputs", **RETRIES)
 def share_tuning_inputs(remote: str | None) -> str:
     """Push the features tune's trials read to the DVC remote, so workers elsewhere can fetch them by md5;
     return the remote's name, for the tune stage to hand on to its trials."""
@@ -184,12 +207,32 @@ def share_tuning_inputs(remote: str | None) -> str:
 
 
 @dataclass
+class Report:
+    """A report a person opens: a link a browser can follow where the remote can sign one (S3), else where
+    the file is and how to open it (`note`), never a link that 404s."""
+
+    key: str  # the link artifact's key in the Prefect UI
+    path: str  # the workspace path, e.g. reports/drift.html
+    url: str | None
+    note: str
+
+
+@dataclass
 class Pushed:
     record: str  # where the run's dvc.lock and params.yaml were stored
-    drift_report: str | None  # where the remote keeps reports/drift.html, if the run has one
+    reports: list[Report]
 
 
-@task(**RETRIES)
+# The reports a run links to, with the type a browser needs to show them (the DVC cache keeps no extension).
+REPORTS = {
+    "reports/drift.html": ("drift-report", "text/html"),
+    "reports/shap_bar.png": ("shap-importance", "image/png"),
+    "reports/shap_beeswarm.png": ("shap-beeswarm", "image/png"),
+}
+LINK_EXPIRY = dt.timedelta(days=7)  # the longest an S3 presigned URL (SigV4) may live
+
+
+@task(name="push", task_run_name="push", **RETRIES)
 def push(remote: str | None) -> Pushed:
     """Push every output to the DVC remote, then the run's dvc.lock and params.yaml beside it."""
     from dvc.repo import Repo
@@ -201,12 +244,11 @@ def push(remote: str | None) -> Pushed:
             record = store_in_run_record(
                 repo, remote, {path.name: path.read_bytes() for path in (LOCK_FILE, PARAMS_FILE)}
             )
+            reports = _reports(repo.cloud.get_remote(remote))
         except Exception as error:  # network, credentials, S3: worth a retry
             raise TransientFailure(f"dvc push to remote '{name}' failed: {first_line(error)}") from error
-        report = locked_outs("drift_check").get("reports/drift.html")
-        report_url = _object_url(repo, remote, report) if report else None
     get_run_logger().info("pushed %d file(s) to DVC remote '%s'; run record at %s", pushed, name, record)
-    return Pushed(record=record, drift_report=report_url)
+    return Pushed(record=record, reports=reports)
 
 
 def store_in_run_record(repo: Any, remote: str | None, files: dict[str, bytes]) -> str:
@@ -223,10 +265,54 @@ def store_in_run_record(repo: Any, remote: str | None, files: dict[str, bytes]) 
     return str(target.fs.unstrip_protocol(folder))
 
 
-def _object_url(repo: Any, remote: str | None, md5: str) -> str:
-    """Where the DVC remote keeps the object with this md5 (DVC 3 layout: files/md5/ab/cdef...)."""
-    target = repo.cloud.get_remote(remote)
-    return str(target.fs.unstrip_protocol(target.fs.join(target.path, "files", "md5", md5[:2], md5[2:])))
+def _reports(target: Any) -> list[Report]:
+    """Each report this run's dvc.lock names, as it is kept in the remote `target` (files/md5/ab/cdef...).
+
+    On S3: an HTTPS link signed with this run's own credentials, served with the report's type and file
+    name. Elsewhere the object has no URL a browser opens: its path, and the workspace copy's.
+    """
+    outs = {path: md5 for stage in _lock_stages().values() for path, md5 in _outs(stage).items()}
+    expires = dt.datetime.now(dt.UTC) + LINK_EXPIRY
+    found = []
+    for path, (key, content_type) in REPORTS.items():
+        if path not in outs:
+            continue
+        stored = target.fs.join(target.path, "files", "md5", outs[path][:2], outs[path][2:])
+        kept = f"kept in the DVC remote as `{target.fs.unstrip_protocol(stored)}`"
+        if target.fs.protocol == "s3":
+            url = _presigned(target.fs.fs_args, stored, content_type, Path(path).name)
+            note = f"link signed with this run's credentials, valid until {expires:%Y-%m-%d %H:%M} UTC; {kept}"
+            found.append(Report(key, path, url, note))
+        else:
+            found.append(Report(key, path, None, f"open `{Path.cwd() / path}` in a browser (this run's); {kept}"))
+    return found
+
+
+def _presigned(fs_args: dict[str, Any], stored: str, content_type: str, name: str) -> str:
+    """A GET URL for `bucket/key`, signed (SigV4) with the credentials, endpoint and region the DVC remote
+    uses, and answered with `content_type` under the file `name` (the DVC cache keeps no extension)."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.Session(
+        aws_access_key_id=fs_args.get("key"), aws_secret_access_key=fs_args.get("secret"),
+        aws_session_token=fs_args.get("token"), profile_name=fs_args.get("profile"),
+    )  # fmt: skip
+    client = session.client("s3", **fs_args.get("client_kwargs", {}), config=Config(signature_version="s3v4"))
+    bucket, _, key = stored.partition("/")
+    return str(
+        client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": bucket, "Key": key, "ResponseContentType": content_type,
+                    "ResponseContentDisposition": f'inline; filename="{name}"'},
+            ExpiresIn=int(LINK_EXPIRY.total_seconds()),
+        )
+    )  # fmt: skip
+
+
+def locked_deps() -> dict[str, str]:
+    """Every dependency dvc.lock records, path -> md5, over all stages."""
+    return {dep["path"]: dep["md5"] for stage in _lock_stages().values() for dep in stage.get("deps", [])}
 
 
 def remote_name(repo: Any, remote: str | None) -> str:

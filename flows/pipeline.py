@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import sys
 from typing import Any, TypeVar
 
-from prefect import flow, get_run_logger
+from prefect import allow_failure, flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from flows.dvc_ops import Pushed, prepare_workspace, push, run_stage, share_tuning_inputs
 from flows.publish import publish
 from flows.record import publish_ledger_head, record_lineage, run_info
+from flows.retry import GATE_FAILED
 from flows.settings import RunSettings, configure_s3_remote, resolve_settings
 from flows.summary import read_metrics
 from flows.workspace import NotStarted, check_before_work, numeric_platform, workspace_lock
@@ -28,6 +30,26 @@ from lineage.entities import ActionStatus
 from lineage.recorder import StageRun
 
 T = TypeVar("T")
+
+
+class RunStopped(Exception):
+    """Why a run ended Failed when the pipeline stopped it on purpose: a gate's verdict, bad input, a push
+    that failed. Its state says why in one line; unlike a crash, it is logged without a traceback."""
+
+
+def stopped(reason: str) -> State[Any]:
+    return Failed(message=reason, data=RunStopped(reason))
+
+
+class _NoTracebackForStoppedRuns(logging.Filter):
+    """Prefect logs every Failed flow run it executes for a deployment as an "unexpected exception", with
+    the traceback of the state's exception; for a RunStopped, the state's message has said all there is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], RunStopped))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_NoTracebackForStoppedRuns())
 
 
 @flow(name="lineage-pipeline", log_prints=True)
@@ -49,34 +71,45 @@ def lineage_pipeline(
         with workspace_lock(wait_for_workspace):
             stages, params = check_before_work(settings.ledger_url)
             configure_s3_remote()
-            changed, failure = _settle(prepare_workspace(settings.remote, return_state=True))
+            prepared = prepare_workspace(settings.remote, return_state=True)
+            changed, failure = _settle(prepared)
+            last: State[Any] = prepared
             platform = None
             if changed and not failure:  # stages will compute: what their numbers can depend on, for the ledger
-                platform, failure = _settle(numeric_platform(return_state=True))
-            runs, failure = run_stages(stages, changed or set(), settings, params.drift, failure)
-            pushed, failure = push_outputs(runs, settings.remote, failure)
-            recorded = record_lineage(
-                run_info(runs, started, failure, pushed, params.drift, platform), settings.ledger_url
-            )
+                probed = numeric_platform(return_state=True, wait_for=[prepared])
+                platform, failure = _settle(probed)
+                last = probed
+            runs, last, failure = run_stages(stages, changed or set(), settings, params.drift, failure, last)
+            pushed, last, failure = push_outputs(runs, settings.remote, failure, last)
+            info = run_info(runs, started, failure, pushed, params.drift, platform)
+            # After a failure too: allow_failure keeps the edge in the run graph and runs the task anyway.
+            recorded = record_lineage(info, settings.ledger_url, return_state=True, wait_for=[allow_failure(last)])
             if pushed:
-                publish_ledger_head(settings.remote, recorded)
-            publish(runs, failure, pushed, recorded, settings.ledger_url)
+                publish_ledger_head(settings.remote, recorded.result(), wait_for=[recorded])
+            publish(runs, failure, pushed, recorded.result(), settings.ledger_url, params.drift)
     except NotStarted as error:  # busy, bad params, a broken dvc.yaml, a ledger that will not open
-        return Failed(message=str(error))
+        return stopped(str(error))
     if failure:
-        return Failed(message=failure)
+        return stopped(failure)
     ran = [run.stage for run in runs if run.status == ActionStatus.COMPLETED]
     return Completed(message=f"ran {', '.join(ran) or 'nothing (all up to date)'}; both gates passed")
 
 
 def run_stages(
-    stages: list[str], changed: set[str], settings: RunSettings, drift: DriftPolicy, failure: str | None
-) -> tuple[list[StageRun], str | None]:
-    """Run the stages in order until one fails or a gate stops the run (or, given a `failure`, none); a
-    gate's verdict and the `drift` override decide after drift_check and fairness (gates/rules.py).
+    stages: list[str],
+    changed: set[str],
+    settings: RunSettings,
+    drift: DriftPolicy,
+    failure: str | None,
+    upstream: State[Any],
+) -> tuple[list[StageRun], State[Any], str | None]:
+    """Run the stages in order, each task waiting on the one before (the run graph is the pipeline), until
+    one fails or a gate stops the run (or, given a `failure`, none); a gate's verdict and the `drift`
+    override decide after drift_check and fairness (gates/rules.py).
 
-    `changed`: the stages `dvc status` named before the run. Returns each stage as the ledger records
-    it (NotRun after a stop) and why the run stopped, if it did.
+    `changed`: the stages `dvc status` named before the run; `upstream`: the task the first stage waits
+    on. Returns each stage as the ledger records it (NotRun after a stop), the last task's state, and why
+    the run stopped, if it did.
     """
     if not failure:
         get_run_logger().info("stages to rerun: %s", ", ".join(s for s in stages if s in changed) or "none")
@@ -89,28 +122,42 @@ def run_stages(
         start = _now()
         features_remote = None
         if stage == "tune" and (upstream_ran or stage in changed) and settings.tune_trial_deployment:
-            features_remote, failure = _settle(share_tuning_inputs(settings.remote, return_state=True))
+            upstream = share_tuning_inputs(settings.remote, return_state=True, wait_for=[upstream])
+            features_remote, failure = _settle(upstream)
             if failure:
                 failure = f"tune: could not share its inputs with trial workers: {failure}"
                 runs.append(StageRun(stage, ActionStatus.NOT_RUN))
                 continue
         task = run_stage.with_options(name=stage, task_run_name=stage)
-        state = task(stage, settings.stage_env(features_remote), stage in changed, upstream_ran, return_state=True)
+        env = settings.stage_env(features_remote)
+        state: State[Any] = task(
+            stage, env, stage in changed, upstream_ran, drift, return_state=True, wait_for=[upstream]
+        )
+        upstream = state
         task_run_id = str(state.state_details.task_run_id) if state.state_details.task_run_id else None
-        ran, failure = _settle(state)  # a Rejected stage, or a transient failure that outlived its retries
+        ran: bool | None
+        if state.name == GATE_FAILED:  # the stage ran or was skipped; its verdict stops the run below
+            ran = state.result(raise_on_failure=False) is True
+        else:  # a Rejected stage, or a transient failure that outlived its retries
+            ran, failure = _settle(state)
         status = ActionStatus.FAILED if failure else ActionStatus.COMPLETED if ran else ActionStatus.SKIPPED
         runs.append(StageRun(stage, status, start, _now(), task_run_id))
         upstream_ran = upstream_ran or bool(ran)
         failure = failure or stop_reason(stage, read_metrics([stage])[stage], drift)
-    return runs, failure
+    return runs, upstream, failure
 
 
-def push_outputs(runs: list[StageRun], remote: str | None, failure: str | None) -> tuple[Pushed | None, str | None]:
+def push_outputs(
+    runs: list[StageRun], remote: str | None, failure: str | None, upstream: State[Any]
+) -> tuple[Pushed | None, State[Any], str | None]:
     """Push what ran, verdicts included, even after a failure; a failed push keeps the model from promotion."""
     if all(run.status == ActionStatus.NOT_RUN for run in runs):
-        return None, failure  # preparing failed: nothing to push
-    pushed, push_failure = _settle(push(remote, return_state=True))
-    return pushed, failure or (f"push failed, the model is not promoted: {push_failure}" if push_failure else None)
+        return None, upstream, failure  # preparing failed: nothing to push
+    state = push(remote, return_state=True, wait_for=[allow_failure(upstream)])
+    pushed, push_failure = _settle(state)
+    if push_failure:
+        failure = failure or f"push failed, the model is not promoted: {push_failure}"
+    return pushed, state, failure
 
 
 def _settle(state: State[T]) -> tuple[T, None] | tuple[None, str]:

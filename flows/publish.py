@@ -1,5 +1,7 @@
-"""What a run shows in the Prefect UI when it ends: the run's summary with the model's lineage, the headline
-metrics and a link to the drift report. (tune's progress artifact follows the stage as it runs: dvc_ops.)"""
+"""What a run shows in the Prefect UI when it ends: a summary that fits on one screen (the stages, both gates'
+verdicts criterion by criterion, the model version's decision explained, its lineage in a dozen rows), the
+metrics with the gates' bounds, and the reports as links a browser can open. (tune's progress artifact
+follows the stage as it runs: dvc_ops.)"""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.dvc_ops import Pushed, locked_outs
-from flows.summary import read_metrics, summary
+from flows.dvc_ops import PARAMS_FILE, Pushed, locked_deps, locked_outs
+from flows.summary import criteria, describe, read_metrics
+from gates.rules import DriftPolicy, drift_verdict, fairness_verdict
+from lineage import registry
 from lineage.entities import ActionStatus
-from lineage.query import query_lineage
 from lineage.recorder import Recorded, StageRun
 from lineage.store import LedgerStore
+from tasks.stage import file_md5
 
 _RESULT = {
     ActionStatus.COMPLETED: "ran",
@@ -21,72 +25,134 @@ _RESULT = {
     ActionStatus.FAILED: "failed",
     ActionStatus.NOT_RUN: "not run",
 }
+GATE_STAGE = {"drift": "drift_check", "fairness": "fairness"}
 
 
 def publish(
-    runs: list[StageRun], failure: str | None, pushed: Pushed | None, recorded: Recorded, ledger_url: str | None
+    runs: list[StageRun],
+    failure: str | None,
+    pushed: Pushed | None,
+    recorded: Recorded,
+    ledger_url: str | None,
+    drift: DriftPolicy,
 ) -> None:
-    """The UI's view of the run: a summary with the model's lineage graph, the metrics table and a link
-    to the drift report."""
-    stages = [run.stage for run in runs]
-    rows = ["| stage | result | outputs (md5) |", "| --- | --- | --- |"]
-    for run in runs:
-        shown = locked_outs(run.stage) if run.status in (ActionStatus.COMPLETED, ActionStatus.SKIPPED) else {}
-        files = "<br>".join(f"`{path}` {md5[:12]}" for path, md5 in shown.items())
-        rows.append(f"| {run.stage} | {_RESULT[run.status]} | {files} |")
-    verdict = f"**Run failed:** {failure}" if failure else "**Both gates passed.**"
+    """The UI's view of the run: the summary, the metrics table and a link per report that has one."""
+    metrics = read_metrics([run.stage for run in runs])
+    verdicts = criteria(metrics, drift)
+    stages = [[run.stage, _RESULT[run.status], describe(run.stage, metrics[run.stage])] for run in runs]
+    gates = [[row.gate, row.criterion, row.value, row.bound, row.result] for row in verdicts if row.decides]
+    sections = [
+        f"# Lineage pipeline\n\n{f'**Run failed:** {failure}' if failure else '**Both gates passed.**'}",
+        _table(["stage", "result", "summary"], stages),
+        "## Gates\n\n"
+        + (_table(["gate", "criterion", "value", "bound", "result"], gates) if gates else "None ran.")
+        + "\n\nEach column's drift score, and what the policy measures but does not judge: `pipeline-metrics`.",
+        decision_section(recorded, ledger_url, failure),
+        lineage_section(runs, recorded, metrics, drift),
+        reports_section(pushed),
+    ]
     create_markdown_artifact(
         key="pipeline-summary",
-        markdown=f"# Lineage pipeline\n\n{verdict}\n\n" + "\n".join(rows) + f"\n\n```\n{summary(stages)}\n```"
-        f"\n\nRun record (dvc.lock, params.yaml): `{pushed.record if pushed else 'not stored (the push failed)'}`"
-        f"\n\n{lineage_section(recorded, ledger_url)}",
-        description="Stages run or skipped, their outputs, both gate verdicts and the model's lineage",
+        markdown="\n\n".join(sections) + "\n",
+        description="Stages, both gates' verdicts, the model version's decision and its lineage",
     )
     table = [
-        {"stage": stage, "metric": name, "value": value}
-        for stage, metrics in read_metrics(stages).items()
-        if metrics
-        for name, value in _headline(stage, metrics).items()
+        {"stage": stage, "metric": name, "value": _round(value), "bound": "", "result": ""}
+        for stage, found in metrics.items()
+        if found
+        for name, value in _headline(stage, found).items()
     ]
+    table += [
+        {"stage": GATE_STAGE[row.gate], "metric": row.criterion, "value": row.value, "bound": row.bound,
+         "result": row.result}
+        for row in verdicts
+    ]  # fmt: skip
     if table:
-        create_table_artifact(key="pipeline-metrics", table=table, description="Headline metrics per stage")
-    if pushed and pushed.drift_report:
-        create_link_artifact(
-            key="drift-report",
-            link=pushed.drift_report,
-            link_text="Evidently drift report",
-            description="reports/drift.html as the DVC remote stores it",
-        )
+        create_table_artifact(key="pipeline-metrics", table=table, description="Metrics, and the gates' bounds")
+    for report in pushed.reports if pushed else []:
+        if report.url:
+            create_link_artifact(key=report.key, link=report.url, link_text=report.path, description=report.note)
 
 
-def lineage_section(recorded: Recorded, ledger_url: str | None) -> str:
-    """Markdown: the model version, the promotion decision, its lineage as mermaid, and how to query it."""
-    head = f"Ledger head: {recorded.head.count} records, `{recorded.head.head_hash}`."
+def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | None) -> str:
+    """The model version's decision, explained: a version kept in production says since when, and whether
+    today's gates would promote it again."""
     version = recorded.model_version
     if version is None:
-        query = f"`lineage query {recorded.run.id} --direction ascendants`"
-        return f"## Lineage\n\nNo model version this run. {head}\n\n{query}"
-    with LedgerStore(ledger_url) as store:
-        graph = query_lineage(store, version.id)
-    return (
-        f"## Lineage of model version `{version.name}`\n\n"
-        f"Status **{version.properties.get('status')}** (decision: {recorded.decision}). {head}\n\n"
-        f"```mermaid\n{graph.to_mermaid()}\n```\n\n"
-        f"Query it: `lineage query {version.name} --direction ascendants --depth 10 --format json` · "
-        f"`lineage models show {version.name}` · `lineage verify`"
-    )
+        return "## Model\n\nNo model version this run" + (f": it stopped before tune ({failure})." if failure else ".")
+    name, status = version.name, version.properties.get("status")
+    show = f"See `lineage models show {name}`."
+    if recorded.decision == "promoted":
+        said = f"Promoted to production by this run: both gates passed. {show}"
+    elif recorded.decision == "kept":
+        with LedgerStore(ledger_url) as store:
+            decisions = registry.report(store, name).decisions
+        first = next((d for d in decisions if d.parameters.get("decision") == "promoted"), None)
+        since = f", in {status} since {first.start:%Y-%m-%d %H:%M} UTC ({first.parameters['by']})" if first else ""
+        today = (
+            "Today's run stopped (above), so this version would not be promoted today. The gates do not demote "
+            "a version already in production: `lineage models rollback` does, if it must go."
+            if failure
+            else "Today's gates passed again."
+        )
+        said = f"Kept in {status}: this run made the same model bytes as this version{since}. {today} {show}"
+    else:  # rejected, or held (gates passed but the outputs were not pushed)
+        said = f"{str(recorded.decision).capitalize()}: {failure or 'the gates did not pass'}. Status {status}. {show}"
+    return f"## Model version `{name}`\n\n{said}"
+
+
+def lineage_section(runs: list[StageRun], recorded: Recorded, metrics: dict[str, Any], drift: DriftPolicy) -> str:
+    """What made this run's model, in a dozen rows; the whole graph is one command away."""
+    facts = recorded.run.properties
+    produced = {path for run in runs for path in locked_outs(run.stage)}
+    inputs = {path: md5 for path, md5 in locked_deps().items() if path not in produced and not path.endswith(".py")}
+    dirty = " (uncommitted changes)" if facts.get("git_dirty") else ""
+    did = {label: [run.stage for run in runs if _RESULT[run.status] == label] for label in _RESULT.values()}
+    did_said = "; ".join(f"{label}: {', '.join(stages)}" for label, stages in did.items() if stages)
+    rows = [["data", path, f"md5 {md5[:12]}"] for path, md5 in sorted(inputs.items())]
+    rows += [
+        ["code", str(facts.get("git_repository")), f"commit {str(facts.get('git_commit'))[:12]}{dirty}"],
+        ["params", "params.yaml", f"md5 {file_md5(PARAMS_FILE)[:12]}"],
+        ["image", str(facts.get("image_uri")), f"revision {facts.get('image_revision')}"],
+        ["stages", " → ".join(run.stage for run in runs), did_said],
+    ]
+    if model := locked_outs("tune").get("models/model.pt"):
+        rows.append(["model", "models/model.pt", f"md5 {model[:12]}"])
+    verdicts = drift_verdict(metrics.get("drift_check"), drift), fairness_verdict(metrics.get("fairness"))
+    rows.append(["verdicts", "this run's gates", f"drift {verdicts[0]}, fairness {verdicts[1]}"])
+    version = recorded.model_version
+    if version is not None:
+        rows.append(["version", version.name, f"{version.properties.get('status')} (decision: {recorded.decision})"])
+    command = f"lineage query {version.name if version else recorded.run.id} --direction ascendants --depth 10"
+    return f"## Lineage\n\n{_table(['', 'what', 'version'], rows)}\n\nThe whole graph: `{command}`"
+
+
+def reports_section(pushed: Pushed | None) -> str:
+    if pushed is None:
+        return "## Reports\n\nNot pushed: the reports stayed in the run's workspace."
+    lines = "\n".join(f"- `{report.path}`: {report.note}" for report in pushed.reports) or "None this run."
+    return f"## Reports\n\n{lines}\n\nRun record (dvc.lock, params.yaml): `{pushed.record}`"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [f"| {' | '.join(header)} |", "|" + " --- |" * len(header)]
+    lines += [
+        "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |" for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _round(value: object) -> object:
+    """Four significant digits: what the numbers are judged on, not their last bits."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 def _headline(stage: str, metrics: dict[str, Any]) -> dict[str, object]:
+    """The metrics of a stage that is no gate (a gate's are its criteria)."""
     picks: dict[str, Callable[[dict[str, Any]], dict[str, object]]] = {
         "etl": lambda m: {"rows_read": m["rows"]["read"], "rows_kept": m["rows"]["written"]},
-        "drift_check": lambda m: {"drift_detected": m["drift_detected"], "drifted_share": m["drifted_share"]},
         "preprocess": lambda m: {**m["rows"], "drift_overridden": m["drift_gate"]["overridden"]},
         "tune": lambda m: {"val_rmsle": m["validation"]["rmsle"], **m["trials"]},
         "inference": lambda m: {"test_rmsle": m["test"]["rmsle"], "baseline_test_rmsle": m["baseline_test"]["rmsle"]},
-        "fairness": lambda m: {
-            "passed": m["passed"],
-            **{f"{column}_passed": judged["passed"] for column, judged in m["attributes"].items()},
-        },
     }
     return picks[stage](metrics) if stage in picks else {}

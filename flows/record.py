@@ -38,7 +38,7 @@ def run_info(
     )
 
 
-@task(name="record-lineage", **RETRIES)
+@task(name="record-lineage", task_run_name="record-lineage", **RETRIES)
 def record_lineage(info: RunInfo, ledger_url: str | None) -> Recorded:
     """Append the run to the lineage ledger and decide on promotion, in one transaction.
 
@@ -56,7 +56,7 @@ def record_lineage(info: RunInfo, ledger_url: str | None) -> Recorded:
     return recorded
 
 
-@task(name="publish-ledger-head", **RETRIES)
+@task(name="publish-ledger-head", task_run_name="publish-ledger-head", **RETRIES)
 def publish_ledger_head(remote: str | None, recorded: Recorded) -> str:
     """Store the ledger's head beside the run record: an anchor `lineage verify` can check a rewritten
     ledger against, kept outside the database."""

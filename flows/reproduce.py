@@ -35,7 +35,7 @@ from lineage.reproduce import (
 from lineage.store import LedgerStore
 
 
-@task(name="restore-inputs", **RETRIES)
+@task(name="restore-inputs", task_run_name="restore-inputs", **RETRIES)
 def restore_inputs(tree: Path, want: Expected, remote: str | None) -> None:
     """Recorded params.yaml and the DVC-tracked raw inputs, each checked against its recorded md5."""
     try:
@@ -44,7 +44,7 @@ def restore_inputs(tree: Path, want: Expected, remote: str | None) -> None:
         raise Rejected(str(error)) from None
 
 
-@task(name="rerun-pipeline")
+@task(name="rerun-pipeline", task_run_name="rerun-pipeline")
 def rerun_pipeline(tree: Path) -> None:
     """`dvc repro --force` with the recorded commit's code."""
     rerun(tree)

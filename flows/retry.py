@@ -19,7 +19,13 @@ class TransientFailure(Exception):
     """A failure that may pass on retry: network, S3, a DVC lock held by another process."""
 
 
+GATE_FAILED = "GateFailed"  # the Failed state a gate stage ends in when its verdict stops the run
+SKIPPED = "Skipped"  # the Completed state of a stage DVC had nothing to do for
+
+
 def _unless_rejected(_task: Task[..., Any], _task_run: TaskRun, state: State[Any]) -> bool:
+    if state.name == GATE_FAILED:
+        return False
     try:
         state.result()
     except Rejected:

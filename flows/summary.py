@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gates.rules import DriftPolicy, drift_verdict, fairness_verdict, may_promote
+from gates.rules import DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
 from tasks.params import load_params
 from tasks.stage import InputError
 
@@ -59,6 +60,79 @@ DESCRIBE: dict[str, Callable[[Metrics], str]] = {
 }
 
 
+def gate_verdict(stage: str, metrics: Metrics, drift: DriftPolicy) -> tuple[bool, str] | None:
+    """A gate stage's verdict as its task run shows it: whether the run may go on, and a line `passed: ...`
+    or `FAILED: ...` naming the criterion, the value and the bound. None for the other stages."""
+    if stage == "fairness":
+        return bool(metrics["passed"]), _fairness(metrics)
+    if stage != "drift_check":
+        return None
+    relation = ">=" if metrics["drift_detected"] else "<"
+    measured = (
+        f"share of drifted columns {metrics['drifted_share']:.4g} {relation} {metrics['threshold']} "
+        f"(drifted: {', '.join(metrics['drifted_columns']) or 'none'})"
+    )
+    verdict = drift_verdict(metrics, drift)
+    if verdict == GateVerdict.OVERRIDDEN:
+        return True, f"passed, drift allowed by {drift.allowed_by} ({drift.reason}): {measured}"
+    return verdict == GateVerdict.PASSED, f"{'passed' if verdict == GateVerdict.PASSED else 'FAILED'}: {measured}"
+
+
+# How the fairness stage names its criteria (metrics/fairness.json keys); signed ones are judged by size.
+CRITERIA = {
+    "log_residual_gap": "|log-residual gap|",
+    "error_ratio": "error ratio (RMSLE)",
+    "mean_outcome_difference": "|mean outcome difference|",
+}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One measured criterion of a gate: its value (4 significant digits), the bound it is held to, and
+    `passed`, `FAILED`, `overridden`, or `reported` for what is measured but does not decide."""
+
+    gate: str
+    criterion: str
+    value: str
+    bound: str
+    result: str
+    decides: bool = True  # False: a column's drift score, or a fairness criterion the policy does not use
+
+
+def criteria(metrics: dict[str, Metrics | None], drift: DriftPolicy) -> list[Criterion]:
+    """Every criterion of both gates, from their metrics files, as the UI's verdict table lists them."""
+    rows: list[Criterion] = []
+    if found := metrics.get("drift_check"):
+        for name, column in found["columns"].items():
+            result = "drifted" if column["drifted"] else "no drift"
+            rows.append(Criterion("drift", f"{name}: {column['test']}", f"{column['score']:.4g}",
+                                  f"threshold {column['threshold']:.4g}", result, decides=False))  # fmt: skip
+        verdict = drift_verdict(found, drift)
+        result = {GateVerdict.PASSED: "passed", GateVerdict.OVERRIDDEN: "overridden"}.get(verdict, "FAILED")
+        drifted = ", ".join(found["drifted_columns"]) or "none"
+        rows.append(Criterion("drift", f"share of drifted columns (drifted: {drifted})",
+                              f"{found['drifted_share']:.4g}", f"< {found['threshold']:.4g}", result))  # fmt: skip
+    if found := metrics.get("fairness"):
+        basis = "far end of 95% interval" if found["policy"]["judge"] == "interval" else "point value"
+        for column, record in found["attributes"].items():
+            if not record["criteria"]:  # a group too small to judge
+                rows.append(Criterion("fairness", f"{column}: group sizes", "too few rows",
+                                      f">= {found['policy']['min_group_rows']}", "FAILED"))  # fmt: skip
+            for name, judged in record["criteria"].items():
+                result = ("passed" if judged["passed"] else "FAILED") if judged["decides"] else "reported"
+                rows.append(Criterion("fairness", f"{column}: {CRITERIA.get(name, name)}, {basis}",
+                                      f"{judged['judged']:.4g}", f"<= {judged['bound']:.4g}", result,
+                                      decides=judged["decides"]))  # fmt: skip
+    return rows
+
+
+def describe(stage: str, metrics: Metrics | None) -> str:
+    """What a stage's metrics say, in one line ('not run' without them)."""
+    if metrics is None:
+        return "not run"
+    return DESCRIBE[stage](metrics) if stage in DESCRIBE else f"metrics/{stage}.json written"
+
+
 def read_metrics(stages: list[str], root: Path = Path(".")) -> dict[str, Metrics | None]:
     """Each stage's metrics file, or None where the stage has not run."""
     found: dict[str, Metrics | None] = {}
@@ -80,13 +154,9 @@ def summary(stages: list[str], root: Path = Path(".")) -> str:
     """
     metrics = read_metrics(stages, root)
     drift = load_params(root / "params.yaml").drift
-    lines = [f"{stage:<12} {_describe(stage, m) if (m := metrics[stage]) else 'not run'}" for stage in stages]
+    lines = [f"{stage:<12} {describe(stage, metrics[stage])}" for stage in stages]
     verdict = "both passed: the model may be promoted" if gates_passed(metrics, drift) else "NOT passed: do not promote"
     return "\n".join([*lines, f"{'gates':<12} {verdict}"])
-
-
-def _describe(stage: str, metrics: Metrics) -> str:
-    return DESCRIBE[stage](metrics) if stage in DESCRIBE else f"metrics/{stage}.json written"
 
 
 if __name__ == "__main__":

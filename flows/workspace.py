@@ -88,7 +88,7 @@ def check_before_work(ledger_url: str | None) -> tuple[list[str], Params]:
     return stages, params
 
 
-@task(name="numeric-platform", **RETRIES)
+@task(name="numeric-platform", task_run_name="numeric-platform", **RETRIES)
 def numeric_platform() -> dict[str, str]:
     """What the stages' numbers can depend on here (CPU, dispatch, library versions), for the ledger; a CPU
     below the numeric platform (tasks/__init__.py) is refused before any stage runs."""

@@ -263,12 +263,6 @@ def run_flow(clone: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[st
     return state, attempts
 
 
-def attempts_of(attempts: dict[str, int], task: str) -> int:
-    """The attempt count of the one task run named `task` plus Prefect's random suffix."""
-    (count,) = [count for name, count in attempts.items() if name.rsplit("-", 1)[0] == task]
-    return count
-
-
 def context_id_of(state: Any) -> str:
     """The ledger id of a flow run's PipelineRun context."""
     from lineage.entities import ContextType, context_id
@@ -413,3 +407,24 @@ class SwitchableProxy:
         finally:
             for end in (source, sink):
                 end.close()
+
+
+SCREENSHOTS = REPO / "test-output" / "screenshots"  # kept for a reviewer to look at (git ignores it)
+
+
+def browser_page(url: str, name: str, tmp_path: Path) -> str:
+    """`url` as headless Chromium (Debian's) renders it once its scripts have run: the DOM's text, and a
+    screenshot saved as SCREENSHOTS/<name>.png."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium here (Debian's package `chromium`; .ci/run installs it)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1440,1600", "--virtual-time-budget=30000",
+    ]  # fmt: skip
+    for output in (f"--screenshot={SCREENSHOTS / f'{name}.png'}", "--dump-dom"):
+        shown = subprocess.run([chromium, *flags, output, url], capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+    return re.sub(r"<[^>]+>", " ", shown.stdout)

@@ -21,7 +21,7 @@ from lineage.store import Head, LedgerStore
 from tasks.data import generate_transactions
 from tasks.params import DriftInjection
 from tasks.stage import file_md5
-from tests.conftest import VENV_BIN, attempts_of, locked_outs, run, run_flow, set_params, stage_env
+from tests.conftest import VENV_BIN, locked_outs, run, run_flow, set_params, stage_env
 from tests.unit.test_bad_inputs import CASES as LOADER_CASES
 
 pytestmark = pytest.mark.integration
@@ -208,7 +208,7 @@ def test_a_tracked_file_changed_outside_dvc_is_refused_not_used(
         f"{path}: md5 {tampered} differs from {recorded} recorded in dvc.lock (changed outside DVC); "
         f"refusing to overwrite or use it; restore it with `dvc checkout --force {path}`"
     )
-    assert attempts_of(attempts, "prepare-workspace") == 1
+    assert attempts["prepare-workspace"] == 1
     assert not {"etl", "tune", "inference"} & set(attempts)
     assert file_md5(workspace / path) == tampered  # left for investigation
     _assert_nothing_lost(workspace, before, recorded=True)
@@ -232,7 +232,7 @@ def test_a_raw_input_missing_from_the_remote(harness: None, workspace: Path, mon
         f"data/raw/sales.parquet: missing from DVC remote 'local' and from this workspace (md5 {md5}); "
         "push it from a workspace that has it"
     )
-    assert attempts_of(attempts, "prepare-workspace") == 1
+    assert attempts["prepare-workspace"] == 1
     assert "etl" not in attempts
     _assert_nothing_lost(workspace, before, recorded=True)
 

@@ -28,7 +28,6 @@ from lineage import registry
 from lineage.store import Kind, LedgerStore
 from tests.conftest import (
     SwitchableProxy,
-    attempts_of,
     locked_outs,
     prefect_server,
     prefect_server_env,
@@ -195,7 +194,7 @@ def test_a_run_waits_a_bounded_time_for_dvc_s_lock(
     assert state.message == (
         "dvc update/pull with remote 'local' failed: another DVC process holds this repository's lock (.dvc/tmp/lock)"
     )
-    assert attempts_of(attempts, "prepare-workspace") == 4  # retried with backoff, then given up
+    assert attempts["prepare-workspace"] == 4  # retried with backoff, then given up
     assert set(attempts) == {name for name in attempts if name.startswith(("prepare-workspace", "record-lineage"))}
 
     released: list[dt.datetime] = []
@@ -255,7 +254,7 @@ def test_s3_unreachable_during_pull_and_push_then_a_later_run_completes(
     assert pulled.returncode == 1
     failure = final_message(pulled.stdout)
     assert failure.startswith("dvc update/pull with remote 's3' failed: ")
-    assert len(set(re.findall(r"Task run '(prepare-workspace-\w+)' - Task run failed", pulled.stdout))) == 1
+    assert "Task run 'prepare-workspace' - Task run failed" in pulled.stdout
     assert pulled.stdout.count("Retries are exhausted") == 1  # retried with backoff, then given up
     assert "Running stage" not in pulled.stdout
 

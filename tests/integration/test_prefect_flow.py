@@ -7,7 +7,9 @@ also what the flows in the fault and bootstrap tests run against.)
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -18,7 +20,14 @@ from typing import Any
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -31,12 +40,14 @@ from tests.conftest import (
     POSTGRES_PSYCOPG,
     STAGES,
     VENV_BIN,
+    browser_page,
     fresh_clone,
     locked_outs,
     postgres_answers,
     postgres_database,
     prefect,
     prefect_server,
+    set_params,
 )
 
 pytestmark = pytest.mark.integration
@@ -103,19 +114,21 @@ def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
     assert first["state"] == "COMPLETED", first["message"]
     stage_tasks = [name for name in first["tasks"] if name in STAGES]
     assert sorted(stage_tasks) == sorted(STAGES)  # one task run per stage
-    assert {"pipeline-summary", "pipeline-metrics", "drift-report", "tuning-progress"} <= set(first["artifacts"])
+    assert {"pipeline-summary", "pipeline-metrics", "tuning-progress"} <= set(first["artifacts"])
+    assert "drift-report" not in first["artifacts"]  # a local remote has no URL a browser opens: the path, as text
     summary = first["artifacts"]["pipeline-summary"].data
     assert "Both gates passed" in summary
     assert all(f"| {stage} | ran |" in summary for stage in STAGES)
     assert first["artifacts"]["tuning-progress"].data == 100.0
     assert (deployed / ".dvc-storage" / "runs").is_dir()  # the run record went to the default remote
-    assert "```mermaid\nflowchart LR" in summary
+    assert "```mermaid" not in summary  # the OSS UI shows mermaid as source: the lineage is a table
+    assert "`reports/drift.html`: open `" in summary
     ledger_url = server.get("LINEAGE_DB_URL") or f"sqlite:///{deployed / 'lineage.db'}"
     with LedgerStore(ledger_url) as store:
         version = registry.production(store)
         assert version is not None  # both gates passed: promoted
         assert version.properties["model_md5"] == locked_outs(deployed)["models/model.pt"]
-        assert f"Lineage of model version `{version.name}`" in summary
+        assert f"## Model version `{version.name}`\n\nPromoted to production by this run" in summary
         found = {(v.type, v.label) for v in query_lineage(store, "production").vertices}
         assert {
             ("DataSet", "data/raw"),
@@ -221,3 +234,87 @@ lineage_pipeline.deploy(
         start = run.expected_start_time
         assert start is not None
         assert (start.weekday(), start.hour, start.minute) == (0, 6, 0)  # Mondays 06:00 UTC
+
+
+def test_the_ui_tells_the_story_of_a_run(server: dict[str, str], deployed: Path, tmp_path: Path) -> None:
+    """What a person sees in the Prefect UI, read back through its API and in a browser: the stages as a
+    chain, Skipped stages saying why, a refused gate as a red GateFailed task with its verdict and no
+    traceback, and a summary that fits on one screen."""
+    skipped = run_deployment(server, deployed)
+    if "ran nothing" not in skipped["message"]:  # run alone, without the earlier tests' runs
+        skipped = run_deployment(server, deployed)
+    params = (deployed / "params.yaml").read_text()
+    set_params(deployed, fairness={"max_error_ratio": 1.0})  # no two groups are served exactly alike
+    try:
+        refused = run_deployment(server, deployed)
+    finally:
+        (deployed / "params.yaml").write_text(params)
+    assert skipped["state"] == "COMPLETED", skipped["message"]
+    assert refused["state"] == "FAILED"
+    assert refused["message"].startswith("fairness check failed: is_registered: error ratio (RMSLE) ")
+
+    with client(server), get_client(sync_client=True) as api:
+        tasks = {run["id"]: _task_runs(api, uuid.UUID(run["id"])) for run in (skipped, refused)}
+        logs = api.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(refused["id"])])))
+    for runs in tasks.values():  # the run graph is the pipeline: each task waits on the one before
+        order = ["prepare-workspace", "numeric-platform", *STAGES, "push", "record-lineage"]
+        chain = [name for name in order if name in runs]
+        assert set(chain) >= {"prepare-workspace", *STAGES, "push", "record-lineage"}
+        for before, after in itertools.pairwise(chain):
+            assert runs[before]["id"] in runs[after]["waits_for"], (before, after, runs[after])
+    for stage in STAGES:
+        state = tasks[skipped["id"]][stage]
+        assert (state["type"], state["name"]) == ("COMPLETED", "Skipped"), state
+        assert state["message"].startswith("skipped, unchanged since dvc.lock: ")
+    assert "passed: share of drifted columns " in tasks[skipped["id"]]["drift_check"]["message"]
+    assert tasks[skipped["id"]]["fairness"]["message"].endswith("(far ends of 95% intervals)")
+
+    fairness = tasks[refused["id"]]["fairness"]
+    assert (fairness["type"], fairness["name"]) == ("FAILED", "GateFailed")
+    assert fairness["message"].startswith("FAILED: is_registered: error ratio (RMSLE) ")
+    assert " > 1.0 (far ends of 95% intervals)" in fairness["message"]
+    assert fairness["run_count"] == 1  # a verdict is final: never retried
+    assert tasks[refused["id"]]["drift_check"]["message"].startswith("skipped, unchanged since dvc.lock: passed: ")
+    said = "\n".join(log.message for log in logs)
+    assert "Traceback" not in said
+    assert "Engine execution exited with unexpected exception" not in said
+    assert "git add dvc.lock" not in said
+
+    summary = refused["artifacts"]["pipeline-summary"].data
+    assert "```mermaid" not in summary
+    lineage = summary.split("## Lineage\n\n")[1].split("\n\n")[0].splitlines()
+    assert 8 <= len(lineage) - 2 <= 15, lineage  # header and rule, then the rows
+    assert "| fairness | is_registered: error ratio (RMSLE), far end of 95% interval | " in summary
+    assert " | <= 1 | FAILED |" in summary
+    assert "Kept in production: this run made the same model bytes as this version, in production since " in summary
+    assert "so this version would not be promoted today" in summary
+    assert "| verdicts | this run's gates | drift passed, fairness failed |" in summary
+    values = [str(row["value"]) for row in json.loads(refused["artifacts"]["pipeline-metrics"].data)]
+    decimals = [value for value in values if re.fullmatch(r"-?\d+\.\d+(e-?\d+)?", value)]
+    assert decimals  # four significant digits at most, not 0.5534058780859339
+    assert all(len(value.split("e")[0].lstrip("-0.").replace(".", "")) <= 4 for value in decimals), decimals
+
+    # In a browser: the flow run page, and the summary artifact as the UI renders it.
+    ui = server["PREFECT_API_URL"].removesuffix("/api")
+    page = browser_page(f"{ui}/runs/flow-run/{refused['id']}", "flow-run-gate-failed", tmp_path)
+    assert "GateFailed" in page
+    artifact = browser_page(f"{ui}/artifacts/artifact/{refused['artifacts']['pipeline-summary'].id}",
+                            "summary-gate-failed", tmp_path)  # fmt: skip
+    assert "fairness check failed: is_registered: error ratio (RMSLE)" in artifact
+    assert "would not be promoted today" in artifact
+
+
+def _task_runs(api: SyncPrefectClient, run_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+    """Each task run of a flow run by name: its state, message, attempts and the task runs it waited on."""
+    runs = api.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return {
+        run.name: {
+            "id": run.id,
+            "type": run.state.type.value if run.state else None,
+            "name": run.state.name if run.state else None,
+            "message": (run.state.message or "") if run.state else "",
+            "run_count": run.run_count,
+            "waits_for": {getattr(upstream, "id", None) for upstream in run.task_inputs.get("wait_for", [])},
+        }
+        for run in runs
+    }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.dvc_ops import Pushed, push
+from flows.dvc_ops import REPORTS, Pushed, push
 from tests.conftest import VENV_BIN, free_port, fresh_clone, locked_outs, run, stage_env
 
 pytestmark = pytest.mark.integration
@@ -126,3 +128,30 @@ def test_push_retries_while_s3_refuses_then_succeeds(
     assert "runs/" in state.result().record
     s3 = boto3.client("s3", endpoint_url=endpoint)
     assert s3.list_objects_v2(Bucket="lineage-late")["KeyCount"] >= len(locked_outs(built_copy))
+
+
+def test_report_links_open_in_a_browser_with_their_type_and_name(
+    aws: None, s3_server: str, built_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UI's links to the drift report and the SHAP plots: HTTPS (here HTTP) URLs presigned with the run's
+    credentials, served as text/html or image/png under the report's own file name, not a 404."""
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="lineage-links")
+    use_s3_remote(built_copy, s3_server, "lineage-links")
+    monkeypatch.chdir(built_copy)
+
+    @flow
+    def push_only() -> Pushed:
+        return push("s3")
+
+    with prefect_test_harness():
+        pushed = push_only()
+    assert {report.path for report in pushed.reports} == set(REPORTS)
+    for report in pushed.reports:
+        assert report.url is not None
+        assert "X-Amz-Signature=" in report.url
+        assert "valid until " in report.note
+        with urllib.request.urlopen(report.url) as response:  # what a browser's GET receives
+            assert response.status == 200
+            assert response.headers["Content-Type"] == REPORTS[report.path][1]
+            assert f'filename="{Path(report.path).name}"' in response.headers["Content-Disposition"]
+            assert hashlib.md5(response.read()).hexdigest() == locked_outs(built_copy)[report.path]
