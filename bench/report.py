@@ -104,7 +104,8 @@ def render(results: Sequence[dict[str, Any]]) -> str:
     machines = sorted({_machine_line(r) for r in results})
     dates = sorted({str(r["date"]) for r in results})
     if machines:
-        lines += [f"Machines: {'; '.join(machines)}. Dates: {dates[0]} to {dates[-1]}.", ""]
+        when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        lines += [f"{'Machine' if len(machines) == 1 else 'Machines'}: {'; '.join(machines)}. Measured {when}.", ""]
     for result in results:
         lines += [f"## {result['title']}", ""]
         description = _description(str(result["benchmark"]))

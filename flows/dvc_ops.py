@@ -208,13 +208,14 @@ def share_tuning_inputs(remote: str | None) -> str:
 
 @dataclass
 class Report:
-    """A report a person opens: a link a browser can follow where the remote can sign one (S3), else where
-    the file is and how to open it (`note`), never a link that 404s."""
+    """A report a person opens: where the DVC remote keeps it, and a link a browser can follow where the
+    remote can sign one (S3); never a link that 404s."""
 
     key: str  # the link artifact's key in the Prefect UI
     path: str  # the workspace path, e.g. reports/drift.html
-    url: str | None
-    note: str
+    stored: str  # the object's URI in the DVC remote (files/md5/ab/cdef...: no extension)
+    url: str | None = None
+    expires: dt.datetime | None = None
 
 
 @dataclass
@@ -266,11 +267,8 @@ def store_in_run_record(repo: Any, remote: str | None, files: dict[str, bytes]) 
 
 
 def _reports(target: Any) -> list[Report]:
-    """Each report this run's dvc.lock names, as it is kept in the remote `target` (files/md5/ab/cdef...).
-
-    On S3: an HTTPS link signed with this run's own credentials, served with the report's type and file
-    name. Elsewhere the object has no URL a browser opens: its path, and the workspace copy's.
-    """
+    """Each report this run's dvc.lock names, as the remote `target` keeps it; on S3 with an HTTPS link
+    signed with this run's own credentials, served with the report's type and file name."""
     outs = {path: md5 for stage in _lock_stages().values() for path, md5 in _outs(stage).items()}
     expires = dt.datetime.now(dt.UTC) + LINK_EXPIRY
     found = []
@@ -278,13 +276,11 @@ def _reports(target: Any) -> list[Report]:
         if path not in outs:
             continue
         stored = target.fs.join(target.path, "files", "md5", outs[path][:2], outs[path][2:])
-        kept = f"kept in the DVC remote as `{target.fs.unstrip_protocol(stored)}`"
+        report = Report(key, path, str(target.fs.unstrip_protocol(stored)))
         if target.fs.protocol == "s3":
-            url = _presigned(target.fs.fs_args, stored, content_type, Path(path).name)
-            note = f"link signed with this run's credentials, valid until {expires:%Y-%m-%d %H:%M} UTC; {kept}"
-            found.append(Report(key, path, url, note))
-        else:
-            found.append(Report(key, path, None, f"open `{Path.cwd() / path}` in a browser (this run's); {kept}"))
+            report.url = _presigned(target.fs.fs_args, stored, content_type, Path(path).name)
+            report.expires = expires
+        found.append(report)
     return found
 
 

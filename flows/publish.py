@@ -6,6 +6,7 @@ follows the stage as it runs: dvc_ops.)"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -70,8 +71,12 @@ def publish(
     if table:
         create_table_artifact(key="pipeline-metrics", table=table, description="Metrics, and the gates' bounds")
     for report in pushed.reports if pushed else []:
-        if report.url:
-            create_link_artifact(key=report.key, link=report.url, link_text=report.path, description=report.note)
+        if report.url and report.expires:
+            expiry = f"signed with this run's credentials, valid until {report.expires:%Y-%m-%d %H:%M} UTC"
+            create_link_artifact(
+                key=report.key, link=report.url, link_text=Path(report.path).name,
+                description=f"{report.path}: {expiry}; kept in the DVC remote as {report.stored}",
+            )  # fmt: skip
 
 
 def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | None) -> str:
@@ -128,10 +133,23 @@ def lineage_section(runs: list[StageRun], recorded: Recorded, metrics: dict[str,
 
 
 def reports_section(pushed: Pushed | None) -> str:
+    """Links where the remote signed them; else the workspace's copies and the command that opens one."""
     if pushed is None:
         return "## Reports\n\nNot pushed: the reports stayed in the run's workspace."
-    lines = "\n".join(f"- `{report.path}`: {report.note}" for report in pushed.reports) or "None this run."
-    return f"## Reports\n\n{lines}\n\nRun record (dvc.lock, params.yaml): `{pushed.record}`"
+    linked = [report for report in pushed.reports if report.url and report.expires]
+    if linked:
+        links = " · ".join(f"[{Path(report.path).name}]({report.url})" for report in linked)
+        said = f"{links} (signed with this run's credentials, valid until {linked[0].expires:%Y-%m-%d %H:%M} UTC)"
+    elif pushed.reports:
+        first = Path.cwd() / pushed.reports[0].path
+        said = (
+            f"{', '.join(f'`{report.path}`' for report in pushed.reports)} in `{Path.cwd()}`; "
+            f"`python -m webbrowser file://{first}` opens the first. A local DVC remote has no URL a browser "
+            "opens: it keeps each by its md5 (`lineage query` lists them)."
+        )
+    else:
+        said = "None this run."
+    return f"## Reports\n\n{said}\n\nRun record (dvc.lock, params.yaml): `{pushed.record}`"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -122,7 +122,7 @@ def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
     assert first["artifacts"]["tuning-progress"].data == 100.0
     assert (deployed / ".dvc-storage" / "runs").is_dir()  # the run record went to the default remote
     assert "```mermaid" not in summary  # the OSS UI shows mermaid as source: the lineage is a table
-    assert "`reports/drift.html`: open `" in summary
+    assert f"`python -m webbrowser file://{deployed / 'reports' / 'drift.html'}` opens the first" in summary
     ledger_url = server.get("LINEAGE_DB_URL") or f"sqlite:///{deployed / 'lineage.db'}"
     with LedgerStore(ledger_url) as store:
         version = registry.production(store)

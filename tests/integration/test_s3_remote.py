@@ -149,7 +149,8 @@ def test_report_links_open_in_a_browser_with_their_type_and_name(
     for report in pushed.reports:
         assert report.url is not None
         assert "X-Amz-Signature=" in report.url
-        assert "valid until " in report.note
+        assert report.expires is not None
+        assert report.stored.startswith("s3://lineage-links/dvc/files/md5/")
         with urllib.request.urlopen(report.url) as response:  # what a browser's GET receives
             assert response.status == 200
             assert response.headers["Content-Type"] == REPORTS[report.path][1]
