@@ -34,9 +34,10 @@ PARAMS_FILE = Path("params.yaml")
 DVC_LOCK_ERROR = "Unable to acquire lock"  # DVC's message when another process holds .dvc/tmp/lock
 DVC_LOCKED = "another DVC process holds this repository's lock (.dvc/tmp/lock)"  # what we say instead
 _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")  # what tasks/tune.py prints as each trial is told
-# DVC's advice after each stage; the flow keeps dvc.lock itself (the run record), so it is noise in a log.
-_GIT_ADVICE = ("To track the changes with git, run:", "git add dvc.lock", "To enable auto staging, run:",
-               "dvc config core.autostage true")  # fmt: skip
+# DVC's advice after each stage: the flow keeps dvc.lock itself (the run record) and pushes, so in a log
+# it is noise.
+_DVC_ADVICE = ("To track the changes with git, run:", "git add dvc.lock", "To enable auto staging, run:",
+               "dvc config core.autostage true", "Use `dvc push` to send your updates to remote storage.")  # fmt: skip
 
 
 def stage_order(root: Path = Path(".")) -> list[str]:
@@ -178,7 +179,7 @@ def _repro(stage: str, env: dict[str, str], on_line: Callable[[str], None] | Non
     assert process.stdout is not None
     for line in process.stdout:
         line = line.rstrip()
-        if not line or line.strip() in _GIT_ADVICE:
+        if not line or line.strip() in _DVC_ADVICE:
             continue
         lines.append(line)
         logger.info(line)

@@ -279,6 +279,7 @@ def test_the_ui_tells_the_story_of_a_run(server: dict[str, str], deployed: Path,
     assert "Traceback" not in said
     assert "Engine execution exited with unexpected exception" not in said
     assert "git add dvc.lock" not in said
+    assert "Use `dvc push`" not in said
 
     summary = refused["artifacts"]["pipeline-summary"].data
     assert "```mermaid" not in summary

@@ -14,7 +14,7 @@ from flows.dvc_ops import stage_state
 from flows.pipeline import RunStopped, stopped
 from flows.publish import _table
 from flows.retry import GATE_FAILED, SKIPPED
-from flows.summary import criteria, gate_verdict
+from flows.summary import CRITERIA, criteria, gate_verdict
 from gates.rules import NO_OVERRIDE, DriftOverride
 
 
@@ -97,7 +97,7 @@ def test_criteria_round_to_four_digits_judge_signed_ones_by_size_and_mark_what_d
         f"is_registered: |mean outcome difference|, {basis}",
     ]
     assert table[("fairness", f"is_registered: error ratio (RMSLE), {basis}")] == ("1.6", "<= 1.5", "FAILED")
-    assert table[("fairness", f"is_registered: |log-residual gap|, {basis}")] == ("0.02222", "<= 0.25", "passed")
+    assert table[("fairness", f"is_registered: log-residual gap, {basis}")] == ("0.02222", "<= 0.25", "passed")
     # One sign convention: the size that is judged, never the signed point value (-0.9007).
     assert table[("fairness", f"is_registered: |mean outcome difference|, {basis}")] == ("0.9007", "<= 1", "reported")
 
@@ -162,3 +162,9 @@ def test_a_stopped_run_is_logged_without_a_traceback_and_a_crash_with_one() -> N
     assert not logger.filter(engine_error(RunStopped("fairness check failed: ...")))
     assert logger.filter(engine_error(RuntimeError("a real crash")))
     assert stopped("why").message == "why"
+
+
+def test_the_criteria_are_named_as_the_fairness_stage_names_them() -> None:
+    from tasks.fairness import LABELS
+
+    assert CRITERIA == LABELS
