@@ -1,5 +1,6 @@
 """Ledger targets on a ledger holding 10,000 recorded runs: an ascendants query of one model at depth 10
-(<= 100 ms), `lineage verify` (<= 10 s), and recording one more run (<= 1 s).
+(<= 100 ms), `lineage diff production previous` (<= 200 ms), `lineage verify` (<= 10 s), and recording one
+more run (<= 1 s).
 
 Each run is recorded the way the flow records it (`record_run` on a stand-in workspace whose data and
 model change every week), so the ledger has the real shape: shared code artifacts, new data, a model
@@ -18,12 +19,13 @@ from pathlib import Path
 
 from bench.lineage_workspace import STAGES, write_workspace
 from bench.report import save_results, table
+from lineage.diff import diff
 from lineage.entities import ActionStatus
 from lineage.query import Direction, query_lineage
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import LedgerStore
 
-TARGETS = {"query": 0.100, "verify": 10.0, "record": 1.0}
+TARGETS = {"query": 0.100, "diff": 0.200, "verify": 10.0, "record": 1.0}
 
 
 def run_info(week: int) -> RunInfo:
@@ -66,11 +68,19 @@ def main() -> None:
             query = statistics.median(queries)
             print(f"ascendants of the production model, depth 10: {len(graph.vertices)} vertices, "
                   f"{len(graph.edges)} edges")  # fmt: skip
+            diffs = []
+            for _ in range(5):
+                began = time.perf_counter()
+                changed = diff(store, "production", "previous", root)
+                diffs.append(time.perf_counter() - began)
+            compared = statistics.median(diffs)
+            artifacts = sum(len(rows) for rows in changed["artifacts"].values())
+            print(f"diff production previous: {artifacts} artifacts, {len(changed['metrics'])} metrics changed")
             began = time.perf_counter()
             result = store.verify()
             verify = time.perf_counter() - began
             assert result.ok, str(result)
-    for name, seconds in (("query", query), ("verify", verify), ("record", record)):
+    for name, seconds in (("query", query), ("diff", compared), ("verify", verify), ("record", record)):
         target = TARGETS[name]
         print(f"{name:<7} {seconds * 1000:10.1f} ms   target {target * 1000:8.0f} ms   ratio {seconds / target:.2f}")
     runs = f"{arguments.runs:,}-run ledger ({head.count:,} records)"
@@ -84,6 +94,9 @@ def main() -> None:
                     [f"ascendants of one model at depth 10, {runs} <= 100 ms",
                      f"{query * 1000:.1f} ms ({len(graph.vertices)} vertices, {len(graph.edges)} edges)",
                      round(query / TARGETS["query"], 2)],
+                    ["`lineage diff production previous` on that ledger <= 200 ms",
+                     f"{compared * 1000:.1f} ms ({artifacts} artifacts, {len(changed['metrics'])} metrics changed)",
+                     round(compared / TARGETS["diff"], 2)],
                     ["`lineage verify` of that ledger <= 10 s", f"{verify:.1f} s",
                      round(verify / TARGETS["verify"], 2)],
                     ["recording one more run <= 1 s",

@@ -10,10 +10,11 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1
 
 # git for a `git_clone` pull step or a mounted checkout; the baked-in copy below runs DVC without it.
+# openssh-client for ssh-keygen, which signs the pipeline's promotion decisions (lineage/signatures.py).
 # Versions are not pinned: Debian replaces them with each security update, which would break the build.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git \
+    && apt-get install -y --no-install-recommends git openssh-client \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin worker \

@@ -18,6 +18,7 @@ from prefect import allow_failure, flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
+from flows.configuration import deployment_configuration
 from flows.dvc_ops import Pushed, prepare_workspace, push, run_stage, share_tuning_inputs
 from flows.publish import publish
 from flows.record import publish_ledger_head, record_lineage, run_info
@@ -60,10 +61,12 @@ def lineage_pipeline(
     tune_trial_deployment: str | None = None,
     optuna_storage_block: str | None = None,
     wait_for_workspace: float = 600.0,
+    signing_key_block: str | None = None,
 ) -> State[Any]:
     """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record, record
     the run's lineage and promote the model only if both gates passed."""
     started = _now()
+    configuration = deployment_configuration()  # as the server holds it now, for the ledger's history
     settings = resolve_settings(
         remote, aws_credentials_block, lineage_db_block, tune_trial_deployment, optuna_storage_block
     )
@@ -81,9 +84,11 @@ def lineage_pipeline(
                 last = probed
             runs, last, failure = run_stages(stages, changed or set(), settings, params.drift, failure, last)
             pushed, last, failure = push_outputs(runs, settings.remote, failure, last)
-            info = run_info(runs, started, failure, pushed, params.drift, platform)
+            info = run_info(runs, started, failure, pushed, params.drift, platform, configuration)
             # After a failure too: allow_failure keeps the edge in the run graph and runs the task anyway.
-            recorded = record_lineage(info, settings.ledger_url, return_state=True, wait_for=[allow_failure(last)])
+            recorded = record_lineage(
+                info, settings.ledger_url, signing_key_block, return_state=True, wait_for=[allow_failure(last)]
+            )
             if pushed:
                 publish_ledger_head(settings.remote, recorded.result(), wait_for=[recorded])
             publish(runs, failure, pushed, recorded.result(), settings.ledger_url, params.drift)
@@ -181,6 +186,7 @@ if __name__ == "__main__":
     parser.add_argument("--lineage-db-block", default=None, help="Prefect Secret block holding LINEAGE_DB_URL")
     parser.add_argument("--tune-trial-deployment", default=None, help="run tuning trials on this deployment's workers")
     parser.add_argument("--optuna-storage-block", default=None, help="Prefect Secret block holding OPTUNA_STORAGE_URL")
+    parser.add_argument("--signing-key-block", default=None, help="Prefect Secret block holding the pipeline's SSH key")
     parser.add_argument(
         "--wait-for-workspace", type=float, default=600.0, metavar="SECONDS",
         help="how long to wait while another run holds this workspace before stopping (default 600)",
@@ -190,6 +196,6 @@ if __name__ == "__main__":
     final = lineage_pipeline(
         arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block,
         arguments.tune_trial_deployment, arguments.optuna_storage_block, arguments.wait_for_workspace,
-        return_state=True,
+        arguments.signing_key_block, return_state=True,
     )  # fmt: skip
     sys.exit(0 if final.is_completed() else 1)

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import ExitStack
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.runtime import deployment, flow_run
 
 from flows.dvc_ops import Pushed, first_line, remote_name, store_in_run_record
 from flows.retry import RETRIES, TransientFailure
+from flows.settings import read_secret
 from gates.rules import DriftPolicy
-from lineage.recorder import Recorded, RunInfo, StageRun, record_run
+from lineage.recorder import PIPELINE, Recorded, RunInfo, StageRun, record_run
+from lineage.signatures import signer_from_text
 from lineage.store import LedgerStore
 
 
@@ -23,6 +27,7 @@ def run_info(
     pushed: Pushed | None,
     drift: DriftPolicy,
     platform: dict[str, str] | None,
+    configuration: dict[str, Any] | None,
 ) -> RunInfo:
     """The flow run's own facts for the ledger; the rest it reads from the workspace (dvc.lock, metrics, git)."""
     return RunInfo(
@@ -35,21 +40,27 @@ def run_info(
         deployment=f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
         drift_policy=drift,
         platform=platform,
+        deployment_configuration=configuration,
     )
 
 
 @task(name="record-lineage", task_run_name="record-lineage", **RETRIES)
-def record_lineage(info: RunInfo, ledger_url: str | None) -> Recorded:
-    """Append the run to the lineage ledger and decide on promotion, in one transaction.
+def record_lineage(info: RunInfo, ledger_url: str | None, signing_key_block: str | None) -> Recorded:
+    """Append the run to the lineage ledger and decide on promotion, in one transaction; the decision is
+    signed with the pipeline's key from `signing_key_block` (a Secret block), or marked unsigned.
 
     A retry is safe: a failed append leaves nothing behind.
     """
-    with LedgerStore(ledger_url) as store:
-        recorded = record_run(store, info)
+    with LedgerStore(ledger_url) as store, ExitStack() as keys:
+        signer = None
+        if signing_key_block:
+            signer = keys.enter_context(signer_from_text(PIPELINE, read_secret(signing_key_block)))
+        recorded = record_run(store, info, signer=signer)
     get_run_logger().info(
-        "recorded in the lineage ledger: model version %s, decision %s; ledger head %d %s",
+        "recorded in the lineage ledger: model version %s, decision %s (%s); ledger head %d %s",
         recorded.model_version.name if recorded.model_version else "none",
         recorded.decision or "none",
+        f"signed by {PIPELINE}" if signer else "unsigned: no signing_key_block",
         recorded.head.count,
         recorded.head.head_hash,
     )

@@ -1,4 +1,5 @@
-"""`lineage`: verify, query and export the ledger, manage the model registry, reproduce a model version.
+"""`lineage`: verify, query, diff and export the ledger, manage the model registry and its approvers,
+reproduce a model version.
 
 The ledger is LINEAGE_DB_URL (or --db), by default sqlite:///lineage.db in the current directory.
 Every error is one line on stderr and exit status 1 (a mistyped command or option: click's usage
@@ -8,27 +9,45 @@ message, exit status 2); `verify` exits 1 when the chain is broken.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from lineage import registry
+from lineage.archive import ArchiveError, export, verify_archive
 from lineage.query import Direction, QueryError, query_lineage
+from lineage.signatures import (
+    ACTIVE,
+    REVOKED,
+    Signer,
+    approver,
+    approvers,
+    check_signatures,
+    public_key,
+    read_public_key,
+    register,
+    signed_records,
+)
 from lineage.store import Head, LedgerError, LedgerStore
 
 # Plain help, and a usage error as click's "Error: ..." line (exit 2) rather than a drawn box.
 app = typer.Typer(
     help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None
 )
-models_app = typer.Typer(help="The model registry: candidate, production, rejected, archived.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: candidate, pending, production, rejected, archived.", no_args_is_help=True
+)
 export_app = typer.Typer(help="Export the ledger in other formats.", no_args_is_help=True)
+approvers_app = typer.Typer(help="Who may sign decisions, with which SSH public key.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(export_app, name="export")
+app.add_typer(approvers_app, name="approvers")
 
 Db = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the ledger (default: LINEAGE_DB_URL).")]
 
@@ -46,8 +65,16 @@ class GraphFormat(StrEnum):
 
 
 Output = Annotated[Format, typer.Option("--format", help="Print a table for people or JSON for programs.")]
-By = Annotated[str, typer.Option("--by", help="Who decides (recorded).")]
-Reason = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
+By = Annotated[str, typer.Option("--by", help="Who decides: a registered approver's name (signed).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (signed).")]
+Key = Annotated[
+    Path,
+    typer.Option(
+        "--key",
+        envvar="LINEAGE_SIGNING_KEY",
+        help="Your SSH private key, or its .pub if ssh-agent holds it (ssh-keygen -Y sign).",
+    ),
+]
 
 
 @contextmanager
@@ -56,7 +83,7 @@ def _ledger(db: str | None) -> Iterator[LedgerStore]:
     try:
         with LedgerStore(db) as store:
             yield store
-    except (LedgerError, QueryError, registry.RegistryError, ValueError) as error:
+    except (LedgerError, QueryError, registry.RegistryError, ValueError) as error:  # SignatureError, ArchiveError
         typer.echo(f"lineage: error: {error}", err=True)
         raise typer.Exit(1) from None
 
@@ -73,22 +100,122 @@ def _print(output: Format, payload: Any, text: Callable[[], str]) -> None:
     typer.echo(json.dumps(payload, indent=2, sort_keys=True) if output == Format.JSON else text())
 
 
+def _anchor(count: int | None, digest: str | None) -> Head | None:
+    if (count is None) != (digest is None):
+        _fail("--anchor-count and --anchor-hash go together")
+    if count is None or digest is None:
+        return None
+    if count < 1:
+        _fail(f"--anchor-count must be at least 1, got {count}")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        _fail("--anchor-hash must be 64 lowercase hex characters (a sha256)")
+    return Head(count, digest)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"lineage: error: {message}", err=True)
+    raise typer.Exit(1)
+
+
 @app.command()
 def verify(
     db: Db = None,
     anchor_count: Annotated[int | None, typer.Option(help="A published head: its record count.")] = None,
     anchor_hash: Annotated[str | None, typer.Option(help="A published head: its hash.")] = None,
+    archive: Annotated[
+        Path | None, typer.Option(help="Verify this archive file offline instead of the ledger.")
+    ] = None,
 ) -> None:
-    """Recompute the hash chain; name the first bad record if there is one."""
-    if (anchor_count is None) != (anchor_hash is None):
-        typer.echo("lineage: error: --anchor-count and --anchor-hash go together", err=True)
+    """Recompute the hash chain and check every signature; name the first bad record if there is one."""
+    anchor = _anchor(anchor_count, anchor_hash)
+    if archive is not None:
+        try:
+            result, signatures, stated = verify_archive(archive, anchor)
+        except ArchiveError as error:
+            _fail(str(error))
+        where = f"archive {archive}, anchor in its header {stated.count} {stated.head_hash}"
+    else:
+        with _ledger(db) as store:
+            result = store.verify(anchor)
+            signatures = check_signatures(signed_records(store)) if result.ok else None
+        where = "ledger head row"
+    typer.echo(f"chain {result} ({where})")
+    if anchor is not None and result.ok:
+        typer.echo(f"anchor ok: record {anchor.count} hashes to the published {anchor.head_hash}")
+    if signatures is not None:
+        typer.echo(str(signatures))
+    if not result.ok or signatures is None or not signatures.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="A flow run id, a model version, 'production' or 'previous'.")],
+    b: Annotated[str, typer.Argument(help="The same, for the other side.")],
+    output: Output = Format.TABLE,
+    db: Db = None,
+) -> None:
+    """What changed from A to B: commits, stage dependencies, params, artifacts, image, platform,
+    configuration, metrics and gate verdicts."""
+    from lineage.diff import diff as compare
+    from lineage.diff import table
+
     with _ledger(db) as store:
-        anchor = Head(anchor_count, anchor_hash) if anchor_count is not None and anchor_hash else None
-        result = store.verify(anchor)
-    typer.echo(str(result))
-    if not result.ok:
-        raise typer.Exit(1)
+        result = compare(store, a, b)
+    _print(output, result, lambda: table(result))
+
+
+@app.command()
+def init(
+    approver: Annotated[str, typer.Option(help="The first approver's name (e.g. an email address).")],
+    key: Key,
+    db: Db = None,
+) -> None:
+    """Create the ledger (if needed) and register its first approver, self-signed with KEY."""
+    with _ledger(db) as store:
+        if approvers(store):
+            _fail("the ledger already has approvers: add one with `lineage approvers add`")
+        signer = Signer(approver, key)
+        _, used = signer.sign(b"lineage init: which key is this")
+        record = register(store, approver, used, signer)
+    typer.echo(f"{record.name} is the ledger's first approver ({record.properties['fingerprint']})")
+
+
+@approvers_app.command("add")
+def approvers_add(
+    name: str,
+    public_key: Annotated[Path, typer.Option(help="The new approver's SSH public key (.pub).")],
+    by: By,
+    key: Key,
+    db: Db = None,
+) -> None:
+    """Register NAME with PUBLIC_KEY; signed by an approver registered before."""
+    with _ledger(db) as store:
+        record = register(store, name, read_public_key(public_key), Signer(by, key))
+    typer.echo(f"{record.name} may sign decisions with {record.properties['fingerprint']} (registered by {by})")
+
+
+@approvers_app.command("revoke")
+def approvers_revoke(name: str, by: By, key: Key, db: Db = None) -> None:
+    """Withdraw NAME's right to sign; their earlier signatures stay valid."""
+    with _ledger(db) as store:
+        found = approver(store, name)
+        if found is None or found.properties.get("status") != ACTIVE:
+            _fail(f"{name!r} is not an active approver")
+        register(store, name, public_key(str(found.properties["public_key"])), Signer(by, key), status=REVOKED)
+    typer.echo(f"{name} may no longer sign decisions (revoked by {by})")
+
+
+@approvers_app.command("list")
+def approvers_list(output: Output = Format.TABLE, db: Db = None) -> None:
+    """Every approver: name, status, key fingerprint, who registered them."""
+    with _ledger(db) as store:
+        found = approvers(store)
+    payload = [{"name": a.name, **{k: v for k, v in a.properties.items() if k != "signature"}} for a in found]
+    lines = [
+        f"{a['name']:<30} {a['status']:<8} {a['fingerprint']}  registered by {a['registered_by']}" for a in payload
+    ]
+    _print(output, payload, lambda: "\n".join(lines) or "no approvers: register the first with `lineage init`")
 
 
 @app.command()
@@ -156,28 +283,47 @@ def models_show(name: str, output: Output = Format.TABLE, db: Db = None) -> None
 def models_promote(
     name: str,
     by: By,
+    key: Key,
     reason: Reason,
-    override: Annotated[bool, typer.Option(help="Promote although a gate did not pass (recorded).")] = False,
+    override: Annotated[
+        bool, typer.Option(help="Ask to promote although a gate did not pass: a second approver must approve.")
+    ] = False,
     output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:
-    """Make NAME production; the current production version is archived."""
+    """Make NAME production (the current one is archived), signed with KEY; with --override, a version
+    whose gates did not pass becomes pending until a second approver runs `models approve`."""
     with _ledger(db) as store:
-        version = registry.promote(store, name, by, reason, override)
+        version = registry.promote(store, name, Signer(by, key), reason, override)
+    status = version.properties.get("status")
+    message = (
+        f"{version.name} is now production"
+        if status == registry.ModelStatus.PRODUCTION
+        else f"{version.name} is pending: another approver promotes it with `lineage models approve {version.name}`"
+    )
+    _print(output, {"name": version.name, **version.properties}, lambda: message)
+
+
+@models_app.command("approve")
+def models_approve(name: str, by: By, key: Key, reason: Reason, output: Output = Format.TABLE, db: Db = None) -> None:
+    """Second approval of NAME's pending override (four eyes): promotes it; refused from the requester."""
+    with _ledger(db) as store:
+        version = registry.approve(store, name, Signer(by, key), reason)
     _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is now production")
 
 
 @models_app.command("rollback")
 def models_rollback(
     by: By,
+    key: Key,
     reason: Reason,
     to: Annotated[str | None, typer.Option(help="The version to restore (default: the one replaced).")] = None,
     output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:
-    """Restore the previous production version; the current one is marked rejected."""
+    """Restore the previous production version, signed with KEY; the current one is marked rejected."""
     with _ledger(db) as store:
-        version = registry.rollback(store, by, reason, to)
+        version = registry.rollback(store, Signer(by, key), reason, to)
     _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is production again")
 
 
@@ -223,6 +369,17 @@ def export_openlineage(
             except openlineage.SendError as error:
                 raise ValueError(str(error)) from error
     typer.echo(f"{len(events)} OpenLineage events" + (f" sent to {url}" if url else ""), err=True)
+
+
+@export_app.command("archive")
+def export_archive(
+    output: Annotated[Path, typer.Option(help="The archive file (.jsonl, or .jsonl.gz compressed).")],
+    db: Db = None,
+) -> None:
+    """The whole ledger and its verification anchor in one file, for `lineage verify --archive` offline."""
+    with _ledger(db) as store:
+        head = export(store, output)
+    typer.echo(f"{head.count} records written to {output}; anchor {head.count} {head.head_hash}")
 
 
 def main() -> None:

@@ -54,6 +54,7 @@ class ArtifactType(StrEnum):
     CODE = "Code"
     PARAMS = "Params"
     PLATFORM = "Platform"  # what numeric results can depend on: CPU, dispatch, library versions
+    CONFIGURATION = "Configuration"  # a file defining the pipeline, or the deployment the server holds
 
 
 class ActionType(StrEnum):
@@ -62,6 +63,7 @@ class ActionType(StrEnum):
     FAIRNESS_GATE = "FairnessGate"
     PROMOTION = "Promotion"
     REPRODUCTION = "Reproduction"
+    CONFIGURATION_CHANGE = "ConfigurationChange"  # the configuration differs from the deployment's last run
 
 
 class ActionStatus(StrEnum):
@@ -76,6 +78,7 @@ class ContextType(StrEnum):
     PIPELINE_RUN = "PipelineRun"
     MODEL_VERSION = "ModelVersion"
     DEPLOYMENT = "Deployment"
+    APPROVER = "Approver"  # a person (or the pipeline) trusted to sign decisions, with a public key
 
 
 class AssociationType(StrEnum):

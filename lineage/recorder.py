@@ -10,10 +10,14 @@ The graph one run adds (SageMaker vocabulary):
   action ContributedTo the run;
 - DriftGate and FairnessGate actions with their verdicts (decided by gates/rules.py); the metrics and
   report they read ContributedTo them;
+- the pipeline's configuration (lineage/configuration.py): Configuration artifacts for its files and
+  the deployment that ContributedTo the run; the run's Deployment context (`local` outside any
+  deployment) keeps their snapshot, and a ConfigurationChange action records what differs from the
+  snapshot the deployment's previous run left;
 - when tune produced (or kept) a model: its ModelVersion context, which the model artifact, the run
   and both gates are tied to, and a Promotion action with the decision: promoted (both gates passed,
   the outputs were pushed, the version is a candidate), rejected (a gate failed), held (the push
-  failed) or kept (the version already had a status).
+  failed) or kept (the version already had a status), signed with the pipeline's key or marked unsigned.
 Artifacts are addressed by their path in the repository and their DVC md5.
 """
 
@@ -27,11 +31,13 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from pydantic import JsonValue
 
 from gates.rules import NO_OVERRIDE, DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
+from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -47,9 +53,11 @@ from lineage.entities import (
     PropertyValue,
 )
 from lineage.registry import ModelStatus, decision, production, promotion, version_name, with_status
+from lineage.signatures import Signer, mark_unsigned, sign
 from lineage.store import Head, LedgerConflict, LedgerStore
 
 PIPELINE = "lineage-pipeline"
+LOCAL_RUNS = "local"  # the Deployment context of runs started outside any deployment
 MODEL_PATH = "models/model.pt"
 _CONFLICT_RETRIES = 5
 
@@ -78,6 +86,7 @@ class RunInfo:
     deployment: str | None = None
     drift_policy: DriftPolicy = NO_OVERRIDE  # params.yaml's drift.allow, allowed_by, reason (typed params)
     platform: dict[str, str] | None = None  # `python -m tasks.numeric_platform`, when a stage was to run
+    deployment_configuration: dict[str, Any] | None = None  # as the Prefect server held it, secrets masked
 
 
 @dataclass(frozen=True)
@@ -143,21 +152,6 @@ class Provenance:
         )
 
 
-def flat_metrics(value: Any, prefix: str = "") -> dict[str, PropertyValue]:
-    """A metrics file's scalar leaves as dotted keys; lists become JSON text."""
-    if isinstance(value, dict):
-        flat: dict[str, PropertyValue] = {}
-        for key, item in value.items():
-            flat |= flat_metrics(item, f"{prefix}{key}.")
-        return flat
-    key = prefix.rstrip(".")
-    if isinstance(value, list):
-        return {key: json.dumps(value, sort_keys=True)}
-    if isinstance(value, float) and value != value:  # NaN has no JSON form
-        return {key: "NaN"}
-    return {} if value is None else {key: value}
-
-
 class _RunGraph:
     """Builds one run's entities in order; `add` keeps edges beside the entities they join."""
 
@@ -184,7 +178,7 @@ class _RunGraph:
         path = entry["path"]
         properties: dict[str, PropertyValue] = {}
         if path.startswith("metrics/") and (self.root / path).is_file():
-            properties = flat_metrics(json.loads((self.root / path).read_text(encoding="utf-8")))
+            properties = flatten(json.loads((self.root / path).read_text(encoding="utf-8")))
         if "nfiles" in entry:
             properties["nfiles"] = entry["nfiles"]
         artifact = Artifact(
@@ -359,13 +353,51 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
         },
     )
     graph.add(run)
-    if info.deployment:
-        deployment = Context(context_type=ContextType.DEPLOYMENT, name=info.deployment)
-        graph.add(deployment)
-        graph.edge(graph.run, deployment, AssociationType.ASSOCIATED_WITH)
+    _configuration(graph, store)
     if version is not None:
         graph.edge(graph.run, version, AssociationType.ASSOCIATED_WITH)
     return _Built(graph.entities, run, version, outcome)
+
+
+def _configuration(graph: _RunGraph, store: LedgerStore) -> None:
+    """The run's configuration artifacts, the deployment's new snapshot, and a ConfigurationChange when
+    the snapshot differs from the one the deployment's previous run left."""
+    info = graph.info
+    artifacts = file_artifacts(graph.root)
+    if info.deployment and info.deployment_configuration is not None:
+        artifacts.append(deployment_artifact(info.deployment, info.deployment_configuration))
+    for artifact in artifacts:
+        graph.add(artifact)
+        graph.edge(artifact, graph.run, AssociationType.CONTRIBUTED_TO)
+    after = snapshot(artifacts)
+    deployment = Context(
+        context_type=ContextType.DEPLOYMENT,
+        name=info.deployment or LOCAL_RUNS,
+        properties={"last_run": info.flow_run_id, **after},
+    )
+    previous = store.get(deployment.id)
+    if isinstance(previous, Context) and previous.properties.get("last_run"):
+        before = {key: value for key, value in previous.properties.items() if key != "last_run"}
+        changed = changes(before, after)
+        if changed:
+            action = Action(
+                action_type=ActionType.CONFIGURATION_CHANGE,
+                status=ActionStatus.COMPLETED,
+                start=info.start,
+                end=info.start,
+                command=f"configuration of {deployment.name} changed",
+                parameters={
+                    "deployment": deployment.name,
+                    "previous_run": str(previous.properties["last_run"]),
+                    "first_seen_by": info.flow_run_id,
+                    "changes": cast(list[JsonValue], changed),
+                },
+                metadata=graph.metadata,
+            )
+            graph.add(action)
+            graph.edge(action, graph.run, AssociationType.CONTRIBUTED_TO)
+    graph.add(deployment)
+    graph.edge(graph.run, deployment, AssociationType.ASSOCIATED_WITH)
 
 
 def _model_version(
@@ -377,8 +409,7 @@ def _model_version(
     info: RunInfo,
 ) -> tuple[Context, str]:
     name = version_name(model.md5)
-    existing = store.latest([Context(context_type=ContextType.MODEL_VERSION, name=name).id])
-    version = next(iter(existing.values()), None)
+    version = store.get(Context(context_type=ContextType.MODEL_VERSION, name=name).id)
     if not isinstance(version, Context):
         version = Context(
             context_type=ContextType.MODEL_VERSION,
@@ -415,18 +446,28 @@ def _model_version(
     return version, "rejected"
 
 
-def record_run(store: LedgerStore, info: RunInfo, root: Path = Path(".")) -> Recorded:
+def _signed(entities: list[Entity], signer: Signer | None) -> list[Entity]:
+    """The pipeline's decisions signed with its key, or marked unsigned where it has none."""
+    result: list[Entity] = []
+    for entity in entities:
+        if isinstance(entity, Action) and entity.action_type == ActionType.PROMOTION:
+            entity = sign(entity, signer)[0] if signer else mark_unsigned(entity)
+        result.append(entity)
+    return result
+
+
+def record_run(store: LedgerStore, info: RunInfo, root: Path = Path("."), signer: Signer | None = None) -> Recorded:
     """Append the run to the ledger in one transaction, built on the state it was read from (rebuilt
-    if another writer appended meanwhile)."""
+    if another writer appended meanwhile); `signer` signs the promotion decision (the pipeline's key)."""
     for attempt in range(_CONFLICT_RETRIES):
         head = store.head()
         built = build_run(root, info, store)
         try:
-            store.append(built.entities, expected_head=head)
+            store.append(_signed(built.entities, signer), expected_head=head)
         except LedgerConflict:
             if attempt == _CONFLICT_RETRIES - 1:
                 raise
             continue
-        version = store.latest([built.model_version.id]).get(built.model_version.id) if built.model_version else None
+        version = store.get(built.model_version.id) if built.model_version else None
         return Recorded(built.run, version if isinstance(version, Context) else None, built.decision, store.head())
     raise AssertionError("unreachable")

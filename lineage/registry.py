@@ -2,9 +2,11 @@
 
 A version starts as `candidate`; a Promotion action then makes it `production` (the one it replaces
 becomes `archived`) or `rejected`. The Deployment context `production` names the version in production,
-so finding it is one lookup however long the ledger. A version is promoted only when both gates passed, or with an
-override that names a person and a reason. Every change is one ledger append, made only if nobody
-appended since the state was read, so a failure leaves the previous production version in place.
+so finding it is one lookup however long the ledger. A version is promoted only when both gates passed,
+or by an override of a failed gate that two different approvers sign (four eyes): the first request
+leaves it `pending`, the second approver's `approve` promotes it. Every manual decision is signed by a
+registered approver's SSH key (lineage/signatures.py). Every change is one ledger append, made only if
+nobody appended since the state was read, so a failure leaves the previous production version in place.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from lineage.entities import (
     Metadata,
     context_id,
 )
+from lineage.signatures import ACTIVE, Signer, approver, public_key, sign, signing_key
 from lineage.store import Kind, LedgerStore
 
 
@@ -35,6 +38,7 @@ class ModelStatus(StrEnum):
     PRODUCTION = "production"
     REJECTED = "rejected"
     ARCHIVED = "archived"  # was production, replaced by a newer version
+    PENDING = "pending"  # an override of a failed gate, awaiting a second approver
 
 
 class RegistryError(ValueError):
@@ -59,7 +63,7 @@ def versions(store: LedgerStore) -> list[Context]:
 
 def get_version(store: LedgerStore, name: str) -> Context:
     version_id = context_id(ContextType.MODEL_VERSION, name)
-    found = store.latest([version_id]).get(version_id)
+    found = store.get(version_id)
     if not isinstance(found, Context):
         raise RegistryError(f"no model version '{name}' in the ledger")
     return found
@@ -70,7 +74,7 @@ PRODUCTION = Context(context_type=ContextType.DEPLOYMENT, name="production")
 
 def production(store: LedgerStore) -> Context | None:
     """The version in production, or None."""
-    pointer = store.latest([PRODUCTION.id]).get(PRODUCTION.id)
+    pointer = store.get(PRODUCTION.id)
     name = pointer.properties.get("model_version") if isinstance(pointer, Context) else None
     return get_version(store, str(name)) if name else None
 
@@ -132,47 +136,104 @@ def promotion(
     version: Context,
     by: str,
     reason: str,
-    override: bool = False,
+    override_request: Action | None = None,
     metadata: Metadata | None = None,
 ) -> list[Entity]:
     """The records that make `version` production and archive `current`; refuses a version whose gates
-    did not pass unless `override` names the person (`by`) and the `reason`."""
+    did not pass unless an `override_request` (signed by another approver) asked for it."""
     if version.properties.get("status") == ModelStatus.PRODUCTION:
         raise RegistryError(f"{version.name} is already in production")
-    if not gates_passed(version):
-        verdicts = f"drift {version.properties.get('drift_gate')}, fairness {version.properties.get('fairness_gate')}"
-        if not override:
-            raise RegistryError(f"{version.name} did not pass both gates ({verdicts}): promote it only with --override")
-        if not by.strip() or not reason.strip():
-            raise RegistryError("an override needs --by (a person) and --reason")
+    if not gates_passed(version) and override_request is None:
+        raise RegistryError(
+            f"{version.name} did not pass both gates ({_verdicts(version)}): request an override with --override"
+        )
     records: list[Entity] = []
     if current is not None:
         records.append(with_status(current, ModelStatus.ARCHIVED, status_reason=f"replaced by {version.name}"))
     extra: dict[str, str | bool] = {"status_reason": reason, "previous_production": current.name if current else ""}
-    if override:
-        extra |= {"override_by": by, "override_reason": reason}
+    overridden: dict[str, Any] = {"override": override_request is not None}
+    if override_request is not None:
+        requested_by = str(override_request.parameters.get("by"))
+        extra |= {
+            "override_by": f"{requested_by} and {by}",
+            "override_reason": str(version.properties.get("override_reason")),
+        }
+        overridden |= {"override_request": override_request.id, "override_requested_by": requested_by}
     records.append(with_status(version, ModelStatus.PRODUCTION, **extra))
-    return [
-        *records,
-        *_deploy(version),
-        *decision(version, "promoted", by, reason, current, metadata, override=override),
-    ]
+    return [*records, *_deploy(version), *decision(version, "promoted", by, reason, current, metadata, **overridden)]
 
 
-def promote(store: LedgerStore, name: str, by: str, reason: str, override: bool = False) -> Context:
-    """Make model version `name` production (see `promotion` for the rules)."""
+def _verdicts(version: Context) -> str:
+    return f"drift {version.properties.get('drift_gate')}, fairness {version.properties.get('fairness_gate')}"
+
+
+def signed(store: LedgerStore, signer: Signer, records: list[Entity], not_key: Any = None) -> list[Entity]:
+    """`records` with each decision signed by `signer`, who must be an active registered approver signing
+    with their registered key (and, for a second approval, not with `not_key`)."""
+    registered = approver(store, signer.principal)
+    if registered is None or registered.properties.get("status") != ACTIVE:
+        raise RegistryError(f"{signer.principal!r} is not a registered approver (see `lineage approvers list`)")
+    own = public_key(str(registered.properties["public_key"]))
+    result: list[Entity] = []
+    for entity in records:
+        if isinstance(entity, Action) and entity.action_type == ActionType.PROMOTION:
+            entity, key = sign(entity, signer)
+            if key != own:
+                raise RegistryError(f"{signer.key} is not {signer.principal}'s registered key ({own.sha256_str()})")
+            if not_key is not None and key == not_key:
+                raise RegistryError("the second approval is signed with the same key as the request: four eyes needed")
+        result.append(entity)
+    return result
+
+
+def promote(store: LedgerStore, name: str, signer: Signer, reason: str, override: bool = False) -> Context:
+    """Make model version `name` production, signed by `signer`. A version whose gates did not pass takes
+    `override`: it becomes pending, and a second approver's `approve` promotes it."""
+    if not reason.strip():
+        raise RegistryError("a promotion needs --reason")
     head = store.head()
     version = get_version(store, name)
-    records = promotion(production(store), version, by, reason, override)
-    store.append(records, expected_head=head)
+    if override and not gates_passed(version) and version.properties.get("status") != ModelStatus.PRODUCTION:
+        if version.properties.get("status") == ModelStatus.PENDING:
+            raise RegistryError(f"{name} already awaits a second approver: `lineage models approve {name}`")
+        request = decision(version, "override_requested", signer.principal, reason, production(store))
+        pending = with_status(
+            version,
+            ModelStatus.PENDING,
+            status_reason=f"override requested by {signer.principal}: {reason}",
+            override_reason=reason,
+            override_request=request[0].id,
+        )
+        store.append(signed(store, signer, [pending, *request]), expected_head=head)
+    else:
+        store.append(signed(store, signer, promotion(production(store), version, signer.principal, reason)), head)
     return get_version(store, name)
 
 
-def rollback(store: LedgerStore, by: str, reason: str, to: str | None = None) -> Context:
-    """Put back the production version that the current one replaced (or `to`); the current one is
-    marked rejected, so a later run never promotes it again by itself."""
-    if not by.strip() or not reason.strip():
-        raise RegistryError("a rollback needs --by (a person) and --reason")
+def approve(store: LedgerStore, name: str, signer: Signer, reason: str) -> Context:
+    """The second approval of a pending override: promotes `name`; refused from the person who asked."""
+    if not reason.strip():
+        raise RegistryError("an approval needs --reason")
+    head = store.head()
+    version = get_version(store, name)
+    if version.properties.get("status") != ModelStatus.PENDING:
+        raise RegistryError(f"{name} awaits no approval (status {version.properties.get('status')})")
+    request = store.get(str(version.properties.get("override_request")))
+    if not isinstance(request, Action):
+        raise RegistryError(f"{name} is pending, but its override request is not in the ledger")
+    if request.parameters.get("signed_by") == signer.principal:
+        raise RegistryError(f"{signer.principal} requested this override: another approver must approve it")
+    records = promotion(production(store), version, signer.principal, reason, override_request=request)
+    store.append(signed(store, signer, records, not_key=signing_key(request)), expected_head=head)
+    return get_version(store, name)
+
+
+def rollback(store: LedgerStore, signer: Signer, reason: str, to: str | None = None) -> Context:
+    """Put back the production version that the current one replaced (or `to`), signed by `signer`; the
+    current one is marked rejected, so a later run never promotes it again by itself."""
+    if not reason.strip():
+        raise RegistryError("a rollback needs --reason")
+    by = signer.principal
     head = store.head()
     current = production(store)
     if current is None:
@@ -191,7 +252,7 @@ def rollback(store: LedgerStore, by: str, reason: str, to: str | None = None) ->
         *_deploy(target),
         *decision(target, "rolled_back", by, reason, current),
     ]
-    store.append(records, expected_head=head)
+    store.append(signed(store, signer, records), expected_head=head)
     return get_version(store, target.name)
 
 

@@ -38,6 +38,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -346,14 +347,23 @@ class LedgerStore:
         ).first()
         return Head(0, GENESIS) if row is None else Head(row.record_count, row.head_hash)
 
-    def records(self) -> Iterator[LedgerRecord]:
-        """Every record in seq order, streamed."""
+    def records(self, of: Sequence[tuple[Kind, str]] | None = None) -> Iterator[LedgerRecord]:
+        """Every record in seq order (or only those of these (kind, entity type) pairs), streamed."""
         with self._engine.connect() as conn:
-            yield from self._stream(conn)
+            yield from self._stream(conn, of)
 
     @staticmethod
-    def _stream(conn: Connection) -> Iterator[LedgerRecord]:
+    def _stream(conn: Connection, of: Sequence[tuple[Kind, str]] | None = None) -> Iterator[LedgerRecord]:
         query = select(records_table).order_by(records_table.c.seq)
+        if of is not None:
+            query = query.where(
+                or_(
+                    *(
+                        (records_table.c.kind == kind.value) & (records_table.c.entity_type == type_)
+                        for kind, type_ in of
+                    )
+                )
+            )
         for row in conn.execution_options(yield_per=2000).execute(query):
             yield LedgerRecord(*row)
 
@@ -442,10 +452,10 @@ class LedgerStore:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 head = self._head(conn)
-                return _verify_rows(self._stream(conn), head, anchor)
+                return verify_records(self._stream(conn), head, anchor)
 
 
-def _verify_rows(rows: Iterator[LedgerRecord], head: Head, anchor: Head | None) -> VerifyResult:
+def verify_records(rows: Iterator[LedgerRecord], head: Head, anchor: Head | None) -> VerifyResult:
     count, prev = 0, GENESIS
     beyond_head: str | None = None  # the entity of the first record past the head's count, if any
 

@@ -428,3 +428,25 @@ def browser_page(url: str, name: str, tmp_path: Path) -> str:
         shown = subprocess.run([chromium, *flags, output, url], capture_output=True, text=True, timeout=300)
         assert shown.returncode == 0, shown.stderr[-2000:]
     return re.sub(r"<[^>]+>", " ", shown.stdout)
+
+
+SSH_KEY_NAMES = ("alice", "bob", "mallory", "lineage-pipeline")
+
+
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Ed25519 key pairs made by ssh-keygen, without passphrase, by name (the .pub beside each)."""
+    folder = tmp_path_factory.mktemp("ssh-keys")
+    for name in SSH_KEY_NAMES:
+        command = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / name)]
+        subprocess.run(command, check=True)
+    return {name: folder / name for name in SSH_KEY_NAMES}
+
+
+def register_approvers(store: Any, keys: dict[str, Path], *names: str) -> None:
+    """Register `names` as approvers: the first by itself, the others by the first."""
+    from lineage.signatures import Signer, read_public_key, register
+
+    first = Signer(names[0], keys[names[0]])
+    for name in names:
+        register(store, name, read_public_key(keys[name].with_suffix(".pub")), first)

@@ -29,8 +29,9 @@ from lineage.entities import (
 )
 from lineage.query import Direction, query_lineage
 from lineage.recorder import RunInfo, StageRun, record_run
+from lineage.signatures import Signer, check_signatures, signed_records
 from lineage.store import LedgerStore, Problem
-from tests.conftest import POSTGRES_PSYCOPG, postgres_database
+from tests.conftest import POSTGRES_PSYCOPG, postgres_database, register_approvers
 
 pytestmark = pytest.mark.integration
 
@@ -150,16 +151,20 @@ def test_concurrent_first_opens_create_the_tables_once(postgres_url: str) -> Non
         assert dataclasses.astuple(store.verify())[:2] == (True, 0)
 
 
-def test_sqlite_and_postgres_give_the_same_query_and_registry_answers(postgres_url: str, tmp_path: Path) -> None:
+def test_sqlite_and_postgres_give_the_same_query_and_registry_answers(
+    postgres_url: str, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
     now = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
     with LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}") as lite, LedgerStore(postgres_url) as pg:
+        for store in (lite, pg):
+            register_approvers(store, ssh_keys, "alice")
         for week, fair in ((1, True), (2, True), (3, False)):
             write_workspace(tmp_path, week, fair=fair)
             stages = [StageRun(s, ActionStatus.COMPLETED, now, now, str(uuid.uuid4())) for s in STAGES]
             info = RunInfo(f"run-{week}", stages, now, now, None if fair else "fairness failed", "runs/x")
             assert record_run(lite, info, tmp_path).decision == record_run(pg, info, tmp_path).decision
-        registry.rollback(lite, by="ana", reason="r")
-        registry.rollback(pg, by="ana", reason="r")
+        registry.rollback(lite, Signer("alice", ssh_keys["alice"]), reason="r")
+        registry.rollback(pg, Signer("alice", ssh_keys["alice"]), reason="r")
 
         def answers(store: LedgerStore) -> tuple[object, ...]:
             graphs = [
@@ -176,3 +181,5 @@ def test_sqlite_and_postgres_give_the_same_query_and_registry_answers(postgres_u
         assert answers(lite) == answers(pg)
         statuses = [[v.properties["status"] for v in registry.versions(store)] for store in (lite, pg)]
         assert statuses == [["production", "rejected", "rejected"]] * 2
+        checked = [str(check_signatures(signed_records(store))) for store in (lite, pg)]
+        assert checked == ["signatures ok: 2 valid (by alice), 3 unsigned decisions (no key was set)"] * 2

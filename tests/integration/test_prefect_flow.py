@@ -7,6 +7,7 @@ also what the flows in the fault and bootstrap tests run against.)
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import re
@@ -32,8 +33,11 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from bench.lineage_workspace import write_workspace
 from lineage import registry
+from lineage.entities import Action, ActionStatus
 from lineage.query import query_lineage
+from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import Head, LedgerStore
 from tests.conftest import (
     POSTGRES_ASYNCPG,
@@ -51,6 +55,7 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +239,61 @@ lineage_pipeline.deploy(
         start = run.expected_start_time
         assert start is not None
         assert (start.weekday(), start.hour, start.minute) == (0, 6, 0)  # Mondays 06:00 UTC
+
+
+def test_a_redeployed_schedule_and_image_are_a_configuration_change(
+    server: dict[str, str], deployed: Path, tmp_path: Path
+) -> None:
+    """Read from the server as the flow reads it at run time; secrets in job variables never reach the ledger."""
+    from flows.configuration import deployment_configuration
+
+    def deploy(cron: str, image: str) -> dict[str, Any]:
+        script = f"""
+from prefect.schedules import Cron
+from flows.pipeline import lineage_pipeline
+lineage_pipeline.deploy(
+    name="config-history", work_pool_name="config-docker", image={image!r}, build=False, push=False,
+    job_variables={{"env": {{"AWS_SECRET_ACCESS_KEY": "s3cr3t-value"}}}}, schedules=[Cron({cron!r}, timezone="UTC")],
+)
+"""
+        command = [str(VENV_BIN / "python"), "-c", script]
+        done = subprocess.run(command, cwd=deployed, env=server, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        with client(server), get_client(sync_client=True) as api:
+            held = api.read_deployment_by_name("lineage-pipeline/config-history")
+            configuration = deployment_configuration(str(held.id))
+        assert configuration is not None
+        return configuration
+
+    prefect(server, deployed, "work-pool", "create", "config-docker", "--type", "docker")
+    first = deploy("0 6 * * 1", "ecr.invalid/retail:abc")
+    assert (first["work_pool"], first["work_pool_type"], first["image"]) == (
+        "config-docker",
+        "docker",
+        "ecr.invalid/retail:abc",
+    )
+    assert first["job_variables"]["env"] == {"AWS_SECRET_ACCESS_KEY": "***"}
+    assert first["schedules"][0]["schedule"]["cron"] == "0 6 * * 1"
+    second = deploy("0 7 * * 1", "ecr.invalid/retail:def")
+
+    write_workspace(tmp_path, 1)
+    with LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}") as store:
+        for run, configuration in (("run-1", first), ("run-2", second)):
+            stages = [StageRun(s, ActionStatus.COMPLETED, NOW, NOW, None) for s in STAGES]
+            info = RunInfo(run, stages, NOW, NOW, None, "runs/x", "lineage-pipeline/config-history",
+                           deployment_configuration=configuration)  # fmt: skip
+            record_run(store, info, tmp_path)
+        records = list(store.records())
+    [change] = [r.entity() for r in records if r.entity_type == "ConfigurationChange"]
+    assert isinstance(change, Action)
+    assert (change.parameters["previous_run"], change.parameters["first_seen_by"]) == ("run-1", "run-2")
+    rows: list[dict[str, Any]] = change.parameters["changes"]  # type: ignore[assignment]
+    changed = {row["key"]: (row["before"], row["after"]) for row in rows}
+    assert changed["deployment:image"] == ("ecr.invalid/retail:abc", "ecr.invalid/retail:def")
+    assert changed["deployment:job_variables.image"] == ("ecr.invalid/retail:abc", "ecr.invalid/retail:def")
+    assert '"cron": "0 6 * * 1"' in str(changed["deployment:schedules"][0])
+    assert '"cron": "0 7 * * 1"' in str(changed["deployment:schedules"][1])
+    assert not any("s3cr3t-value" in record.body for record in records)
 
 
 def test_the_ui_tells_the_story_of_a_run(server: dict[str, str], deployed: Path, tmp_path: Path) -> None:

@@ -108,7 +108,10 @@ def test_installs_the_runtime_locks_with_hashes_then_the_project_without_deps() 
 
 def test_dvc_works_without_git_metadata() -> None:
     runs = _arguments("RUN")
-    assert any("apt-get install" in run and " git" in run and "--no-install-recommends" in run for run in runs)
+    assert any(
+        "apt-get install" in run and " git" in run and " openssh-client" in run and "--no-install-recommends" in run
+        for run in runs
+    )
     assert any("rm -rf /var/lib/apt/lists/*" in run for run in runs)
     assert "dvc config --local core.no_scm true" in runs
 

@@ -83,26 +83,74 @@ def test_models_list_and_show(ledger: tuple[Path, list[str], list[str]]) -> None
     assert "rejected by lineage-pipeline" in lineage(db, "models", "show", bad).stdout
 
 
-def test_promote_refusal_is_one_line_and_writes_nothing_then_override_and_rollback(
-    ledger: tuple[Path, list[str], list[str]], db: Path
+def test_signed_decisions_from_init_to_a_four_eyes_override_and_a_rollback(
+    ledger: tuple[Path, list[str], list[str]], db: Path, ssh_keys: dict[str, Path]
 ) -> None:
     _, (good, bad), _ = ledger
+    alice, bob = str(ssh_keys["alice"]), str(ssh_keys["bob"])
+    assert lineage(db, "init", "--approver", "alice", "--key", alice).stdout.startswith(
+        "alice is the ledger's first approver (SHA256:"
+    )
+    assert error_line(lineage(db, "init", "--approver", "bob", "--key", bob, ok=False)) == (
+        "lineage: error: the ledger already has approvers: add one with `lineage approvers add`"
+    )
+    pub = str(ssh_keys["bob"].with_suffix(".pub"))
+    lineage(db, "approvers", "add", "bob", "--public-key", pub, "--by", "alice", "--key", alice)
+    listed = json.loads(lineage(db, "approvers", "list", "--format", "json").stdout)
+    assert [(a["name"], a["status"], a["registered_by"]) for a in listed] == [
+        ("alice", "active", "alice"),
+        ("bob", "active", "alice"),
+    ]
     before = db.read_bytes()
-    refused = lineage(db, "models", "promote", bad, "--by", "ana", "--reason", "urgent", ok=False)
+    refused = lineage(db, "models", "promote", bad, "--by", "alice", "--key", alice, "--reason", "urgent", ok=False)
     assert error_line(refused) == (
         f"lineage: error: {bad} did not pass both gates (drift passed, fairness failed): "
-        "promote it only with --override"
+        "request an override with --override"
     )
+    forged = lineage(
+        db, "models", "promote", bad, "--by", "bob", "--key", alice, "--reason", "x", "--override", ok=False
+    )
+    assert error_line(forged).startswith(f"lineage: error: {alice} is not bob's registered key (SHA256:")
     assert db.read_bytes() == before
-    promoted = lineage(
-        db, "models", "promote", bad, "--by", "Ana Ruiz", "--reason", "approved", "--override", "--format", "json"
+    asked = lineage(
+        db, "models", "promote", bad, "--by", "alice", "--key", alice, "--reason", "exception", "--override"
     )
-    assert json.loads(promoted.stdout)["status"] == "production"
-    rolled = json.loads(
-        lineage(db, "models", "rollback", "--by", "ana", "--reason", "bad week", "--format", "json").stdout
+    assert asked.stdout.strip() == f"{bad} is pending: another approver promotes it with `lineage models approve {bad}`"
+    same = lineage(db, "models", "approve", bad, "--by", "alice", "--key", alice, "--reason", "me", ok=False)
+    assert error_line(same) == "lineage: error: alice requested this override: another approver must approve it"
+    approved = lineage(db, "models", "approve", bad, "--by", "bob", "--key", bob, "--reason", "ok", "--format", "json")
+    assert (json.loads(approved.stdout)["status"], json.loads(approved.stdout)["override_by"]) == (
+        "production",
+        "alice and bob",
     )
-    assert (rolled["name"], rolled["status"]) == (good, "production")
-    assert "ok:" in lineage(db, "verify").stdout
+    rolled = lineage(db, "models", "rollback", "--by", "bob", "--key", bob, "--reason", "bad week", "--format", "json")
+    assert (json.loads(rolled.stdout)["name"], json.loads(rolled.stdout)["status"]) == (good, "production")
+    verified = lineage(db, "verify").stdout.splitlines()
+    assert verified[0].startswith("chain ok: ")
+    assert verified[1] == "signatures ok: 5 valid (by alice, bob), 2 unsigned decisions (no key was set)"
+
+
+def test_diff_and_the_archive_through_the_command(ledger: tuple[Path, list[str], list[str]], tmp_path: Path) -> None:
+    db, (good, bad), (first_run, second_run) = ledger
+    text = lineage(db, "diff", good, bad).stdout
+    assert text.splitlines()[0] == f"from {good}: run {first_run}, {good}"
+    assert "  fairness" in text
+    assert "passed -> failed" in text
+    as_json = json.loads(lineage(db, "diff", first_run, second_run, "--format", "json").stdout)
+    assert as_json["gates"][1] == {"gate": "fairness", "before": "passed", "after": "failed"}
+    assert error_line(lineage(db, "diff", "previous", "production", ok=False)) == (
+        f"lineage: error: {good} replaced no earlier version: there is no 'previous'"
+    )
+    archive = tmp_path / "ledger.jsonl.gz"
+    written = lineage(db, "export", "archive", "--output", str(archive)).stdout
+    assert written.startswith(f"{sum(1 for _ in LedgerStore(f'sqlite:///{db}').records())} records written to ")
+    checked = lineage(db, "verify", "--archive", str(archive)).stdout.splitlines()
+    assert checked[0].startswith("chain ok: ")
+    assert f"archive {archive}, anchor in its header" in checked[0]
+    assert checked[1].startswith("signatures ok: 0 valid")
+    assert error_line(lineage(db, "export", "archive", "--output", str(tmp_path / "no" / "a.jsonl"), ok=False)) == (
+        f"lineage: error: {tmp_path / 'no' / 'a.jsonl'}: cannot write the archive (No such file or directory)"
+    )
 
 
 def test_query_outputs(ledger: tuple[Path, list[str], list[str]]) -> None:
@@ -131,15 +179,21 @@ def test_query_outputs(ledger: tuple[Path, list[str], list[str]]) -> None:
 
 
 def test_verify_exits_1_and_names_the_tampered_record(db: Path) -> None:
-    assert lineage(db, "verify").stdout.startswith("ok: ")
+    assert lineage(db, "verify").stdout.startswith("chain ok: ")
     with sqlite3.connect(db) as raw:
         raw.execute("UPDATE ledger_records SET body = body || ' ' WHERE seq = 200")
     failed = lineage(db, "verify", ok=False)
-    assert failed.stdout.startswith("FAILED at seq 200 (entity ")
+    assert failed.stdout.startswith("chain FAILED at seq 200 (entity ")
     assert "hash mismatch, the record was edited" in failed.stdout
     assert error_line(lineage(db, "verify", "--anchor-count", "3", ok=False)) == (
         "lineage: error: --anchor-count and --anchor-hash go together"
     )
+    for count, digest, message in (
+        ("-5", "a" * 64, "--anchor-count must be at least 1, got -5"),
+        ("3", "abc", "--anchor-hash must be 64 lowercase hex characters (a sha256)"),
+    ):
+        refused = lineage(db, "verify", "--anchor-count", count, "--anchor-hash", digest, ok=False)
+        assert error_line(refused) == f"lineage: error: {message}"
 
 
 def test_an_unreachable_ledger_is_one_line_without_the_password(tmp_path: Path) -> None:

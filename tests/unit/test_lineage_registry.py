@@ -1,5 +1,6 @@
 """What a run records, and the registry's rules: a failed gate is never promoted, the previous production
-version stays on any failure, overrides are recorded, rollback restores the replaced version."""
+version stays on any failure, an override of a failed gate takes two signed approvers, rollback restores
+the replaced version."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from lineage.entities import Action, ActionStatus, ActionType, Artifact, Artifac
 from lineage.query import Direction, query_lineage
 from lineage.recorder import Provenance, RunInfo, StageRun, record_run
 from lineage.registry import ModelStatus, RegistryError
+from lineage.signatures import Signer, check_signatures, read_public_key, register, signed_records
 from lineage.store import Kind, LedgerConflict, LedgerStore
+from tests.conftest import register_approvers
 
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
 
@@ -103,61 +106,90 @@ def test_an_allowed_drift_is_recorded_as_an_override(store: LedgerStore, tmp_pat
     assert (gate.parameters["allowed_by"], gate.parameters["reason"]) == ("Ana Ruiz", "reviewed")
 
 
-def test_promoting_a_failed_version_needs_an_override_with_person_and_reason(
-    store: LedgerStore, tmp_path: Path
+def test_overriding_a_failed_gate_takes_two_different_signed_approvers(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
 ) -> None:
+    register_approvers(store, ssh_keys, "alice", "bob")
+    alice, bob = Signer("alice", ssh_keys["alice"]), Signer("bob", ssh_keys["bob"])
     good = week(store, tmp_path, 1)
     bad = week(store, tmp_path, 2, info(failure="fairness check failed"), fair=False)
     assert good is not None
     assert bad is not None
     head = store.head()
     with pytest.raises(RegistryError, match=rf"{bad.name} did not pass both gates \(drift passed, fairness failed\)"):
-        registry.promote(store, bad.name, by="ana", reason="urgent")
-    with pytest.raises(RegistryError, match="an override needs --by"):
-        registry.promote(store, bad.name, by=" ", reason="urgent", override=True)
+        registry.promote(store, bad.name, alice, reason="urgent")
+    with pytest.raises(RegistryError, match="'mallory' is not a registered approver"):
+        registry.promote(store, bad.name, Signer("mallory", ssh_keys["mallory"]), "urgent", override=True)
+    with pytest.raises(RegistryError, match="is not alice's registered key"):
+        registry.promote(store, bad.name, Signer("alice", ssh_keys["bob"]), "urgent", override=True)
     with pytest.raises(RegistryError, match="no model version 'model-nope'"):
-        registry.promote(store, "model-nope", by="ana", reason="x")
+        registry.promote(store, "model-nope", alice, reason="x")
     assert store.head() == head  # refusals write nothing
-    promoted = registry.promote(store, bad.name, by="Ana Ruiz", reason="regulator-approved exception", override=True)
+
+    pending = registry.promote(store, bad.name, alice, reason="regulator-approved exception", override=True)
+    assert pending.properties["status"] == ModelStatus.PENDING
+    assert registry.production(store) == registry.get_version(store, good.name)  # nothing moves yet
+    with pytest.raises(RegistryError, match="already awaits a second approver"):
+        registry.promote(store, bad.name, bob, reason="again", override=True)
+    with pytest.raises(RegistryError, match="alice requested this override: another approver must approve it"):
+        registry.approve(store, bad.name, alice, reason="me again")
+    # One person under a second name, with the same key, is still one person.
+    register(store, "alice-2", read_public_key(ssh_keys["alice"].with_suffix(".pub")), alice)
+    with pytest.raises(RegistryError, match="signed with the same key as the request: four eyes needed"):
+        registry.approve(store, bad.name, Signer("alice-2", ssh_keys["alice"]), reason="me again")
+
+    promoted = registry.approve(store, bad.name, bob, reason="reviewed the fairness report")
     assert promoted.properties["status"] == ModelStatus.PRODUCTION
-    assert promoted.properties["override_by"] == "Ana Ruiz"
+    assert promoted.properties["override_by"] == "alice and bob"
     assert statuses(store)[good.name] == "archived"
-    last = registry.report(store, bad.name).decisions[-1]
-    assert last.parameters == {
+    request, approval = registry.report(store, bad.name).decisions[-2:]
+    assert {key: value for key, value in approval.parameters.items() if key != "signature"} == {
         "decision": "promoted",
         "model_version": bad.name,
         "previous_production": good.name,
-        "by": "Ana Ruiz",
-        "reason": "regulator-approved exception",
+        "by": "bob",
+        "reason": "reviewed the fairness report",
         "override": True,
+        "override_request": request.id,
+        "override_requested_by": "alice",
+        "signed_by": "bob",
     }
+    assert str(approval.parameters["signature"]).startswith("-----BEGIN SSH SIGNATURE-----")
+    report = check_signatures(signed_records(store))
+    assert report.ok, str(report)
+    assert (report.signers, report.unsigned) == ({"alice", "bob"}, 2)  # the pipeline signed nothing: no key
     with pytest.raises(RegistryError, match="already in production"):
-        registry.promote(store, bad.name, by="Ana Ruiz", reason="again", override=True)
+        registry.promote(store, bad.name, alice, reason="again", override=True)
 
 
-def test_rollback_restores_the_replaced_version_and_rejects_the_current(store: LedgerStore, tmp_path: Path) -> None:
+def test_rollback_restores_the_replaced_version_and_rejects_the_current(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    register_approvers(store, ssh_keys, "alice")
+    ana = Signer("alice", ssh_keys["alice"])
     with pytest.raises(RegistryError, match="no model version is in production"):
-        registry.rollback(store, by="ana", reason="x")
+        registry.rollback(store, ana, reason="x")
     first, second = week(store, tmp_path, 1), week(store, tmp_path, 2)
     assert first is not None
     assert second is not None
     assert statuses(store) == {first.name: "archived", second.name: "production"}
-    with pytest.raises(RegistryError, match="a rollback needs --by"):
-        registry.rollback(store, by="ana", reason="")
-    restored = registry.rollback(store, by="ana", reason="forecasts off by 40%")
+    with pytest.raises(RegistryError, match="a rollback needs --reason"):
+        registry.rollback(store, ana, reason="")
+    restored = registry.rollback(store, ana, reason="forecasts off by 40%")
     assert restored.name == first.name
     assert statuses(store) == {first.name: "production", second.name: "rejected"}
     assert (
         registry.get_version(store, second.name).properties["status_reason"]
-        == "rolled back by ana: forecasts off by 40%"
+        == "rolled back by alice: forecasts off by 40%"
     )
+    assert registry.report(store, first.name).decisions[-1].parameters["signed_by"] == "alice"
     with pytest.raises(RegistryError, match=f"{first.name} replaced no earlier version"):
-        registry.rollback(store, by="ana", reason="again")
+        registry.rollback(store, ana, reason="again")
     # A later run with the rolled-back model's bytes does not promote it again by itself.
     assert week(store, tmp_path, 2) is not None
     assert registry.production(store) == registry.get_version(store, first.name)
     with pytest.raises(RegistryError, match=f"{second.name} was never in production"):
-        registry.rollback(store, by="ana", reason="x", to=second.name)
+        registry.rollback(store, ana, reason="x", to=second.name)
 
 
 def test_a_decision_on_a_stale_read_is_refused(store: LedgerStore, tmp_path: Path) -> None:

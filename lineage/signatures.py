@@ -1,0 +1,282 @@
+"""Signed decisions: who approved what, checkable by anyone who holds the ledger.
+
+A decision (a Promotion action) and an approver's registration (an Approver context) are signed with
+the signer's own SSH key by `ssh-keygen -Y sign`, the mechanism git uses for signed commits, so a key
+in ssh-agent or on a hardware token works as it does for git. What is signed is the record's canonical
+JSON without its `signature` field, in the namespace `lineage-ledger`. The signer's name is part of
+what is signed, and the signature carries the public key that made it. Signatures are checked in process
+(the `sshsig` library, on top of `cryptography`), as `ssh-keygen -Y verify` would check them.
+
+Trust is in the ledger itself: the first Approver record signs itself (`lineage init`), and every later
+one is signed by an approver registered before it. A decision counts only when its signer is a
+registered approver and its key is that approver's key. The flow's own decisions are signed with the
+pipeline's key where one is set; otherwise they say `unsigned`, which `verify` reports but does not fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sshsig
+from sshsig.ssh_public_key import PublicKey
+
+from lineage.entities import Action, ActionType, Context, ContextType, Entity, context_id
+from lineage.store import Kind, LedgerRecord, LedgerStore, canonical_json
+
+NAMESPACE = "lineage-ledger"
+SIGNATURE = "signature"  # the field a signed record keeps its armored SSH signature in
+UNSIGNED = "unsigned"  # that field's value on a decision the pipeline took without a key
+ACTIVE, REVOKED = "active", "revoked"
+SIGNED_RECORDS = [(Kind.ACTION, ActionType.PROMOTION.value), (Kind.CONTEXT, ContextType.APPROVER.value)]
+_FIELDS = {"action": "parameters", "context": "properties"}  # where each kind keeps its signature
+
+
+class SignatureError(ValueError):
+    """A key that cannot sign, or a signature that does not check; the message is one line."""
+
+
+def public_key(line: str, where: str = "public key") -> PublicKey:
+    """An OpenSSH public key line (`ssh-ed25519 AAAA... comment`); Ed25519 and RSA keys are supported."""
+    try:
+        return PublicKey.from_openssh_str(line.strip())
+    except (ValueError, NotImplementedError) as error:
+        raise SignatureError(f"{where}: not an Ed25519 or RSA OpenSSH public key ({error or 'bad encoding'})") from None
+
+
+def read_public_key(path: Path) -> PublicKey:
+    try:
+        return public_key(path.read_text(encoding="utf-8"), str(path))
+    except OSError as error:
+        raise SignatureError(f"{path}: cannot read the public key ({error.strerror})") from None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs as `principal` with the private key at `key` (or the public key of one held by ssh-agent)."""
+
+    principal: str
+    key: Path
+
+    def sign(self, payload: bytes) -> tuple[str, PublicKey]:
+        """The armored signature of `payload`, and the public key it was made with."""
+        if not self.key.is_file():
+            raise SignatureError(f"{self.key}: no such key file")
+        try:
+            done = subprocess.run(
+                ["ssh-keygen", "-q", "-Y", "sign", "-n", NAMESPACE, "-f", str(self.key)],
+                input=payload,
+                capture_output=True,
+                check=False,
+            )
+        except OSError as error:
+            raise SignatureError(f"cannot run ssh-keygen to sign: {error.strerror}") from None
+        armored = done.stdout.decode()
+        if done.returncode != 0 or "BEGIN SSH SIGNATURE" not in armored:
+            reason = (done.stderr.decode().strip().splitlines() or ["no signature written"])[-1]
+            raise SignatureError(f"ssh-keygen could not sign with {self.key}: {reason}")
+        return armored, sshsig.check_signature(payload, armored, NAMESPACE)
+
+
+@contextmanager
+def signer_from_text(principal: str, private_key: str) -> Iterator[Signer]:
+    """A Signer for a private key held as text (the pipeline's, from a Prefect Secret block): written to
+    a file only this user can read, for ssh-keygen, and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="lineage-key-") as scratch:
+        path = Path(scratch) / "key"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(private_key.strip() + "\n")
+        yield Signer(principal, path)
+
+
+def _fields(entity: Entity) -> dict[str, Any]:
+    if isinstance(entity, Action):
+        return dict(entity.parameters)
+    assert isinstance(entity, Context)
+    return dict(entity.properties)
+
+
+def _with_fields(entity: Entity, values: dict[str, Any]) -> Entity:
+    name = "parameters" if isinstance(entity, Action) else "properties"
+    return type(entity).model_validate({**entity.model_dump(mode="json"), name: values})
+
+
+def signed_payload(body: dict[str, Any], kind: str) -> bytes:
+    """What a record's signature covers: its canonical JSON without the signature itself."""
+    values = {key: value for key, value in body[_FIELDS[kind]].items() if key != SIGNATURE}
+    return canonical_json({**body, _FIELDS[kind]: values}).encode()
+
+
+def sign(entity: Entity, signer: Signer) -> tuple[Entity, PublicKey]:
+    """`entity` signed by `signer` (its name added to what is signed), and the key that signed it."""
+    kind = "action" if isinstance(entity, Action) else "context"
+    values = {key: value for key, value in _fields(entity).items() if key != SIGNATURE}
+    unsigned_entity = _with_fields(entity, {**values, "signed_by": signer.principal})
+    armored, key = signer.sign(signed_payload(unsigned_entity.model_dump(mode="json"), kind))
+    return _with_fields(unsigned_entity, {**values, "signed_by": signer.principal, SIGNATURE: armored}), key
+
+
+def mark_unsigned(entity: Entity) -> Entity:
+    return _with_fields(entity, {**_fields(entity), SIGNATURE: UNSIGNED})
+
+
+def approver_record(name: str, key: PublicKey, registered_by: str, status: str = ACTIVE) -> Context:
+    """An Approver context: `name` may sign decisions with `key` (unsigned until `sign`)."""
+    return Context(
+        context_type=ContextType.APPROVER,
+        name=name,
+        properties={
+            "public_key": key.openssh_str(),
+            "fingerprint": key.sha256_str(),
+            "registered_by": registered_by,
+            "status": status,
+        },
+    )
+
+
+def approver(store: LedgerStore, name: str) -> Context | None:
+    """The approver's latest record, or None if `name` was never registered."""
+    found = store.get(context_id(ContextType.APPROVER, name))
+    return found if isinstance(found, Context) else None
+
+
+def approvers(store: LedgerStore) -> list[Context]:
+    return [entity for entity in store.find(Kind.CONTEXT, ContextType.APPROVER) if isinstance(entity, Context)]
+
+
+@dataclass
+class SignatureReport:
+    """What `check_signatures` found. On failure, `seq` and `entity_id` name the first bad record."""
+
+    valid: int = 0
+    unsigned: int = 0
+    signers: set[str] = field(default_factory=set)
+    seq: int | None = None
+    entity_id: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.seq is None
+
+    def __str__(self) -> str:
+        if not self.ok:
+            return f"signatures FAILED at seq {self.seq} (entity {self.entity_id}): {self.detail}"
+        by = f" (by {', '.join(sorted(self.signers))})" if self.signers else ""
+        unsigned = f", {self.unsigned} unsigned decisions (no key was set)" if self.unsigned else ""
+        return f"signatures ok: {self.valid} valid{by}{unsigned}"
+
+
+def check_signatures(records: Iterable[LedgerRecord]) -> SignatureReport:
+    """Check every signed record in seq order against the approvers registered before it."""
+    report = SignatureReport()
+    trusted: dict[str, PublicKey] = {}
+    registered_any = False
+    overrides: dict[str, tuple[str, PublicKey]] = {}  # an override request's action id -> its signer and key
+    seen: set[str] = set()
+    for record in records:
+        body = json.loads(record.body)
+        values = body[_FIELDS[record.kind]]
+        signature = values.get(SIGNATURE)
+        if record.kind == "action" and signature in (None, UNSIGNED):
+            report.unsigned += 1
+            continue
+        problem, key = _problem(record, body, values, trusted, registered_any, overrides, seen)
+        if problem or key is None:
+            report.seq, report.entity_id, report.detail = record.seq, record.entity_id, problem or "no key"
+            return report
+        report.valid += 1
+        report.signers.add(str(values["signed_by"]))
+        if record.kind == "context":
+            registered_any = True
+            if values.get("status") == REVOKED:
+                trusted.pop(str(body["name"]), None)
+            else:
+                trusted[str(body["name"])] = public_key(str(values["public_key"]))
+        elif values.get("decision") == "override_requested":
+            overrides[record.entity_id] = (str(values["signed_by"]), key)
+    return report
+
+
+def _problem(
+    record: LedgerRecord,
+    body: dict[str, Any],
+    values: dict[str, Any],
+    trusted: dict[str, PublicKey],
+    registered_any: bool,
+    overrides: dict[str, tuple[str, PublicKey]],
+    seen: set[str],
+) -> tuple[str | None, PublicKey | None]:
+    """Why this signed record does not hold (None if it holds), and the key that signed it."""
+    signer = values.get("signed_by")
+    if not isinstance(signature := values.get(SIGNATURE), str) or not isinstance(signer, str):
+        return "the record has no signature and no signer", None
+    try:
+        key = sshsig.check_signature(signed_payload(body, record.kind), signature, NAMESPACE)
+    except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
+        return f"the signature by {signer!r} does not match the record ({error})", None
+    if record.kind == "context" and not registered_any:  # the first approver vouches for itself
+        if signer != body["name"] or key != public_key(str(values["public_key"])):
+            return "the first approver's registration is not signed by that approver's own key", key
+        return None, key
+    if signer not in trusted:
+        return f"signed by {signer!r}, who is not a registered approver at this point", key
+    if key != trusted[signer]:
+        return f"signed with key {key.sha256_str()}, which is not the key registered for {signer!r}", key
+    if record.kind == "action":
+        if record.entity_id in seen:
+            return "a signed decision recorded a second time", key
+        seen.add(record.entity_id)
+        if values.get("decision") == "promoted" and values.get("override"):
+            request = overrides.get(str(values.get("override_request")))
+            if request is None:
+                return "an override promotion without a signed override request before it", key
+            if signer == request[0] or key == request[1]:
+                return f"the override was requested and approved by the same person ({signer}): four eyes needed", key
+    return None, key
+
+
+def signed_records(store: LedgerStore) -> Iterator[LedgerRecord]:
+    """The records that carry signatures, in seq order."""
+    return store.records(SIGNED_RECORDS)
+
+
+def signing_key(entity: Entity) -> PublicKey | None:
+    """The key that signed `entity`, if it carries a valid signature."""
+    armored = _fields(entity).get(SIGNATURE)
+    if not isinstance(armored, str) or armored == UNSIGNED:
+        return None
+    kind = "action" if isinstance(entity, Action) else "context"
+    try:
+        return sshsig.check_signature(signed_payload(entity.model_dump(mode="json"), kind), armored, NAMESPACE)
+    except (sshsig.InvalidSignature, NotImplementedError, ValueError):
+        return None
+
+
+def register(store: LedgerStore, name: str, key: PublicKey, signer: Signer, status: str = ACTIVE) -> Context:
+    """Record that `name` may (or, revoked, may no longer) sign with `key`, signed by `signer`: the first
+    approver by their own key, every later change by an active approver."""
+    head = store.head()
+    registered = approvers(store)
+    record = approver_record(name, key, signer.principal, status)
+    signed_record, used = sign(record, signer)
+    if not registered:
+        if signer.principal != name or used != key:
+            raise SignatureError(f"the first approver registers themselves: sign as {name!r} with that key")
+    else:
+        trusted = next((a for a in registered if a.name == signer.principal), None)
+        if trusted is None or trusted.properties.get("status") != ACTIVE:
+            raise SignatureError(f"{signer.principal!r} is not an active registered approver")
+        if used != public_key(str(trusted.properties["public_key"])):
+            raise SignatureError(f"{signer.key} is not {signer.principal}'s registered key")
+    assert isinstance(signed_record, Context)
+    store.append([signed_record], expected_head=head)
+    return signed_record

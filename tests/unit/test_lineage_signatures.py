@@ -1,0 +1,207 @@
+"""Signed decisions: signatures ssh-keygen itself accepts; trust only in approvers the ledger registered;
+an altered signature, an unregistered key and a second approval by the same person each reported in one
+line naming the record; the pipeline's decisions signed with its key, or reported as unsigned."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.lineage_workspace import STAGES, write_workspace
+from lineage.entities import Action, ActionStatus, ActionType
+from lineage.recorder import PIPELINE, RunInfo, StageRun, record_run
+from lineage.registry import decision, get_version
+from lineage.signatures import (
+    NAMESPACE,
+    REVOKED,
+    SignatureError,
+    Signer,
+    check_signatures,
+    read_public_key,
+    register,
+    sign,
+    signed_payload,
+    signed_records,
+    signer_from_text,
+)
+from lineage.store import GENESIS, HASHED_COLUMNS, LedgerStore, record_hash
+from tests.conftest import register_approvers
+
+NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LedgerStore]:
+    with LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        yield ledger
+
+
+def _run(store: LedgerStore, root: Path, week: int, signer: Signer | None = None) -> str:
+    """Record week `week`'s run (both gates pass); its model version's name."""
+    write_workspace(root, week)
+    stages = [StageRun(s, ActionStatus.COMPLETED, NOW, NOW, str(uuid.uuid4())) for s in STAGES]
+    recorded = record_run(store, RunInfo(str(uuid.uuid4()), stages, NOW, NOW, None, "runs/x"), root, signer=signer)
+    assert recorded.model_version is not None
+    return recorded.model_version.name
+
+
+def _decision(store: LedgerStore, version: str, outcome: str = "promoted", **parameters: Any) -> Action:
+    action = decision(get_version(store, version), outcome, "someone", "a reason", **parameters)[0]
+    assert isinstance(action, Action)
+    return action
+
+
+def _rehash_from(db: Path, seq: int) -> None:
+    """Recompute every record's hash and link from `seq` on, and the head: what someone with write access
+    to the database would do to hide an edit from the chain check."""
+    with sqlite3.connect(db) as raw:
+        prev = raw.execute("SELECT record_hash FROM ledger_records WHERE seq = ?", (seq - 1,)).fetchone()
+        prev = prev[0] if prev else GENESIS
+        rows = raw.execute(
+            f"SELECT {', '.join(HASHED_COLUMNS)} FROM ledger_records WHERE seq >= ? ORDER BY seq", (seq,)
+        )
+        for row in rows.fetchall():
+            columns = [*row[:-1], prev]
+            prev = record_hash(columns)
+            raw.execute(
+                "UPDATE ledger_records SET prev_hash = ?, record_hash = ? WHERE seq = ?", (columns[-1], prev, row[0])
+            )
+        raw.execute("UPDATE ledger_head SET head_hash = ?", (prev,))
+
+
+def test_a_signature_made_here_is_accepted_by_ssh_keygen_verify(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    register_approvers(store, ssh_keys, "alice")
+    version = _run(store, tmp_path, 1)
+    signed, key = sign(_decision(store, version), Signer("alice", ssh_keys["alice"]))
+    assert key == read_public_key(ssh_keys["alice"].with_suffix(".pub"))
+    body = signed.model_dump(mode="json")
+    (tmp_path / "payload").write_bytes(signed_payload(body, "action"))
+    (tmp_path / "payload.sig").write_text(str(body["parameters"]["signature"]))
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"alice {ssh_keys['alice'].with_suffix('.pub').read_text()}")
+    command = ["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", "alice", "-n", NAMESPACE, "-s"]
+    with (tmp_path / "payload").open("rb") as payload:
+        done = subprocess.run([*command, str(tmp_path / "payload.sig")], stdin=payload, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('Good "lineage-ledger" signature for alice')
+
+
+def test_a_signature_altered_in_the_database_is_reported_even_after_the_chain_is_rehashed(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    register_approvers(store, ssh_keys, "alice")
+    version = _run(store, tmp_path, 1)
+    [seq] = store.append([sign(_decision(store, version), Signer("alice", ssh_keys["alice"]))[0]])
+    assert check_signatures(signed_records(store)).ok
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:  # the reason changed, the signature kept
+        raw.execute("UPDATE ledger_records SET body = replace(body, 'a reason', 'another') WHERE seq = ?", (seq,))
+    assert not store.verify().ok  # the chain catches the edit ...
+    _rehash_from(tmp_path / "ledger.db", seq)
+    assert store.verify().ok  # ... until it is rehashed; the signature still catches it
+    report = check_signatures(signed_records(store))
+    assert (report.ok, report.seq) == (False, seq)
+    assert str(report).startswith(f"signatures FAILED at seq {seq} (entity ")
+    assert "the signature by 'alice' does not match the record" in str(report)
+    assert len(str(report).splitlines()) == 1
+
+
+def test_a_decision_signed_by_an_unregistered_or_wrong_key_is_reported(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    register_approvers(store, ssh_keys, "alice")
+    version = _run(store, tmp_path, 1)
+    [seq] = store.append([sign(_decision(store, version), Signer("mallory", ssh_keys["mallory"]))[0]])
+    report = check_signatures(signed_records(store))
+    assert (report.seq, report.detail) == (seq, "signed by 'mallory', who is not a registered approver at this point")
+
+    other = LedgerStore(f"sqlite:///{tmp_path / 'other.db'}")
+    register_approvers(other, ssh_keys, "alice")
+    version = _run(other, tmp_path, 1)
+    [seq] = other.append([sign(_decision(other, version), Signer("alice", ssh_keys["mallory"]))[0]])
+    report = check_signatures(signed_records(other))
+    assert report.seq == seq
+    assert report.detail.endswith("which is not the key registered for 'alice'")
+
+
+def test_a_second_approval_by_the_same_person_is_reported(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    register_approvers(store, ssh_keys, "alice", "bob")
+    alice = Signer("alice", ssh_keys["alice"])
+    version = _run(store, tmp_path, 1)
+    request = sign(_decision(store, version, "override_requested"), alice)[0]
+    approval = sign(_decision(store, version, override=True, override_request=request.id), alice)[0]
+    _, seq = store.append([request, approval])
+    report = check_signatures(signed_records(store))
+    assert report.seq == seq
+    assert report.detail == "the override was requested and approved by the same person (alice): four eyes needed"
+    # An override promotion with no request before it is reported too.
+    lone = sign(_decision(store, version, override=True, override_request="nothing"), Signer("bob", ssh_keys["bob"]))
+    other = LedgerStore(f"sqlite:///{tmp_path / 'other.db'}")
+    register_approvers(other, ssh_keys, "alice", "bob")
+    [seq] = other.append([lone[0]])
+    assert check_signatures(signed_records(other)).detail == (
+        "an override promotion without a signed override request before it"
+    )
+
+
+def test_trust_starts_with_a_self_signed_approver_and_follows_registrations(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    alice_pub = read_public_key(ssh_keys["alice"].with_suffix(".pub"))
+    with pytest.raises(SignatureError, match="the first approver registers themselves"):
+        register(store, "alice", alice_pub, Signer("bob", ssh_keys["bob"]))
+    register_approvers(store, ssh_keys, "alice")
+    with pytest.raises(SignatureError, match="'mallory' is not an active registered approver"):
+        register(
+            store,
+            "mallory",
+            read_public_key(ssh_keys["mallory"].with_suffix(".pub")),
+            Signer("mallory", ssh_keys["mallory"]),
+        )
+    register(store, "bob", read_public_key(ssh_keys["bob"].with_suffix(".pub")), Signer("alice", ssh_keys["alice"]))
+    register(
+        store, "bob", read_public_key(ssh_keys["bob"].with_suffix(".pub")), Signer("alice", ssh_keys["alice"]), REVOKED
+    )
+    version = _run(store, tmp_path, 1)
+    [seq] = store.append([sign(_decision(store, version), Signer("bob", ssh_keys["bob"]))[0]])
+    report = check_signatures(signed_records(store))
+    assert (report.seq, report.detail) == (seq, "signed by 'bob', who is not a registered approver at this point")
+    with pytest.raises(SignatureError, match="no such key file"):
+        Signer("alice", tmp_path / "missing").sign(b"x")
+    (tmp_path / "not-a-key").write_text("hello\n")
+    with pytest.raises(SignatureError, match="not-a-key: not an Ed25519 or RSA OpenSSH public key"):
+        read_public_key(tmp_path / "not-a-key")
+
+
+def test_the_pipeline_signs_with_its_key_or_says_unsigned(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    register_approvers(store, ssh_keys, "alice", PIPELINE)
+    _run(store, tmp_path, 1)  # no key set
+    with signer_from_text(PIPELINE, ssh_keys[PIPELINE].read_text()) as signer:
+        key_file = signer.key
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        version = _run(store, tmp_path, 2, signer)
+    assert not key_file.exists()  # the key's text is written for ssh-keygen only while it signs
+    decisions = [
+        record.entity() for record in store.records() if record.kind == "action" and record.entity_type == "Promotion"
+    ]
+    assert [(d.parameters["decision"], d.parameters.get("signed_by")) for d in decisions] == [  # type: ignore[union-attr]
+        ("promoted", None),
+        ("promoted", PIPELINE),
+    ]
+    assert decisions[0].parameters["signature"] == "unsigned"  # type: ignore[union-attr]
+    assert get_version(store, version).properties["status"] == "production"
+    report = check_signatures(signed_records(store))
+    assert str(report) == f"signatures ok: 3 valid (by alice, {PIPELINE}), 1 unsigned decisions (no key was set)"
+    assert [a.action_type for a in decisions] == [ActionType.PROMOTION] * 2  # type: ignore[union-attr]
