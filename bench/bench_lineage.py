@@ -23,6 +23,7 @@ from lineage.diff import diff
 from lineage.entities import ActionStatus
 from lineage.query import Direction, query_lineage
 from lineage.recorder import RunInfo, StageRun, record_run
+from lineage.signatures import check_signatures, signed_records
 from lineage.store import LedgerStore
 
 TARGETS = {"query": 0.100, "diff": 0.200, "verify": 10.0, "record": 1.0}
@@ -76,10 +77,12 @@ def main() -> None:
             compared = statistics.median(diffs)
             artifacts = sum(len(rows) for rows in changed["artifacts"].values())
             print(f"diff production previous: {artifacts} artifacts, {len(changed['metrics'])} metrics changed")
-            began = time.perf_counter()
+            began = time.perf_counter()  # what `lineage verify` does: the chain, then every signature
             result = store.verify()
+            signatures = check_signatures(signed_records(store))
             verify = time.perf_counter() - began
             assert result.ok, str(result)
+            assert signatures.ok, str(signatures)
     for name, seconds in (("query", query), ("diff", compared), ("verify", verify), ("record", record)):
         target = TARGETS[name]
         print(f"{name:<7} {seconds * 1000:10.1f} ms   target {target * 1000:8.0f} ms   ratio {seconds / target:.2f}")
@@ -97,7 +100,7 @@ def main() -> None:
                     ["`lineage diff production previous` on that ledger <= 200 ms",
                      f"{compared * 1000:.1f} ms ({artifacts} artifacts, {len(changed['metrics'])} metrics changed)",
                      round(compared / TARGETS["diff"], 2)],
-                    ["`lineage verify` of that ledger <= 10 s", f"{verify:.1f} s",
+                    ["`lineage verify` of that ledger (chain and signatures) <= 10 s", f"{verify:.1f} s",
                      round(verify / TARGETS["verify"], 2)],
                     ["recording one more run <= 1 s",
                      f"{record * 1000:.0f} ms ({statistics.median(times) * 1000:.0f} ms median while filling)",

@@ -16,7 +16,7 @@ from flows.retry import RETRIES, TransientFailure
 from flows.settings import read_secret
 from gates.rules import DriftPolicy
 from lineage.recorder import PIPELINE, Recorded, RunInfo, StageRun, record_run
-from lineage.signatures import signer_from_text
+from lineage.signatures import approver, signer_from_text
 from lineage.store import LedgerStore
 
 
@@ -55,6 +55,13 @@ def record_lineage(info: RunInfo, ledger_url: str | None, signing_key_block: str
         signer = None
         if signing_key_block:
             signer = keys.enter_context(signer_from_text(PIPELINE, read_secret(signing_key_block)))
+            if approver(store, PIPELINE) is None:
+                get_run_logger().warning(
+                    "the pipeline's key is not registered as approver %s: `lineage verify` will report its "
+                    "decisions until it is (lineage approvers add %s --public-key ...)",
+                    PIPELINE,
+                    PIPELINE,
+                )
         recorded = record_run(store, info, signer=signer)
     get_run_logger().info(
         "recorded in the lineage ledger: model version %s, decision %s (%s); ledger head %d %s",

@@ -362,7 +362,10 @@ def export_openlineage(
         if output is None:
             sys.stdout.write(lines)
         else:
-            output.write_text(lines, encoding="utf-8")
+            try:
+                output.write_text(lines, encoding="utf-8")
+            except OSError as error:
+                raise ValueError(f"{output}: cannot write the events ({error.strerror})") from None
         if url:
             try:
                 openlineage.send(events, url)

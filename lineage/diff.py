@@ -92,7 +92,9 @@ def view(store: LedgerStore, label: str) -> RunView:
         for action in into_run.values()
         if isinstance(action, Action) and action.action_type == ActionType.STAGE
     }
-    configuration = [e for e in into_run.values() if isinstance(e, Artifact)]
+    configuration = [
+        e for e in into_run.values() if isinstance(e, Artifact) and e.artifact_type == ArtifactType.CONFIGURATION
+    ]
     result.configuration = snapshot(configuration)
     for action in into_run.values():
         if isinstance(action, Action) and action.action_type in _GATES:
@@ -117,20 +119,24 @@ def view(store: LedgerStore, label: str) -> RunView:
 
 
 def _commits(before: str, after: str, repository: Path) -> dict[str, Any]:
+    """The commits from `before` to `after` (or back, when `after` is the older), from `git log` here."""
     section: dict[str, Any] = {"before": before, "after": after, "log": None}
     if before == after:
         return section
     try:
-        done = subprocess.run(
-            ["git", "log", "--format=%h %an: %s", f"{before}..{after}"],
-            cwd=repository,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        section["log"] = done.stdout.splitlines()
+        for older, newer, direction in ((before, after, "forward"), (after, before, "backward")):
+            done = subprocess.run(
+                ["git", "log", "--format=%h %an: %s", f"{older}..{newer}"],
+                cwd=repository,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            section |= {"log": done.stdout.splitlines(), "direction": direction}
+            if section["log"]:
+                break
     except (OSError, subprocess.CalledProcessError):
-        section["note"] = "these commits are not in this checkout"
+        section |= {"log": None, "note": "these commits are not in this checkout"}
     return section
 
 
@@ -212,7 +218,8 @@ def table(result: dict[str, Any]) -> str:
     else:
         log = commits["log"]
         count = f"{len(log)} commit{'' if len(log) == 1 else 's'}" if log is not None else commits.get("note", "")
-        lines.append(f"commits: {commits['before'][:12]} -> {commits['after'][:12]} ({count})")
+        back = ", going back" if commits.get("direction") == "backward" else ""
+        lines.append(f"commits: {commits['before'][:12]} -> {commits['after'][:12]} ({count}{back})")
         lines += [f"  {line}" for line in commits["log"] or []]
 
     def section(title: str, rows: list[dict[str, Any]], key: str = "key") -> None:

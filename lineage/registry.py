@@ -29,7 +29,7 @@ from lineage.entities import (
     Metadata,
     context_id,
 )
-from lineage.signatures import ACTIVE, Signer, approver, public_key, sign, signing_key
+from lineage.signatures import ACTIVE, PublicKey, Signer, approver, public_key, sign, signing_key
 from lineage.store import Kind, LedgerStore
 
 
@@ -167,7 +167,9 @@ def _verdicts(version: Context) -> str:
     return f"drift {version.properties.get('drift_gate')}, fairness {version.properties.get('fairness_gate')}"
 
 
-def signed(store: LedgerStore, signer: Signer, records: list[Entity], not_key: Any = None) -> list[Entity]:
+def _signed(
+    store: LedgerStore, signer: Signer, records: list[Entity], not_key: PublicKey | None = None
+) -> list[Entity]:
     """`records` with each decision signed by `signer`, who must be an active registered approver signing
     with their registered key (and, for a second approval, not with `not_key`)."""
     registered = approver(store, signer.principal)
@@ -204,9 +206,9 @@ def promote(store: LedgerStore, name: str, signer: Signer, reason: str, override
             override_reason=reason,
             override_request=request[0].id,
         )
-        store.append(signed(store, signer, [pending, *request]), expected_head=head)
+        store.append(_signed(store, signer, [pending, *request]), expected_head=head)
     else:
-        store.append(signed(store, signer, promotion(production(store), version, signer.principal, reason)), head)
+        store.append(_signed(store, signer, promotion(production(store), version, signer.principal, reason)), head)
     return get_version(store, name)
 
 
@@ -224,7 +226,7 @@ def approve(store: LedgerStore, name: str, signer: Signer, reason: str) -> Conte
     if request.parameters.get("signed_by") == signer.principal:
         raise RegistryError(f"{signer.principal} requested this override: another approver must approve it")
     records = promotion(production(store), version, signer.principal, reason, override_request=request)
-    store.append(signed(store, signer, records, not_key=signing_key(request)), expected_head=head)
+    store.append(_signed(store, signer, records, not_key=signing_key(request)), expected_head=head)
     return get_version(store, name)
 
 
@@ -252,7 +254,7 @@ def rollback(store: LedgerStore, signer: Signer, reason: str, to: str | None = N
         *_deploy(target),
         *decision(target, "rolled_back", by, reason, current),
     ]
-    store.append(signed(store, signer, records), expected_head=head)
+    store.append(_signed(store, signer, records), expected_head=head)
     return get_version(store, target.name)
 
 

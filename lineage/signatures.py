@@ -82,7 +82,12 @@ class Signer:
         if done.returncode != 0 or "BEGIN SSH SIGNATURE" not in armored:
             reason = (done.stderr.decode().strip().splitlines() or ["no signature written"])[-1]
             raise SignatureError(f"ssh-keygen could not sign with {self.key}: {reason}")
-        return armored, sshsig.check_signature(payload, armored, NAMESPACE)
+        try:
+            return armored, sshsig.check_signature(payload, armored, NAMESPACE)
+        except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
+            raise SignatureError(
+                f"{self.key}: a signature this ledger cannot check ({error}); use Ed25519 or RSA"
+            ) from None
 
 
 @contextmanager
@@ -189,18 +194,22 @@ def check_signatures(records: Iterable[LedgerRecord]) -> SignatureReport:
         if record.kind == "action" and signature in (None, UNSIGNED):
             report.unsigned += 1
             continue
-        problem, key = _problem(record, body, values, trusted, registered_any, overrides, seen)
+        try:
+            problem, key = _problem(record, body, values, trusted, registered_any, overrides, seen)
+            registered = public_key(str(values.get("public_key"))) if record.kind == "context" else None
+        except SignatureError as error:  # an approver record whose public key does not parse
+            problem, key = str(error), None
         if problem or key is None:
             report.seq, report.entity_id, report.detail = record.seq, record.entity_id, problem or "no key"
             return report
         report.valid += 1
         report.signers.add(str(values["signed_by"]))
-        if record.kind == "context":
+        if registered is not None:
             registered_any = True
             if values.get("status") == REVOKED:
                 trusted.pop(str(body["name"]), None)
             else:
-                trusted[str(body["name"])] = public_key(str(values["public_key"]))
+                trusted[str(body["name"])] = registered
         elif values.get("decision") == "override_requested":
             overrides[record.entity_id] = (str(values["signed_by"]), key)
     return report

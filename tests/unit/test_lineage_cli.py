@@ -220,3 +220,7 @@ def test_export_openlineage(ledger: tuple[Path, list[str], list[str]], tmp_path:
     assert error_line(lineage(db, "export", "openlineage", "--flow-run", "nope", ok=False)) == (
         "lineage: error: no pipeline run with flow run id 'nope' in the ledger"
     )
+    missing = tmp_path / "no" / "events.jsonl"
+    assert error_line(lineage(db, "export", "openlineage", "--output", str(missing), ok=False)) == (
+        f"lineage: error: {missing}: cannot write the events (No such file or directory)"
+    )

@@ -125,6 +125,8 @@ def test_production_and_previous_name_the_two_latest_promoted_versions(two_runs:
     store, root = two_runs
     named = diff(store, "previous", "production", root)
     assert (named["a"]["flow_run_id"], named["b"]["flow_run_id"]) == ("run-1", "run-2")
+    back = diff(store, "production", "previous", root)["commits"]
+    assert (back["log"], back["direction"]) == (named["commits"]["log"], "backward")  # the same commit, going back
     assert named["a"]["model_version"] != named["b"]["model_version"]
     assert diff(store, named["a"]["model_version"], named["b"]["model_version"], root)["params"] == named["params"]
     with pytest.raises(QueryError, match="'nope' is no flow run id, model version, 'production' or 'previous'"):
