@@ -176,8 +176,7 @@ def init(
         if approvers(store):
             _fail("the ledger already has approvers: add one with `lineage approvers add`")
         signer = Signer(approver, key)
-        _, used = signer.sign(b"lineage init: which key is this")
-        record = register(store, approver, used, signer)
+        record = register(store, approver, signer.public_key(), signer)
     typer.echo(f"{record.name} is the ledger's first approver ({record.properties['fingerprint']})")
 
 

@@ -65,6 +65,12 @@ class Signer:
     principal: str
     key: Path
 
+    def public_key(self) -> PublicKey:
+        """The key's public half: the key itself if it is a .pub, else the .pub beside it, else learnt
+        from a signature (one more passphrase prompt, for an encrypted key)."""
+        pub = self.key if self.key.suffix == ".pub" else self.key.with_name(self.key.name + ".pub")
+        return read_public_key(pub) if pub.is_file() else self.sign(b"lineage: which key is this")[1]
+
     def sign(self, payload: bytes) -> tuple[str, PublicKey]:
         """The armored signature of `payload`, and the public key it was made with."""
         if not self.key.is_file():

@@ -58,6 +58,14 @@ def _decision(store: LedgerStore, version: str, outcome: str = "promoted", **par
     return action
 
 
+def _signed_decision(store: LedgerStore, root: Path, keys: dict[str, Path], signer: str, key: str) -> int:
+    """alice registered, one run recorded, then a decision signed as `signer` with `key`'s key; its seq."""
+    register_approvers(store, keys, "alice")
+    version = _run(store, root, 1)
+    [seq] = store.append([sign(_decision(store, version), Signer(signer, keys[key]))[0]])
+    return seq
+
+
 def _rehash_from(db: Path, seq: int) -> None:
     """Recompute every record's hash and link from `seq` on, and the head: what someone with write access
     to the database would do to hide an edit from the chain check."""
@@ -98,9 +106,7 @@ def test_a_signature_made_here_is_accepted_by_ssh_keygen_verify(
 def test_a_signature_altered_in_the_database_is_reported_even_after_the_chain_is_rehashed(
     store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
 ) -> None:
-    register_approvers(store, ssh_keys, "alice")
-    version = _run(store, tmp_path, 1)
-    [seq] = store.append([sign(_decision(store, version), Signer("alice", ssh_keys["alice"]))[0]])
+    seq = _signed_decision(store, tmp_path, ssh_keys, "alice", "alice")
     assert check_signatures(signed_records(store)).ok
     with sqlite3.connect(tmp_path / "ledger.db") as raw:  # the reason changed, the signature kept
         raw.execute("UPDATE ledger_records SET body = replace(body, 'a reason', 'another') WHERE seq = ?", (seq,))
@@ -117,16 +123,12 @@ def test_a_signature_altered_in_the_database_is_reported_even_after_the_chain_is
 def test_a_decision_signed_by_an_unregistered_or_wrong_key_is_reported(
     store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
 ) -> None:
-    register_approvers(store, ssh_keys, "alice")
-    version = _run(store, tmp_path, 1)
-    [seq] = store.append([sign(_decision(store, version), Signer("mallory", ssh_keys["mallory"]))[0]])
+    seq = _signed_decision(store, tmp_path, ssh_keys, "mallory", "mallory")
     report = check_signatures(signed_records(store))
     assert (report.seq, report.detail) == (seq, "signed by 'mallory', who is not a registered approver at this point")
 
     other = LedgerStore(f"sqlite:///{tmp_path / 'other.db'}")
-    register_approvers(other, ssh_keys, "alice")
-    version = _run(other, tmp_path, 1)
-    [seq] = other.append([sign(_decision(other, version), Signer("alice", ssh_keys["mallory"]))[0]])
+    seq = _signed_decision(other, tmp_path, ssh_keys, "alice", "mallory")
     report = check_signatures(signed_records(other))
     assert report.seq == seq
     assert report.detail.endswith("which is not the key registered for 'alice'")
