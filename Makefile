@@ -54,7 +54,7 @@ $(VENV)/.runtime-$(PY_VERSION): pyproject.toml $(LOCKS)
 	echo "torch: requirements/torch-$$torch.lock"; \
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements/torch-$$torch.lock
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements/runtime.lock
-	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat  # a path in a .pth: no import hook at every start
 	$(PIP) check
 	rm -f $(VENV)/.runtime-* $(VENV)/.dev-* && touch $@
 
@@ -91,6 +91,7 @@ bench: install
 	python -m bench.bench_scale
 	python -m bench.bench_orchestration
 	python -m bench.bench_lineage
+	python -m bench.bench_vs_mlflow  # MLflow in its own virtualenv under /tmp/bench_vs_mlflow
 	python -m bench.bench_reproduce
 	python -m bench.bench_tuning
 	python -m bench.bench_platform

@@ -31,6 +31,7 @@ ORDER = [
     "bench_scale",
     "bench_tuning",
     "bench_lineage",
+    "bench_vs_mlflow",
     "bench_reproduce",
 ]
 

@@ -6,11 +6,14 @@ Every error is one line on stderr and exit status 1 (a mistyped command or optio
 message, exit status 2); `verify` exits 1 when the chain is broken.
 """
 
-from __future__ import annotations
-
+import dataclasses
+import datetime as dt
+import io
 import json
+import os
 import re
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -19,22 +22,16 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from lineage import registry
-from lineage.archive import ArchiveError, export, verify_archive
-from lineage.query import Direction, QueryError, query_lineage
-from lineage.signatures import (
-    ACTIVE,
-    REVOKED,
-    Signer,
-    approver,
-    approvers,
-    check_signatures,
-    public_key,
-    read_public_key,
-    register,
-    signed_records,
-)
+# The ledger uses no pydantic plugins; looking for them reads every installed package's metadata, a
+# noticeable part of a fresh `lineage query`. Set before the first model is built.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+from lineage.entities import Association, ModelStatus
+from lineage.query import Direction, query_lineage
 from lineage.store import Head, LedgerError, LedgerStore
+
+# Each command imports what only it needs (the registry, signatures, archives), so that a query in a
+# fresh process pays for the query, not for every other command's imports.
 
 # Plain help, and a usage error as click's "Error: ..." line (exit 2) rather than a drawn box.
 app = typer.Typer(
@@ -48,6 +45,15 @@ approvers_app = typer.Typer(help="Who may sign decisions, with which SSH public 
 app.add_typer(models_app, name="models")
 app.add_typer(export_app, name="export")
 app.add_typer(approvers_app, name="approvers")
+
+
+@app.callback()
+def _output() -> None:
+    # An argument that is not UTF-8 (a file name in another encoding) reaches Python surrogate-escaped:
+    # echo it back as the bytes it was, not as a UnicodeEncodeError on a strict UTF-8 stdout.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
+
 
 Db = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the ledger (default: LINEAGE_DB_URL).")]
 
@@ -77,14 +83,22 @@ Key = Annotated[
 ]
 
 
+# A line break in an error (from a name or path as typed) would make it two lines: it is shown escaped.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 @contextmanager
 def _ledger(db: str | None) -> Iterator[LedgerStore]:
     """The open ledger; every expected failure becomes one line on stderr and exit 1."""
     try:
         with LedgerStore(db) as store:
             yield store
-    except (LedgerError, QueryError, registry.RegistryError, ValueError) as error:  # SignatureError, ArchiveError
-        typer.echo(f"lineage: error: {error}", err=True)
+    except UnicodeEncodeError as error:  # a name or id given in bytes that are not UTF-8: the ledger is text
+        _fail(f"{error.object[:200]!r} is not UTF-8 text")
+    except OSError as error:  # a path that cannot even be looked at, e.g. a name too long
+        _fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
+    except (LedgerError, ValueError) as error:  # every module's own errors are ValueErrors
+        typer.echo(f"lineage: error: {str(error).translate(_LINE_BREAKS)}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -108,13 +122,22 @@ def _anchor(count: int | None, digest: str | None) -> Head | None:
     if count < 1:
         _fail(f"--anchor-count must be at least 1, got {count}")
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        _fail("--anchor-hash must be 64 lowercase hex characters (a sha256)")
+        _fail(f"--anchor-hash must be 64 lowercase hex characters (a sha256), got {digest[:80]!r}")
     return Head(count, digest)
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"lineage: error: {message}", err=True)
+    typer.echo(f"lineage: error: {message.translate(_LINE_BREAKS)}", err=True)
     raise typer.Exit(1)
+
+
+@contextmanager
+def _key_text(path: Path) -> Iterator[None]:
+    """Reading the key at `path` (or the .pub beside it): a file that is not text is one line naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        _fail(f"{path}: not an OpenSSH key file (byte {error.start} is not UTF-8 text)")
 
 
 @app.command()
@@ -122,30 +145,75 @@ def verify(
     db: Db = None,
     anchor_count: Annotated[int | None, typer.Option(help="A published head: its record count.")] = None,
     anchor_hash: Annotated[str | None, typer.Option(help="A published head: its hash.")] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Rehash every record, not only those since the last verification.")
+    ] = False,
     archive: Annotated[
         Path | None, typer.Option(help="Verify this archive file offline instead of the ledger.")
     ] = None,
 ) -> None:
-    """Recompute the hash chain and check every signature; name the first bad record if there is one."""
+    """Recompute the hash chain and check the signatures, from the last verification on (every record
+    with --full, or of an archive); name the first bad record if there is one. Each verification of
+    the ledger is logged (`lineage verifications`)."""
+    from lineage.signatures import check_ledger
+    from lineage.store import Verification
+
     anchor = _anchor(anchor_count, anchor_hash)
     if archive is not None:
+        from lineage.archive import ArchiveError, verify_archive
+
         try:
             result, signatures, stated = verify_archive(archive, anchor)
         except ArchiveError as error:
             _fail(str(error))
+        except (EOFError, zlib.error) as error:  # a .gz cut short or corrupted
+            _fail(f"{archive}: cannot read the archive (not a whole gzip file: {error})")
         where = f"archive {archive}, anchor in its header {stated.count} {stated.head_hash}"
+        scope = "every record"
     else:
         with _ledger(db) as store:
-            result = store.verify(anchor)
-            signatures = check_signatures(signed_records(store)) if result.ok else None
+            last = None if full else store.last_verification()
+            since = last.head if last is not None and last.record_count else None
+            result = store.verify(anchor, since)
+            signatures = check_ledger(store, since.count if since else 0) if result.ok else None
+            ok = result.ok and signatures is not None and signatures.ok
+            lines = [str(result)] + ([str(signatures)] if signatures is not None else [])
+            try:
+                store.record_verification(
+                    Verification(since.count if since else 0, result.count, result.head_hash, ok,
+                                 "; ".join(lines), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+                )  # fmt: skip
+            except LedgerError as error:  # a read-only ledger can still be verified
+                typer.echo(f"lineage: warning: {error}", err=True)
         where = "ledger head row"
+        scope = "every record"
+        if since is not None and last is not None:
+            checked = f"records {since.count + 1} to {result.count}" if result.count > since.count else "nothing"
+            scope = (
+                f"{checked} appended since the verification of {last.verified_at} (which ended at record "
+                f"{since.count}); --full rehashes every record"
+            )
     typer.echo(f"chain {result} ({where})")
     if anchor is not None and result.ok:
         typer.echo(f"anchor ok: record {anchor.count} hashes to the published {anchor.head_hash}")
     if signatures is not None:
         typer.echo(str(signatures))
+    typer.echo(f"checked: {scope}")
     if not result.ok or signatures is None or not signatures.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def verifications(output: Output = Format.TABLE, db: Db = None) -> None:
+    """Every verification of the ledger, oldest first: the records it checked, when, and how it ended."""
+    with _ledger(db) as store:
+        found = store.verifications()
+    payload = [dataclasses.asdict(v) for v in found]
+    lines = [
+        f"{v.verified_at}  records {v.from_count + 1}-{v.record_count}  {'ok' if v.ok else 'FAILED'}  {v.head_hash}"
+        for v in found
+    ]
+    _print(output, payload, lambda: "\n".join(lines) or "no verifications yet: run `lineage verify`")
 
 
 @app.command()
@@ -172,11 +240,17 @@ def init(
     db: Db = None,
 ) -> None:
     """Create the ledger (if needed) and register its first approver, self-signed with KEY."""
+    from lineage.signatures import Signer, approvers, register
+
     with _ledger(db) as store:
         if approvers(store):
             _fail("the ledger already has approvers: add one with `lineage approvers add`")
+        if not key.is_file():  # (a directory such as `.` has no .pub beside it to look for)
+            _fail(f"{key}: no such key file")
         signer = Signer(approver, key)
-        record = register(store, approver, signer.public_key(), signer)
+        with _key_text(key):
+            public = signer.public_key()
+        record = register(store, approver, public, signer)
     typer.echo(f"{record.name} is the ledger's first approver ({record.properties['fingerprint']})")
 
 
@@ -189,14 +263,20 @@ def approvers_add(
     db: Db = None,
 ) -> None:
     """Register NAME with PUBLIC_KEY; signed by an approver registered before."""
+    from lineage.signatures import Signer, read_public_key, register
+
     with _ledger(db) as store:
-        record = register(store, name, read_public_key(public_key), Signer(by, key))
+        with _key_text(public_key):
+            public = read_public_key(public_key)
+        record = register(store, name, public, Signer(by, key))
     typer.echo(f"{record.name} may sign decisions with {record.properties['fingerprint']} (registered by {by})")
 
 
 @approvers_app.command("revoke")
 def approvers_revoke(name: str, by: By, key: Key, db: Db = None) -> None:
     """Withdraw NAME's right to sign; their earlier signatures stay valid."""
+    from lineage.signatures import ACTIVE, REVOKED, Signer, approver, public_key, register
+
     with _ledger(db) as store:
         found = approver(store, name)
         if found is None or found.properties.get("status") != ACTIVE:
@@ -208,6 +288,8 @@ def approvers_revoke(name: str, by: By, key: Key, db: Db = None) -> None:
 @approvers_app.command("list")
 def approvers_list(output: Output = Format.TABLE, db: Db = None) -> None:
     """Every approver: name, status, key fingerprint, who registered them."""
+    from lineage.signatures import approvers
+
     with _ledger(db) as store:
         found = approvers(store)
     payload = [{"name": a.name, **{k: v for k, v in a.properties.items() if k != "signature"}} for a in found]
@@ -233,6 +315,8 @@ def query(
 ) -> None:
     """QueryLineage: what produced START (ascendants), or what START fed (descendants)."""
     with _ledger(db) as store:
+        if isinstance(store.latest([start]).get(start), Association):
+            _fail(f"{start} is an association (an edge), not an entity: query its source or destination")
         graph = query_lineage(store, start, direction, depth, type_)
     if output == GraphFormat.JSON:
         typer.echo(graph.to_json(include_edges))
@@ -247,11 +331,13 @@ def query(
 
 @models_app.command("list")
 def models_list(
-    status: Annotated[registry.ModelStatus | None, typer.Option(help="Only versions with this status.")] = None,
+    status: Annotated[ModelStatus | None, typer.Option(help="Only versions with this status.")] = None,
     output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:
     """Every model version, oldest first."""
+    from lineage import registry
+
     with _ledger(db) as store:
         found = [v for v in registry.versions(store) if status is None or v.properties.get("status") == status]
     payload = [{"name": v.name, "id": v.id, **v.properties} for v in found]
@@ -261,6 +347,8 @@ def models_list(
 @models_app.command("show")
 def models_show(name: str, output: Output = Format.TABLE, db: Db = None) -> None:
     """One version: status, gate verdicts, and every decision taken on it."""
+    from lineage import registry
+
     with _ledger(db) as store:
         shown = registry.report(store, name)
 
@@ -292,12 +380,15 @@ def models_promote(
 ) -> None:
     """Make NAME production (the current one is archived), signed with KEY; with --override, a version
     whose gates did not pass becomes pending until a second approver runs `models approve`."""
+    from lineage import registry
+    from lineage.signatures import Signer
+
     with _ledger(db) as store:
         version = registry.promote(store, name, Signer(by, key), reason, override)
     status = version.properties.get("status")
     message = (
         f"{version.name} is now production"
-        if status == registry.ModelStatus.PRODUCTION
+        if status == ModelStatus.PRODUCTION
         else f"{version.name} is pending: another approver promotes it with `lineage models approve {version.name}`"
     )
     _print(output, {"name": version.name, **version.properties}, lambda: message)
@@ -306,6 +397,9 @@ def models_promote(
 @models_app.command("approve")
 def models_approve(name: str, by: By, key: Key, reason: Reason, output: Output = Format.TABLE, db: Db = None) -> None:
     """Second approval of NAME's pending override (four eyes): promotes it; refused from the requester."""
+    from lineage import registry
+    from lineage.signatures import Signer
+
     with _ledger(db) as store:
         version = registry.approve(store, name, Signer(by, key), reason)
     _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is now production")
@@ -321,6 +415,9 @@ def models_rollback(
     db: Db = None,
 ) -> None:
     """Restore the previous production version, signed with KEY; the current one is marked rejected."""
+    from lineage import registry
+    from lineage.signatures import Signer
+
     with _ledger(db) as store:
         version = registry.rollback(store, Signer(by, key), reason, to)
     _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is production again")
@@ -370,7 +467,8 @@ def export_openlineage(
                 openlineage.send(events, url)
             except openlineage.SendError as error:
                 raise ValueError(str(error)) from error
-    typer.echo(f"{len(events)} OpenLineage events" + (f" sent to {url}" if url else ""), err=True)
+    sent_to = re.sub(r"//[^/@\s]*@", "//", url or "")  # as send's errors: without the URL's credentials
+    typer.echo(f"{len(events)} OpenLineage events" + (f" sent to {sent_to}" if url else ""), err=True)
 
 
 @export_app.command("archive")
@@ -379,6 +477,8 @@ def export_archive(
     db: Db = None,
 ) -> None:
     """The whole ledger and its verification anchor in one file, for `lineage verify --archive` offline."""
+    from lineage.archive import export
+
     with _ledger(db) as store:
         head = export(store, output)
     typer.echo(f"{head.count} records written to {output}; anchor {head.count} {head.head_hash}")

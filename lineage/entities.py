@@ -81,6 +81,16 @@ class ContextType(StrEnum):
     APPROVER = "Approver"  # a person (or the pipeline) trusted to sign decisions, with a public key
 
 
+class ModelStatus(StrEnum):
+    """A model version's place in the registry (lineage/registry.py)."""
+
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    REJECTED = "rejected"
+    ARCHIVED = "archived"  # was production, replaced by a newer version
+    PENDING = "pending"  # an override of a failed gate, awaiting a second approver
+
+
 class AssociationType(StrEnum):
     CONTRIBUTED_TO = "ContributedTo"
     ASSOCIATED_WITH = "AssociatedWith"

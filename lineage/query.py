@@ -91,7 +91,7 @@ class LineageGraph:
 
 def resolve(store: LedgerStore, start: str) -> str:
     """The entity id `start` names: an id, a model version name, `production`, or an artifact URI."""
-    if store.latest([start]):
+    if store.get(start) is not None:
         return start
     if start == "production":
         from lineage.registry import production  # the registry builds on this module
@@ -101,11 +101,11 @@ def resolve(store: LedgerStore, start: str) -> str:
             raise QueryError("no model version is in production")
         return current.id
     version = context_id(ContextType.MODEL_VERSION, start)
-    if store.latest([version]):
+    if store.get(version) is not None:
         return version
-    artifacts = store.find(Kind.ARTIFACT, name=start)
+    artifacts = store.find(Kind.ARTIFACT, name=start, last=1)  # the version first recorded most recently
     if artifacts:
-        return artifacts[-1].id  # the version first recorded most recently
+        return artifacts[0].id
     raise QueryError(f"'{start}' is no entity id, model version or artifact URI in the ledger")
 
 

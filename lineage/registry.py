@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gates.rules import may_promote
 from lineage.entities import (
@@ -27,18 +26,13 @@ from lineage.entities import (
     ContextType,
     Entity,
     Metadata,
+    ModelStatus,
     context_id,
 )
-from lineage.signatures import ACTIVE, PublicKey, Signer, approver, public_key, sign, signing_key
 from lineage.store import Kind, LedgerStore
 
-
-class ModelStatus(StrEnum):
-    CANDIDATE = "candidate"
-    PRODUCTION = "production"
-    REJECTED = "rejected"
-    ARCHIVED = "archived"  # was production, replaced by a newer version
-    PENDING = "pending"  # an override of a failed gate, awaiting a second approver
+if TYPE_CHECKING:  # signing is imported where a decision is signed: reading the registry needs no SSH code
+    from lineage.signatures import PublicKey, Signer
 
 
 class RegistryError(ValueError):
@@ -172,6 +166,8 @@ def _signed(
 ) -> list[Entity]:
     """`records` with each decision signed by `signer`, who must be an active registered approver signing
     with their registered key (and, for a second approval, not with `not_key`)."""
+    from lineage.signatures import ACTIVE, approver, public_key, sign
+
     registered = approver(store, signer.principal)
     if registered is None or registered.properties.get("status") != ACTIVE:
         raise RegistryError(f"{signer.principal!r} is not a registered approver (see `lineage approvers list`)")
@@ -214,6 +210,8 @@ def promote(store: LedgerStore, name: str, signer: Signer, reason: str, override
 
 def approve(store: LedgerStore, name: str, signer: Signer, reason: str) -> Context:
     """The second approval of a pending override: promotes `name`; refused from the person who asked."""
+    from lineage.signatures import signing_key
+
     if not reason.strip():
         raise RegistryError("an approval needs --reason")
     head = store.head()

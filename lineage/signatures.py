@@ -186,13 +186,30 @@ class SignatureReport:
         return f"signatures ok: {self.valid} valid{by}{unsigned}"
 
 
-def check_signatures(records: Iterable[LedgerRecord]) -> SignatureReport:
-    """Check every signed record in seq order against the approvers registered before it."""
+def check_signatures(
+    records: Iterable[LedgerRecord], earlier: Iterable[LedgerRecord] = (), recorded_before: Iterable[str] = ()
+) -> SignatureReport:
+    """Check every signed record in seq order against the approvers registered before it.
+
+    `earlier`: records checked by an earlier verification, replayed (not checked again) for the
+    approvers and override requests they establish; `recorded_before`: ids of decisions already
+    recorded then, which must not be recorded again."""
     report = SignatureReport()
     trusted: dict[str, PublicKey] = {}
     registered_any = False
     overrides: dict[str, tuple[str, PublicKey]] = {}  # an override request's action id -> its signer and key
-    seen: set[str] = set()
+    seen: set[str] = set(recorded_before)
+    for record in earlier:
+        body = json.loads(record.body)
+        values, signer = body[_FIELDS[record.kind]], str(body[_FIELDS[record.kind]].get("signed_by"))
+        if record.kind == "context":
+            registered_any = True
+            if values.get("status") == REVOKED:
+                trusted.pop(str(body["name"]), None)
+            else:
+                trusted[str(body["name"])] = public_key(str(values["public_key"]))
+        elif values.get("decision") == "override_requested" and signer in trusted:
+            overrides[record.entity_id] = (signer, trusted[signer])
     for record in records:
         body = json.loads(record.body)
         values = body[_FIELDS[record.kind]]
@@ -262,6 +279,25 @@ def _problem(
 def signed_records(store: LedgerStore) -> Iterator[LedgerRecord]:
     """The records that carry signatures, in seq order."""
     return store.records(SIGNED_RECORDS)
+
+
+def check_ledger(store: LedgerStore, since: int = 0) -> SignatureReport:
+    """Check the signatures of the records after seq `since` (all of them when 0), against the
+    approvers and override requests recorded up to `since`, read by index rather than replayed."""
+    if not since:
+        return check_signatures(signed_records(store))
+    after = list(store.records(SIGNED_RECORDS, after=since))
+    decisions = [record for record in after if record.kind == Kind.ACTION.value]
+    requests = {json.loads(record.body)["parameters"].get("override_request") for record in decisions}
+    earlier = sorted(
+        [
+            *store.records([(Kind.CONTEXT, ContextType.APPROVER.value)], upto=since),
+            *store.records(ids=[str(request) for request in requests if request], upto=since),
+        ],
+        key=lambda record: record.seq,
+    )
+    before = {record.entity_id for record in store.records(ids=[r.entity_id for r in decisions], upto=since)}
+    return check_signatures(after, earlier, before)
 
 
 def signing_key(entity: Entity) -> PublicKey | None:

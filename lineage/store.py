@@ -10,12 +10,20 @@ record count and the last hash, updated in the same transaction as every append,
 last records is caught too. Publish the head hash elsewhere (the flow does, with each run) and pass it
 back to `verify` as an anchor to catch a ledger rewritten wholesale.
 
+Two derived tables sit beside the chain. `ledger_latest` holds each entity's first and latest seq,
+written in the same transaction as the records, so the latest record of an entity or of every entity
+of a type is an index lookup however long its history; `verify` checks it against the records.
+`ledger_verifications` logs each verification, so the next one can start where the last passing one
+ended (`verify(since=...)`) and an auditor can see what was checked and when.
+
 SQLite (`sqlite:///lineage.db`) is the default; `LINEAGE_DB_URL` or the `url` argument selects any
 other SQLAlchemy URL, e.g. `postgresql+psycopg://user@host:5432/lineage`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -26,14 +34,17 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Connection,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -45,6 +56,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.sql import Select
 
 from lineage.entities import Action, Artifact, Association, AssociationType, Context, Entity
 
@@ -68,6 +80,35 @@ records_table = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("record_hash", String(64), nullable=False),
+    Index("ix_ledger_records_type", "kind", "entity_type"),
+)
+# The current state: each entity's first and latest record, written in the same transaction as the
+# records (so reading an entity's latest record, or every entity of a type, needs no scan of its
+# history) and checked against the records by `verify`.
+latest_table = Table(
+    "ledger_latest",
+    metadata,
+    Column("entity_id", String(200), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("entity_type", String(32), nullable=False),
+    Column("name", Text, nullable=True),
+    Column("first_seq", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Index("ix_ledger_latest_type", "kind", "entity_type", "first_seq"),
+    Index("ix_ledger_latest_name", "name", "first_seq"),
+)
+# Every `lineage verify`: what it checked (records from_count+1 .. record_count), how it ended, when.
+# The last passing one is where the next incremental verification starts.
+verifications_table = Table(
+    "ledger_verifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("from_count", Integer, nullable=False),
+    Column("record_count", Integer, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("result", Text, nullable=False),
+    Column("verified_at", String(40), nullable=False),
 )
 head_table = Table(
     "ledger_head",
@@ -107,12 +148,16 @@ class Problem(StrEnum):
     EDITED = "edited"  # the record's columns no longer hash to its record_hash
     RELINKED = "relinked"  # seq or prev_hash out of line: a record was inserted, deleted or reordered
     HEAD_MISMATCH = "head_mismatch"  # the chain ends elsewhere than the head (or anchor) says: truncated
+    ANCHOR_MISMATCH = "anchor_mismatch"  # the record at an anchor's count no longer has the anchor's hash
+    STATE_MISMATCH = "state_mismatch"  # the current-state table does not point at an entity's records
 
 
 _EXPLAIN = {
     Problem.EDITED: "hash mismatch, the record was edited",
     Problem.RELINKED: "chain link mismatch, a record was inserted, deleted or reordered",
     Problem.HEAD_MISMATCH: "the chain end does not match the head, records were truncated or added outside the store",
+    Problem.ANCHOR_MISMATCH: "record {seq}'s hash differs from the anchor's",
+    Problem.STATE_MISMATCH: "the current-state table (ledger_latest) does not match the records",
 }
 
 
@@ -160,8 +205,11 @@ class VerifyResult:
     def __str__(self) -> str:
         if self.ok:
             return f"ok: {self.count} records, head {self.head_hash}"
-        where = f"seq {self.seq}" + (f" (entity {self.entity_id})" if self.entity_id else "")
-        return f"FAILED at {where}: {_EXPLAIN[self.problem] if self.problem else ''} ({self.detail})"
+        where = ("" if self.seq is None else f"seq {self.seq} ") + (
+            f"(entity {self.entity_id})" if self.entity_id else ""
+        )
+        explained = _EXPLAIN[self.problem].format(seq=self.seq) if self.problem else ""
+        return f"FAILED at {where}: {explained} ({self.detail})"
 
 
 def canonical_json(value: Any) -> str:
@@ -199,8 +247,55 @@ def _kind(entity: Entity) -> Kind:
     raise TypeError(f"not a lineage entity: {type(entity).__name__}")
 
 
+# Parsing and validating a record is most of a read's cost. Entities are frozen and a record's text
+# never changes, so a parse is kept by the text itself: an edited record is a different key.
+@functools.lru_cache(maxsize=8192)
 def _parse(kind: str, body: str) -> Entity:
     return _MODELS[Kind(kind)].model_validate_json(body)
+
+
+@functools.lru_cache(maxsize=8192)
+def _edge(source_id: str, destination_id: str, association_type: str) -> Association:
+    return Association(
+        source_id=source_id, destination_id=destination_id, association_type=AssociationType(association_type)
+    )
+
+
+# Each entity's latest record, found through the current-state table.
+_CURRENT = select(latest_table.c.entity_id, latest_table.c.first_seq, records_table.c.kind, records_table.c.body).join(
+    records_table, records_table.c.seq == latest_table.c.seq
+)
+
+_CURRENT_ONE = _CURRENT.where(latest_table.c.entity_id == bindparam("entity_id"))
+
+
+def _latest_from_records() -> Select[Any]:
+    """The current-state rows as the records say they are: every entity's first and last seq, with
+    the kind, type and name of its last record."""
+    spans = (
+        select(
+            records_table.c.entity_id,
+            func.min(records_table.c.seq).label("first_seq"),
+            func.max(records_table.c.seq).label("seq"),
+        )
+        .group_by(records_table.c.entity_id)
+        .subquery()
+    )
+    return select(
+        spans.c.entity_id,
+        records_table.c.kind,
+        records_table.c.entity_type,
+        records_table.c.name,
+        spans.c.first_seq,
+        spans.c.seq,
+    ).join(records_table, records_table.c.seq == spans.c.seq)
+
+
+def rebuild_latest(conn: Connection) -> None:
+    """Write the current-state table afresh from the records (for a ledger that predates it, or one
+    built by bulk insertion)."""
+    conn.execute(latest_table.delete())
+    conn.execute(insert(latest_table).from_select([c.name for c in latest_table.columns], _latest_from_records()))
 
 
 class LedgerStore:
@@ -242,6 +337,8 @@ class LedgerStore:
             empty = conn.execute(select(records_table.c.seq).limit(1)).first() is None
             if empty and conn.execute(select(head_table.c.id)).first() is None:
                 conn.execute(insert(head_table).values(id=_HEAD_ID, record_count=0, head_hash=GENESIS))
+            if not empty and conn.execute(select(latest_table.c.seq).limit(1)).first() is None:
+                rebuild_latest(conn)  # a ledger written before the current-state table existed
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -285,10 +382,10 @@ class LedgerStore:
                 f"the ledger changed since it was read ({expected_head.count} -> {count} records): retry"
             )
         kinds = [_kind(entity) for entity in entities]
-        known = self._first_seqs(
-            conn, [entity.id for entity, kind in zip(entities, kinds, strict=True) if kind in _REUSED]
-        )
+        known = self._first_seqs(conn, [entity.id for entity in entities])  # entity id -> its first seq
+        first_new = count + 1
         rows: list[dict[str, Any]] = []
+        latest: dict[str, dict[str, Any]] = {}  # the current-state rows this append writes
         seqs: list[int] = []
         for entity, kind in zip(entities, kinds, strict=True):
             if kind in _REUSED and entity.id in known:
@@ -310,10 +407,17 @@ class LedgerStore:
             rows.append({**row, "record_hash": digest})
             seqs.append(count)
             prev = digest
-            if kind in _REUSED:
-                known[entity.id] = count
+            latest[entity.id] = {
+                "entity_id": entity.id,
+                "kind": row["kind"],
+                "entity_type": row["entity_type"],
+                "name": row["name"],
+                "first_seq": known.setdefault(entity.id, count),
+                "seq": count,
+            }
         if rows:
             conn.execute(insert(records_table), rows)
+            self._write_latest(conn, latest, first_new)
             conn.execute(
                 update(head_table).where(head_table.c.id == _HEAD_ID).values(record_count=count, head_hash=prev)
             )
@@ -324,14 +428,31 @@ class LedgerStore:
         found: dict[str, int] = {}
         unique = sorted(set(ids))
         for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start : start + _IN_CHUNK]
-            query = (
-                select(records_table.c.entity_id, func.min(records_table.c.seq))
-                .where(records_table.c.entity_id.in_(chunk))
-                .group_by(records_table.c.entity_id)
+            query = select(latest_table.c.entity_id, latest_table.c.first_seq).where(
+                latest_table.c.entity_id.in_(unique[start : start + _IN_CHUNK])
             )
             found.update({entity_id: seq for entity_id, seq in conn.execute(query)})
         return found
+
+    @staticmethod
+    def _write_latest(conn: Connection, latest: dict[str, dict[str, Any]], first_new: int) -> None:
+        """Insert the current-state rows of entities new in this append (first recorded at or after
+        seq `first_new`) and move those of entities recorded before."""
+        new = [row for row in latest.values() if row["first_seq"] >= first_new]
+        moved = [row for row in latest.values() if row["first_seq"] < first_new]
+        if new:
+            conn.execute(insert(latest_table), new)
+        if moved:
+            conn.execute(
+                update(latest_table)
+                .where(latest_table.c.entity_id == bindparam("moved_id"))
+                .values(seq=bindparam("moved_seq"), entity_type=bindparam("moved_type"), name=bindparam("moved_name")),
+                [
+                    {"moved_id": r["entity_id"], "moved_seq": r["seq"], "moved_type": r["entity_type"],
+                     "moved_name": r["name"]}
+                    for r in moved
+                ],
+            )  # fmt: skip
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -347,65 +468,74 @@ class LedgerStore:
         ).first()
         return Head(0, GENESIS) if row is None else Head(row.record_count, row.head_hash)
 
-    def records(self, of: Sequence[tuple[Kind, str]] | None = None) -> Iterator[LedgerRecord]:
-        """Every record in seq order (or only those of these (kind, entity type) pairs), streamed."""
+    def records(
+        self,
+        of: Sequence[tuple[Kind, str]] | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> Iterator[LedgerRecord]:
+        """Every record in seq order, streamed; or only those of these (kind, entity type) pairs, with
+        seq in (after, upto], or of these entity ids."""
         with self._engine.connect() as conn:
-            yield from self._stream(conn, of)
+            yield from self._stream(conn, of, after, upto, None if ids is None else sorted(set(ids)))
 
     @staticmethod
-    def _stream(conn: Connection, of: Sequence[tuple[Kind, str]] | None = None) -> Iterator[LedgerRecord]:
-        query = select(records_table).order_by(records_table.c.seq)
+    def _stream(
+        conn: Connection,
+        of: Sequence[tuple[Kind, str]] | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        ids: list[str] | None = None,
+    ) -> Iterator[LedgerRecord]:
+        c = records_table.c
+        query = select(records_table).order_by(c.seq)
         if of is not None:
-            query = query.where(
-                or_(
-                    *(
-                        (records_table.c.kind == kind.value) & (records_table.c.entity_type == type_)
-                        for kind, type_ in of
-                    )
-                )
-            )
+            query = query.where(or_(*((c.kind == kind.value) & (c.entity_type == type_) for kind, type_ in of)))
+        if after:
+            query = query.where(c.seq > after)
+        if upto is not None:
+            query = query.where(c.seq <= upto)
+        if ids is not None:  # a few ids (each IN list is one query), in seq order across them
+            chunks = [query.where(c.entity_id.in_(ids[i : i + _IN_CHUNK])) for i in range(0, len(ids), _IN_CHUNK)]
+            rows = sorted((LedgerRecord(*row) for chunk in chunks for row in conn.execute(chunk)), key=lambda r: r.seq)
+            yield from rows
+            return
         for row in conn.execution_options(yield_per=2000).execute(query):
             yield LedgerRecord(*row)
 
     def get(self, entity_id: str) -> Entity | None:
-        """The entity's latest record, or None if the ledger has none."""
-        query = (
-            select(records_table.c.kind, records_table.c.body)
-            .where(records_table.c.entity_id == entity_id)
-            .order_by(records_table.c.seq.desc())
-            .limit(1)
-        )
+        """The entity's latest record, or None if the ledger has none: one indexed lookup."""
         with self._engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_CURRENT_ONE, {"entity_id": entity_id}).first()
         return None if row is None else _parse(row.kind, row.body)
 
     def latest(self, entity_ids: Iterable[str]) -> dict[str, Entity]:
-        """Each id's latest record (ids the ledger lacks are left out)."""
+        """Each id's latest record (ids the ledger lacks are left out): one indexed lookup per id,
+        however many records the entity has."""
         found: dict[str, Entity] = {}
         unique = sorted(set(entity_ids))
         with self._engine.connect() as conn:
             for start in range(0, len(unique), _IN_CHUNK):
-                query = (
-                    select(records_table.c.entity_id, records_table.c.kind, records_table.c.body)
-                    .where(records_table.c.entity_id.in_(unique[start : start + _IN_CHUNK]))
-                    .order_by(records_table.c.seq)
-                )
+                query = _CURRENT.where(latest_table.c.entity_id.in_(unique[start : start + _IN_CHUNK]))
                 found.update({row.entity_id: _parse(row.kind, row.body) for row in conn.execute(query)})
         return found
 
-    def find(self, kind: Kind, entity_type: str | None = None, name: str | None = None) -> list[Entity]:
+    def find(
+        self, kind: Kind, entity_type: str | None = None, name: str | None = None, last: int | None = None
+    ) -> list[Entity]:
         """The latest record of every entity of this kind (and type, and name or source URI), in the
-        order the entities first appeared."""
-        query = select(records_table.c.entity_id, records_table.c.body).where(records_table.c.kind == kind.value)
+        order the entities first appeared; with `last`, only the `last` entities that appeared last."""
+        query = _CURRENT.where(latest_table.c.kind == kind.value)
         if entity_type is not None:
-            query = query.where(records_table.c.entity_type == entity_type)
+            query = query.where(latest_table.c.entity_type == entity_type)
         if name is not None:
-            query = query.where(records_table.c.name == name)
-        latest: dict[str, str] = {}
+            query = query.where(latest_table.c.name == name)
+        if last is not None:
+            query = query.order_by(latest_table.c.first_seq.desc()).limit(last)
         with self._engine.connect() as conn:
-            for entity_id, body in conn.execute(query.order_by(records_table.c.seq)):
-                latest[entity_id] = body
-        return [_parse(kind, body) for body in latest.values()]
+            rows = [(row.first_seq, _parse(row.kind, row.body)) for row in conn.execute(query)]
+        return [entity for _, entity in sorted(rows, key=lambda row: row[0])]
 
     def edges(self, entity_ids: Iterable[str], toward: str) -> list[Association]:
         """Associations ending at (`toward="destination"`) or starting from (`"source"`) any of the ids."""
@@ -416,11 +546,8 @@ class LedgerStore:
             for start in range(0, len(unique), _IN_CHUNK):
                 query = select(
                     records_table.c.source_id, records_table.c.destination_id, records_table.c.entity_type
-                ).where(records_table.c.kind == Kind.ASSOCIATION.value, column.in_(unique[start : start + _IN_CHUNK]))
-                found += [
-                    Association(source_id=source, destination_id=destination, association_type=AssociationType(kind))
-                    for source, destination, kind in conn.execute(query.order_by(records_table.c.seq))
-                ]
+                ).where(column.in_(unique[start : start + _IN_CHUNK]))  # only associations have either end
+                found += [_edge(*row) for row in conn.execute(query.order_by(records_table.c.seq))]
         return found
 
     def linked(
@@ -442,21 +569,159 @@ class LedgerStore:
 
     # -- verifying ----------------------------------------------------------------------------------
 
-    def verify(self, anchor: Head | None = None) -> VerifyResult:
-        """Recompute the whole chain and compare its end with the head row and, if given, with `anchor`
-        (a head published earlier: the record at seq anchor.count must still hash to anchor.head_hash).
-        """
+    def verify(self, anchor: Head | None = None, since: Head | None = None) -> VerifyResult:
+        """Recompute the chain and compare its end with the head row and, if given, with `anchor` (a
+        head published earlier: the record at seq anchor.count must still hash to anchor.head_hash);
+        check the current-state table against the records.
+
+        `since`: a head verified earlier (`last_verification`). Only the records after it are rehashed,
+        after checking that the record at since.count still has its hash: an edit before it is left to
+        a verification without `since`."""
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 # One snapshot for the head and every row, so a concurrent append is no false alarm.
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 head = self._head(conn)
-                return verify_records(self._stream(conn), head, anchor)
+                for point in (since, anchor if since and anchor and anchor.count <= since.count else None):
+                    if point is not None and (failed := self._check_point(conn, point, head)) is not None:
+                        return failed
+                start = since or Head(0, GENESIS)
+                rows = self._stream(conn, after=start.count)
+                touched: dict[str, tuple[int, LedgerRecord]] = {}  # noted from `since` on: a full check needs none
+                result = verify_records(_noting(rows, touched) if since else rows, head, anchor, start)
+                return self._check_state(conn, result, touched, since) if result.ok else result
+
+    def _check_point(self, conn: Connection, point: Head, head: Head) -> VerifyResult | None:
+        """None if the record at seq point.count still hashes to point.head_hash, else what failed."""
+        row = conn.execute(select(records_table).where(records_table.c.seq == point.count)).first()
+        record = None if row is None else LedgerRecord(*row)
+        if record is None or record_hash(record[:-1]) != point.head_hash:
+            found = "no record" if record is None else f"its columns hash to {record_hash(record[:-1])}"
+            return VerifyResult(
+                False, head.count, head.head_hash, point.count, record and record.entity_id,
+                Problem.ANCHOR_MISMATCH, f"{found}, the anchor says {point.head_hash}",
+            )  # fmt: skip
+        return None
+
+    def _check_state(
+        self, conn: Connection, result: VerifyResult, touched: dict[str, tuple[int, LedgerRecord]], since: Head | None
+    ) -> VerifyResult:
+        """The chain held: check that ledger_latest says what the records say, for every entity or, when
+        verifying from `since`, for the entities recorded after it (`touched`)."""
+        latest = latest_table.c
+        if since is None:
+            bad_id = _first_state_mismatch(conn)
+        else:
+            bad_id = None
+            ids = sorted(touched)
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                query = select(latest_table).where(latest.entity_id.in_(chunk))
+                found = {row.entity_id: row for row in conn.execute(query)}
+                bad_id = next((i for i in chunk if not _state_holds(found.get(i), *touched[i], since)), None)
+                if bad_id:
+                    break
+        if bad_id is None:
+            return result
+        return VerifyResult(
+            False, result.count, result.head_hash, None, bad_id, Problem.STATE_MISMATCH,
+            "its row in ledger_latest is missing, or names another first or latest record",
+        )  # fmt: skip
+
+    def last_verification(self) -> Verification | None:
+        """The last verification that passed: where the next incremental one starts."""
+        v = verifications_table.c
+        query = select(verifications_table).where(v.ok.is_(True)).order_by(v.id.desc()).limit(1)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else Verification(**row._mapping)
+
+    def verifications(self) -> list[Verification]:
+        """The verification log, oldest first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(verifications_table).order_by(verifications_table.c.id))
+            return [Verification(**row._mapping) for row in rows]
+
+    def record_verification(self, verification: Verification) -> None:
+        """Keep what a verification checked and how it ended (the verification log is not chained)."""
+        try:
+            with self._engine.begin() as conn:
+                fields = dataclasses.asdict(verification)
+                fields.pop("id")
+                conn.execute(insert(verifications_table).values(**fields))
+        except SQLAlchemyError as exc:
+            raise LedgerError(
+                f"cannot record the verification in {_redact(self.url)}: {_one_line(exc, self.url)}"
+            ) from exc
 
 
-def verify_records(rows: Iterator[LedgerRecord], head: Head, anchor: Head | None) -> VerifyResult:
-    count, prev = 0, GENESIS
+@dataclass(frozen=True)
+class Verification:
+    """One row of the verification log: records from_count+1 .. record_count were checked."""
+
+    from_count: int
+    record_count: int
+    head_hash: str
+    ok: bool
+    result: str
+    verified_at: str
+    id: int | None = None
+
+    @property
+    def head(self) -> Head:
+        return Head(self.record_count, self.head_hash)
+
+
+def _first_state_mismatch(conn: Connection) -> str | None:
+    """An entity whose ledger_latest row is missing or names other first and last records than its
+    records do, or a row that does not name a record of its own entity, kind, type and name; None if
+    the table is exact. Two passes inside the database, one per direction."""
+    c, latest = records_table.c, latest_table.c
+    spans = (
+        select(c.entity_id, func.min(c.seq).label("first_seq"), func.max(c.seq).label("seq"))
+        .group_by(c.entity_id)
+        .subquery()
+    )
+    unmatched = or_(latest.entity_id.is_(None), latest.first_seq != spans.c.first_seq, latest.seq != spans.c.seq)
+    outer = spans.outerjoin(latest_table, latest.entity_id == spans.c.entity_id)
+    found = conn.execute(select(spans.c.entity_id).select_from(outer).where(unmatched).limit(1)).first()
+    if found is None:
+        misnamed = or_(
+            c.seq.is_(None),
+            c.entity_id != latest.entity_id,
+            c.kind != latest.kind,
+            c.entity_type != latest.entity_type,
+            c.name.is_distinct_from(latest.name),
+        )
+        outer = latest_table.outerjoin(records_table, c.seq == latest.seq)
+        found = conn.execute(select(latest.entity_id).select_from(outer).where(misnamed).limit(1)).first()
+    return None if found is None else str(found.entity_id)
+
+
+def _noting(rows: Iterator[LedgerRecord], touched: dict[str, tuple[int, LedgerRecord]]) -> Iterator[LedgerRecord]:
+    """`rows`, noting in `touched` each entity's first seq and last record among them."""
+    for row in rows:
+        touched[row.entity_id] = (touched[row.entity_id][0] if row.entity_id in touched else row.seq, row)
+        yield row
+
+
+def _state_holds(state: Any, first_seen: int, last: LedgerRecord, since: Head | None) -> bool:
+    """An entity's ledger_latest row names its last record as seen from `since` on, and its first one
+    (when that came after `since`)."""
+    if state is None:
+        return False
+    first_ok = state.first_seq == first_seen or (since is not None and state.first_seq <= since.count)
+    same = (state.seq, state.kind, state.entity_type, state.name) == (last.seq, last.kind, last.entity_type, last.name)
+    return first_ok and same
+
+
+def verify_records(
+    rows: Iterator[LedgerRecord], head: Head, anchor: Head | None, start: Head = Head(0, GENESIS)
+) -> VerifyResult:
+    """Check that `rows` extend the chain from `start` (GENESIS: from the first record) to `head`, and
+    through `anchor` if it lies beyond `start`."""
+    count, prev = start.count, start.head_hash
     beyond_head: str | None = None  # the entity of the first record past the head's count, if any
 
     def bad(seq: int, problem: Problem, detail: str, entity_id: str | None = None) -> VerifyResult:
@@ -466,12 +731,14 @@ def verify_records(rows: Iterator[LedgerRecord], head: Head, anchor: Head | None
         expected = count + 1
         if row.seq != expected:
             return bad(expected, Problem.RELINKED, f"expected seq {expected}, found seq {row.seq}", row.entity_id)
-        if record_hash(row[:-1]) != row.record_hash:
+        digest = record_hash(row[:-1])
+        if digest != row.record_hash:
             return bad(expected, Problem.EDITED, "its columns no longer hash to its record_hash", row.entity_id)
         if row.prev_hash != prev:
             return bad(expected, Problem.RELINKED, f"its prev_hash is not seq {count}'s hash", row.entity_id)
-        if anchor is not None and expected == anchor.count and row.record_hash != anchor.head_hash:
-            return bad(expected, Problem.HEAD_MISMATCH, "its hash is not the anchor's", row.entity_id)
+        if anchor is not None and expected == anchor.count and digest != anchor.head_hash:
+            detail = f"found {digest}, the anchor says {anchor.head_hash}"
+            return bad(expected, Problem.ANCHOR_MISMATCH, detail, row.entity_id)
         if expected == head.count + 1:
             beyond_head = row.entity_id
         count, prev = expected, row.record_hash

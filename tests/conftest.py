@@ -443,6 +443,26 @@ def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: folder / name for name in SSH_KEY_NAMES}
 
 
+def record_two_weeks(store: Any, root: Path) -> tuple[list[str], list[str]]:
+    """Two runs recorded on the stand-in workspace at `root` (week 1 promoted, week 2 rejected by
+    fairness): their model versions and flow run ids."""
+    from bench.lineage_workspace import STAGES, write_workspace
+    from lineage.entities import ActionStatus
+    from lineage.recorder import RunInfo, StageRun, record_run
+
+    now = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+    versions, flow_runs = [], []
+    for week, fair in ((1, True), (2, False)):
+        write_workspace(root, week, fair=fair)
+        stages = [StageRun(s, ActionStatus.COMPLETED, now, now, str(uuid.uuid4())) for s in STAGES]
+        info = RunInfo(str(uuid.uuid4()), stages, now, now, None if fair else "fairness check failed", "runs/x")
+        recorded = record_run(store, info, root)
+        assert recorded.model_version is not None
+        versions.append(recorded.model_version.name)
+        flow_runs.append(info.flow_run_id)
+    return versions, flow_runs
+
+
 def register_approvers(store: Any, keys: dict[str, Path], *names: str) -> None:
     """Register `names` as approvers: the first by itself, the others by the first."""
     from lineage.signatures import Signer, read_public_key, register

@@ -53,6 +53,7 @@ from tests.conftest import (
     prefect_server,
     set_params,
 )
+from tests.ledger_oracle import assert_reads_match_scan
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
@@ -156,6 +157,7 @@ def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
         head = Head(anchor["record_count"], anchor["head_hash"])
         assert head == store.head()
         assert store.verify(head).ok
+        assert assert_reads_match_scan(store) > 0  # the indexed reads, on a ledger real runs wrote
 
     # On demand, the reproduce flow rebuilds the production model and reports the comparison.
     rebuilt = run_deployment(server, deployed, "reproduce/on-demand")

@@ -3,24 +3,19 @@ commands, verify's exit status, export, and one-line errors that change nothing.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sqlite3
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
-from bench.lineage_workspace import STAGES, write_workspace
-from lineage.entities import ActionStatus
+from bench.lineage_workspace import STAGES
 from lineage.openlineage import validate
-from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import LedgerStore
-from tests.conftest import VENV_BIN
-
-NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+from tests.conftest import VENV_BIN, record_two_weeks
+from tests.ledger_oracle import assert_reads_match_scan
 
 
 def lineage(db: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -42,16 +37,8 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
     """A ledger with two runs: week 1 promoted, week 2 rejected by fairness; their versions and run ids."""
     root = tmp_path_factory.mktemp("cli")
-    names, runs = [], []
     with LedgerStore(f"sqlite:///{root / 'lineage.db'}") as store:
-        for week, fair in ((1, True), (2, False)):
-            write_workspace(root, week, fair=fair)
-            stages = [StageRun(s, ActionStatus.COMPLETED, NOW, NOW, str(uuid.uuid4())) for s in STAGES]
-            info = RunInfo(str(uuid.uuid4()), stages, NOW, NOW, None if fair else "fairness check failed", "runs/x")
-            recorded = record_run(store, info, root)
-            assert recorded.model_version is not None
-            names.append(recorded.model_version.name)
-            runs.append(info.flow_run_id)
+        names, runs = record_two_weeks(store, root)
     return root / "lineage.db", names, runs
 
 
@@ -61,6 +48,11 @@ def db(ledger: tuple[Path, list[str], list[str]], tmp_path: Path) -> Path:
     copy = tmp_path / "lineage.db"
     copy.write_bytes(ledger[0].read_bytes())
     return copy
+
+
+def test_indexed_reads_equal_a_scan_on_recorded_runs(ledger: tuple[Path, list[str], list[str]]) -> None:
+    with LedgerStore(f"sqlite:///{ledger[0]}") as store:
+        assert assert_reads_match_scan(store) > 300
 
 
 def test_models_list_and_show(ledger: tuple[Path, list[str], list[str]]) -> None:
@@ -179,18 +171,28 @@ def test_query_outputs(ledger: tuple[Path, list[str], list[str]]) -> None:
 
 
 def test_verify_exits_1_and_names_the_tampered_record(db: Path) -> None:
-    assert lineage(db, "verify").stdout.startswith("chain ok: ")
+    first = lineage(db, "verify").stdout.splitlines()
+    assert first[0].startswith("chain ok: 336 records, head ")
+    assert first[-1] == "checked: every record"
     with sqlite3.connect(db) as raw:
         raw.execute("UPDATE ledger_records SET body = body || ' ' WHERE seq = 200")
-    failed = lineage(db, "verify", ok=False)
+    # Verifying again checks what was appended since, and says so: the edit before that is --full's.
+    again = lineage(db, "verify").stdout.splitlines()
+    assert again[-1].startswith("checked: nothing appended since the verification of ")
+    assert again[-1].endswith("(which ended at record 336); --full rehashes every record")
+    failed = lineage(db, "verify", "--full", ok=False)
     assert failed.stdout.startswith("chain FAILED at seq 200 (entity ")
     assert "hash mismatch, the record was edited" in failed.stdout
+    log = json.loads(lineage(db, "verifications", "--format", "json").stdout)
+    checked = [(v["from_count"], v["record_count"], v["ok"]) for v in log]
+    assert checked == [(0, 336, True), (336, 336, True), (0, 336, False)]
+    assert "FAILED at seq 200" in log[-1]["result"]
     assert error_line(lineage(db, "verify", "--anchor-count", "3", ok=False)) == (
         "lineage: error: --anchor-count and --anchor-hash go together"
     )
     for count, digest, message in (
         ("-5", "a" * 64, "--anchor-count must be at least 1, got -5"),
-        ("3", "abc", "--anchor-hash must be 64 lowercase hex characters (a sha256)"),
+        ("3", "abc", "--anchor-hash must be 64 lowercase hex characters (a sha256), got 'abc'"),
     ):
         refused = lineage(db, "verify", "--anchor-count", count, "--anchor-hash", digest, ok=False)
         assert error_line(refused) == f"lineage: error: {message}"

@@ -23,6 +23,7 @@ from lineage.signatures import (
     REVOKED,
     SignatureError,
     Signer,
+    check_ledger,
     check_signatures,
     read_public_key,
     register,
@@ -207,3 +208,42 @@ def test_the_pipeline_signs_with_its_key_or_says_unsigned(
     report = check_signatures(signed_records(store))
     assert str(report) == f"signatures ok: 3 valid (by alice, {PIPELINE}), 1 unsigned decisions (no key was set)"
     assert [a.action_type for a in decisions] == [ActionType.PROMOTION] * 2  # type: ignore[union-attr]
+
+
+def test_checking_from_an_earlier_record_reads_the_approvers_and_requests_recorded_before_it(
+    store: LedgerStore, tmp_path: Path, ssh_keys: dict[str, Path]
+) -> None:
+    """Whatever record a verification starts from, the signatures after it are judged as a check of the
+    whole ledger judges them: a revocation, an override request and a decision recorded before it count."""
+    register_approvers(store, ssh_keys, "alice", "bob")
+    alice, bob = Signer("alice", ssh_keys["alice"]), Signer("bob", ssh_keys["bob"])
+    version = _run(store, tmp_path, 1)
+    request = sign(_decision(store, version, "override_requested"), alice)[0]
+    [request_seq] = store.append([request])
+    register(store, "carol", read_public_key(ssh_keys["mallory"].with_suffix(".pub")), alice)
+    register(store, "carol", read_public_key(ssh_keys["mallory"].with_suffix(".pub")), alice, REVOKED)
+    good = sign(_decision(store, version, override=True, override_request=request.id), bob)[0]
+    [good_seq] = store.append([good])
+    assert check_signatures(signed_records(store)).ok
+    assert all(check_ledger(store, since).ok for since in range(store.head().count + 1))
+
+    # Each of these, appended after everything above, is caught from any earlier starting point.
+    cases = {
+        "the override was requested and approved by the same person (alice): four eyes needed": [
+            sign(_decision(store, version, override=True, override_request=request.id), alice)[0]
+        ],
+        "signed by 'carol', who is not a registered approver at this point": [
+            sign(_decision(store, version), Signer("carol", ssh_keys["mallory"]))[0]
+        ],
+        "a signed decision recorded a second time": [good],
+    }
+    for detail, appended in cases.items():
+        copy = tmp_path / f"{uuid.uuid4().hex}.db"
+        copy.write_bytes((tmp_path / "ledger.db").read_bytes())
+        with LedgerStore(f"sqlite:///{copy}") as other:
+            [seq] = other.append(appended)
+            assert check_signatures(signed_records(other)).detail == detail
+            for since in (0, 1, request_seq, good_seq, seq - 1):
+                report = check_ledger(other, since)
+                assert (report.seq, report.detail) == (seq, detail), since
+            assert check_ledger(other, seq).ok  # it does not claim to check what came before

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import create_engine
 
 from lineage.entities import (
     Action,
@@ -38,8 +39,11 @@ from lineage.store import (
     LedgerError,
     LedgerStore,
     Problem,
+    Verification,
+    rebuild_latest,
     record_hash,
 )
+from tests.ledger_oracle import assert_reads_match_scan
 
 START = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
 COLUMNS = [*HASHED_COLUMNS, "record_hash"]
@@ -171,11 +175,15 @@ def test_an_anchor_catches_a_rewritten_ledger(store: LedgerStore, tmp_path: Path
     assert store.verify().ok  # the chain alone cannot tell
     result = store.verify(anchor)
     assert not result.ok
-    assert (result.seq, result.problem) == (anchor.count, Problem.HEAD_MISMATCH)
-    # Truncating below the anchor, head row adjusted, is caught too.
+    assert (result.seq, result.problem) == (anchor.count, Problem.ANCHOR_MISMATCH)
+    found = rows[anchor.count - 1][HASH]
+    assert f"record {anchor.count}'s hash differs from the anchor's (found {found}, the anchor says" in str(result)
+    # Truncating below the anchor, head row and current state adjusted, is caught too.
     with sqlite3.connect(tmp_path / "ledger.db") as raw:
         raw.execute("DELETE FROM ledger_records WHERE seq > 5")
         raw.execute("UPDATE ledger_head SET record_count = 5, head_hash = ?", (rows[4][HASH],))
+    with create_engine(f"sqlite:///{tmp_path / 'ledger.db'}").begin() as conn:
+        rebuild_latest(conn)
     assert store.verify().ok
     assert (store.verify(anchor).seq, store.verify(anchor).problem) == (6, Problem.HEAD_MISMATCH)
 
@@ -381,6 +389,18 @@ def test_any_tampering_is_detected_at_the_first_affected_record(
     assert result.problem == problem, str(result)
 
 
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(_ENTITIES, min_size=1, max_size=6), min_size=1, max_size=5))
+def test_indexed_reads_equal_a_scan_of_every_record(tmp_path: Path, batches: list[list[Entity]]) -> None:
+    path = tmp_path / f"{uuid.uuid4().hex}.db"
+    with LedgerStore(f"sqlite:///{path}") as store:
+        for batch in batches:
+            store.append(batch)
+        assert assert_reads_match_scan(store) > 0
+        assert store.verify().ok
+    path.unlink()
+
+
 def test_an_append_expecting_an_older_head_is_refused_and_writes_nothing(store: LedgerStore) -> None:
     read = store.head()
     store.append(_run("run-1"))  # another writer appends in between
@@ -388,3 +408,100 @@ def test_an_append_expecting_an_older_head_is_refused_and_writes_nothing(store: 
         store.append(_run("run-2"), expected_head=read)
     assert store.head().count == 7
     assert store.append(_run("run-2"), expected_head=store.head())[0] == 8
+
+
+# -- incremental verification and the current-state table ------------------------------------------
+
+
+def test_verifying_from_an_earlier_head_catches_an_edit_after_it_and_leaves_earlier_ones_to_full(
+    store: LedgerStore, tmp_path: Path
+) -> None:
+    store.append(_run("run-1"))
+    since = store.head()
+    store.append(_run("run-2", data_md5="d" * 32))
+    assert store.verify(since=since) == store.verify()
+    # An edit after `since` is caught from `since` on, at the record edited.
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        raw.execute("UPDATE ledger_records SET body = body || ' ' WHERE seq = 9")
+    result = store.verify(since=since)
+    assert (result.ok, result.seq, result.problem) == (False, 9, Problem.EDITED)
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        raw.execute("UPDATE ledger_records SET body = rtrim(body) WHERE seq = 9")
+    # An edit before `since`, rehashed and relinked up to it, is not looked for: `since` vouches for
+    # what came before it. Verifying everything catches it.
+    rows = _rows(tmp_path / "ledger.db")
+    rows[2][BODY] = rows[2][BODY].replace("models/model.pt", "models/forged.pt")
+    rows[2][HASH] = record_hash(rows[2][:HASH])
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        raw.execute("UPDATE ledger_records SET body = ?, record_hash = ? WHERE seq = 3", (rows[2][BODY], rows[2][HASH]))
+    assert store.verify(since=Head(2, rows[1][HASH])).ok is False  # the record after it no longer links
+    assert store.verify(since=since).ok  # does not claim to check records 1-7
+    full = store.verify()
+    assert (full.ok, full.seq, full.problem) == (False, 4, Problem.RELINKED)
+
+
+def test_verifying_from_a_head_whose_record_changed_names_that_record(store: LedgerStore, tmp_path: Path) -> None:
+    store.append(_run("run-1"))
+    since = store.head()
+    store.append(_run("run-2"))
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        raw.execute("UPDATE ledger_records SET body = body || ' ' WHERE seq = ?", (since.count,))
+    result = store.verify(since=since)
+    assert (result.ok, result.seq, result.problem) == (False, since.count, Problem.ANCHOR_MISMATCH)
+    assert f"record {since.count}'s hash differs from the anchor's (its columns hash to " in str(result)
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        raw.execute("UPDATE ledger_records SET body = rtrim(body) WHERE seq = ?", (since.count,))
+    assert store.verify(since=since).ok
+    # A published anchor before `since` is checked too, never skipped.
+    checked = store.verify(anchor=Head(3, "e" * 64), since=since)
+    assert (checked.seq, checked.problem) == (3, Problem.ANCHOR_MISMATCH)
+
+
+@pytest.mark.parametrize(
+    "tampering",
+    [
+        "DELETE FROM ledger_latest WHERE seq = 9",  # an entity's current record hidden
+        "UPDATE ledger_latest SET seq = 2 WHERE seq = 9",  # pointed at another entity's record
+        "UPDATE ledger_latest SET name = 'weekly' WHERE seq = 8",  # renamed, so find(name=...) misses it
+        "INSERT INTO ledger_latest VALUES ('ghost', 'context', 'PipelineRun', 'ghost', 1, 1)",
+    ],
+)
+def test_a_current_state_that_disagrees_with_the_records_is_caught(
+    store: LedgerStore, tmp_path: Path, tampering: str
+) -> None:
+    store.append(_run("run-1"))
+    since = store.head()
+    store.append(_run("run-2"))  # records 8-12: run-2's context, a new action, its edges
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        raw.execute(tampering)
+    full = store.verify()
+    assert (full.ok, full.problem) == (False, Problem.STATE_MISMATCH)
+    assert "the current-state table (ledger_latest) does not match the records" in str(full)
+    if "ghost" not in tampering:  # the entities recorded since `since` are checked incrementally too
+        assert store.verify(since=since).problem == Problem.STATE_MISMATCH
+
+
+def test_a_ledger_from_before_the_current_state_table_gets_it_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with LedgerStore(f"sqlite:///{path}") as old:
+        old.append(_run("run-1"))
+        old.append(_run("run-2", data_md5="d" * 32))
+        expected = [record.entity() for record in old.records()]
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE ledger_latest")
+    with LedgerStore(f"sqlite:///{path}") as reopened:
+        assert reopened.verify().ok
+        assert assert_reads_match_scan(reopened) > 0
+        assert [record.entity() for record in reopened.records()] == expected
+
+
+def test_the_verification_log_keeps_what_was_checked_and_where_to_start(store: LedgerStore) -> None:
+    assert store.last_verification() is None
+    store.append(_run("run-1"))
+    stamp = "2026-12-04T10:00:00+00:00"
+    store.record_verification(Verification(0, 7, store.head().head_hash, True, "ok", stamp))
+    store.record_verification(Verification(7, 7, store.head().head_hash, False, "FAILED", stamp))
+    last = store.last_verification()
+    assert last is not None
+    assert (last.head, last.ok, last.id) == (store.head(), True, 1)
+    assert [v.result for v in store.verifications()] == ["ok", "FAILED"]
