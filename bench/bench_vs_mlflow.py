@@ -94,11 +94,12 @@ def _process(command: Sequence[str | Path]) -> Callable[[], float]:
 def mlflow_python() -> Path:
     """The MLflow virtualenv's python, the virtualenv created (with MLflow pinned) if missing."""
     python = MLFLOW_VENV / "bin" / "python"
-    done = subprocess.run(
-        [str(python), "-c", "import mlflow; print(mlflow.__version__)"], capture_output=True, text=True
-    )
-    if python.exists() and done.returncode == 0 and MLFLOW.endswith(done.stdout.strip()):
-        return python
+    if python.exists():
+        done = subprocess.run(
+            [str(python), "-c", "import mlflow; print(mlflow.__version__)"], capture_output=True, text=True
+        )
+        if done.returncode == 0 and MLFLOW.endswith(done.stdout.strip()):
+            return python
     _log(f"creating {MLFLOW_VENV} with {MLFLOW}")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(MLFLOW_VENV)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", MLFLOW], check=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
@@ -81,6 +82,8 @@ def verify_archive(path: Path, anchor: Head | None = None) -> tuple[VerifyResult
             return chain, check_signatures(signed), stated
     except (OSError, UnicodeDecodeError) as error:
         raise ArchiveError(f"{path}: cannot read the archive ({getattr(error, 'strerror', None) or error})") from None
+    except (EOFError, zlib.error) as error:  # a .gz cut short or corrupted
+        raise ArchiveError(f"{path}: cannot read the archive (not a whole gzip file: {error})") from None
 
 
 def _header(handle: IO[str], path: Path) -> Head:

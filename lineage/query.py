@@ -91,7 +91,10 @@ class LineageGraph:
 
 def resolve(store: LedgerStore, start: str) -> str:
     """The entity id `start` names: an id, a model version name, `production`, or an artifact URI."""
-    if store.get(start) is not None:
+    found = store.get(start)
+    if isinstance(found, Association):
+        raise QueryError(f"{start} is an association (an edge), not an entity: query its source or destination")
+    if found is not None:
         return start
     if start == "production":
         from lineage.registry import production  # the registry builds on this module

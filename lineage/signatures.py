@@ -56,6 +56,8 @@ def read_public_key(path: Path) -> PublicKey:
         return public_key(path.read_text(encoding="utf-8"), str(path))
     except OSError as error:
         raise SignatureError(f"{path}: cannot read the public key ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise SignatureError(f"{path}: not an OpenSSH key file (byte {error.start} is not UTF-8 text)") from None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Signer:
     def public_key(self) -> PublicKey:
         """The key's public half: the key itself if it is a .pub, else the .pub beside it, else learnt
         from a signature (one more passphrase prompt, for an encrypted key)."""
+        if not self.key.is_file():  # (a directory such as `.` has no .pub beside it to look for)
+            raise SignatureError(f"{self.key}: no such key file")
         pub = self.key if self.key.suffix == ".pub" else self.key.with_name(self.key.name + ".pub")
         return read_public_key(pub) if pub.is_file() else self.sign(b"lineage: which key is this")[1]
 

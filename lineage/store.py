@@ -596,8 +596,9 @@ class LedgerStore:
         """None if the record at seq point.count still hashes to point.head_hash, else what failed."""
         row = conn.execute(select(records_table).where(records_table.c.seq == point.count)).first()
         record = None if row is None else LedgerRecord(*row)
-        if record is None or record_hash(record[:-1]) != point.head_hash:
-            found = "no record" if record is None else f"its columns hash to {record_hash(record[:-1])}"
+        digest = None if record is None else record_hash(record[:-1])
+        if digest != point.head_hash:
+            found = "no record" if record is None else f"its columns hash to {digest}"
             return VerifyResult(
                 False, head.count, head.head_hash, point.count, record and record.entity_id,
                 Problem.ANCHOR_MISMATCH, f"{found}, the anchor says {point.head_hash}",
@@ -706,12 +707,12 @@ def _noting(rows: Iterator[LedgerRecord], touched: dict[str, tuple[int, LedgerRe
         yield row
 
 
-def _state_holds(state: Any, first_seen: int, last: LedgerRecord, since: Head | None) -> bool:
+def _state_holds(state: Any, first_seen: int, last: LedgerRecord, since: Head) -> bool:
     """An entity's ledger_latest row names its last record as seen from `since` on, and its first one
     (when that came after `since`)."""
     if state is None:
         return False
-    first_ok = state.first_seq == first_seen or (since is not None and state.first_seq <= since.count)
+    first_ok = state.first_seq == first_seen or state.first_seq <= since.count
     same = (state.seq, state.kind, state.entity_type, state.name) == (last.seq, last.kind, last.entity_type, last.name)
     return first_ok and same
 
