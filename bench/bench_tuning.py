@@ -6,9 +6,9 @@ stage runs twice as `python -m tasks.tune` with TUNE_TRIAL_DEPLOYMENT=tune-trial
 params (`tune.threads: 1`, so two workers fit two cores); only the number of `prefect worker start
 --pool retail-process --limit 1` processes differs. Printed: the search's wall time (first batch asked
 to last trial told) and the whole stage's, their ratio, and whether the chosen hyperparameters, the
-trials table and the model file are the same; also how much of the workers' time the trials' flow
-runs spent Running (the rest is flow-run start-up and waiting at batch barriers) and the machine's
-load average, since other work on a shared machine slows two workers more than one.
+trials table, the per-epoch losses table and the model file are the same; also how much of the workers'
+time the trials' flow runs spent Running (the rest is flow-run start-up and waiting at batch barriers)
+and the machine's load average, since other work on a shared machine slows two workers more than one.
   target: two workers' search <= 0.6 x one worker's
 Run with `make bench` or `python -m bench.bench_tuning [rows]` (needs PostgreSQL on 127.0.0.1:5432).
 """
@@ -71,6 +71,7 @@ class Tuned:
     trials: dict[str, int]
     model: str  # md5 of models/model.pt
     table: str  # md5 of reports/tune_trials.csv
+    epochs: str  # md5 of reports/tune_epochs.csv
     running: float  # seconds the trials' flow runs spent Running (after their process started), summed
     load: float  # the machine's mean 1-minute load average during the search (other engineers' work included)
 
@@ -135,6 +136,7 @@ def tune_with_workers(workspace: Path, env: dict[str, str], workers: int, logs: 
         trials=metrics["trials"],
         model=_md5(workspace / "models/model.pt"),
         table=_md5(workspace / "reports/tune_trials.csv"),
+        epochs=_md5(workspace / "reports/tune_epochs.csv"),
         running=sum(run.total_run_time.total_seconds() for run in runs),
         load=sum(loads) / max(len(loads), 1),
     )
@@ -198,9 +200,9 @@ def main() -> None:
     print(f"  2 workers / 1 worker, whole stage (the final fit and baseline run once)  {two.stage / one.stage:5.2f}")
     print(
         f"  same chosen hyperparameters: {one.chosen == two.chosen}; same trials table: {one.table == two.table}; "
-        f"same model file: {one.model == two.model}"
+        f"same epochs table: {one.epochs == two.epochs}; same model file: {one.model == two.model}"
     )
-    same = one.chosen == two.chosen and one.table == two.table and one.model == two.model
+    same = one.chosen == two.chosen and one.table == two.table and one.epochs == two.epochs and one.model == two.model
     save_results(
         "bench_tuning",
         f"Distributed tuning: {TUNE['n_trials']} trials in batches of {TUNE['parallel_trials']} on {rows:,} rows",
@@ -216,8 +218,8 @@ def main() -> None:
                 [
                     ["two workers' search <= 0.6 x one worker's", f"{two.search:.1f} s vs {one.search:.1f} s",
                      round(two.search / one.search, 2)],
-                    ["same chosen hyperparameters, trials table and model file",
-                     "yes, all three" if same else "NO", ""],
+                    ["same chosen hyperparameters, trials table, epochs table and model file",
+                     "yes, all four" if same else "NO", ""],
                 ],
             ),
         ],

@@ -5,14 +5,17 @@ follows the stage as it runs: dvc_ops.)"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.dvc_ops import PARAMS_FILE, Pushed, locked_deps, locked_outs
-from flows.summary import criteria, describe, read_metrics
+from flows.summary import describe, read_metrics
+from gates.criteria import criteria
 from gates.rules import DriftPolicy, drift_verdict, fairness_verdict
 from lineage import registry
 from lineage.entities import ActionStatus
@@ -86,7 +89,7 @@ def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | 
     if version is None:
         return "## Model\n\nNo model version this run" + (f": it stopped before tune ({failure})." if failure else ".")
     name, status = version.name, version.properties.get("status")
-    show = f"See `lineage models show {name}`."
+    show = f"See `lineage models show {name}`." + console_link(name)
     if recorded.decision == "promoted":
         said = f"Promoted to production by this run: both gates passed. {show}"
     elif recorded.decision == "kept":
@@ -104,6 +107,14 @@ def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | 
     else:  # rejected, or held (gates passed but the outputs were not pushed)
         said = f"{str(recorded.decision).capitalize()}: {failure or 'the gates did not pass'}. Status {status}. {show}"
     return f"## Model version `{name}`\n\n{said}"
+
+
+def console_link(version: str) -> str:
+    """A link to the version's page in the lineage console, when LINEAGE_CONSOLE_URL says where it is."""
+    url = os.environ.get("LINEAGE_CONSOLE_URL", "").strip()
+    if not url.startswith(("http://", "https://")):  # unset, or a deployment template left unfilled
+        return ""
+    return f" [Open {version} in the lineage console]({url.rstrip('/')}/models/{quote(version, safe='')})."
 
 
 def lineage_section(runs: list[StageRun], recorded: Recorded, metrics: dict[str, Any], drift: DriftPolicy) -> str:

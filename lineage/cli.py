@@ -1,5 +1,5 @@
 """`lineage`: verify, query, diff and export the ledger, manage the model registry and its approvers,
-reproduce a model version.
+reproduce a model version, write its evidence pack, and serve the read-only web console (`lineage ui`).
 
 The ledger is LINEAGE_DB_URL (or --db), by default sqlite:///lineage.db in the current directory.
 Every error is one line on stderr and exit status 1 (a mistyped command or option: click's usage
@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,11 +40,13 @@ app = typer.Typer(
 models_app = typer.Typer(
     help="The model registry: candidate, pending, production, rejected, archived.", no_args_is_help=True
 )
+runs_app = typer.Typer(help="Pipeline runs: their stages, timings, gates and configuration.", no_args_is_help=True)
 export_app = typer.Typer(help="Export the ledger in other formats.", no_args_is_help=True)
 approvers_app = typer.Typer(help="Who may sign decisions, with which SSH public key.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(export_app, name="export")
 app.add_typer(approvers_app, name="approvers")
+app.add_typer(runs_app, name="runs")
 
 
 @app.callback()
@@ -87,10 +90,10 @@ _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u
 
 
 @contextmanager
-def _ledger(db: str | None) -> Iterator[LedgerStore]:
+def _ledger(db: str | None, read_only: bool = False) -> Iterator[LedgerStore]:
     """The open ledger; every expected failure becomes one line on stderr and exit 1."""
     try:
-        with LedgerStore(db) as store:
+        with LedgerStore(db, read_only) as store:
             yield store
     except UnicodeEncodeError as error:  # a name or id given in bytes that are not UTF-8: the ledger is text
         _fail(f"{error.object[:200]!r} is not UTF-8 text")
@@ -316,10 +319,11 @@ def models_list(
 ) -> None:
     """Every model version, oldest first."""
     from lineage import registry
+    from lineage.views import version_rows
 
     with _ledger(db) as store:
         found = [v for v in registry.versions(store) if status is None or v.properties.get("status") == status]
-    payload = [{"name": v.name, "id": v.id, **v.properties} for v in found]
+        payload = version_rows(store, found) if output == Format.JSON else []
     _print(output, payload, lambda: "\n".join(_version_line(v) for v in found) or "no model versions")
 
 
@@ -461,6 +465,130 @@ def export_archive(
     with _ledger(db) as store:
         head = export(store, output)
     typer.echo(f"{head.count} records written to {output}; anchor {head.count} {head.head_hash}")
+
+
+@runs_app.command("list")
+def runs_list(
+    last: Annotated[int | None, typer.Option(min=1, help="Only the last N runs.")] = None,
+    output: Output = Format.TABLE,
+    db: Db = None,
+) -> None:
+    """Every pipeline run, oldest first: when, outcome, commit and the model version it trained."""
+    from lineage import views
+
+    with _ledger(db) as store:
+        found = views.runs_list(store, last)
+    lines = [
+        f"{r['name']}  {r.get('started', '')[:19]}  {r.get('model_version') or '-':<20} {r.get('outcome', '')}"
+        for r in found
+    ]
+    _print(output, found, lambda: "\n".join(lines) or "no pipeline runs")
+
+
+@runs_app.command("show")
+def runs_show(flow_run_id: str, output: Output = Format.TABLE, db: Db = None) -> None:
+    """One run: its stages with their timings, its gates, and what changed in its configuration."""
+    from lineage import views
+
+    with _ledger(db) as store:
+        shown = views.run_view(store, flow_run_id)
+
+    def text() -> str:
+        run = shown["run"]
+        lines = [f"run {run['name']}: {run.get('outcome')}, {run.get('started')} to {run.get('ended')}"]
+        for stage in shown["stages"]:
+            took = f"{stage['seconds']:.1f} s" if stage["seconds"] is not None else ""
+            lines.append(
+                f"  {stage['stage']:<12} {stage['status']:<10} {took:>10}  task run {stage['prefect_task_run_id']}"
+            )
+        lines += [f"  gate {g['gate']}: {g['verdict']}" for g in shown["gates"]]
+        for change in shown["configuration_changes"]:
+            lines += [f"  changed {c['key']}: {c['before']} -> {c['after']}" for c in change["changes"] or []]
+        return "\n".join(lines)
+
+    _print(output, shown, text)
+
+
+@app.command()
+def evidence(
+    version: Annotated[str, typer.Argument(help="A model version's name, or 'production'.")],
+    output: Annotated[Path, typer.Option(help="A new (or empty) folder to write the pack into.")],
+    repository: Annotated[
+        Path, typer.Option(help="The project checkout whose DVC cache and remote hold the stored files.")
+    ] = Path("."),
+    remote: Annotated[
+        str | None, typer.Option(help="DVC remote to read stored files from (default: the default).")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Rehash every record, not only those since the last verification.")
+    ] = False,
+    db: Db = None,
+) -> None:
+    """Write VERSION's evidence pack: an HTML document and its PDF (EU AI Act Annex IV sections, model card),
+    record.json, the OpenLineage events, the ledger's verification, the stored reports and MANIFEST.sha256.
+    Exit 1 when the ledger does not verify (the pack still says so)."""
+    from lineage.evidence import build
+    from lineage.objects import Objects
+
+    with _ledger(db, read_only=True) as store:
+        pack = build(store, version, output, Objects(repository, remote), repository, full)
+    typer.echo(f"{pack.name}: {len(pack.files)} files in {pack.folder} (check them: sha256sum -c MANIFEST.sha256)")
+    if not pack.verified:
+        _fail(f"the ledger does not verify: see {pack.folder / 'verification.json'}")
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Address to serve on; other than loopback only with credentials.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8765,
+    repository: Annotated[
+        Path, typer.Option(help="The project checkout whose DVC cache and remote hold the stored files.")
+    ] = Path("."),
+    remote: Annotated[
+        str | None, typer.Option(help="DVC remote to read stored files from (default: the default).")
+    ] = None,
+    credentials_block: Annotated[
+        str | None,
+        typer.Option(
+            help="Prefect Secret block holding a token, or USERNAME:PASSWORD (default: LINEAGE_UI_* variables)."
+        ),
+    ] = None,
+    db: Db = None,
+) -> None:
+    """Serve the read-only web console: models, versions (lineage graph, gates, decisions, changes,
+    evidence packs), runs, artifacts and the ledger's health; every page also as JSON (?format=json)."""
+    import uvicorn
+
+    from lineage.console.app import create_app
+    from lineage.console.security import SecurityError, check_bind, configured
+    from lineage.objects import Objects
+
+    try:
+        credentials = configured(credentials_block)
+        check_bind(host, credentials)
+    except SecurityError as error:
+        _fail(str(error))
+    try:
+        store = LedgerStore(db, read_only=True)
+    except LedgerError as error:
+        _fail(str(error))
+    console = create_app(store, Objects(repository, remote), repository, credentials, os.environ.get("PREFECT_UI_URL"))
+    try:  # bound here, so that a port in use or an unknown host is one line, not uvicorn's log
+        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as error:
+        store.close()
+        reason = re.sub(r" \(while attempting to bind.*", "", str(error.strerror or error))
+        _fail(f"cannot listen on {host} port {port}: {reason}")
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"lineage console on http://{shown}:{port} (read-only{', credentials required' if credentials else ''})")
+    config = uvicorn.Config(console, log_level="warning", server_header=False, access_log=False)
+    try:
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        listening.close()
+        store.close()
 
 
 def main() -> None:

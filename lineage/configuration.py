@@ -2,8 +2,8 @@
 
 Two sources, both recorded as Configuration artifacts that ContributedTo the run:
 - the files that define the pipeline and its environment (dvc.yaml, prefect.yaml, the worker's
-  Dockerfile, the lock files, .dvc/config), each by md5 and git blob id, which `git cat-file -p`
-  turns back into the content; .dvc/config's settings are also kept key by key;
+  Dockerfile, the lock files, .dvc/config, the model card), each by md5 and git blob id, which
+  `git cat-file -p` turns back into the content; .dvc/config's settings are also kept key by key;
 - the deployment as the Prefect server held it when the run started (flows/configuration.py reads it).
 Values whose key names a secret are masked, and URLs lose any user:password, before anything is
 recorded. `snapshot` flattens both into one key -> value map, which the Deployment context keeps, so
@@ -22,7 +22,9 @@ from typing import Any
 
 from lineage.entities import Artifact, ArtifactType, PropertyValue
 
-CONFIGURATION_FILES = ("dvc.yaml", "prefect.yaml", "docker/worker.Dockerfile", ".dvc/config", "requirements/*.lock")
+CONFIGURATION_FILES = (
+    "dvc.yaml", "prefect.yaml", "docker/worker.Dockerfile", ".dvc/config", "requirements/*.lock", "model_card.yaml",
+)  # fmt: skip
 DEPLOYMENT_URI = "prefect-deployment/"  # + the deployment's name: its artifact's source URI
 MASK = "***"
 _SECRET = re.compile(r"secret|passw|token|credential|private|api[_-]?key|access[_-]?key|session|auth", re.IGNORECASE)
@@ -53,6 +55,19 @@ def flatten(value: Any, prefix: str = "") -> dict[str, PropertyValue]:
     if isinstance(value, float) and value != value:  # NaN has no JSON form
         return {key: "NaN"}
     return {} if value is None else {key: value}
+
+
+def unflatten(flat: dict[str, PropertyValue]) -> dict[str, Any]:
+    """`flatten` undone, for a metrics file the ledger holds as properties: dotted keys nested again, and
+    the JSON text a list became read back as that list."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+    return nested
 
 
 def configuration_files(root: Path) -> list[Path]:

@@ -316,6 +316,22 @@ def signing_key(entity: Entity) -> PublicKey | None:
         return None
 
 
+def signature_status(store: LedgerStore, entity: Entity) -> dict[str, Any]:
+    """What one record's signature says, for people: `unsigned`, `invalid` (it does not match the record),
+    `unregistered` (a valid signature by someone who is not an approver, or with another key than theirs)
+    or `valid`; with the signer and the key's fingerprint. `lineage verify` checks them all in order."""
+    values = _fields(entity)
+    signer = values.get("signed_by")
+    if values.get(SIGNATURE) in (None, UNSIGNED):
+        return {"status": UNSIGNED, "signed_by": None, "fingerprint": None}
+    key = signing_key(entity)
+    if key is None:
+        return {"status": "invalid", "signed_by": signer, "fingerprint": None}
+    registered = approver(store, str(signer))
+    own = registered is not None and public_key(str(registered.properties.get("public_key"))) == key
+    return {"status": "valid" if own else "unregistered", "signed_by": signer, "fingerprint": key.sha256_str()}
+
+
 def register(store: LedgerStore, name: str, key: PublicKey, signer: Signer, status: str = ACTIVE) -> Context:
     """Record that `name` may (or, revoked, may no longer) sign with `key`, signed by `signer`: the first
     approver by their own key, every later change by an active approver."""

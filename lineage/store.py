@@ -301,19 +301,43 @@ def rebuild_latest(conn: Connection) -> None:
 class LedgerStore:
     """The ledger at one SQLAlchemy URL. Append and read only: there is no update or delete."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, read_only: bool = False) -> None:
+        """Open (and, unless `read_only`, create) the ledger at `url`. A read-only store creates nothing and
+        its connections refuse every write in the database itself (SQLite's query_only, PostgreSQL's
+        read-only transactions): what the console and evidence packs read through."""
         self.url = url or os.environ.get("LINEAGE_DB_URL") or DEFAULT_URL
         try:
-            self._engine = self._create_engine(self.url)
-            self._create_tables()
+            self._engine = self._create_engine(self.url, read_only)
+            if read_only:
+                self._check_exists()
+            else:
+                self._create_tables()
         except (SQLAlchemyError, ArgumentError, ImportError, ValueError) as exc:
             raise LedgerError(
                 f"cannot open the lineage ledger at {_redact(self.url)}: {_one_line(exc, self.url)}"
             ) from exc
 
     @staticmethod
-    def _create_engine(url: str) -> Engine:
+    def _create_engine(url: str, read_only: bool = False) -> Engine:
+        parsed = make_url(url)
+        if read_only and parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if not database or database == ":memory:" or not os.path.isfile(database):
+                raise ValueError(f"no ledger file {database or '(in memory)'}")  # connecting would create one
         engine = create_engine(url)
+        if read_only:
+
+            @event.listens_for(engine, "connect")
+            def _refuse_writes(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                if engine.dialect.name == "sqlite":
+                    cursor.execute("PRAGMA query_only = ON")
+                else:
+                    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                cursor.close()
+                if engine.dialect.name != "sqlite":
+                    dbapi_connection.commit()
+
         if engine.dialect.name == "sqlite":
             # pysqlite starts transactions lazily, after our first read: take over BEGIN so an append
             # holds the write lock (BEGIN IMMEDIATE) from its first statement, before reading the head.
@@ -339,6 +363,11 @@ class LedgerStore:
                 conn.execute(insert(head_table).values(id=_HEAD_ID, record_count=0, head_hash=GENESIS))
             if not empty and conn.execute(select(latest_table.c.seq).limit(1)).first() is None:
                 rebuild_latest(conn)  # a ledger written before the current-state table existed
+
+    def _check_exists(self) -> None:
+        with self._engine.connect() as conn:
+            if not self._engine.dialect.has_table(conn, head_table.name):
+                raise ValueError("it holds no ledger tables")
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -522,20 +551,34 @@ class LedgerStore:
         return found
 
     def find(
-        self, kind: Kind, entity_type: str | None = None, name: str | None = None, last: int | None = None
+        self,
+        kind: Kind,
+        entity_type: str | None = None,
+        name: str | None = None,
+        last: int | None = None,
+        skip: int = 0,
     ) -> list[Entity]:
         """The latest record of every entity of this kind (and type, and name or source URI), in the
-        order the entities first appeared; with `last`, only the `last` entities that appeared last."""
+        order the entities first appeared; with `last`, only the `last` entities that appeared last
+        (after skipping the `skip` that appeared after them: a page, newest first)."""
         query = _CURRENT.where(latest_table.c.kind == kind.value)
         if entity_type is not None:
             query = query.where(latest_table.c.entity_type == entity_type)
         if name is not None:
             query = query.where(latest_table.c.name == name)
         if last is not None:
-            query = query.order_by(latest_table.c.first_seq.desc()).limit(last)
+            query = query.order_by(latest_table.c.first_seq.desc()).limit(last).offset(skip)
         with self._engine.connect() as conn:
             rows = [(row.first_seq, _parse(row.kind, row.body)) for row in conn.execute(query)]
         return [entity for _, entity in sorted(rows, key=lambda row: row[0])]
+
+    def count(self, kind: Kind, entity_type: str | None = None) -> int:
+        """How many entities of this kind (and type) the ledger holds."""
+        query = select(func.count()).select_from(latest_table).where(latest_table.c.kind == kind.value)
+        if entity_type is not None:
+            query = query.where(latest_table.c.entity_type == entity_type)
+        with self._engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def edges(self, entity_ids: Iterable[str], toward: str) -> list[Association]:
         """Associations ending at (`toward="destination"`) or starting from (`"source"`) any of the ids."""
@@ -591,6 +634,12 @@ class LedgerStore:
                 touched: dict[str, tuple[int, LedgerRecord]] = {}  # noted from `since` on: a full check needs none
                 result = verify_records(_noting(rows, touched) if since else rows, head, anchor, start)
                 return self._check_state(conn, result, touched, since) if result.ok else result
+
+    def check_anchor(self, anchor: Head) -> VerifyResult | None:
+        """None if the record at seq anchor.count still hashes to anchor.head_hash (one record read), else
+        what failed: the cheap half of `verify(anchor)`, for a published head."""
+        with self._engine.connect() as conn:
+            return self._check_point(conn, anchor, self._head(conn))
 
     def _check_point(self, conn: Connection, point: Head, head: Head) -> VerifyResult | None:
         """None if the record at seq point.count still hashes to point.head_hash, else what failed."""

@@ -6,7 +6,7 @@ import copy
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 MODEL_OUT = Path("models/model.pt")
 METRICS_OUT = Path("metrics/tune.json")
 TRIALS_OUT = Path("reports/tune_trials.csv")  # one row per trial, a DVC plot
+EPOCHS_OUT = Path("reports/tune_epochs.csv")  # one row per trial per epoch trained: its validation loss
 _OUTCOME = "outcome"  # the trial user attribute an evaluation stores its result in
 
 
@@ -89,6 +90,9 @@ class TrialOutcome:
     value: float  # best validation loss, or the last one reported before pruning
     epochs: int
     worker: str  # where it ran: "in-process", or the Prefect worker's name
+    # This attempt's validation loss after each epoch, epoch 1 first (as `train` numbers them). Not the
+    # trial's intermediate values: those can hold steps of a partial earlier attempt.
+    losses: list[float] = field(default_factory=list)
 
 
 # Evaluates the given trials (asked, not yet told) of a study and stores each outcome on its trial.
@@ -148,14 +152,19 @@ def evaluate_trial(
             *train_data, *val_data, hyperparameters, seed=job.seed + number,
             max_epochs=job.params.max_epochs, patience=job.params.patience, after_epoch=report,
         )  # fmt: skip
-        outcome = TrialOutcome(number, "COMPLETE", result.best_val_loss, result.epochs_run, worker)
+        outcome = TrialOutcome(number, "COMPLETE", result.best_val_loss, result.epochs_run, worker, _in_order(reported))
     except optuna.TrialPruned:
         last = max(reported)
-        outcome = TrialOutcome(number, "PRUNED", reported[last], last, worker)
+        outcome = TrialOutcome(number, "PRUNED", reported[last], last, worker, _in_order(reported))
     stored = asdict(outcome)
     del stored["number"]
     trial.set_user_attr(_OUTCOME, stored)
     return outcome
+
+
+def _in_order(reported: dict[int, float]) -> list[float]:
+    """Reported losses in epoch order; `train` reports every epoch from 1 on, so the list index is epoch - 1."""
+    return [reported[epoch] for epoch in sorted(reported)]
 
 
 def trial_data(
@@ -254,6 +263,28 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             for trial in study.trials
         ]
     )
+
+
+def epochs_table(study: optuna.Study) -> pd.DataFrame:
+    """Every trial's validation loss after each epoch it trained (long format: trial, epoch, val_loss),
+    in trial then epoch order; a pruned trial's rows end at the epoch it was pruned after."""
+    return pd.DataFrame(
+        [
+            {"trial": trial.number, "epoch": epoch, "val_loss": loss}
+            for trial in study.trials
+            for epoch, loss in _epoch_losses(trial)
+        ],
+        columns=["trial", "epoch", "val_loss"],
+    )
+
+
+def _epoch_losses(trial: optuna.trial.FrozenTrial) -> list[tuple[int, float]]:
+    """(epoch, validation loss) of the evaluation whose outcome was told; a trial evaluated outside `search`
+    (no stored losses) falls back to its intermediate values."""
+    stored = trial.user_attrs.get(_OUTCOME, {})
+    if "losses" in stored:
+        return list(enumerate(stored["losses"], start=1))
+    return sorted(trial.intermediate_values.items())
 
 
 def best_hyperparameters(study: optuna.Study, space: SearchSpace) -> Hyperparameters:
@@ -387,6 +418,8 @@ def main() -> None:
     save_model(MODEL_OUT, final.model, chosen, list(train_x.columns))
     with atomic_path(TRIALS_OUT) as tmp:
         trials_table(study).to_csv(tmp, index=False)
+    with atomic_path(EPOCHS_OUT) as tmp:
+        epochs_table(study).to_csv(tmp, index=False)
     states = [t.state for t in study.trials]
     network_val = regression_metrics(to_quantity(val_y), to_quantity(val_pred))
     write_json(

@@ -32,7 +32,7 @@ from tests.conftest import (
 pytestmark = pytest.mark.integration
 
 TUNE: dict[str, object] = {"n_trials": 4, "parallel_trials": 2}  # two batches of two: each batch can use both workers
-TUNE_OUTS = ("models/model.pt", "metrics/tune.json", "reports/tune_trials.csv")
+TUNE_OUTS = ("models/model.pt", "metrics/tune.json", "reports/tune_trials.csv", "reports/tune_epochs.csv")
 WORKERS = ("tune-worker-a", "tune-worker-b")
 
 

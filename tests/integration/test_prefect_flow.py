@@ -57,6 +57,7 @@ from tests.ledger_oracle import assert_reads_match_scan
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+CONSOLE = "http://console.example:8765"  # where `lineage ui` would serve (nothing answers there)
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +308,8 @@ def test_the_ui_tells_the_story_of_a_run(server: dict[str, str], deployed: Path,
         skipped = run_deployment(server, deployed)
     params = (deployed / "params.yaml").read_text()
     set_params(deployed, fairness={"max_error_ratio": 1.0})  # no two groups are served exactly alike
-    try:
-        refused = run_deployment(server, deployed)
+    try:  # with the lineage console's address configured, as a deployment's job variables would
+        refused = run_deployment({**server, "LINEAGE_CONSOLE_URL": CONSOLE}, deployed)
     finally:
         (deployed / "params.yaml").write_text(params)
     assert skipped["state"] == "COMPLETED", skipped["message"]
@@ -352,6 +353,8 @@ def test_the_ui_tells_the_story_of_a_run(server: dict[str, str], deployed: Path,
     assert "Kept in production: this run made the same model bytes as this version, in production since " in summary
     assert "so this version would not be promoted today" in summary
     assert "| verdicts | this run's gates | drift passed, fairness failed |" in summary
+    version = re.findall(r"## Model version `([\w-]+)`", summary)[0]
+    assert f"[Open {version} in the lineage console]({CONSOLE}/models/{version})" in summary
     values = [str(row["value"]) for row in json.loads(refused["artifacts"]["pipeline-metrics"].data)]
     decimals = [value for value in values if re.fullmatch(r"-?\d+\.\d+(e-?\d+)?", value)]
     assert decimals  # four significant digits at most, not 0.5534058780859339
@@ -365,6 +368,7 @@ def test_the_ui_tells_the_story_of_a_run(server: dict[str, str], deployed: Path,
                             "summary-gate-failed", tmp_path)  # fmt: skip
     assert "fairness check failed: is_registered: error ratio (RMSLE)" in artifact
     assert "would not be promoted today" in artifact
+    assert f"Open {version} in the lineage console" in artifact  # rendered as a link
 
 
 def _task_runs(api: SyncPrefectClient, run_id: uuid.UUID) -> dict[str, dict[str, Any]]:

@@ -24,10 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import typer.core
 import typer.main
+import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -107,7 +109,8 @@ COMMANDS = list(_commands(typer.main.get_command(app)))
 # any command added later, on a copy.
 READ_ONLY = {
     ("diff",), ("verifications",), ("query",), ("reproduce",), ("models", "list"), ("models", "show"),
-    ("approvers", "list"), ("export", "openlineage"), ("export", "archive"),
+    ("approvers", "list"), ("export", "openlineage"), ("export", "archive"), ("runs", "list"), ("runs", "show"),
+    ("evidence",), ("ui",),
 }  # fmt: skip
 # These report a failed check on stdout with exit status 1 and nothing on stderr.
 REPORTS = {("verify",), ("reproduce",)}
@@ -118,7 +121,7 @@ def test_the_walk_finds_every_command() -> None:
     assert leaves >= {
         "verify", "verifications", "diff", "init", "query", "reproduce", "models list", "models show",
         "models promote", "models approve", "models rollback", "export openlineage", "export archive",
-        "approvers add", "approvers revoke", "approvers list",
+        "approvers add", "approvers revoke", "approvers list", "runs list", "runs show", "evidence", "ui",
     }  # fmt: skip
 
 
@@ -277,7 +280,11 @@ SLIPS = ["omit a required parameter", "an option without its value", "an unknown
 @st.composite
 def invocations(draw: st.DrawFn, command: Command, world: World) -> tuple[list[str], dict[str, str | None]]:
     """The argv after `lineage`, and the environment."""
-    env: dict[str, str | None] = {"LINEAGE_SIGNING_KEY": None, "SSH_AUTH_SOCK": None, "OPENLINEAGE_API_KEY": None}
+    env: dict[str, str | None] = {
+        "LINEAGE_SIGNING_KEY": None, "SSH_AUTH_SOCK": None, "OPENLINEAGE_API_KEY": None, "LINEAGE_UI_TOKEN": None,
+        "LINEAGE_UI_USERNAME": None, "LINEAGE_UI_PASSWORD": None,
+        "PREFECT_API_URL": "http://127.0.0.1:1/api",  # --credentials-block: no Prefect server answers there
+    }  # fmt: skip
     if command.group:
         rest = draw(st.one_of(st.sampled_from([[], ["nope"], ["--bogus"], ["--help"]]), TEXT.map(lambda t: [t])))
         return [*command.path, *rest], env
@@ -350,7 +357,9 @@ RUNNER = CliRunner()
 
 
 def run_in_process(argv: Sequence[str], env: dict[str, str | None]) -> tuple[int, str, str]:
-    result = RUNNER.invoke(app, list(argv), env=env, prog_name="lineage")
+    # `lineage ui` binds its port, then serves until stopped: here it stops as soon as it would serve.
+    with mock.patch.object(uvicorn.Server, "run", return_value=None):
+        result = RUNNER.invoke(app, list(argv), env=env, prog_name="lineage")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         crash = "".join(traceback.format_exception(result.exception))
         pytest.fail(f"lineage {list(argv)!r} raised:\n{crash}\n--- stderr\n{result.stderr}")

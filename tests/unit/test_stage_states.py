@@ -14,7 +14,8 @@ from flows.dvc_ops import stage_state
 from flows.pipeline import RunStopped, stopped
 from flows.publish import _table
 from flows.retry import GATE_FAILED, SKIPPED
-from flows.summary import CRITERIA, criteria, gate_verdict
+from flows.summary import gate_verdict
+from gates.criteria import CRITERIA, criteria
 from gates.rules import NO_OVERRIDE, DriftOverride
 
 

@@ -4,6 +4,7 @@ evaluated in (as several workers would); pruning only against earlier batches; i
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -15,7 +16,16 @@ import tasks.tune as tune
 from tasks.model import make_deterministic
 from tasks.params import SearchSpace, TuneParams
 from tasks.stage import InputError
-from tasks.tune import TrialJob, TrialRunner, best_hyperparameters, evaluate_trial, open_study, search, trials_table
+from tasks.tune import (
+    TrialJob,
+    TrialRunner,
+    best_hyperparameters,
+    epochs_table,
+    evaluate_trial,
+    open_study,
+    search,
+    trials_table,
+)
 from tasks.tune_settings import OPTUNA_STORAGE_URL_ENV, TUNE_TRIAL_DEPLOYMENT_ENV
 
 # 14 trials in batches of 4: random start-up trials, then TPE; pruning from the third batch.
@@ -93,6 +103,53 @@ def test_any_order_of_evaluation_gives_the_same_search(in_order: optuna.Study, o
         assert events, "no trial finished while another trained"
     pd.testing.assert_frame_equal(trials_table(other), trials_table(in_order))
     assert best_hyperparameters(other, PARAMS.search_space) == best_hyperparameters(in_order, PARAMS.search_space)
+
+
+def test_the_epochs_table_holds_each_trials_loss_per_epoch(in_order: optuna.Study, tmp_path: Path) -> None:
+    epochs = epochs_table(in_order)
+    trials = {row["trial"]: row for row in trials_table(in_order).to_dict("records")}
+    assert list(epochs.columns) == ["trial", "epoch", "val_loss"]
+    assert list(epochs.itertuples(index=False)) == sorted(epochs.itertuples(index=False))  # trial, then epoch
+    assert set(epochs["trial"]) == set(trials)
+    for trial in in_order.trials:
+        rows = epochs[epochs["trial"] == trial.number]
+        reported = trial.intermediate_values  # one attempt per trial here: exactly what it reported
+        assert list(rows["epoch"]) == list(range(1, len(reported) + 1))
+        assert dict(zip(rows["epoch"], rows["val_loss"], strict=True)) == reported
+        told = trials[trial.number]
+        if trial.state == optuna.trial.TrialState.PRUNED:  # its rows stop at the epoch it was pruned after
+            assert rows["epoch"].iloc[-1] == trial.last_step == told["epochs"] < PARAMS.max_epochs
+            assert rows["val_loss"].iloc[-1] == told["val_loss"]
+        else:
+            assert rows["epoch"].iloc[-1] == told["epochs"]
+            assert rows["val_loss"].min() == told["val_loss"]
+    assert {t.state for t in in_order.trials} == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+
+    # Same inputs, same bytes: a second search writes the identical file.
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    epochs_table(in_order).to_csv(first, index=False)
+    epochs_table(_search(_ordered(list))).to_csv(second, index=False)
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_text().splitlines()[0] == "trial,epoch,val_loss"
+
+
+def test_the_epochs_table_keeps_the_told_attempt_not_a_partial_earlier_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial first attempt stored steps the retry never reaches: the table has the retry's epochs only."""
+    study, job = _asked(PARAMS)
+    trial = optuna.Trial(study, study.trials[0]._trial_id)
+    for epoch in (1, 2, 3, 4, 5, 6):  # stand-ins for a first attempt's values, beyond where the retry stops
+        trial.report(100.0 + epoch, epoch)
+
+    def two_epochs(*_args: Any, after_epoch: Callable[[int, float], None], **_kwargs: Any) -> Any:
+        after_epoch(1, 0.5)
+        after_epoch(2, 0.25)
+        raise optuna.TrialPruned()
+
+    monkeypatch.setattr(tune, "train", two_epochs)
+    outcome = evaluate_trial(study, 0, TRAIN, VAL, job, "worker-a")
+    assert (outcome.state, outcome.epochs, outcome.losses) == ("PRUNED", 2, [0.5, 0.25])
+    rows = epochs_table(study).query("trial == 0")
+    assert list(rows.itertuples(index=False, name=None)) == [(0, 1, 0.5), (0, 2, 0.25)]
 
 
 def test_a_batch_of_one_is_the_sequential_search() -> None:

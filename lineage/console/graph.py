@@ -1,0 +1,64 @@
+"""A lineage graph as Graphviz DOT for people: the summary (data, models, reports, metrics, stages, gates,
+decisions and versions: how the data became the model) or the full graph (each code file, the
+configuration, params, image, platform and the run too). Each node links to its page; viz.js lays it
+out and draws it as SVG."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+# What the summary keeps: the data flow and the decisions. The rest (each code file, the configuration,
+# params, image, platform, the run) is in the full graph, and listed on the version's page.
+SUMMARY_TYPES = {
+    "DataSet", "Model", "Preprocessor", "Report", "Stage", "DriftGate", "FairnessGate", "Promotion",
+    "Reproduction", "ModelVersion", "Metrics",
+}  # fmt: skip
+_STYLE = {
+    "artifact": 'shape=box, style="rounded,filled", fillcolor="#f6f8fa", color="#8c959f"',
+    "action": 'shape=box, style="filled", fillcolor="#ddf4ff", color="#54aeff"',
+    "context": 'shape=hexagon, style="filled", fillcolor="#fff8c5", color="#d4a72c"',
+}
+_FAILED = {"Failed", "failed", "rejected", "FAILED"}
+
+
+def _label(vertex: dict[str, Any]) -> str:
+    details = vertex["details"]
+    if vertex["kind"] == "artifact":
+        md5 = str(details.get("md5", ""))
+        return f"{vertex['label']}\n{vertex['type']} · {md5[:8]}"
+    if vertex["kind"] == "context":
+        status = (details.get("properties") or {}).get("status")
+        return f"{vertex['type']}\n{vertex['label']}" + (f"\n{status}" if status else "")
+    return f"{vertex['type']}\n{vertex['label']}"
+
+
+def to_dot(graph: dict[str, Any], full: bool, href: Callable[[dict[str, Any]], str | None], rankdir: str = "LR") -> str:
+    """DOT for `lineage query`'s JSON (vertices and edges), sources on the left (or, with rankdir TB, on top,
+    for a printed page); `href` links each node (None: no link)."""
+    start = set(graph["start"])
+    vertices = [v for v in graph["vertices"] if full or v["type"] in SUMMARY_TYPES or v["id"] in start]
+    kept = {v["id"] for v in vertices}
+    lines = [
+        "digraph lineage {",
+        f'  rankdir={rankdir}; bgcolor="transparent"; nodesep=0.25; ranksep=0.45;',
+        '  node [fontname="Helvetica", fontsize=13, margin="0.12,0.06"];',
+        '  edge [color="#8c959f", arrowsize=0.6];',
+    ]
+    for vertex in vertices:
+        failed = (
+            vertex["label"].endswith("(Failed)") or (vertex["details"].get("properties") or {}).get("status") in _FAILED
+        )
+        extra = ', color="#cf222e", penwidth=2' if failed else ""
+        extra += ", penwidth=3" if vertex["id"] in start else ""
+        target = href(vertex)
+        if target:
+            extra += f', href={json.dumps(target)}, target="_top"'
+        label, name = json.dumps(_label(vertex), ensure_ascii=False), json.dumps(vertex["id"])
+        lines.append(f"  {name} [label={label}, {_STYLE[vertex['kind']]}{extra}, tooltip={name}];")
+    for edge in graph.get("edges", []):
+        if edge["source_id"] in kept and edge["destination_id"] in kept:
+            style = "" if edge["association_type"] == "Produced" else ' [style="dashed"]'
+            lines.append(f"  {json.dumps(edge['source_id'])} -> {json.dumps(edge['destination_id'])}{style};")
+    return "\n".join([*lines, "}"])

@@ -1,0 +1,100 @@
+"""Files the ledger names by md5, read back from DVC's storage: the workspace's DVC cache first, then the
+DVC remote (where every run pushed its outputs). Bytes reach no one before they hash to the md5 they
+were asked for, so a page or an evidence pack can only show what the ledger recorded.
+
+Also the run records the flow stores beside the objects in the remote (`runs/<flow run id>/`): the
+ledger head each run published, which the console checks the ledger against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+class ObjectError(ValueError):
+    """A stored object that does not hash to its md5, or a remote that cannot be read; one line."""
+
+
+class Objects:
+    """DVC's storage for the repository at `root` (its cache and its remote `remote`, default the default).
+    Opening DVC is deferred to the first read that needs it; a folder without DVC has no objects."""
+
+    def __init__(self, root: Path = Path("."), remote: str | None = None) -> None:
+        self.root = root
+        self.remote_name = remote
+        self._lock = threading.Lock()  # DVC's filesystems are not documented as thread-safe
+        self._opened = False
+        self._cache: Path | None = None
+        self._remote: Any = None
+        self.remote_url: str | None = None
+
+    def _open(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        if not (self.root / ".dvc").is_dir():
+            return
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+
+        try:
+            with Repo(str(self.root)) as repo:
+                self._cache = Path(repo.cache.local.path)
+                name = self.remote_name or str(repo.config["core"].get("remote", ""))
+                if name:
+                    self._remote = repo.cloud.get_remote(name)
+                    self.remote_url = str(self._remote.fs.unstrip_protocol(self._remote.path))
+        except DvcException as error:
+            raise ObjectError(f"cannot open DVC's storage in {self.root}: {error}") from None
+
+    def read(self, md5: str) -> bytes | None:
+        """The file whose md5 is `md5` (not a directory's `.dir` listing), or None where neither the cache nor
+        the remote holds it; ObjectError if the bytes found hash to something else."""
+        if not MD5.fullmatch(md5):
+            return None
+        with self._lock:
+            self._open()
+            data = self._from_cache(md5)
+            if data is None:
+                data = self._from_remote(["files", "md5", md5[:2], md5[2:]])
+        if data is not None and (found := hashlib.md5(data).hexdigest()) != md5:
+            raise ObjectError(f"the stored object {md5} is altered: its bytes hash to {found}")
+        return data
+
+    def location(self, md5: str) -> str | None:
+        """Where the remote keeps the object (a URL; a directory's listing for a `.dir` md5), if there is a remote."""
+        with self._lock:
+            self._open()
+        valid = MD5.fullmatch(md5.removesuffix(".dir"))
+        return f"{self.remote_url}/files/md5/{md5[:2]}/{md5[2:]}" if self.remote_url and valid else None
+
+    def run_record(self, flow_run_id: str, name: str) -> bytes | None:
+        """A file the flow stored beside the run record in the remote (e.g. ledger-head.json), or None."""
+        if not re.fullmatch(r"[\w.-]+", flow_run_id) or not re.fullmatch(r"[\w.-]+", name):
+            return None
+        with self._lock:
+            self._open()
+            return self._from_remote(["runs", flow_run_id, name])
+
+    def _from_cache(self, md5: str) -> bytes | None:
+        if self._cache is None:
+            return None
+        path = self._cache / md5[:2] / md5[2:]
+        return path.read_bytes() if path.is_file() else None
+
+    def _from_remote(self, parts: list[str]) -> bytes | None:
+        if self._remote is None:
+            return None
+        fs = self._remote.fs
+        try:
+            return bytes(fs.cat_file(fs.join(self._remote.path, *parts)))
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise ObjectError(f"cannot read {'/'.join(parts)} from {self.remote_url}: {error}") from None
