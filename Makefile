@@ -29,7 +29,7 @@ TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 LOCKS := requirements/torch-cpu.lock requirements/torch-pypi.lock requirements/runtime.lock requirements/dev.lock
 
-.PHONY: install install-runtime run test test-fast lint docs bench lock clean
+.PHONY: install install-runtime run test test-fast lint docs bench lock vendor clean
 
 # The development environment (the runtime one plus tests, lint, docs and the lock tool).
 install: $(VENV)/.dev-$(PY_VERSION)
@@ -95,6 +95,7 @@ bench: install
 	python -m bench.bench_reproduce
 	python -m bench.bench_tuning
 	python -m bench.bench_platform
+	python -m bench.bench_console
 	python -m bench.report  # docs/benchmarks.md from bench/results/*.json
 
 # Recompile the locks from pyproject.toml with uv. uv keeps the versions an output file already pins
@@ -109,6 +110,11 @@ lock: install
 	echo "torch==$(TORCH_VERSION)+cpu" | $(UV_COMPILE) - --no-config --no-deps --index-url $(TORCH_CPU_INDEX) \
 	    --emit-index-url -o requirements/torch-cpu.lock \
 	    || echo "make lock: $(TORCH_CPU_INDEX) unreachable; requirements/torch-cpu.lock kept as it was" >&2
+
+# Fetch the console's front-end libraries again from the npm registry (lineage/console/static/vendor.json
+# pins them): each tarball checked against its registry integrity hash, the files' sha256 recorded.
+vendor: install
+	python -m lineage.console.vendor
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

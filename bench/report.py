@@ -32,6 +32,7 @@ ORDER = [
     "bench_tuning",
     "bench_lineage",
     "bench_vs_mlflow",
+    "bench_console",
     "bench_reproduce",
 ]
 

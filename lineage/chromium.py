@@ -115,6 +115,18 @@ class Page:
             )
         return result["result"].get("value")
 
+    def close_browser(self) -> None:
+        """Ask the browser to shut down (its helpers with it) and wait until it closes its end of the pipe."""
+        self._next += 1
+        try:
+            self._send({"id": self._next, "method": "Browser.close"})
+            while True:
+                ready, _, _ = select.select([self._in], [], [], WAIT_SECONDS)
+                if not ready or not os.read(self._in, 1 << 20):
+                    return
+        except OSError:  # it had gone already
+            return
+
     def pdf(self) -> bytes:
         """The page printed as Chromium prints it: A4, backgrounds, the page's own print styles."""
         result = self.call(
@@ -132,7 +144,8 @@ def page() -> Iterator[Page]:
     executable = find()
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
-    with tempfile.TemporaryDirectory(prefix="lineage-chromium-") as profile:
+    # (A profile folder left half-written by a browser that did not close cleanly is not worth an error.)
+    with tempfile.TemporaryDirectory(prefix="lineage-chromium-", ignore_cleanup_errors=True) as profile:
         null = os.open(os.devnull, os.O_RDWR)
         actions = [
             (os.POSIX_SPAWN_DUP2, to_r, 3),  # what Chromium reads commands from
@@ -152,13 +165,17 @@ def page() -> Iterator[Page]:
         finally:
             for fd in (to_r, from_w, null):
                 os.close(fd)
+        tab: Page | None = None
         try:
-            yield Page(to_w, from_r)
+            tab = Page(to_w, from_r)
+            yield tab
         finally:
+            if tab is not None:  # a clean shutdown: Chromium stops and reaps its own helper processes
+                tab.close_browser()
             os.close(to_w)
             os.close(from_r)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)  # (no-op when it closed)
             os.waitpid(pid, 0)
 
 

@@ -167,7 +167,8 @@ def build(
     chart = tuning_chart(v["tuning"], version)
     try:
         with chromium.page() as tab:
-            graph = chromium.draw(tab, to_dot(v["lineage"], False, lambda _vertex: None, rankdir="TB"))
+            dot = to_dot(v["lineage"], False, lambda _vertex: None, run=v["run"]["flow_run_id"])
+            graph = chromium.draw(tab, dot)
             html = environment().get_template("evidence.html").render(
                 v=v, link=links, css=Markup(CSS.read_text(encoding="utf-8")),
                 graph=Markup(_svg_element(graph)),

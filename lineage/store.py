@@ -364,6 +364,11 @@ class LedgerStore:
             if not empty and conn.execute(select(latest_table.c.seq).limit(1)).first() is None:
                 rebuild_latest(conn)  # a ledger written before the current-state table existed
 
+    @property
+    def location(self) -> str:
+        """The ledger's URL with any password masked: what messages and pages may show."""
+        return _redact(self.url)
+
     def _check_exists(self) -> None:
         with self._engine.connect() as conn:
             if not self._engine.dialect.has_table(conn, head_table.name):

@@ -35,10 +35,10 @@ from lineage.entities import (
 )
 from lineage.objects import ObjectError, Objects
 from lineage.query import Direction, QueryError, query_lineage
+from lineage.reproduce import expected
 from lineage.signatures import signature_status
 from lineage.store import Head, Kind, LedgerStore
 
-STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]  # dvc.yaml's contract names
 # Files a page can open: reports and metrics, which people read. Data and models stay in DVC's storage.
 SERVED_TYPES = (ArtifactType.REPORT, ArtifactType.METRICS)
 # The incremental check the health page runs (read-only, not logged) reaches at most this many records.
@@ -211,15 +211,15 @@ def _metric_rows(run: RunView) -> list[dict[str, Any]]:
     return rows
 
 
-def _reproductions(store: LedgerStore, sources: list[Entity], run: RunView) -> list[dict[str, Any]]:
+def _reproductions(store: LedgerStore, sources: list[Entity], version: str) -> list[dict[str, Any]]:
     """Each reproduction of the version with its match table, rebuilt from the artifacts it recorded."""
     actions = sorted(
         (e for e in sources if isinstance(e, Action) and e.action_type == ActionType.REPRODUCTION),
         key=lambda action: action.start,
     )
-    recorded = {
-        path: a.md5 for table in (run.deps, run.outs) for artifacts in table.values() for path, a in artifacts.items()
-    }
+    if not actions:
+        return []
+    recorded = expected(store, version).hashes  # what `lineage reproduce` compared with
     made = store.linked([a.id for a in actions], "source", [AssociationType.PRODUCED])
     result = []
     for action in actions:
@@ -338,7 +338,7 @@ def version_view(
             {**action.model_dump(mode="json"), "signature": signature_status(store, action)}
             for action in shown.decisions
         ],
-        "reproductions": _reproductions(store, sources, run),
+        "reproductions": _reproductions(store, sources, version.name),
         "previous_production": previous,
         "diff": _diff(store, previous, version.name, repository),
         "lineage": lineage_graph(store, version.name, Direction.ASCENDANTS, 10),
@@ -349,8 +349,8 @@ def version_view(
 
 
 def run_view(store: LedgerStore, flow_run_id: str) -> dict[str, Any]:
-    """`lineage runs show`: a pipeline run's stages with their timings, its gates, its configuration and
-    what changed in it since the deployment's previous run."""
+    """`lineage runs show`: a pipeline run's stages with their timings (in the order the run recorded them,
+    dvc.yaml's), its gates, its configuration and what changed in it since the deployment's previous run."""
     run = store.get(context_id(ContextType.PIPELINE_RUN, flow_run_id))
     if not isinstance(run, Context):
         raise NotFound(f"no pipeline run '{flow_run_id}' in the ledger")
@@ -371,7 +371,6 @@ def run_view(store: LedgerStore, flow_run_id: str) -> dict[str, Any]:
                 "action": action.id,
             }
         )
-    stages.sort(key=lambda row: STAGES.index(row["stage"]) if row["stage"] in STAGES else len(STAGES))
     files = [e for e in into if isinstance(e, Artifact) and e.artifact_type == ArtifactType.CONFIGURATION]
     return {
         "run": {"id": run.id, "name": run.name, **run.properties},

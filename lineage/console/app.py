@@ -31,11 +31,12 @@ from starlette.exceptions import HTTPException
 
 from lineage import registry, views
 from lineage.console.charts import tuning_chart
-from lineage.console.graph import SUMMARY_TYPES, to_dot
+from lineage.console.graph import summary, to_dot
 from lineage.console.security import STORED_REPORT_POLICY, Credentials, guard
 from lineage.entities import Artifact, ModelStatus
 from lineage.objects import ObjectError, Objects
-from lineage.store import LedgerStore, _redact
+from lineage.query import QueryError
+from lineage.store import LedgerError, LedgerStore
 
 HERE = Path(__file__).parent
 PER_PAGE = 50
@@ -137,7 +138,7 @@ def diff_summary(diff: dict[str, Any]) -> str:
         "metrics": len(diff["metrics"]),
         "configuration keys": len(diff["configuration"]),
     }
-    said = [f"{n} {what}" for what, n in counts.items() if n]
+    said = [f"{n} {what[:-1] if n == 1 and what.endswith('s') else what}" for what, n in counts.items() if n]
     return ", ".join(said) + " changed" if said else "nothing changed"
 
 
@@ -178,7 +179,7 @@ def create_app(
     app.middleware("http")(guard(credentials))
     env = environment()
     links = Links(prefect_ui)
-    ledger_name = _redact(store.url)
+    ledger_name = store.location
 
     def page(template: str, code: int = 200, **context: Any) -> Response:
         html = env.get_template(template).render(link=links, head=store.head(), ledger_name=ledger_name, **context)
@@ -190,9 +191,14 @@ def create_app(
             raise HTTPException(400, f"format must be html or json, not {shape[:40]!r}")
         return shape == "json"
 
-    @app.exception_handler(views.NotFound)
-    async def not_found(request: Request, error: views.NotFound) -> Response:
+    @app.exception_handler(QueryError)  # views.NotFound, or a version whose run the ledger lacks
+    async def not_found(request: Request, error: QueryError) -> Response:
         return _error(request, 404, str(error))
+
+    @app.exception_handler(LedgerError)
+    @app.exception_handler(ObjectError)
+    async def unavailable(request: Request, error: Exception) -> Response:  # the database or DVC's storage
+        return _error(request, 503, str(error))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
@@ -234,11 +240,12 @@ def create_app(
         if wants_json(request):
             return _json(v)
         full = request.query_params.get("graph") == "full"
-        shown = sum(1 for vertex in v["lineage"]["vertices"] if full or vertex["type"] in SUMMARY_TYPES)
+        run = v["run"]["flow_run_id"]
+        shown = len(v["lineage"]["vertices"]) if full else len(summary(v["lineage"], run))
         tuning = v["tuning"]
         chart = Markup(f'<img class="plot" alt="tuning chart" src="{links.version(v["version"]["name"])}/tuning.svg">')
         return page(
-            "version.html", v=v, full=full, dot=to_dot(v["lineage"], full, links.vertex), shown_vertices=shown,
+            "version.html", v=v, full=full, dot=to_dot(v["lineage"], full, links.vertex, run=run), shown_vertices=shown,
             chart=chart if tuning["epochs"] and tuning["trials"] else None,
             image=lambda plot: links.content(plot["artifact"]),
         )  # fmt: skip

@@ -23,6 +23,27 @@ _STYLE = {
 _FAILED = {"Failed", "failed", "rejected", "FAILED"}
 
 
+def summary(graph: dict[str, Any], run: str | None = None) -> list[dict[str, Any]]:
+    """The summary's vertices: those of SUMMARY_TYPES; of the actions, only `run`'s own (an artifact an
+    earlier run made shows as this run's input, not with that run's stages) and the version's decisions;
+    no reproduction's copy of an artifact (SameAs its original; the match table is on the version's page);
+    and nothing left without an edge."""
+    start = set(graph["start"])
+
+    def kept(vertex: dict[str, Any]) -> bool:
+        if vertex["id"] in start:
+            return True
+        if vertex["type"] not in SUMMARY_TYPES or vertex["label"].startswith("reproduction/"):
+            return False
+        made_by = (vertex["details"].get("metadata") or {}).get("generated_by")
+        return vertex["kind"] != "action" or run is None or made_by in (run, None)
+
+    chosen = {v["id"] for v in graph["vertices"] if kept(v)}
+    linked = {end for e in graph.get("edges", []) if {e["source_id"], e["destination_id"]} <= chosen for end in
+              (e["source_id"], e["destination_id"])}  # fmt: skip
+    return [v for v in graph["vertices"] if v["id"] in linked or v["id"] in start]
+
+
 def _label(vertex: dict[str, Any]) -> str:
     details = vertex["details"]
     if vertex["kind"] == "artifact":
@@ -34,11 +55,18 @@ def _label(vertex: dict[str, Any]) -> str:
     return f"{vertex['type']}\n{vertex['label']}"
 
 
-def to_dot(graph: dict[str, Any], full: bool, href: Callable[[dict[str, Any]], str | None], rankdir: str = "LR") -> str:
-    """DOT for `lineage query`'s JSON (vertices and edges), sources on the left (or, with rankdir TB, on top,
-    for a printed page); `href` links each node (None: no link)."""
+def to_dot(
+    graph: dict[str, Any],
+    full: bool,
+    href: Callable[[dict[str, Any]], str | None],
+    rankdir: str = "TB",
+    run: str | None = None,
+) -> str:
+    """DOT for `lineage query`'s JSON (vertices and edges): all of it, or its summary around `run` (the flow
+    run that made the version); sources on top (a pipeline is long and narrow: it fits a page's width), or
+    on the left with rankdir LR; `href` links each node (None: no link)."""
     start = set(graph["start"])
-    vertices = [v for v in graph["vertices"] if full or v["type"] in SUMMARY_TYPES or v["id"] in start]
+    vertices = graph["vertices"] if full else summary(graph, run)
     kept = {v["id"] for v in vertices}
     lines = [
         "digraph lineage {",
