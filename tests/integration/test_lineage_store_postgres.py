@@ -30,7 +30,7 @@ from lineage.entities import (
 from lineage.query import Direction, query_lineage
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.signatures import Signer, check_ledger, check_signatures, signed_records
-from lineage.store import LedgerStore, Problem, Verification
+from lineage.store import Kind, LedgerError, LedgerStore, Problem, Verification
 from tests.conftest import POSTGRES_PSYCOPG, postgres_database, register_approvers
 from tests.ledger_oracle import assert_reads_match_scan
 
@@ -228,3 +228,25 @@ def test_sqlite_and_postgres_verify_from_the_last_verification_alike(postgres_ur
             engine.dispose()
         states = [(store.verify().problem, store.verify(since=since).problem) for store in (lite, pg)]
         assert states == [(Problem.STATE_MISMATCH, Problem.STATE_MISMATCH)] * 2
+
+
+def test_a_read_only_store_reads_and_refuses_every_write(postgres_url: str, tmp_path: Path) -> None:
+    """What the console opens: on PostgreSQL and SQLite, reads answer and the database itself refuses writes."""
+    sqlite_url = f"sqlite:///{tmp_path / 'lineage.db'}"
+    for url in (postgres_url, sqlite_url):
+        with LedgerStore(url) as writer:
+            for batch in _ledger(2):
+                writer.append(batch)
+            head = writer.head()
+        with LedgerStore(url, read_only=True) as reader:
+            assert reader.head() == head
+            assert reader.verify().ok
+            assert len(reader.find(Kind.CONTEXT, ContextType.PIPELINE_RUN)) == 2
+            with pytest.raises(LedgerError, match=r"read-only|readonly"):
+                reader.append(_ledger(3)[2])
+            with pytest.raises(LedgerError, match=r"read-only|readonly"):
+                reader.record_verification(Verification(0, head.count, head.head_hash, True, "ok", "now"))
+            assert reader.head() == head
+    with pytest.raises(LedgerError, match="no ledger file"):
+        LedgerStore(f"sqlite:///{tmp_path / 'missing.db'}", read_only=True)
+    assert not (tmp_path / "missing.db").exists()
