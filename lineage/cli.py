@@ -73,6 +73,10 @@ class GraphFormat(StrEnum):
 
 
 Output = Annotated[Format, typer.Option("--format", help="Print a table for people or JSON for programs.")]
+Repository = Annotated[
+    Path, typer.Option(help="The project checkout whose DVC cache and remote hold the stored files.")
+]
+Remote = Annotated[str | None, typer.Option(help="DVC remote to read stored files from (default: the default).")]
 By = Annotated[str, typer.Option("--by", help="Who decides: a registered approver's name (signed).")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (signed).")]
 Key = Annotated[
@@ -513,12 +517,8 @@ def runs_show(flow_run_id: str, output: Output = Format.TABLE, db: Db = None) ->
 def evidence(
     version: Annotated[str, typer.Argument(help="A model version's name, or 'production'.")],
     output: Annotated[Path, typer.Option(help="A new (or empty) folder to write the pack into.")],
-    repository: Annotated[
-        Path, typer.Option(help="The project checkout whose DVC cache and remote hold the stored files.")
-    ] = Path("."),
-    remote: Annotated[
-        str | None, typer.Option(help="DVC remote to read stored files from (default: the default).")
-    ] = None,
+    repository: Repository = Path("."),
+    remote: Remote = None,
     full: Annotated[
         bool, typer.Option("--full", help="Rehash every record, not only those since the last verification.")
     ] = False,
@@ -543,12 +543,8 @@ def ui(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8765,
-    repository: Annotated[
-        Path, typer.Option(help="The project checkout whose DVC cache and remote hold the stored files.")
-    ] = Path("."),
-    remote: Annotated[
-        str | None, typer.Option(help="DVC remote to read stored files from (default: the default).")
-    ] = None,
+    repository: Repository = Path("."),
+    remote: Remote = None,
     credentials_block: Annotated[
         str | None,
         typer.Option(

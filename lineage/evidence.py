@@ -16,9 +16,13 @@ The pack holds:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,20 +137,36 @@ def build(
     repository: Path = Path("."),
     full: bool = False,
 ) -> Pack:
-    """Write the evidence pack of model version `name` (or `production`) into the new folder `output`."""
-    from lineage import openlineage  # slow to import: only here
-
+    """Write the evidence pack of model version `name` (or `production`) into the new folder `output`: built
+    beside it and renamed into place when whole, so a failure leaves nothing behind."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise EvidenceError(f"{output} exists and is not an empty folder: a pack is written into a new one")
+    try:
+        chromium.find()  # before any work: the document cannot be made without it
+        output.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+        scratch.chmod(0o755)  # a pack is for others to read (mkdtemp makes it private)
+    except chromium.ChromiumError as error:
+        raise EvidenceError(f"the evidence document needs headless Chromium: {error}") from None
+    except OSError as error:
+        raise EvidenceError(f"{output}: cannot create the folder ({error.strerror})") from None
+    try:
+        pack = _build(store, name, scratch, objects, repository, full)
+        os.replace(scratch, output)  # onto an empty folder too
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return dataclasses.replace(pack, folder=output)
+
+
+def _build(store: LedgerStore, name: str, output: Path, objects: Objects | None, repository: Path, full: bool) -> Pack:
+    from lineage import openlineage  # slow to import: only here
+
     v = views.version_view(store, name, objects, repository)
     version = v["version"]["name"]
     card_text, card, card_note = _card(store, v, repository)
     events = openlineage.to_json_lines(openlineage.run_events(store, v["run"]["flow_run_id"]))
     checked = verification(store, objects, v, full)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise EvidenceError(f"{output}: cannot create the folder ({error.strerror})") from None
 
     included: dict[str, str] = {}  # artifact id -> its path in the pack
     images: dict[str, str] = {}

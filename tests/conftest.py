@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -470,3 +470,21 @@ def register_approvers(store: Any, keys: dict[str, Path], *names: str) -> None:
     first = Signer(names[0], keys[names[0]])
     for name in names:
         register(store, name, read_public_key(keys[name].with_suffix(".pub")), first)
+
+
+def crawl(get: Callable[[str], tuple[int, str, str]]) -> dict[str, int]:
+    """Every lineage console page reachable from /models through its links (and its graph's, in the DOT
+    source the browser draws), by `get(path) -> (status, content type, body)`; each path's status.
+    Stored files are fetched but not read for links; evidence downloads are left to their own test."""
+    seen: dict[str, int] = {}
+    todo = ["/models"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        status, content_type, body = get(path)
+        seen[path] = status
+        if content_type.startswith("text/html") and not path.endswith("/content"):
+            found = re.findall(r'href=(?:"|&#34;)(/[^"&#?]*)', body)
+            todo += [link for link in found if not link.endswith("/evidence.zip")]
+    return seen

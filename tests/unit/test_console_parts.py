@@ -153,7 +153,7 @@ def test_console_credentials_from_a_prefect_secret_block(harness: None) -> None:
     from lineage.console.security import Credentials, SecurityError, configured
 
     password = "a-secret-of-twenty-characters"
-    Secret(value=f"auditor:{password}").save("console-credentials")
+    Secret.model_validate({"value": f"auditor:{password}"}).save("console-credentials")
     assert configured("console-credentials") == Credentials(username="auditor", password=password)
     with pytest.raises(SecurityError, match=r"^cannot read Prefect Secret block 'nope': "):
         configured("nope")
