@@ -15,6 +15,9 @@ from prefect.runtime import flow_run
 
 from flows.dvc_ops import PARAMS_FILE, first_line, stage_order
 from flows.retry import RETRIES, Rejected, TransientFailure
+from lineage.model_card import FILE as CARD_FILE
+from lineage.model_card import CardError
+from lineage.model_card import load as load_card
 from lineage.store import LedgerError, LedgerStore
 from tasks.params import Params, load_params
 from tasks.stage import EXIT_BAD_INPUT, InputError
@@ -72,18 +75,21 @@ def _holder() -> str:
 def check_before_work(ledger_url: str | None) -> tuple[list[str], Params]:
     """What must hold before any stage runs; returns the stages in order and the typed params.
 
-    params.yaml validates, dvc.yaml and dvc.lock parse, and the ledger opens: a run whose lineage
-    cannot be recorded must not train or promote anything.
+    params.yaml validates, dvc.yaml and dvc.lock parse, the model card (recorded with the run, shown in
+    evidence packs) validates where there is one, and the ledger opens: a run whose lineage cannot be
+    recorded must not train or promote anything.
     """
     from dvc.exceptions import DvcException
 
     try:
         params = load_params(PARAMS_FILE)
         stages = stage_order()
+        if Path(CARD_FILE).is_file():
+            load_card(Path(CARD_FILE))
         LedgerStore(ledger_url).close()
     except DvcException as error:
         raise NotStarted(f"{first_line(error)}; restore it from git or from a run record (runs/<id>/)") from None
-    except (InputError, LedgerError) as error:
+    except (InputError, CardError, LedgerError) as error:
         raise NotStarted(str(error)) from None
     return stages, params
 

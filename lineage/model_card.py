@@ -66,6 +66,16 @@ def parse(text: str, where: str = FILE) -> ModelCard:
         raise CardError(f"{where}: key '{key}': {problem}") from None
 
 
+def load(path: Path) -> ModelCard:
+    """The card in the file at `path`; CardError naming it and what is wrong."""
+    try:
+        return parse(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as error:
+        raise CardError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise CardError(f"{path}: cannot read it ({error.strerror})") from None
+
+
 def recorded(artifact: Artifact | None, repository: Path) -> tuple[str | None, str]:
     """The text of the card a run recorded (`artifact`), from git by its blob or from the working tree when
     its md5 still matches; else None. With a note saying where the text came from, or why there is none."""

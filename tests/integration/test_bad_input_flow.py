@@ -94,6 +94,11 @@ BEFORE_ANY_WORK: list[tuple[str, Callable[[Path], None], str]] = [
         "params.yaml: tune.n_trials: Input should be greater than 0 (got 0)",
     ),
     (
+        "model_card_unknown_key",
+        lambda ws: (ws / "model_card.yaml").write_text((ws / "model_card.yaml").read_text() + "reviewed: yes\n"),
+        "model_card.yaml: key 'reviewed': unknown key",
+    ),
+    (
         "corrupted_dvc_lock",
         lambda ws: _corrupt(ws / "dvc.lock"),
         "unable to read: 'dvc.lock', YAML file structure is corrupted; restore it from git or from a run record "
