@@ -473,7 +473,7 @@ def export_archive(
 
 @runs_app.command("list")
 def runs_list(
-    last: Annotated[int | None, typer.Option(min=1, help="Only the last N runs.")] = None,
+    last: Annotated[int | None, typer.Option(min=1, max=10**9, help="Only the last N runs.")] = None,
     output: Output = Format.TABLE,
     db: Db = None,
 ) -> None:

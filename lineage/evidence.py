@@ -141,9 +141,10 @@ def build(
     beside it and renamed into place when whole, so a failure leaves nothing behind."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise EvidenceError(f"{output} exists and is not an empty folder: a pack is written into a new one")
+    if not output.absolute().parent.is_dir():
+        raise EvidenceError(f"{output}: its parent folder does not exist")
     try:
         chromium.find()  # before any work: the document cannot be made without it
-        output.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
         scratch.chmod(0o755)  # a pack is for others to read (mkdtemp makes it private)
     except chromium.ChromiumError as error:
