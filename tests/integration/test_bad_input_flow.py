@@ -67,6 +67,10 @@ def _assert_nothing_lost(workspace: Path, before: Before, *, recorded: bool) -> 
     assert file_md5(cached) == before.model_md5  # the production model's bytes
 
 
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
 def _corrupt(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:300] + b"\n  oops: [unclosed\n")
 
@@ -95,7 +99,7 @@ BEFORE_ANY_WORK: list[tuple[str, Callable[[Path], None], str]] = [
     ),
     (
         "model_card_unknown_key",
-        lambda ws: (ws / "model_card.yaml").write_text((ws / "model_card.yaml").read_text() + "reviewed: yes\n"),
+        lambda ws: _append(ws / "model_card.yaml", "reviewed: yes\n"),
         "model_card.yaml: key 'reviewed': unknown key",
     ),
     (
