@@ -356,3 +356,15 @@ def test_the_evidence_pack_downloads_from_the_console(world: World, tmp_path: Pa
     )
     assert checked.returncode == 0
     assert os.path.getsize(tmp_path / world.production / "evidence.pdf") > 10_000
+
+
+def test_console_credentials_from_a_prefect_secret_block(harness: None) -> None:
+    from prefect.blocks.system import Secret
+
+    from lineage.console.security import Credentials, SecurityError, configured
+
+    password = "a-secret-of-twenty-characters"
+    Secret.model_validate({"value": f"auditor:{password}"}).save("console-credentials")
+    assert configured("console-credentials") == Credentials(username="auditor", password=password)
+    with pytest.raises(SecurityError, match=r"^cannot read Prefect Secret block 'nope': "):
+        configured("nope")

@@ -145,15 +145,3 @@ def test_the_prefect_summary_links_to_the_console_when_told_where(monkeypatch: p
         console_link("model-abc")
         == " [Open model-abc in the lineage console](https://lineage.example/models/model-abc)."
     )
-
-
-def test_console_credentials_from_a_prefect_secret_block(harness: None) -> None:
-    from prefect.blocks.system import Secret
-
-    from lineage.console.security import Credentials, SecurityError, configured
-
-    password = "a-secret-of-twenty-characters"
-    Secret.model_validate({"value": f"auditor:{password}"}).save("console-credentials")
-    assert configured("console-credentials") == Credentials(username="auditor", password=password)
-    with pytest.raises(SecurityError, match=r"^cannot read Prefect Secret block 'nope': "):
-        configured("nope")
