@@ -1,5 +1,6 @@
-"""Python 3.12 and 3.13 (CI runs the full suite on 3.11): `make` builds the runtime environment with each,
-every module imports from the runtime locks alone, and the unit tests pass once the dev lock is added."""
+"""What tests/integration/test_python_3_1*.py check on Python 3.12 and 3.13 (CI runs the full suite on 3.11):
+`make` builds the runtime environment, every module imports from the runtime locks alone, and the unit
+tests pass once the dev lock is added. One file per version, so the two test workers build both at once."""
 
 from __future__ import annotations
 
@@ -49,9 +50,8 @@ def _run(*command: str | Path) -> str:
     return output
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("version", ["3.12", "3.13"])
-def test_make_builds_the_runtime_environment_and_the_unit_tests_pass(version: str, tmp_path: Path) -> None:
+def check_python(version: str, tmp_path: Path) -> None:
+    """Build the environments with Python `version` under `tmp_path` and run the unit tests in them."""
     python = interpreter(version)
     if python is None:
         pytest.skip(f"no Python {version} here, on PATH or under pyenv's versions directory")
@@ -64,7 +64,9 @@ def test_make_builds_the_runtime_environment_and_the_unit_tests_pass(version: st
 
         _run("make", "install", f"VENV={venv}", f"PYTHON={python}")
         tests = _run(venv / "bin" / "python", "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider")
-        summary = re.findall(r"^=* ?((?:\d+ \w+, )*\d+ passed.*) in [\d.]+s", tests, re.MULTILINE)  # wherever stderr put it
+        summary = re.findall(
+            r"^=* ?((?:\d+ \w+, )*\d+ passed.*) in [\d.]+s", tests, re.MULTILINE
+        )  # wherever stderr put it
         assert summary, tests[-2000:]
         assert "failed" not in summary[-1], tests[-2000:]
     finally:
