@@ -53,6 +53,10 @@ LABEL org.opencontainers.image.source="${GIT_REPOSITORY}" \
 ENV GIT_COMMIT="${GIT_COMMIT}" \
     IMAGE_REVISION="${GIT_COMMIT}"
 
+# The same image serves predictions: `docker run -p 8080:8080 IMAGE retail-serve --host 0.0.0.0`, with
+# LINEAGE_DB_URL and DVC_REMOTE_S3_URL in the environment (docs/serving.md: ECS and Lambda).
+EXPOSE 8080
+
 # Prefect's Docker worker passes the flow-run command as arguments; the entrypoint runs it.
 ENTRYPOINT ["/opt/pipeline/docker/entrypoint.sh"]
 CMD ["python", "-m", "flows.summary"]

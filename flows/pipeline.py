@@ -23,11 +23,12 @@ from flows.dvc_ops import Pushed, prepare_workspace, push, run_stage, share_tuni
 from flows.publish import publish
 from flows.record import publish_ledger_head, record_lineage, run_info
 from flows.retry import GATE_FAILED
-from flows.settings import RunSettings, configure_s3_remote, resolve_settings
+from flows.settings import RunSettings, resolve_settings
 from flows.summary import read_metrics
 from flows.workspace import NotStarted, check_before_work, numeric_platform, workspace_lock
 from gates.rules import DriftPolicy, stop_reason
 from lineage.entities import ActionStatus
+from lineage.objects import configure_s3_remote
 from lineage.recorder import StageRun
 
 T = TypeVar("T")

@@ -81,21 +81,3 @@ def export_aws_credentials(block: str) -> None:
         "AWS_DEFAULT_REGION": credentials.region_name,
     }
     os.environ.update({key: value for key, value in values.items() if value})
-
-
-def configure_s3_remote() -> None:
-    """Apply DVC_REMOTE_S3_URL and DVC_REMOTE_S3_ENDPOINTURL to the `s3` remote (workspace-local config).
-
-    The worker image carries no .dvc/config.local; the deployment hands bucket, prefix and endpoint
-    in through these variables instead.
-    """
-    from dvc.repo import Repo
-
-    overrides = {
-        option: os.environ[variable]
-        for option, variable in (("url", "DVC_REMOTE_S3_URL"), ("endpointurl", "DVC_REMOTE_S3_ENDPOINTURL"))
-        if os.environ.get(variable)
-    }
-    if overrides:
-        with Repo(".") as repo, repo.config.edit("local") as config:
-            config["remote"].setdefault("s3", {}).update(overrides)

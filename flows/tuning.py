@@ -18,7 +18,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.settings import configure_s3_remote, read_secret
+from flows.settings import read_secret
+from lineage.objects import configure_s3_remote
 from tasks import numeric_platform
 from tasks.params import TuneParams
 from tasks.stage import file_md5

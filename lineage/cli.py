@@ -289,7 +289,9 @@ def approvers_list(output: Output = Format.TABLE, db: Db = None) -> None:
 
 @app.command()
 def query(
-    start: Annotated[str, typer.Argument(help="An entity id, a model version, 'production', or an artifact URI.")],
+    start: Annotated[
+        str, typer.Argument(help="An entity id, a model version, 'production', an endpoint's name, or an artifact URI.")
+    ],
     direction: Annotated[Direction, typer.Option(help="Walk up (ascendants), down, or both.")] = Direction.ASCENDANTS,
     depth: Annotated[int, typer.Option(min=1, help="Most hops from the start.")] = 10,
     type_: Annotated[

@@ -64,6 +64,8 @@ class ActionType(StrEnum):
     PROMOTION = "Promotion"
     REPRODUCTION = "Reproduction"
     CONFIGURATION_CHANGE = "ConfigurationChange"  # the configuration differs from the deployment's last run
+    PREDICTION = "Prediction"  # a batch of rows scored by a model version (the score flow)
+    ENDPOINT_UPDATE = "EndpointUpdate"  # an endpoint started serving a model version
 
 
 class ActionStatus(StrEnum):
@@ -79,6 +81,7 @@ class ContextType(StrEnum):
     MODEL_VERSION = "ModelVersion"
     DEPLOYMENT = "Deployment"
     APPROVER = "Approver"  # a person (or the pipeline) trusted to sign decisions, with a public key
+    ENDPOINT = "Endpoint"  # a prediction endpoint (retail-serve), named by its operator
 
 
 class ModelStatus(StrEnum):

@@ -9,6 +9,7 @@ ledger head each run published, which the console checks the ledger against.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 from pathlib import Path
@@ -19,6 +20,10 @@ MD5 = re.compile(r"[0-9a-f]{32}")
 
 class ObjectError(ValueError):
     """A stored object that does not hash to its md5, or a remote that cannot be read; one line."""
+
+
+class AlteredObject(ObjectError):
+    """A stored object whose bytes do not hash to the md5 it is stored under: never used."""
 
 
 class Objects:
@@ -64,7 +69,7 @@ class Objects:
             if data is None:
                 data = self._from_remote(["files", "md5", md5[:2], md5[2:]])
         if data is not None and (found := hashlib.md5(data).hexdigest()) != md5:
-            raise ObjectError(f"the stored object {md5} is altered: its bytes hash to {found}")
+            raise AlteredObject(f"the stored object {md5} is altered: its bytes hash to {found}")
         return data
 
     def location(self, md5: str) -> str | None:
@@ -98,3 +103,21 @@ class Objects:
             return None
         except OSError as error:
             raise ObjectError(f"cannot read {'/'.join(parts)} from {self.remote_url}: {error}") from None
+
+
+def configure_s3_remote(root: Path = Path(".")) -> None:
+    """Apply DVC_REMOTE_S3_URL and DVC_REMOTE_S3_ENDPOINTURL to the `s3` remote (workspace-local config).
+
+    The worker image carries no .dvc/config.local; the deployment (or the endpoint's task definition)
+    hands bucket, prefix and endpoint in through these variables instead.
+    """
+    from dvc.repo import Repo
+
+    overrides = {
+        option: os.environ[variable]
+        for option, variable in (("url", "DVC_REMOTE_S3_URL"), ("endpointurl", "DVC_REMOTE_S3_ENDPOINTURL"))
+        if os.environ.get(variable)
+    }
+    if overrides:
+        with Repo(str(root)) as repo, repo.config.edit("local") as config:
+            config["remote"].setdefault("s3", {}).update(overrides)

@@ -3,7 +3,7 @@
 Semantics follow SageMaker's QueryLineage: start from an entity, follow associations for at most
 `depth` hops in the given direction, optionally keep only vertices of some types (the walk still
 passes through the others), and return the vertices with, on request, the edges between them.
-A start may be an entity id, a model version's name, `production`, or an artifact's source URI
+A start may be an entity id, a model version's or an endpoint's name, `production`, or an artifact's source URI
 (its most recently recorded version).
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lineage.entities import Action, Artifact, Association, Context, ContextType, Entity, context_id
+from lineage.entities import Action, ActionType, Artifact, Association, Context, ContextType, Entity, context_id
 from lineage.store import Kind, LedgerStore
 
 
@@ -44,6 +44,11 @@ class Vertex:
         if isinstance(entity, Context):
             return cls(entity.id, "context", entity.context_type, entity.name, details)
         assert isinstance(entity, Action)
+        if entity.action_type in (ActionType.PREDICTION, ActionType.ENDPOINT_UPDATE):  # which version, when
+            when = entity.start.isoformat(timespec="seconds")
+            return cls(
+                entity.id, "action", entity.action_type, f"{entity.parameters.get('model_version')} at {when}", details
+            )
         # A stage by its name, a gate by its verdict, a promotion by its decision.
         what = entity.parameters.get("stage") or entity.parameters.get("verdict") or entity.parameters.get("decision")
         return cls(entity.id, "action", entity.action_type, f"{what or entity.action_type} ({entity.status})", details)
@@ -90,7 +95,7 @@ class LineageGraph:
 
 
 def resolve(store: LedgerStore, start: str) -> str:
-    """The entity id `start` names: an id, a model version name, `production`, or an artifact URI."""
+    """The entity id `start` names: an id, a model version or endpoint name, `production`, or an artifact URI."""
     found = store.get(start)
     if isinstance(found, Association):
         raise QueryError(f"{start} is an association (an edge), not an entity: query its source or destination")
@@ -103,13 +108,14 @@ def resolve(store: LedgerStore, start: str) -> str:
         if current is None:
             raise QueryError("no model version is in production")
         return current.id
-    version = context_id(ContextType.MODEL_VERSION, start)
-    if store.get(version) is not None:
-        return version
+    for context_type in (ContextType.MODEL_VERSION, ContextType.ENDPOINT):
+        named = context_id(context_type, start)
+        if store.get(named) is not None:
+            return named
     artifacts = store.find(Kind.ARTIFACT, name=start, last=1)  # the version first recorded most recently
     if artifacts:
         return artifacts[0].id
-    raise QueryError(f"'{start}' is no entity id, model version or artifact URI in the ledger")
+    raise QueryError(f"'{start}' is no entity id, model version, endpoint or artifact URI in the ledger")
 
 
 def query_lineage(

@@ -78,18 +78,19 @@ def s3_storage_options() -> dict[str, Any]:
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
 
 
-def load_transactions(source: str | Path) -> pd.DataFrame:
+def load_transactions(source: str | Path, required: list[str] = COLUMNS) -> pd.DataFrame:
     """Read a CSV, XLSX or Parquet file (local path or s3:// URI) and return the validated frame."""
     source = str(source)
     frame = _read_file(source)
-    return validate_transactions(frame, source)
+    return validate_transactions(frame, source, required)
 
 
-def validate_transactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Map headers to canonical names, parse dates and enforce SCHEMA; InputError on any problem."""
+def validate_transactions(frame: pd.DataFrame, source: str, required: list[str] = COLUMNS) -> pd.DataFrame:
+    """Map headers to canonical names, parse dates and enforce SCHEMA; InputError on any problem.
+    Columns not `required` may be absent (scoring needs no quantity): they are filled as empty."""
     if frame.shape[1] == 0:
         raise InputError(f"{source}: empty file, no header row")
-    headers = _canonical_headers(frame.columns, source)
+    headers = _canonical_headers(frame.columns, source, required)
     if len(frame) == 0:
         raise InputError(f"{source}: no data rows, only a header")
     label = {column: original for original, column in headers.items()}
@@ -97,6 +98,9 @@ def validate_transactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     # One new frame built from the converted columns, validated in place: each copy of millions
     # of rows costs seconds and gigabytes.
     column = {name: frame[original] for name, original in label.items()}
+    column |= {name: pd.Series(None, index=frame.index, dtype=object) for name in COLUMNS if name not in column}
+    if "quantity" not in label:
+        column["quantity"] = pd.Series(0, index=frame.index, dtype="int64")
     frame = pd.DataFrame(
         {
             "invoice_no": _text(column["invoice_no"]),
@@ -163,7 +167,7 @@ def _locate_bad_utf8(source: str, options: dict[str, Any] | None) -> str:
     return "undecodable bytes"
 
 
-def _canonical_headers(headers: pd.Index, source: str) -> dict[str, str]:
+def _canonical_headers(headers: pd.Index, source: str, required: list[str]) -> dict[str, str]:
     """Map each recognised header to its canonical name; error on a missing or repeated column."""
     found: dict[str, str] = {}
     for header in headers:
@@ -173,7 +177,7 @@ def _canonical_headers(headers: pd.Index, source: str) -> dict[str, str]:
         if canonical in found.values():
             raise InputError(f"{source}: column '{header}' appears twice (as {UCI_HEADERS[canonical]})")
         found[str(header)] = canonical
-    missing = [UCI_HEADERS[c] for c in COLUMNS if c not in found.values()]
+    missing = [UCI_HEADERS[c] for c in required if c not in found.values()]
     if missing:
         raise InputError(
             f"{source}: missing column '{missing[0]}'"

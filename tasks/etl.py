@@ -102,6 +102,18 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     the highest price seen so far, and demand history is the previous calendar month's.
     """
     frame = frame.sort_values(["invoice_date", "invoice_no", "stock_code"], kind="stable", ignore_index=True)
+    row_features(frame)
+    product = pd.factorize(frame["stock_code"])[0]  # integer group keys: much faster than text
+    frame["price_to_max_so_far"] = frame["unit_price"] / max_price_so_far(frame, product)
+    frame["prev_month_avg_quantity"] = previous_month_average_quantity(frame, product)
+    frame["is_registered"] = frame.pop("is_registered")  # its place in the columns, so the same Parquet bytes
+    frame[TARGET] = scalar_math(math.log1p, frame["quantity"])
+    return frame
+
+
+def row_features(frame: pd.DataFrame) -> None:
+    """The features a row gives by itself (calendar parts, price transforms, registration), added in place.
+    Scoring (tasks/score.py) builds new rows' features with this too."""
     when = frame["invoice_date"].dt
     frame["year"] = when.year.astype("int16")
     frame["month"] = when.month.astype("int8")
@@ -109,12 +121,7 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     frame["hour"] = when.hour.astype("int8")
     frame["log_unit_price"] = scalar_math(math.log, frame["unit_price"])
     frame["unit_price_squared"] = frame["unit_price"] ** 2
-    product = pd.factorize(frame["stock_code"])[0]  # integer group keys: much faster than text
-    frame["price_to_max_so_far"] = frame["unit_price"] / max_price_so_far(frame, product)
-    frame["prev_month_avg_quantity"] = previous_month_average_quantity(frame, product)
     frame["is_registered"] = frame["customer_id"].notna().astype("int8")
-    frame[TARGET] = scalar_math(math.log1p, frame["quantity"])
-    return frame
 
 
 def scalar_math(function: Callable[[float], float], values: pd.Series) -> np.ndarray:

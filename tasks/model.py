@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import random
 from collections.abc import Callable
@@ -148,12 +149,25 @@ def save_model(path: Path, model: DemandNet, hyperparameters: Hyperparameters, f
 def load_model(path: Path) -> tuple[DemandNet, list[str]]:
     """Load a model saved by `save_model`, only after its md5 matches dvc.lock, with weights_only=True."""
     verify_against_lock(path)
+    data = path.read_bytes()
+    return model_from_bytes(data, hashlib.md5(data).hexdigest(), str(path))
+
+
+def verify_bytes(data: bytes, md5: str, label: str) -> None:
+    """Refuse bytes that do not hash to `md5` (the ledger's or dvc.lock's), before anything unpickles them."""
+    if (found := hashlib.md5(data).hexdigest()) != md5:
+        raise InputError(f"{label}: md5 {found} differs from {md5}, which was recorded; refusing to load it")
+
+
+def model_from_bytes(data: bytes, md5: str, label: str) -> tuple[DemandNet, list[str]]:
+    """A model saved by `save_model`, from bytes that must hash to `md5`, with weights_only=True."""
+    verify_bytes(data, md5, label)
     try:
-        payload = torch.load(path, weights_only=True)
+        payload = torch.load(io.BytesIO(data), weights_only=True)
         hyperparameters = Hyperparameters(**payload["hyperparameters"])
         model = DemandNet(len(payload["feature_names"]), hyperparameters)
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError, ValueError) as error:
-        raise InputError(f"{path}: not a model file this code can load ({str(error).splitlines()[0]})") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
+        raise InputError(f"{label}: not a model file this code can load ({str(error).splitlines()[0]})") from None
     model.eval()
     return model, list(payload["feature_names"])

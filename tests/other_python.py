@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO
 
-PACKAGES = ("tasks", "flows", "lineage", "gates")
+PACKAGES = ("tasks", "flows", "lineage", "gates", "serving")
 # Every module of the packages the project installs, and the operators' bootstrap script.
 IMPORT_EVERY_MODULE = f"""
 import importlib, pkgutil

@@ -68,9 +68,10 @@ def test_only_the_tune_stage_loads_entry_points() -> None:
 def test_import_contracts_forbid_what_the_design_forbids() -> None:
     """`lint-imports` (make lint) enforces these; here, that nobody weakens them."""
     contracts = {c["source_modules"][0]: c for c in PYPROJECT["tool"]["importlinter"]["contracts"]}
-    assert set(contracts["tasks"]["forbidden_modules"]) == {"flows", "lineage", "prefect"}
-    assert set(contracts["lineage"]["forbidden_modules"]) == {"flows", "tasks", "prefect"}
-    assert set(contracts["gates"]["forbidden_modules"]) == {"flows", "tasks", "lineage", "prefect"}
+    assert set(contracts["tasks"]["forbidden_modules"]) == {"flows", "lineage", "serving", "prefect"}
+    assert set(contracts["lineage"]["forbidden_modules"]) == {"flows", "tasks", "serving", "prefect"}
+    assert set(contracts["gates"]["forbidden_modules"]) == {"flows", "tasks", "lineage", "serving", "prefect"}
+    assert set(contracts["serving"]["forbidden_modules"]) == {"flows", "prefect"}
     assert all(c["type"] == "forbidden" and not c.get("allow_indirect_imports") for c in contracts.values())
     assert PYPROJECT["tool"]["importlinter"]["include_external_packages"] is True
 
@@ -100,20 +101,24 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
     from deployments.bootstrap import ensure_work_pools
     from flows.pipeline import lineage_pipeline
     from flows.reproduce import reproduce_model
+    from flows.score import score
     from flows.tuning import tune_trial
 
     project = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {deployment["name"]: deployment for deployment in project["deployments"]}
-    assert set(deployments) == {"dev", "weekly", "on-demand", "workers"}
+    assert set(deployments) == {"dev", "weekly", "on-demand", "workers", "score", "score-docker"}
     pools = inspect.signature(ensure_work_pools).parameters
-    for name in ("dev", "on-demand", "workers"):
+    for name in ("dev", "on-demand", "workers", "score"):
         assert deployments[name]["work_pool"]["name"] == pools["process_pool"].default
-    assert deployments["weekly"]["work_pool"]["name"] == pools["docker_pool"].default
+    for name in ("weekly", "score-docker"):
+        assert deployments[name]["work_pool"]["name"] == pools["docker_pool"].default
     flows: dict[str, Any] = {
         "dev": lineage_pipeline,
         "weekly": lineage_pipeline,
         "on-demand": reproduce_model,
         "workers": tune_trial,
+        "score": score,
+        "score-docker": score,
     }
     for name, deployment in deployments.items():
         path, function = deployment["entrypoint"].split(":")
@@ -123,10 +128,11 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
     assert lineage_pipeline.name == "lineage-pipeline"
     assert reproduce_model.name == "reproduce"
     assert tune_trial.name == "tune-trial"
+    assert score.name == "score"
     # Docker steps only in weekly; no project-wide build or push for dev to inherit
     assert project["build"] is None
     assert project["push"] is None
-    for name in ("dev", "on-demand", "workers"):
+    for name in ("dev", "on-demand", "workers", "score", "score-docker"):
         assert "build" not in deployments[name]
         assert "push" not in deployments[name]
     steps = [next(iter(step)) for step in deployments["weekly"]["build"] + deployments["weekly"]["push"]]

@@ -273,6 +273,6 @@ def test_an_unknown_model_version(in_production: Path, command: list[str]) -> No
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr == (
-        "lineage: error: 'model-000000000000' is no entity id, model version or artifact URI in the ledger\n"
+        "lineage: error: 'model-000000000000' is no entity id, model version, endpoint or artifact URI in the ledger\n"
     )
     _assert_nothing_lost(in_production, before, recorded=False)

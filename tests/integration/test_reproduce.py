@@ -126,7 +126,7 @@ def test_an_altered_or_missing_object_in_the_remote_is_named(
     )
     unknown = reproduce(built_copy, "model-000000000000")
     assert unknown.stderr.strip() == (
-        "lineage: error: 'model-000000000000' is no entity id, model version or artifact URI in the ledger"
+        "lineage: error: 'model-000000000000' is no entity id, model version, endpoint or artifact URI in the ledger"
     )
     with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
         assert store.head() == head  # failed reproductions record nothing

@@ -3,7 +3,8 @@
 - No eval/exec, os.system, shell=True, pickle/marshal loads or yaml.load (params are parsed with
   yaml.safe_load into a strict pydantic model, so a value can never run).
 - Every torch.load passes weights_only=True; every torch.load or joblib.load (an unpickle) sits in a
-  function that first calls verify_against_lock, so nothing loads before its md5 matches dvc.lock.
+  function that first calls verify_against_lock or verify_bytes, so nothing loads before its md5 matches
+  dvc.lock or the ledger.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pytest
 
 from tests.conftest import REPO
 
-PACKAGES = ["tasks", "flows", "lineage", "deployments", "docker", "bench"]
+PACKAGES = ["tasks", "flows", "lineage", "serving", "deployments", "docker", "bench"]
 FORBIDDEN_CALLS = {"eval", "exec", "os.system", "pickle.load", "pickle.loads", "marshal.loads", "yaml.load"}
 UNPICKLERS = {"torch.load", "joblib.load"}
+VERIFIERS = ("verify_against_lock", "verify_bytes")
 
 
 def _name(node: ast.expr) -> str:
@@ -34,7 +36,7 @@ def _problems(source: str, filename: str) -> list[str]:
     for function in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))]:
         calls = [n for stmt in function.body for n in ast.walk(stmt) if isinstance(n, ast.Call)]
         calls.sort(key=lambda call: (call.lineno, call.col_offset))
-        verified_at = min((c.lineno for c in calls if _name(c.func).endswith("verify_against_lock")), default=None)
+        verified_at = min((c.lineno for c in calls if _name(c.func).endswith(VERIFIERS)), default=None)
         for call in calls:
             name, where = _name(call.func), f"{filename}:{call.lineno}"
             if name in FORBIDDEN_CALLS:

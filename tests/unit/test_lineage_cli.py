@@ -166,7 +166,7 @@ def test_query_outputs(ledger: tuple[Path, list[str], list[str]]) -> None:
         "Error: Invalid value for '--format': Value error, 'xml' is not one of 'table', 'json', 'mermaid', 'dot'."
     )
     assert error_line(lineage(db, "query", "nowhere", ok=False)) == (
-        "lineage: error: 'nowhere' is no entity id, model version or artifact URI in the ledger"
+        "lineage: error: 'nowhere' is no entity id, model version, endpoint or artifact URI in the ledger"
     )
 
 

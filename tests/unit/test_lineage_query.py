@@ -168,7 +168,9 @@ def test_starts_by_uri_version_name_production_or_id(store: LedgerStore) -> None
     assert resolve(store, "model-1") == VERSION.id
     assert resolve(store, "production") == VERSION.id
     assert resolve(store, "tune-1") == "tune-1"
-    with pytest.raises(QueryError, match="'nowhere' is no entity id, model version or artifact URI in the ledger"):
+    with pytest.raises(
+        QueryError, match="'nowhere' is no entity id, model version, endpoint or artifact URI in the ledger"
+    ):
         resolve(store, "nowhere")
     with pytest.raises(QueryError, match="--depth must be at least 1, got 0"):
         query_lineage(store, "model-1", Direction.ASCENDANTS, 0)

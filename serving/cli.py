@@ -1,0 +1,76 @@
+"""`retail-serve`: the prediction endpoint (serving/app.py) on uvicorn, in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    endpoint: Annotated[str, typer.Option(help="The endpoint's name in the ledger.")] = "retail-demand",
+    poll_seconds: Annotated[
+        float,
+        typer.Option(min=0.1, envvar="RETAIL_SERVE_POLL_SECONDS", help="How often to read the production pointer."),
+    ] = 10.0,
+    max_rows: Annotated[int, typer.Option(min=1, help="Rows per /predict request, at most.")] = 10_000,
+    max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body size, at most.")] = 2_000_000,
+    repository: Annotated[Path, typer.Option(help="The checkout whose DVC cache and remote hold the models.")] = Path(
+        "."
+    ),
+    remote: Annotated[str | None, typer.Option(help="DVC remote to read models from (default: the default).")] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="SQLAlchemy URL of the ledger (default: LINEAGE_DB_URL).")
+    ] = None,
+) -> None:
+    """Serve the production model version's predictions, following the ledger's production pointer."""
+    import torch
+    import uvicorn
+
+    from lineage.objects import Objects, configure_s3_remote
+    from serving.app import Settings, create_app
+
+    torch.set_num_threads(1)  # one request, one core; uvicorn's threads serve the others
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    settings = Settings(
+        ledger_url=db,
+        endpoint=endpoint,
+        poll_seconds=poll_seconds,
+        max_rows=max_rows,
+        max_body_bytes=max_body_bytes,
+        console_url=os.environ.get("LINEAGE_CONSOLE_URL"),
+        serving={"host": socket.gethostname(), "image": os.environ.get("IMAGE_URI", "")},
+    )
+    try:  # bound here, so that a port in use is one line, not uvicorn's log
+        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as error:
+        reason = re.sub(r" \(while attempting to bind.*", "", str(error.strerror or error))
+        typer.echo(f"retail-serve: error: cannot listen on {host} port {port}: {reason}", err=True)
+        raise typer.Exit(2) from None
+    configure_s3_remote(repository)  # DVC_REMOTE_S3_URL, as the worker image's flows take it
+    app = create_app(settings, Objects(repository, remote))
+    typer.echo(f"retail-serve: endpoint {endpoint} on http://{host}:{port}, polling production every {poll_seconds} s")
+    config = uvicorn.Config(app, log_level="warning", server_header=False, access_log=False)
+    try:
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        listening.close()
+
+
+def main() -> None:
+    cli(prog_name="retail-serve")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Serving on a ledger that real flow runs wrote (two weeks, both promoted): the `score` flow on a real Prefect
+server, and `retail-serve` as a real process following the production pointer through a promotion, under
+load, and refusing a tampered model while it keeps serving the verified one."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.conftest import GIT_ENV, VENV_BIN, free_port, fresh_clone, prefect_server, run, set_params, stage_env
+
+pytestmark = pytest.mark.integration
+POLL_SECONDS = "0.5"
+
+
+@dataclass(frozen=True)
+class World:
+    clone: Path
+    db: Path
+    production: str  # week 2's version
+    previous: str  # week 1's version, archived when week 2 was promoted
+    alice: Path  # a registered approver's key
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return stage_env(
+            LINEAGE_DB_URL=f"sqlite:///{self.db}", PREFECT_SERVER_ANALYTICS_ENABLED="false", **GIT_ENV, **extra
+        )
+
+    def lineage(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(VENV_BIN / "lineage"), *args], cwd=self.clone, env=self.env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"lineage {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+
+def _flow_run(clone: Path, db: Path) -> str:
+    env = stage_env(LINEAGE_DB_URL=f"sqlite:///{db}", PREFECT_SERVER_ANALYTICS_ENABLED="false", **GIT_ENV)
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "flows.pipeline"], cwd=clone, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return re.findall(r"recorded in the lineage ledger: model version (model-\w+)", done.stdout + done.stderr)[-1]
+
+
+@pytest.fixture(scope="module")
+def world(origin: Path, tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, Path]) -> World:
+    clone = fresh_clone(origin, tmp_path_factory.mktemp("serving") / "clone")
+    run(clone, "git", "commit", "-qam", "small params for the test")
+    db = clone / "lineage.db"
+    previous = _flow_run(clone, db)
+    set_params(clone, tune={"max_epochs": 4})
+    run(clone, "git", "commit", "-qam", "one more epoch")
+    production = _flow_run(clone, db)
+    assert production != previous
+    world = World(clone, db, production, previous, ssh_keys["alice"])
+    world.lineage("init", "--approver", "alice", "--key", str(world.alice))
+    return world
+
+
+def _score(world: World, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "flows.score", *args], cwd=world.clone, env=env, capture_output=True, text=True
+    )
+
+
+def test_scoring_on_a_prefect_server_gives_the_inference_stages_predictions(world: World, tmp_path: Path) -> None:
+    with prefect_server(tmp_path) as server:
+        env = world.env(PREFECT_API_URL=server["PREFECT_API_URL"], PREFECT_HOME=server["PREFECT_HOME"])
+        done = _score(world, env, "data/splits/test.parquet")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        named = _score(
+            world,
+            env,
+            "data/splits/test.parquet",
+            "--model-version",
+            world.previous,
+            "--output",
+            "data/scores/old.parquet",
+        )
+        assert named.returncode == 0, named.stdout[-3000:] + named.stderr[-3000:]
+        bad = world.clone / "bad.csv"
+        bad.write_text("StockCode,UnitPrice,Country\n85123A,2.55,France\n")
+        refused = _score(world, env, str(bad))
+        flow_runs = subprocess.run(
+            [str(VENV_BIN / "prefect"), "flow-run", "ls", "--flow-name", "score", "--output", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout
+    scored = pd.read_parquet(world.clone / f"data/scores/test.{world.production}.parquet")
+    inferred = pd.read_parquet(world.clone / "data/predictions.parquet")
+    assert scored["predicted_quantity"].to_numpy().tobytes() == inferred["y_pred"].to_numpy().tobytes()
+    assert (scored["stock_code"] == inferred["stock_code"]).all()
+    assert set(scored["model_version"]) == {world.production}
+    states = sorted(run["state_type"] for run in json.loads(flow_runs))
+    assert states == ["COMPLETED", "COMPLETED", "FAILED"]  # on the server, as people see them in the UI
+    assert refused.returncode == 1
+    assert f"{bad}: missing column 'InvoiceDate' (found: StockCode, UnitPrice, Country)" in refused.stdout
+    assert sorted(p.name for p in (world.clone / "data/scores").glob("*.parquet")) == sorted(
+        [f"test.{world.production}.parquet", "old.parquet"]
+    )  # the refused table left nothing behind
+
+    # The Prediction actions: tied to the version, its model and both tables by md5.
+    lineage = json.loads(world.lineage("query", f"data/scores/test.{world.production}.parquet", "--format", "json"))
+    labels = {(v["type"], v["label"]) for v in lineage["vertices"]}
+    assert ("ModelVersion", world.production) in labels
+    assert ("Model", "models/model.pt") in labels
+    assert ("DataSet", "data/splits/test.parquet") in labels
+    action = next(v for v in lineage["vertices"] if v["type"] == "Prediction")
+    assert action["details"]["parameters"]["model_status"] == "production"
+    old = json.loads(world.lineage("query", "data/scores/old.parquet", "--format", "json"))
+    action = next(v for v in old["vertices"] if v["type"] == "Prediction")
+    assert action["details"]["parameters"]["model_status"] == "archived"  # named explicitly, recorded as such
+    assert (world.clone / "data/scores/old.parquet.dvc").is_file()  # tracked by DVC, pushed to the remote
+    pushed = json.loads(world.lineage("query", "data/scores/old.parquet", "--format", "json", "--depth", "1"))
+    output = next(v for v in pushed["vertices"] if v["label"] == "data/scores/old.parquet")
+    assert output["details"]["properties"]["remote"].endswith(output["details"]["md5"][2:])
+
+
+@pytest.fixture(scope="module")
+def endpoint(world: World) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "retail-serve"), "--port", str(port), "--poll-seconds", POLL_SECONDS,
+         "--max-body-bytes", "100000"],
+        cwd=world.clone, env=world.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if _get(url, "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _get(url: str, path: str) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection(url, timeout=60)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _post(connection: http.client.HTTPConnection, path: str, body: Any) -> tuple[int, Any]:
+    connection.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json"})
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _rows(world: World, count: int) -> list[dict[str, Any]]:
+    """The first test rows as a caller sends them."""
+    test = pd.read_parquet(world.clone / "data/splits/test.parquet").head(count)
+    test["invoice_date"] = test["invoice_date"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    columns = ["stock_code", "unit_price", "invoice_date", "country"]
+    return [dict(zip(columns, values, strict=True)) for values in test[columns].itertuples(index=False)]
+
+
+def _wait_for(url: str, version: str) -> dict[str, Any]:
+    """/health once it names `version`: polled, at most 40 poll intervals."""
+    for _ in range(int(40 * float(POLL_SECONDS) / 0.1)):
+        _, health = _get(url, "/health")
+        if health.get("model_version") == version:
+            return health
+        time.sleep(0.1)
+    pytest.fail(f"/health still says {health}")
+
+
+def test_the_endpoint_follows_production_without_failing_a_request(world: World, endpoint: str) -> None:
+    health = _wait_for(endpoint, world.production)
+    assert health["status"] == "serving"
+    assert health["promotion"]["decision"] == "promoted"
+    rows = _rows(world, 3)
+    served: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(endpoint, timeout=60)
+        while not stop.is_set() or not served or served[-1] != world.previous:
+            status, body = _post(connection, "/predict", {"rows": rows})
+            if status != 200:
+                failures.append(f"{status} {body}")
+            else:
+                served.append(body["model_version"])
+            if len(served) > 20_000:
+                break
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    world.lineage(
+        "models", "promote", world.previous, "--by", "alice", "--key", str(world.alice), "--reason", "back to week 1"
+    )
+    health = _wait_for(endpoint, world.previous)
+    stop.set()
+    for thread in clients:
+        thread.join()
+    assert failures == []
+    assert served[0] == world.production
+    assert world.previous in served
+    assert health["promotion"]["by"] == "alice"
+
+    # The ledger answers "which model served this endpoint when".
+    lineage = json.loads(world.lineage("query", "retail-demand", "--format", "json", "--depth", "2"))
+    updates = [v["label"] for v in lineage["vertices"] if v["type"] == "EndpointUpdate"]
+    assert {label.split(" at ")[0] for label in updates} == {world.production, world.previous}
+    assert all(re.fullmatch(r"model-\w+ at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", label) for label in updates)
+    text = world.lineage("query", "retail-demand", "--depth", "2")
+    assert world.production in text
+    assert world.previous in text
+
+
+def test_a_tampered_model_is_refused_and_the_verified_one_keeps_serving(world: World, endpoint: str) -> None:
+    serving = _wait_for(endpoint, world.previous)["model_version"]
+    target = world.production
+    md5 = json.loads(world.lineage("models", "show", target, "--format", "json"))["model_md5"]
+    cached = world.clone / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    cached.chmod(0o644)
+    cached.write_bytes(cached.read_bytes() + b"tampered")
+    world.lineage("models", "promote", target, "--by", "alice", "--key", str(world.alice), "--reason", "week 2 again")
+    for _ in range(int(40 * float(POLL_SECONDS) / 0.1)):
+        status, health = _get(endpoint, "/health")
+        if health["refused"]:
+            break
+        time.sleep(0.1)
+    assert health["model_version"] == serving
+    assert health["refused"]["model_version"] == target
+    assert f"the stored object {md5} is altered" in health["refused"]["reason"]
+    connection = http.client.HTTPConnection(endpoint, timeout=60)
+    status, body = _post(connection, "/predict", {"rows": _rows(world, 1)})
+    assert (status, body["model_version"]) == (200, serving)
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"country": None}, "rows.0.country: Field required"),
+        ({"unit_price": -1}, "rows.0.unit_price: Input should be greater than 0"),
+        ({"stock_code": "NOPE1"}, "rows: column 'StockCode': 1 stock code(s) the model has no sales history of"),
+        ({"invoice_date": "2011-13-45"}, "rows.0.invoice_date: Input should be a valid datetime"),
+    ],
+)
+def test_bad_requests_get_a_one_line_422(world: World, endpoint: str, change: dict[str, Any], detail: str) -> None:
+    row = {key: value for key, value in {**_rows(world, 1)[0], **change}.items() if value is not None}
+    status, body = _post(http.client.HTTPConnection(endpoint, timeout=60), "/predict", {"rows": [row]})
+    assert status == 422
+    assert body["detail"].startswith(detail)
+
+
+def test_an_oversized_body_is_refused_with_413(world: World, endpoint: str) -> None:
+    status, body = _post(http.client.HTTPConnection(endpoint, timeout=60), "/predict", {"rows": _rows(world, 1) * 2000})
+    assert status == 413
+    assert body["detail"] == "request body: over the limit of 100000 bytes; send fewer rows per request"
+
+
+def test_a_port_in_use_is_one_line(world: World) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(VENV_BIN / "retail-serve"), "--port", str(port)],
+            cwd=world.clone,
+            env=world.env(),
+            capture_output=True,
+            text=True,
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"retail-serve: error: cannot listen on 127.0.0.1 port {port}: Address already in use"
