@@ -122,6 +122,7 @@ def track_predictions(output: str, remote: str | None) -> str | None:
     from dvc.repo import Repo
 
     with Repo(".") as repo:
+        repo.scm_context.quiet = True  # no "git add" advice in the run's log: the ledger keeps the record
         try:
             repo.add(output)
         except Exception as error:

@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,7 +36,7 @@ from lineage.predictions import endpoint_update
 from lineage.query import QueryError
 from lineage.store import LedgerError, LedgerStore
 from serving.loader import NotServable, load_scorer
-from tasks.score import REQUIRED, Scorer, featurise
+from tasks.score import REQUIRED, Scorer
 from tasks.stage import InputError
 
 log = logging.getLogger("retail-serve")
@@ -209,16 +208,6 @@ def _one_line(error: RequestValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        rows, columns=["invoice_no", "stock_code", "invoice_date", "unit_price", "customer_id", "country"]
-    )
-    dates = pd.to_datetime(frame["invoice_date"], utc=True).dt.tz_localize(None)  # the data's times are naive
-    frame["invoice_date"] = dates.astype("datetime64[ns]")
-    frame["unit_price"] = frame["unit_price"].astype("float64")
-    return frame
-
-
 def create_app(settings: Settings, objects: Objects) -> FastAPI:
     endpoint = Endpoint(settings, objects)
 
@@ -251,8 +240,7 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
 
     def score(served: Served, rows: list[dict[str, Any]], source: str) -> list[float]:
         assert served.scorer is not None
-        features = featurise(_frame(rows), served.scorer.history, source)
-        return [float(q) for q in served.scorer.quantities(features)]
+        return served.scorer.predict_rows(rows, source).tolist()
 
     @app.post("/predict")
     def predict(request: PredictRequest) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def serve(
     import uvicorn
 
     from lineage.objects import Objects, configure_s3_remote
+    from lineage.store import LedgerError, LedgerStore
     from serving.app import Settings, create_app
 
     torch.set_num_threads(1)  # one request, one core; uvicorn's threads serve the others
@@ -52,6 +53,11 @@ def serve(
         console_url=os.environ.get("LINEAGE_CONSOLE_URL"),
         serving={"host": socket.gethostname(), "image": os.environ.get("IMAGE_URI", "")},
     )
+    try:  # a ledger that cannot be opened is one line now, not a log line at every poll
+        LedgerStore(db).close()
+    except LedgerError as error:
+        typer.echo(f"retail-serve: error: {error}", err=True)
+        raise typer.Exit(2) from None
     try:  # bound here, so that a port in use is one line, not uvicorn's log
         listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as error:

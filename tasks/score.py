@@ -13,9 +13,12 @@ reads a source, with the same one-line errors. The online endpoint (serving/) ca
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -27,12 +30,14 @@ from tasks.data import UCI_HEADERS, load_transactions
 from tasks.etl import max_price_so_far, row_features
 from tasks.metrics import to_quantity
 from tasks.model import DemandNet, model_from_bytes, predict, verify_bytes
+from tasks.online import Online
 from tasks.stage import InputError, atomic_path, run_stage
 
 REQUIRED = ["stock_code", "invoice_date", "unit_price", "country"]  # customer_id and invoice_no may be absent
 KEPT = ["invoice_no", "stock_code", "invoice_date", "unit_price", "customer_id", "country"]
 HISTORY_COLUMNS = ["stock_code", "invoice_date", "unit_price", "quantity", "year", "month"]
 PREDICTION = "predicted_quantity"
+ONLINE_ROWS = 256  # requests of up to this many rows take the numpy path (tasks/online.py)
 # A version's files a scorer loads, by role: where its run wrote them.
 FILES = {"model": "models/model.pt", "preprocessor": "models/preprocessor.joblib", "history": "data/processed.parquet"}
 
@@ -42,8 +47,10 @@ class History:
     """What the history features need of the training data, per product (numbered as in `products`)."""
 
     products: pd.Index  # stock codes; a product's number is its position here
-    times: dict[int, np.ndarray]  # each product's distinct sale times, ascending (datetime64[ns] as int64)
-    ceilings: dict[int, np.ndarray]  # the highest price up to and including each of those times
+    instants: np.ndarray  # every distinct sale time, ascending (datetime64[ns] as int64)
+    keys: np.ndarray  # ascending: product * (len(instants) + 1) + 1 + the index of a sale time in `instants`
+    key_products: np.ndarray  # the product of each key
+    ceilings: np.ndarray  # each key's highest price: the product's, up to and including that time
     monthly: pd.Series  # mean quantity per sale line, by product number * 2**16 + months since year 0
 
     @classmethod
@@ -53,31 +60,27 @@ class History:
         ceiling = max_price_so_far(processed, product).to_numpy()
         times = processed["invoice_date"].to_numpy().astype(np.int64)
         # etl's running maximum is equal for all of a product's rows at one time: keep one per time
-        last = pd.DataFrame({"p": product, "t": times}).duplicated(keep="last").to_numpy()
-        keep = np.flatnonzero(~last)
-        by_product = pd.Series(keep).groupby(product[keep], sort=False)
-        rows = {int(p): group.to_numpy() for p, group in by_product}  # type: ignore[call-overload]
+        keep = np.flatnonzero(~pd.DataFrame({"p": product, "t": times}).duplicated(keep="last").to_numpy())
+        keep = keep[np.lexsort((times[keep], product[keep]))]
+        instants = np.unique(times[keep])
         month = processed["year"].to_numpy(dtype=np.int64) * 12 + processed["month"].to_numpy(dtype=np.int64)
-        key = product.astype(np.int64) * 2**16 + month
         return cls(
             products=pd.Index(products),
-            times={p: times[r] for p, r in rows.items()},
-            ceilings={p: ceiling[r] for p, r in rows.items()},
-            monthly=processed["quantity"].groupby(key).mean(),  # etl's previous_month_average_quantity
+            instants=instants,
+            keys=product[keep].astype(np.int64) * (len(instants) + 1) + 1 + np.searchsorted(instants, times[keep]),
+            key_products=product[keep],
+            ceilings=ceiling[keep],
+            # etl's previous_month_average_quantity, by the same keys
+            monthly=processed["quantity"].groupby(product.astype(np.int64) * 2**16 + month).mean(),
         )
 
-    @classmethod
-    def read(cls, data: bytes) -> History:
-        return cls.of(pd.read_parquet(io.BytesIO(data), columns=HISTORY_COLUMNS))
-
     def ceiling(self, product: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Each product's highest price at or before each time (NaN before its first sale)."""
-        result = np.full(len(product), np.nan)
-        for p in np.unique(product):
-            at = np.flatnonzero(product == p)
-            index = np.searchsorted(self.times[int(p)], times[at], side="right") - 1
-            result[at] = np.where(index >= 0, self.ceilings[int(p)][np.maximum(index, 0)], np.nan)
-        return result
+        """Each product's highest price at or before each time (NaN before its first sale): one search for all
+        rows, since a product's sales at or before a time are the keys up to product's base + sale times <= it."""
+        seen = np.searchsorted(self.instants, times, side="right")  # how many sale times are at or before
+        at = np.searchsorted(self.keys, product.astype(np.int64) * (len(self.instants) + 1) + seen, side="right") - 1
+        found = np.maximum(at, 0)
+        return np.where((at >= 0) & (self.key_products[found] == product), self.ceilings[found], np.nan)
 
 
 def featurise(rows: pd.DataFrame, history: History, source: str) -> pd.DataFrame:
@@ -109,13 +112,14 @@ def _refuse(source: str, column: str, bad: np.ndarray, values: pd.Series, proble
 
 @dataclass(frozen=True, repr=False)
 class Scorer:
-    """One model version's network, preprocessor and history, loaded from bytes already checked by md5."""
+    """One model version's network, preprocessor and history, loaded from bytes checked by md5."""
 
     version: str
     model: DemandNet
     feature_names: list[str]
     preprocessor: ColumnTransformer
     history: History
+    online: Online | None = None  # the numpy path for a few rows, where it gives the batch path's bytes
 
     @classmethod
     def load(cls, version: str, files: dict[str, bytes], md5s: dict[str, str]) -> Scorer:
@@ -124,16 +128,39 @@ class Scorer:
         verify_bytes(files["preprocessor"], md5s["preprocessor"], f"{version}'s {FILES['preprocessor']}")
         transformer = joblib.load(io.BytesIO(files["preprocessor"]))
         verify_bytes(files["history"], md5s["history"], f"{version}'s {FILES['history']}")
-        return cls(version, network, names, transformer, History.read(files["history"]))
+        processed = pd.read_parquet(io.BytesIO(files["history"]), columns=[*HISTORY_COLUMNS, "country", "customer_id"])
+        scorer = cls(version, network, names, transformer, History.of(processed))
+        return replace(scorer, online=scorer._checked_online(processed))
 
-    def quantities(self, features: pd.DataFrame) -> np.ndarray:
-        """Predicted units sold per row, as the inference stage predicts them."""
+    def _checked_online(self, processed: pd.DataFrame) -> Online | None:
+        try:
+            online = Online(self.preprocessor, self.history)
+        except (ValueError, KeyError, AttributeError):
+            return None
+        rows = _sample(processed)
+        batch = self._inputs(featurise(frame_of(rows), self.history, "sample"))
+        return online if online.matrix(rows, "sample").tobytes() == batch.tobytes() else None
+
+    def _inputs(self, features: pd.DataFrame) -> np.ndarray:
         values = self.preprocessor.transform(features).astype(np.float32)
         if values.shape[1] != len(self.feature_names):
-            raise InputError(
-                f"{self.version}: the model expects {len(self.feature_names)} features, got {values.shape[1]}"
-            )
+            expected = len(self.feature_names)
+            raise InputError(f"{self.version}: the model expects {expected} features, got {values.shape[1]}")
+        return values
+
+    def _predict(self, values: np.ndarray) -> np.ndarray:
         return to_quantity(predict(self.model, torch.from_numpy(values)).numpy())
+
+    def quantities(self, features: pd.DataFrame) -> np.ndarray:
+        """Predicted units sold per row of `featurise`'s output, as the inference stage predicts them."""
+        return self._predict(self._inputs(features))
+
+    def predict_rows(self, rows: list[dict[str, Any]], source: str) -> np.ndarray:
+        """Predicted units sold per row given as a dict (stock_code, unit_price, invoice_date, country,
+        customer_id): the numpy path for up to ONLINE_ROWS rows where it was checked, else the batch path."""
+        if self.online is not None and len(rows) <= ONLINE_ROWS:
+            return self._predict(self.online.matrix(rows, source))
+        return self.quantities(featurise(frame_of(rows), self.history, source))
 
     def score(self, rows: pd.DataFrame, source: str) -> pd.DataFrame:
         """The kept input columns of every row, its predicted quantity and the version that predicted it."""
@@ -142,6 +169,36 @@ class Scorer:
         table[PREDICTION] = self.quantities(features)
         table["model_version"] = self.version
         return table
+
+
+def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows given as dicts as a validated transactions frame (times naive, in UTC where they had a zone)."""
+    frame = pd.DataFrame(rows, columns=KEPT)
+    frame["invoice_date"] = (
+        pd.to_datetime(frame["invoice_date"], utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+    )
+    frame["unit_price"] = frame["unit_price"].astype("float64")
+    return frame
+
+
+def _sample(processed: pd.DataFrame, size: int = 2_000) -> list[dict[str, Any]]:
+    """Training rows spread over time, as requests, and three a request may differ by: long after the data
+    (no previous month), an unseen country, a guest."""
+    picked = processed.iloc[np.linspace(0, len(processed) - 1, min(size, len(processed))).astype(int)]
+    columns = ["stock_code", "unit_price", "invoice_date", "country", "customer_id"]
+    rows = [
+        {
+            "stock_code": code,
+            "unit_price": float(price),
+            "invoice_date": when.to_pydatetime(),
+            "country": country,
+            "customer_id": None if pd.isna(customer) else customer,
+        }
+        for code, price, when, country, customer in picked[columns].itertuples(index=False)
+    ]
+    last = rows[-1]
+    later = last["invoice_date"] + dt.timedelta(days=400, hours=3)
+    return [*rows, {**last, "invoice_date": later}, {**last, "country": "Nowhere"}, {**last, "customer_id": None}]
 
 
 def main() -> None:
@@ -162,10 +219,14 @@ def main() -> None:
             raise InputError(f"{path}: missing")
         files[role], md5s[role] = path.read_bytes(), getattr(arguments, f"{role}_md5")
     scorer = Scorer.load(arguments.version, files, md5s)
-    predictions = scorer.score(load_transactions(arguments.input, REQUIRED), arguments.input)
+    rows = load_transactions(arguments.input, REQUIRED)
+    began = time.perf_counter()
+    predictions = scorer.score(rows, arguments.input)
+    seconds = time.perf_counter() - began  # for the log only: the output holds no time
     with atomic_path(arguments.output) as tmp:
         predictions.to_parquet(tmp, index=False)
-    print(f"score: {len(predictions)} rows scored by {arguments.version}, written to {arguments.output}")
+    what = f"{len(predictions)} rows scored by {arguments.version} in {seconds:.3f} s"
+    print(f"score: {what}, written to {arguments.output}")
 
 
 if __name__ == "__main__":

@@ -287,3 +287,14 @@ def test_a_port_in_use_is_one_line(world: World) -> None:
         )
     assert done.returncode == 2
     assert done.stderr.strip() == f"retail-serve: error: cannot listen on 127.0.0.1 port {port}: Address already in use"
+
+
+def test_a_ledger_that_cannot_be_opened_is_one_line(world: World, tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "lineage.db"
+    done = subprocess.run(
+        [str(VENV_BIN / "retail-serve"), "--db", f"sqlite:///{missing}"],
+        cwd=world.clone, env=world.env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("retail-serve: error: cannot open the lineage ledger at sqlite:///")
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ from lineage.objects import Objects
 from serving.app import Served, Settings, create_app
 from tasks.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from tasks.model import DemandNet, Hyperparameters, make_deterministic, save_model
+from tasks.online import Online
 from tasks.preprocess import build_preprocessor, readable_feature_names
 from tasks.score import FILES, KEPT, History, Scorer, featurise
 from tasks.stage import InputError
@@ -115,6 +116,30 @@ def test_a_row_that_cannot_be_featurised_says_why(
     with pytest.raises(InputError) as raised:
         featurise(rows, History.of(processed), "rows")
     assert str(raised.value) == message
+
+
+def test_the_online_path_gives_the_batch_paths_inputs(scorer: Scorer, processed: pd.DataFrame) -> None:
+    assert scorer.online is not None  # checked on a sample of the training rows when loaded
+    later = _raw(processed.iloc[len(processed) * 4 // 5 :])
+    rows: list[dict[str, Any]] = [
+        {str(key): (None if key == "customer_id" and pd.isna(value) else value) for key, value in row.items()}
+        for row in later.to_dict("records")
+    ]
+    batch = scorer.preprocessor.transform(featurise(later, scorer.history, "rows")).astype(np.float32)
+    assert scorer.online.matrix(rows, "rows").tobytes() == batch.tobytes()
+    with pytest.raises(InputError, match=r"rows: column 'StockCode': 1 stock code\(s\) .* data row 2: 'NOPE1'"):
+        scorer.online.matrix([rows[0], {**rows[0], "stock_code": "NOPE1"}], "rows")
+
+
+def test_an_online_path_that_differs_is_not_used(
+    scorer: Scorer, processed: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def off_by_a_bit(self: Online, rows: list[dict[str, Any]], source: str) -> np.ndarray:
+        return np.nextafter(original(self, rows, source), np.float32(np.inf))
+
+    original = Online.matrix
+    monkeypatch.setattr(Online, "matrix", off_by_a_bit)
+    assert scorer._checked_online(processed) is None
 
 
 def test_altered_files_are_refused_before_loading(scorer: Scorer) -> None:
