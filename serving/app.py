@@ -49,7 +49,7 @@ class Settings:
     ledger_url: str | None = None  # None: LINEAGE_DB_URL, else sqlite:///lineage.db
     endpoint: str = "retail-demand"  # the Endpoint context's name in the ledger
     poll_seconds: float = 10.0
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = 2_000_000
     max_rows: int = 10_000
     console_url: str | None = None  # where `lineage ui` serves, for the model card link
     serving: dict[str, str] = field(default_factory=dict)  # recorded with each update: host, image
@@ -121,6 +121,7 @@ class Endpoint:
                 refused = self.served.refused
                 if served is not None and served.name == current.name:
                     self.served.version = current  # its latest record: status, reasons
+                    self.served.refused = None  # production is back on it: a refusal now says nothing
                     return
                 if refused is not None and refused["model_version"] == current.name:
                     return  # refused already; a new promotion or rollback moves the pointer again
@@ -155,7 +156,7 @@ class Endpoint:
 
 
 class Unavailable(Exception):
-    pass
+    """No version can be served yet (none in production, or the one there refused): a 503."""
 
 
 class BodyLimit:
