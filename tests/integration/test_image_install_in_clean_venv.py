@@ -103,6 +103,9 @@ def test_image_install_steps_on_a_fresh_machine(tmp_path: Path, pytorch_cpu_inde
     )
     assert ready.stdout.strip().splitlines()[-1].endswith("+cpu")
     assert "revision 0123abc" in ready.stderr
+    # The same image serves predictions (docs/serving.md): its console script is installed and starts.
+    serve = _run(entrypoint, venv / "bin" / "retail-serve", "--help", cwd=tmp_path, env=env)
+    assert "Usage: retail-serve [OPTIONS]" in serve.stdout
 
     # DVC runs without git, and the context holds the files dvc.lock hashes for the raw and reference dirs,
     # so a run in the image would pull and skip stages rather than rerun everything from etl.

@@ -44,8 +44,8 @@ def test_all_six_stages_give_the_same_bytes_on_avx512_and_on_a_simulated_avx2_ma
     avx2 = fresh_clone(origin, tmp_path / "avx2")
     output = run(avx2, "env", *(f"{name}={value}" for name, value in AVX2_MACHINE.items()), "dvc", "repro")
     assert "Running stage 'fairness'" in output
-    assert locked_outs(avx2) == locked_outs(built[0])  # all 25 outputs, the model and SHAP values included
-    assert len(locked_outs(avx2)) == 25
+    assert locked_outs(avx2) == locked_outs(built[0])  # all 26 outputs, the model and SHAP values included
+    assert len(locked_outs(avx2)) == 26
 
 
 def test_a_cpu_below_the_platform_is_refused_in_one_line(built_copy: Path) -> None:
