@@ -7,9 +7,9 @@ thread with its own keep-alive connection: a warm-up, then (all clients together
 each a different test-split row; p50, p99 and requests/s at 1, 8 and 32 clients, then rows/s for 1,000-row
 batches at 1 and 2 clients. Batch scoring times the whole `python -m flows.score data/splits/test.parquet`
 command (a temporary local Prefect API, files fetched by md5, `dvc add`, a Prediction in the workspace's
-ledger) and, from its log's timestamps, its `tasks.score` subprocess. The inference stage's prediction is
-timed in process on the production version's files (`preprocessor.transform(test)` then `predict`, median
-of 3), and `tasks.score.Scorer.score` (history features too) beside it.
+ledger) and the scoring time its `tasks.score` step logs (features, transform, predict: one cold call). The
+inference stage's prediction is timed in process on the production version's files (the preprocessor's
+transform, then `predict`, median of 3), and `tasks.score.Scorer.score` (history features too) beside it.
 `python -m bench.bench_serving [--workspace PATH] [--requests N] [--batches N] [--warmup N]`: without
 --workspace, a scratch git copy of the project (as bench_reproduce makes one) runs `python -m flows.pipeline`.
 """
