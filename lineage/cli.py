@@ -540,6 +540,50 @@ def evidence(
 
 
 @app.command()
+def served(
+    endpoint: Annotated[str, typer.Argument(help="An endpoint's name (retail-serve --endpoint).")],
+    at: Annotated[
+        str | None, typer.Option(help="A time (ISO 8601; UTC when it has no zone): only the version served then.")
+    ] = None,
+    output: Output = Format.TABLE,
+    db: Db = None,
+) -> None:
+    """Which model version an endpoint served from when: its updates, oldest first, or the one in force at --at."""
+    from lineage.predictions import served as updates
+
+    when = None
+    if at is not None:
+        try:
+            when = dt.datetime.fromisoformat(at)
+        except ValueError:
+            _fail(f"--at: {at[:80]!r} is not an ISO 8601 time, e.g. 2026-12-05T10:00:00Z")
+        when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    with _ledger(db, read_only=True) as store:
+        found = updates(store, endpoint)
+    rows = [
+        {
+            "since": action.start.isoformat(),
+            "model_version": action.parameters.get("model_version"),
+            "previous_version": action.parameters.get("previous_version"),
+            "host": action.parameters.get("host"),
+            "image": action.parameters.get("image"),
+        }
+        for action in found
+        if when is None or action.start <= when
+    ]
+    if when is not None:
+        if not rows:
+            first = found[0].start.isoformat()
+            _fail(f"endpoint '{endpoint}' served nothing at {when.isoformat()}: its first update is at {first}")
+        rows = rows[-1:]
+    lines = [
+        f"{r['since']}  {r['model_version']:<20} on {r['host'] or '-'} (before: {r['previous_version'] or '-'})"
+        for r in rows
+    ]
+    _print(output, rows, lambda: "\n".join(lines))
+
+
+@app.command()
 def ui(
     host: Annotated[str, typer.Option(help="Address to serve on; other than loopback only with credentials.")] = (
         "127.0.0.1"

@@ -132,9 +132,3 @@ def served(store: LedgerStore, name: str) -> list[Action]:
     sources = store.linked([endpoint_id], "destination")[endpoint_id]
     updates = (e for e in sources if isinstance(e, Action) and e.action_type == ActionType.ENDPOINT_UPDATE)
     return sorted(updates, key=lambda action: action.start)
-
-
-def served_at(store: LedgerStore, name: str, when: dt.datetime) -> str | None:
-    """The version endpoint `name` served at `when` (None before its first update)."""
-    before = [a for a in served(store, name) if a.start <= when]
-    return str(before[-1].parameters["model_version"]) if before else None

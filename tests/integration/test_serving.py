@@ -225,6 +225,11 @@ def test_the_endpoint_follows_production_without_failing_a_request(world: World,
     updates = [v["label"] for v in lineage["vertices"] if v["type"] == "EndpointUpdate"]
     assert {label.split(" at ")[0] for label in updates} == {world.production, world.previous}
     assert all(re.fullmatch(r"model-\w+ at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", label) for label in updates)
+    history = json.loads(world.lineage("served", "retail-demand", "--format", "json"))
+    assert [row["model_version"] for row in history] == [world.production, world.previous]
+    assert history[1]["previous_version"] == world.production
+    now = json.loads(world.lineage("served", "retail-demand", "--at", history[1]["since"], "--format", "json"))
+    assert [row["model_version"] for row in now] == [world.previous]
     text = world.lineage("query", "retail-demand", "--depth", "2")
     assert world.production in text
     assert world.previous in text

@@ -226,3 +226,32 @@ def test_export_openlineage(ledger: tuple[Path, list[str], list[str]], tmp_path:
     assert error_line(lineage(db, "export", "openlineage", "--output", str(missing), ok=False)) == (
         f"lineage: error: {missing}: cannot write the events (No such file or directory)"
     )
+
+
+def test_served_names_the_version_an_endpoint_served_at_a_time(
+    db: Path, ledger: tuple[Path, list[str], list[str]]
+) -> None:
+    import datetime as dt
+
+    from lineage.predictions import endpoint_update
+    from lineage.registry import get_version
+
+    first, second = ledger[1]
+    monday = dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC)
+    with LedgerStore(f"sqlite:///{db}") as store:
+        for name, at in ((first, monday), (second, monday + dt.timedelta(days=2))):
+            store.append(endpoint_update(store, "shop-eu", get_version(store, name), at, {"host": "web-1"}))
+    every = json.loads(lineage(db, "served", "shop-eu", "--format", "json").stdout)
+    assert [(row["model_version"], row["previous_version"]) for row in every] == [(first, None), (second, first)]
+    tuesday = lineage(db, "served", "shop-eu", "--at", "2026-12-01T12:00:00").stdout
+    assert tuesday.split()[:2] == ["2026-11-30T09:00:00+00:00", first]
+    assert error_line(lineage(db, "served", "shop-eu", "--at", "2026-11-01", ok=False)) == (
+        "lineage: error: endpoint 'shop-eu' served nothing at 2026-11-01T00:00:00+00:00: "
+        "its first update is at 2026-11-30T09:00:00+00:00"
+    )
+    assert error_line(lineage(db, "served", "shop-eu", "--at", "monday", ok=False)) == (
+        "lineage: error: --at: 'monday' is not an ISO 8601 time, e.g. 2026-12-05T10:00:00Z"
+    )
+    assert (
+        error_line(lineage(db, "served", "nowhere", ok=False)) == "lineage: error: no endpoint 'nowhere' in the ledger"
+    )
