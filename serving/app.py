@@ -249,7 +249,12 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
             raise InputError(f"rows: {len(request.rows)} rows, over the limit of {settings.max_rows} per request")
         served = serving()
         quantities = score(served, [row.model_dump() for row in request.rows], "rows")
-        return {"model_version": served.scorer.version, "predicted_quantity": quantities}  # type: ignore[union-attr]
+        assert served.version is not None
+        return {
+            "model_version": served.version.name,
+            "model_md5": served.version.properties.get("model_md5"),
+            "predicted_quantity": quantities,
+        }
 
     @app.post("/price-curve")
     def price_curve(request: PriceCurveRequest) -> dict[str, Any]:
@@ -258,8 +263,10 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
         row = {"stock_code": request.stock_code, "invoice_date": when, "country": request.country}
         rows = [{**row, "unit_price": price, "customer_id": request.customer_id} for price in request.prices]
         quantities = score(served, rows, "price curve")
+        assert served.version is not None
         return {
-            "model_version": served.scorer.version,  # type: ignore[union-attr]
+            "model_version": served.version.name,
+            "model_md5": served.version.properties.get("model_md5"),
             "stock_code": request.stock_code,
             "date": when.isoformat(),
             "country": request.country,
