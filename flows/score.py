@@ -32,8 +32,8 @@ from flows.retry import RETRIES, Rejected, TransientFailure
 from flows.settings import resolve_settings
 from lineage import registry
 from lineage.diff import view
-from lineage.entities import Action, Artifact, ArtifactType, Metadata, ModelStatus, PropertyValue
-from lineage.objects import AlteredObject, ObjectError, Objects, configure_s3_remote
+from lineage.entities import Action, Artifact, ArtifactType, Context, Metadata, ModelStatus, PropertyValue
+from lineage.objects import AlteredObject, MissingObject, ObjectError, Objects, configure_s3_remote
 from lineage.predictions import prediction, scoring_files
 from lineage.query import QueryError
 from lineage.store import LedgerError, LedgerStore
@@ -47,12 +47,19 @@ SCORES_DIR = Path("data/scores")
 
 @dataclass(frozen=True)
 class Version:
-    """The version that scores, and its files' md5s by role (tasks.score.FILES)."""
+    """The version that scores, its files by role (tasks.score.FILES), as the ledger records them."""
 
-    name: str
-    status: str
-    md5s: dict[str, str]
+    context: Context
+    files: dict[str, Artifact]
     threads: int  # torch threads it was trained and evaluated with (tune.threads)
+
+    @property
+    def name(self) -> str:
+        return self.context.name
+
+    @property
+    def md5s(self) -> dict[str, str]:
+        return {role: artifact.md5 for role, artifact in self.files.items()}
 
 
 @task(name="resolve-version", task_run_name="resolve-version", **RETRIES)
@@ -72,30 +79,26 @@ def resolve_version(model_version: str, ledger_url: str | None) -> Version:
         raise Rejected(str(error)) from None
     except LedgerError as error:
         raise TransientFailure(str(error)) from error
-    status = str(version.properties.get("status"))
+    status = version.properties.get("status")
     if status != ModelStatus.PRODUCTION:
         get_run_logger().warning("%s is %s, not production: scoring with it because it was named", version.name, status)
     threads = params.get("tune.threads") or (params.get("tune") or {}).get("threads") or 1
-    return Version(version.name, status, {role: a.md5 for role, a in files.items()}, int(threads))
+    return Version(version, files, int(threads))
 
 
 @task(name="fetch-model", task_run_name="fetch-model", **RETRIES)
 def fetch_files(version: Version, remote: str | None, folder: str) -> dict[str, str]:
     """The version's files from the DVC cache or remote into `folder`, each only if it hashes to its md5."""
-    objects = Objects(Path("."), remote)
+    try:
+        found = Objects(Path("."), remote).read_artifacts(version.files)
+    except (AlteredObject, MissingObject) as error:
+        raise Rejected(f"{version.name}: {error}; refusing to load it") from None
+    except ObjectError as error:  # the remote could not be read: worth a retry
+        raise TransientFailure(f"{version.name}: {error}") from error
     paths = {}
-    for role, md5 in version.md5s.items():
-        try:
-            data = objects.read(md5)
-        except AlteredObject as error:
-            raise Rejected(f"{version.name}: {FILES[role]}: {error}; refusing to load it") from None
-        except ObjectError as error:
-            raise TransientFailure(f"{version.name}: {FILES[role]}: {error}") from error
-        if data is None:
-            raise Rejected(f"{version.name}: {FILES[role]} (md5 {md5}) is in neither the DVC cache nor the remote")
-        path = Path(folder) / md5
-        path.write_bytes(data)
-        paths[role] = str(path)
+    for role, data in found.items():
+        paths[role] = str(Path(folder) / version.files[role].md5)
+        Path(paths[role]).write_bytes(data)
     return paths
 
 
@@ -116,52 +119,53 @@ def score_rows(table: str, output: str, version: Version, paths: dict[str, str])
     return int(done.stdout.split()[1])
 
 
+@dataclass(frozen=True)
+class Stored:
+    """The predictions as DVC tracks them: their md5 and size, and where the remote keeps them."""
+
+    md5: str
+    size: int
+    remote: str | None  # None: no remote is configured
+
+
 @task(name="track-predictions", task_run_name="track-predictions", **RETRIES)
-def track_predictions(output: str, remote: str | None) -> str | None:
-    """`dvc add` the predictions and push them to the remote; where the remote keeps them (None: no remote)."""
+def track_predictions(output: str, remote: str | None) -> Stored:
+    """`dvc add` the predictions and push them to the remote."""
     from dvc.repo import Repo
 
     with Repo(".") as repo:
         repo.scm_context.quiet = True  # no "git add" advice in the run's log: the ledger keeps the record
         try:
-            repo.add(output)
+            (stage,) = repo.add(output)
         except Exception as error:
             raise Rejected(f"{output}: dvc add failed: {first_line(error)}") from None
+        md5 = str(stage.outs[0].hash_info.value)  # what DVC hashed, not a second read of the file
+        size = Path(output).stat().st_size
         if not remote and not repo.config["core"].get("remote"):
-            return None
+            return Stored(md5, size, None)
         try:
             repo.push(targets=[output], remote=remote)
         except Exception as error:  # network, credentials, S3: worth a retry
             name = remote_name(repo, remote)
             raise TransientFailure(f"dvc push of {output} to remote '{name}' failed: {first_line(error)}") from error
-    return Objects(Path("."), remote).location(_md5(output))
+    return Stored(md5, size, Objects(Path("."), remote).location(md5))
 
 
 @task(name="record-prediction", task_run_name="record-prediction", **RETRIES)
 def record_prediction(
-    table: str,
-    output: str,
-    stored_at: str | None,
-    version: Version,
-    rows: int,
-    start: dt.datetime,
-    ledger_url: str | None,
+    table: str, output: str, stored: Stored, version: Version, rows: int, start: dt.datetime, ledger_url: str | None
 ) -> str:
     """Append the Prediction action, tied to the version, its files and both tables by md5; its id."""
     table_in = Artifact(artifact_type=ArtifactType.DATASET, source_uri=table, md5=_md5(table))
-    properties: dict[str, PropertyValue] = {"remote": stored_at} if stored_at else {}
+    properties: dict[str, PropertyValue] = {"remote": stored.remote} if stored.remote else {}
     table_out = Artifact(
-        artifact_type=ArtifactType.DATASET,
-        source_uri=output,
-        md5=_md5(output),
-        size=Path(output).stat().st_size,
-        properties=properties,
+        artifact_type=ArtifactType.DATASET, source_uri=output, md5=stored.md5, size=stored.size, properties=properties
     )
     metadata = Metadata(generated_by=str(flow_run.get_id() or "local"))
+    records = prediction(
+        version.context, version.files, table_in, table_out, rows, start, dt.datetime.now(dt.UTC), metadata
+    )
     with LedgerStore(ledger_url) as store:
-        context = registry.get_version(store, version.name)
-        files = scoring_files(store, version.name, FILES)
-        records = prediction(context, files, table_in, table_out, rows, start, dt.datetime.now(dt.UTC), metadata)
         store.append(records)
     return next(record.id for record in records if isinstance(record, Action))
 
@@ -170,12 +174,9 @@ def _md5(uri: str) -> str:
     """The md5 of a file's bytes (as DVC records a file), local or s3://."""
     import fsspec
 
-    digest = hashlib.md5()
     options = s3_storage_options() if uri.startswith("s3://") else {}
     with fsspec.open(uri, "rb", **options) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 @flow(name="score", log_prints=True)
@@ -198,14 +199,16 @@ def score(
         with tempfile.TemporaryDirectory(prefix="score-") as folder:
             paths = fetch_files(version, settings.remote, folder)
             rows = score_rows(table, output, version, paths)
-        stored_at = track_predictions(output, settings.remote)
-        action = record_prediction(table, output, stored_at, version, rows, start, settings.ledger_url)
+        stored = track_predictions(output, settings.remote)
+        action = record_prediction(table, output, stored, version, rows, start, settings.ledger_url)
     except Exception as error:  # each task's own failure, after its retries: one line, the run Failed
         return stopped(str(error))
-    summary = f"scored {rows} rows of {table} with {version.name} ({version.status}) into {output}"
+    summary = (
+        f"scored {rows} rows of {table} with {version.name} ({version.context.properties.get('status')}) into {output}"
+    )
     create_markdown_artifact(
         key="score-summary",
-        markdown=f"**{summary}**\n\n- stored at: {stored_at or 'no DVC remote'}\n- ledger: Prediction `{action}`"
+        markdown=f"**{summary}**\n\n- stored at: {stored.remote or 'no DVC remote'}\n- ledger: Prediction `{action}`"
         f" (`lineage query {output}` shows what made it)",
         description="What this scoring run did",
     )

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -601,10 +600,9 @@ def ui(
 ) -> None:
     """Serve the read-only web console: models, versions (lineage graph, gates, decisions, changes,
     evidence packs), runs, artifacts and the ledger's health; every page also as JSON (?format=json)."""
-    import uvicorn
-
     from lineage.console.app import create_app
     from lineage.console.security import SecurityError, check_bind, configured
+    from lineage.listen import ListenError, listen, run, url
     from lineage.objects import Objects
 
     try:
@@ -617,19 +615,15 @@ def ui(
     except LedgerError as error:
         _fail(str(error))
     console = create_app(store, Objects(repository, remote), repository, credentials, os.environ.get("PREFECT_UI_URL"))
-    try:  # bound here, so that a port in use or an unknown host is one line, not uvicorn's log
-        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as error:
-        store.close()
-        reason = re.sub(r" \(while attempting to bind.*", "", str(error.strerror or error))
-        _fail(f"cannot listen on {host} port {port}: {reason}")
-    shown = f"[{host}]" if ":" in host else host
-    typer.echo(f"lineage console on http://{shown}:{port} (read-only{', credentials required' if credentials else ''})")
-    config = uvicorn.Config(console, log_level="warning", server_header=False, access_log=False)
     try:
-        uvicorn.Server(config).run(sockets=[listening])
+        listening = listen(host, port)
+    except ListenError as error:
+        store.close()
+        _fail(str(error))
+    typer.echo(f"lineage console on {url(host, port)} (read-only{', credentials required' if credentials else ''})")
+    try:
+        run(console, listening)
     finally:
-        listening.close()
         store.close()
 
 

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lineage.entities import Artifact
+
 MD5 = re.compile(r"[0-9a-f]{32}")
 
 
@@ -24,6 +26,10 @@ class ObjectError(ValueError):
 
 class AlteredObject(ObjectError):
     """A stored object whose bytes do not hash to the md5 it is stored under: never used."""
+
+
+class MissingObject(ObjectError):
+    """An object in neither the DVC cache nor the remote."""
 
 
 class Objects:
@@ -71,6 +77,21 @@ class Objects:
         if data is not None and (found := hashlib.md5(data).hexdigest()) != md5:
             raise AlteredObject(f"the stored object {md5} is altered: its bytes hash to {found}")
         return data
+
+    def read_artifacts(self, artifacts: dict[str, Artifact]) -> dict[str, bytes]:
+        """Each artifact's bytes, by the same keys, checked against its md5. The error names the artifact's
+        path: AlteredObject where the bytes hash to something else, MissingObject where neither has them."""
+        found: dict[str, bytes] = {}
+        for key, artifact in artifacts.items():
+            try:
+                data = self.read(artifact.md5)
+            except ObjectError as error:
+                raise type(error)(f"{artifact.source_uri}: {error}") from None
+            if data is None:
+                where = f"{artifact.source_uri} (md5 {artifact.md5})"
+                raise MissingObject(f"{where} is in neither the DVC cache nor the remote")
+            found[key] = data
+        return found
 
     def location(self, md5: str) -> str | None:
         """Where the remote keeps the object (a URL; a directory's listing for a `.dir` md5), if there is a remote."""

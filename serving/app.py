@@ -95,6 +95,7 @@ class Served:
     scorer: Scorer | None = None
     version: Context | None = None
     since: dt.datetime | None = None
+    promotion: dict[str, Any] | None = None  # the decision that put the version in production
     refused: dict[str, str] | None = None
     unavailable: str = "starting"
 
@@ -135,7 +136,8 @@ class Endpoint:
                     return
                 now = dt.datetime.now(dt.UTC)
                 store.append(endpoint_update(store, self.settings.endpoint, current, now, self.settings.serving))
-                self.served = Served(scorer, current, now)  # one assignment: a request sees the old or the new
+                promoted = _promotion(store, current)
+                self.served = Served(scorer, current, now, promoted)  # one assignment: old or new, never half
                 log.info("retail-serve: now serving %s on %s", current.name, self.settings.endpoint)
         except LedgerError as error:
             log.error("retail-serve: the ledger cannot be read: %s", error)
@@ -233,40 +235,34 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
     async def _unavailable(_request: Request, error: Unavailable) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=503)
 
-    def serving() -> Served:
+    def serving() -> tuple[Scorer, Context]:
         served = endpoint.served  # read once: this request uses one version throughout
-        if served.scorer is None:
+        if served.scorer is None or served.version is None:
             raise Unavailable(f"no model version is served: {served.unavailable or served.refused}")
-        return served
-
-    def score(served: Served, rows: list[dict[str, Any]], source: str) -> list[float]:
-        assert served.scorer is not None
-        return served.scorer.predict_rows(rows, source).tolist()
+        return served.scorer, served.version
 
     @app.post("/predict")
     def predict(request: PredictRequest) -> dict[str, Any]:
         if len(request.rows) > settings.max_rows:
             raise InputError(f"rows: {len(request.rows)} rows, over the limit of {settings.max_rows} per request")
-        served = serving()
-        quantities = score(served, [row.model_dump() for row in request.rows], "rows")
-        assert served.version is not None
+        scorer, version = serving()
+        quantities = scorer.predict_rows([row.model_dump() for row in request.rows], "rows").tolist()
         return {
-            "model_version": served.version.name,
-            "model_md5": served.version.properties.get("model_md5"),
+            "model_version": version.name,
+            "model_md5": version.properties.get("model_md5"),
             "predicted_quantity": quantities,
         }
 
     @app.post("/price-curve")
     def price_curve(request: PriceCurveRequest) -> dict[str, Any]:
-        served = serving()
+        scorer, version = serving()
         when = request.date
         row = {"stock_code": request.stock_code, "invoice_date": when, "country": request.country}
         rows = [{**row, "unit_price": price, "customer_id": request.customer_id} for price in request.prices]
-        quantities = score(served, rows, "price curve")
-        assert served.version is not None
+        quantities = scorer.predict_rows(rows, "price curve").tolist()
         return {
-            "model_version": served.version.name,
-            "model_md5": served.version.properties.get("model_md5"),
+            "model_version": version.name,
+            "model_md5": version.properties.get("model_md5"),
             "stock_code": request.stock_code,
             "date": when.isoformat(),
             "country": request.country,
@@ -285,7 +281,7 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
                 "model_version": served.version.name,
                 "model_md5": served.version.properties.get("model_md5"),
                 "serving_since": served.since.isoformat() if served.since else None,
-                "promotion": _promotion(settings.ledger_url, served.version),
+                "promotion": served.promotion,
             }
         else:
             body["reason"] = served.unavailable
@@ -294,10 +290,8 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
-        served = serving()
-        assert served.scorer is not None
-        assert served.version is not None
-        name = served.version.name
+        scorer, version = serving()
+        name = version.name
         return {
             "model_version": name,
             "request": {
@@ -307,8 +301,8 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
                 "max_rows": settings.max_rows,
                 "max_body_bytes": settings.max_body_bytes,
             },
-            "model_features": served.scorer.feature_names,
-            "products": len(served.scorer.history.products),
+            "model_features": scorer.feature_names,
+            "products": len(scorer.history.products),
             "model_card": f"{settings.console_url.rstrip('/')}/models/{name}#model-card"
             if settings.console_url
             else None,
@@ -318,10 +312,9 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
     return BodyLimit(app, settings.max_body_bytes)  # type: ignore[return-value]
 
 
-def _promotion(ledger_url: str | None, version: Context) -> dict[str, Any] | None:
+def _promotion(store: LedgerStore, version: Context) -> dict[str, Any] | None:
     """The decision that put `version` in production (who, when, why, signed by whom)."""
-    with LedgerStore(ledger_url) as store:
-        sources = store.linked([version.id], "destination", [AssociationType.CONTRIBUTED_TO])[version.id]
+    sources = store.linked([version.id], "destination", [AssociationType.CONTRIBUTED_TO])[version.id]
     decisions = sorted(
         (e for e in sources if isinstance(e, Action) and e.action_type == ActionType.PROMOTION), key=lambda a: a.start
     )

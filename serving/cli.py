@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import sys
 from pathlib import Path
@@ -36,8 +35,8 @@ def serve(
 ) -> None:
     """Serve the production model version's predictions, following the ledger's production pointer."""
     import torch
-    import uvicorn
 
+    from lineage.listen import ListenError, listen, run, url
     from lineage.objects import Objects, configure_s3_remote
     from lineage.store import LedgerError, LedgerStore
     from serving.app import Settings, create_app
@@ -58,20 +57,15 @@ def serve(
     except LedgerError as error:
         typer.echo(f"retail-serve: error: {error}", err=True)
         raise typer.Exit(2) from None
-    try:  # bound here, so that a port in use is one line, not uvicorn's log
-        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as error:
-        reason = re.sub(r" \(while attempting to bind.*", "", str(error.strerror or error))
-        typer.echo(f"retail-serve: error: cannot listen on {host} port {port}: {reason}", err=True)
+    try:
+        listening = listen(host, port)
+    except ListenError as error:
+        typer.echo(f"retail-serve: error: {error}", err=True)
         raise typer.Exit(2) from None
     configure_s3_remote(repository)  # DVC_REMOTE_S3_URL, as the worker image's flows take it
     app = create_app(settings, Objects(repository, remote))
-    typer.echo(f"retail-serve: endpoint {endpoint} on http://{host}:{port}, polling production every {poll_seconds} s")
-    config = uvicorn.Config(app, log_level="warning", server_header=False, access_log=False)
-    try:
-        uvicorn.Server(config).run(sockets=[listening])
-    finally:
-        listening.close()
+    typer.echo(f"retail-serve: endpoint {endpoint} on {url(host, port)}, polling production every {poll_seconds} s")
+    run(app, listening)
 
 
 def main() -> None:

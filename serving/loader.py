@@ -15,18 +15,11 @@ class NotServable(ValueError):
 
 def load_scorer(store: LedgerStore, objects: Objects, name: str) -> Scorer:
     """Version `name`'s scorer; every file is read from the DVC cache or remote and checked by md5 first."""
-    data: dict[str, bytes] = {}
     files = scoring_files(store, name, FILES)
-    for role, artifact in files.items():
-        try:
-            found = objects.read(artifact.md5)
-        except ObjectError as error:
-            raise NotServable(f"{name}: {artifact.source_uri}: {error}; refusing to load it") from None
-        if found is None:
-            raise NotServable(
-                f"{name}: {artifact.source_uri} (md5 {artifact.md5}) is in neither the DVC cache nor the remote"
-            )
-        data[role] = found
+    try:
+        data = objects.read_artifacts(files)
+    except ObjectError as error:
+        raise NotServable(f"{name}: {error}; refusing to load it") from None
     try:
         return Scorer.load(name, data, {role: artifact.md5 for role, artifact in files.items()})
     except InputError as error:

@@ -132,6 +132,31 @@ def built_copy(built: tuple[Path, str], tmp_path: Path) -> Path:
     return Path(shutil.copytree(built[0], tmp_path / "copy", symlinks=True))
 
 
+def two_weeks_trained(origin: Path, folder: Path) -> tuple[Path, str, str]:
+    """A fresh clone in `folder` where the lineage-pipeline flow ran twice (a temporary local Prefect API; the
+    ledger in the clone's lineage.db), the second time with one more epoch: the clone, then week 1's and
+    week 2's model versions, both promoted by the pipeline, week 2 last."""
+    clone = fresh_clone(origin, folder / "clone")
+    run(clone, "git", "commit", "-qam", "small params for the test")
+    env = stage_env(
+        LINEAGE_DB_URL=f"sqlite:///{clone / 'lineage.db'}", PREFECT_SERVER_ANALYTICS_ENABLED="false", **GIT_ENV
+    )
+    versions = []
+    for week in (1, 2):
+        if week == 2:
+            set_params(clone, tune={"max_epochs": 4})  # the final fit was still improving at 3: another model
+            run(clone, "git", "commit", "-qam", "one more epoch")
+        done = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "flows.pipeline"], cwd=clone, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        versions += re.findall(r"recorded in the lineage ledger: model version (model-\w+)", done.stdout + done.stderr)[
+            -1:
+        ]
+    assert len(set(versions)) == 2, versions
+    return clone, versions[0], versions[1]
+
+
 def set_params(clone: Path, **sections: dict[str, object]) -> None:
     params = yaml.safe_load((clone / "params.yaml").read_text())
     for section, values in sections.items():

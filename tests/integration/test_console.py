@@ -29,10 +29,8 @@ from tests.conftest import (
     VENV_BIN,
     crawl,
     free_port,
-    fresh_clone,
-    run,
-    set_params,
     stage_env,
+    two_weeks_trained,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,16 +68,6 @@ def _env(db: Path, **extra: str) -> dict[str, str]:
     return stage_env(LINEAGE_DB_URL=f"sqlite:///{db}", PREFECT_SERVER_ANALYTICS_ENABLED="false", **GIT_ENV, **extra)
 
 
-def _flow_run(clone: Path) -> str:
-    """One lineage-pipeline run in the clone (a temporary local Prefect API); its flow run id."""
-    done = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "flows.pipeline"], cwd=clone, env=_env(clone / "lineage.db"),
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return re.findall(r"recorded in the lineage ledger: model version (model-\w+)", done.stdout + done.stderr)[-1]
-
-
 def _serve(world_clone: Path, db: Path, host: str, port: int, **env: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [str(VENV_BIN / "lineage"), "ui", "--host", host, "--port", str(port)],
@@ -99,13 +87,7 @@ def _serve(world_clone: Path, db: Path, host: str, port: int, **env: str) -> sub
 
 @pytest.fixture(scope="module")
 def world(origin: Path, tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, Path]) -> Iterator[World]:
-    clone = fresh_clone(origin, tmp_path_factory.mktemp("console") / "clone")
-    run(clone, "git", "commit", "-qam", "small params for the test")
-    previous = _flow_run(clone)
-    set_params(clone, tune={"max_epochs": 4})  # the final fit was still improving at 3: another model
-    run(clone, "git", "commit", "-qam", "one more epoch")
-    production = _flow_run(clone)
-    assert production != previous
+    clone, previous, production = two_weeks_trained(origin, tmp_path_factory.mktemp("console"))
     db = clone / "lineage.db"
     alice = str(ssh_keys["alice"])
     world = World(clone, db, production, previous, [], "")

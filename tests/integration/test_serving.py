@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.conftest import GIT_ENV, VENV_BIN, free_port, fresh_clone, prefect_server, run, set_params, stage_env
+from tests.conftest import GIT_ENV, VENV_BIN, free_port, prefect_server, stage_env, two_weeks_trained
 
 pytestmark = pytest.mark.integration
 POLL_SECONDS = "0.5"
@@ -46,26 +46,10 @@ class World:
         return done.stdout
 
 
-def _flow_run(clone: Path, db: Path) -> str:
-    env = stage_env(LINEAGE_DB_URL=f"sqlite:///{db}", PREFECT_SERVER_ANALYTICS_ENABLED="false", **GIT_ENV)
-    done = subprocess.run(
-        [str(VENV_BIN / "python"), "-m", "flows.pipeline"], cwd=clone, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return re.findall(r"recorded in the lineage ledger: model version (model-\w+)", done.stdout + done.stderr)[-1]
-
-
 @pytest.fixture(scope="module")
 def world(origin: Path, tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, Path]) -> World:
-    clone = fresh_clone(origin, tmp_path_factory.mktemp("serving") / "clone")
-    run(clone, "git", "commit", "-qam", "small params for the test")
-    db = clone / "lineage.db"
-    previous = _flow_run(clone, db)
-    set_params(clone, tune={"max_epochs": 4})
-    run(clone, "git", "commit", "-qam", "one more epoch")
-    production = _flow_run(clone, db)
-    assert production != previous
-    world = World(clone, db, production, previous, ssh_keys["alice"])
+    clone, previous, production = two_weeks_trained(origin, tmp_path_factory.mktemp("serving"))
+    world = World(clone, clone / "lineage.db", production, previous, ssh_keys["alice"])
     world.lineage("init", "--approver", "alice", "--key", str(world.alice))
     return world
 
