@@ -13,7 +13,8 @@ record_hash, whose signature does not check or whose key is not an active approv
 importing ledger (that registration is how prod trusts dev), whose signed decisions do not check against
 the bundle's own Approver records, or one of whose files (data, models, reports, metrics) is missing from
 the importing side's DVC storage or does not hash to its md5. Otherwise it appends, in one transaction,
-only what the ledger does not hold yet (so a second import adds nothing, a newer bundle only its news):
+only what the ledger does not hold yet (so a second import adds nothing, a newer bundle only its news,
+and an older bundle than one imported before only entities still absent, never an older state):
 
 1. Artifacts (content-addressed), Actions (uuids), PipelineRun contexts (named by globally unique flow
    run ids) and the edges between them keep their ids: they are the same entities in both ledgers.
@@ -73,7 +74,7 @@ from lineage.signatures import (
     public_key,
     record_signature_problem,
 )
-from lineage.store import GENESIS, Head, LedgerRecord, LedgerStore, canonical_json, record_columns, record_hash
+from lineage.store import GENESIS, Head, Kind, LedgerRecord, LedgerStore, canonical_json, record_columns, record_hash
 
 FORMAT = "lineage-bundle"
 FORMAT_VERSION = 1
@@ -503,6 +504,9 @@ def plan(store: LedgerStore, bundle: Bundle, latest: dict[str, tuple[BundleRecor
     local: list[Entity] = [] if created is None else [created, *_ties(dev_version, entities)]
     same_as = _same_as(store, carried, created)
     present = store.latest(e.id for e in [*carried, *local, *same_as])
+    if _older(store, bundle):  # what a newer bundle of that ledger brought stays: only absent entities are added
+        present_ids = set(present)
+        carried = [e for e in carried if e.id not in present_ids]
     fresh = [e for e in carried if _new(e, present)]
     fresh.sort(key=lambda e: not (isinstance(e, Context) and e.context_type == ContextType.APPROVER))
     news = [e for e in local if _new(e, present)]
@@ -572,6 +576,16 @@ def _same_as(store: LedgerStore, carried: list[Entity], created: Context | None)
                 Association(source_id=entity.id, destination_id=local.id, association_type=AssociationType.SAME_AS)
             )
     return edges
+
+
+def _older(store: LedgerStore, bundle: Bundle) -> bool:
+    """A bundle of a ledger from an earlier head than one imported before."""
+    heads = [
+        action.parameters.get("source_head_count")
+        for action in store.find(Kind.ACTION, ActionType.IMPORT.value)
+        if isinstance(action, Action) and action.parameters.get("source_ledger") == bundle.source.ledger_id
+    ]
+    return any(isinstance(count, int) and count > bundle.source.head_count for count in heads)
 
 
 def _new(entity: Entity, present: dict[str, Entity]) -> bool:

@@ -199,9 +199,13 @@ def test_reimport_adds_nothing_and_a_newer_bundle_only_its_news(tmp_path: Path, 
     version = world.versions[0][0]
     dev_version = registry.get_version(world.dev, version)
     assert dev_version.properties["status"] == ModelStatus.ARCHIVED
+    older = world.folder / "b.json"
+    shutil.copy(older, world.folder / "older.json")
     newer = import_bundle(world.prod, world.export(), world.objects())
     assert first.appended > 100
     assert newer.appended == 3  # the Import action, the version's archived record, the Import's edge
+    # The older bundle again (as if it arrived late): the archived record is not undone.
+    assert import_bundle(world.prod, world.folder / "older.json", world.objects()).appended == 0
     origin = ledger_id(world.dev)
     qualified = world.prod.get(context_id(ContextType.MODEL_VERSION, f"{version}@{origin[:12]}"))
     assert isinstance(qualified, Context)
