@@ -1,5 +1,6 @@
 """`lineage`: verify, query, diff and export the ledger, manage the model registry and its approvers,
-reproduce a model version, write its evidence pack, and serve the read-only web console (`lineage ui`).
+reproduce a model version, write its evidence pack, carry a version's lineage to another ledger (`export
+bundle`, `import bundle`), and serve the read-only web console (`lineage ui`).
 
 The ledger is LINEAGE_DB_URL (or --db), by default sqlite:///lineage.db in the current directory.
 Every error is one line on stderr and exit status 1 (a mistyped command or option: click's usage
@@ -41,9 +42,11 @@ models_app = typer.Typer(
 )
 runs_app = typer.Typer(help="Pipeline runs: their stages, timings, gates and configuration.", no_args_is_help=True)
 export_app = typer.Typer(help="Export the ledger in other formats.", no_args_is_help=True)
+import_app = typer.Typer(help="Bring records from another ledger into this one.", no_args_is_help=True)
 approvers_app = typer.Typer(help="Who may sign decisions, with which SSH public key.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(export_app, name="export")
+app.add_typer(import_app, name="import")
 app.add_typer(approvers_app, name="approvers")
 app.add_typer(runs_app, name="runs")
 
@@ -348,7 +351,8 @@ def models_show(name: str, output: Output = Format.TABLE, db: Db = None) -> None
         ]
         for d in shown.decisions:
             p = d.parameters
-            lines.append(f"  {d.start.isoformat()} {p.get('decision')} by {p.get('by')}: {p.get('reason')}")
+            trained = f" (trained in ledger {p['trained_in']})" if p.get("trained_in") else ""
+            lines.append(f"  {d.start.isoformat()} {p.get('decision')} by {p.get('by')}: {p.get('reason')}{trained}")
         return "\n".join(lines)
 
     _print(output, shown.as_dict(), text)
@@ -470,6 +474,58 @@ def export_archive(
     with _ledger(db) as store:
         head = export(store, output)
     typer.echo(f"{head.count} records written to {output}; anchor {head.count} {head.head_hash}")
+
+
+@export_app.command("bundle")
+def export_bundle(
+    version: Annotated[str, typer.Argument(help="A model version's name or id, or 'production'.")],
+    output: Annotated[Path, typer.Option(help="The bundle file to write (its folder must exist).")],
+    by: Annotated[
+        str | None, typer.Option("--by", help="Sign as this approver of this ledger (import requires a signature).")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", envvar="LINEAGE_SIGNING_KEY", help="The approver's SSH private key (or its .pub)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    db: Db = None,
+) -> None:
+    """VERSION's lineage (its ascendants with their ledger records and hashes, the ledger's id and head),
+    signed, in one JSON file for `lineage import bundle` in another ledger."""
+    from lineage.bundle import export_bundle as export
+    from lineage.signatures import Signer
+
+    if by is not None and key is None:
+        _fail("--by needs --key (or LINEAGE_SIGNING_KEY): the approver's SSH key")
+    with _ledger(db, read_only=True) as store:
+        bundle = export(store, version, output, Signer(by, key) if by and key else None, force)
+    signed = f"signed by {by}" if bundle.signature else "UNSIGNED (import refuses it: sign with --by and --key)"
+    source = bundle.source
+    typer.echo(
+        f"{bundle.version}: {len(bundle.records)} records of ledger {source.ledger_id} head "
+        f"{source.head_count}/{source.head_hash} written to {output}, {signed}"
+    )
+
+
+@import_app.command("bundle")
+def import_bundle(
+    file: Annotated[Path, typer.Argument(help="A bundle written by `lineage export bundle`.")],
+    repository: Repository = Path("."),
+    remote: Annotated[
+        str | None, typer.Option(help="DVC remote that must hold the bundle's files (default: the default).")
+    ] = None,
+    output: Output = Format.TABLE,
+    db: Db = None,
+) -> None:
+    """Check FILE (record hashes, a signature by a key registered here as an approver's, its decisions'
+    signatures, every file's bytes in this side's DVC storage) and append what this ledger lacks of it,
+    linked by SameAs; the version becomes a candidate here. Refuses in one line, appending nothing."""
+    from lineage.bundle import import_bundle as run_import
+    from lineage.objects import Objects
+
+    with _ledger(db) as store:
+        done = run_import(store, file, Objects(repository, remote))
+    _print(output, done.as_dict(), done.line)
 
 
 @runs_app.command("list")

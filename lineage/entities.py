@@ -66,6 +66,7 @@ class ActionType(StrEnum):
     CONFIGURATION_CHANGE = "ConfigurationChange"  # the configuration differs from the deployment's last run
     PREDICTION = "Prediction"  # a batch of rows scored by a model version (the score flow)
     ENDPOINT_UPDATE = "EndpointUpdate"  # an endpoint started serving a model version
+    IMPORT = "Import"  # records brought from another ledger by a signed bundle (lineage/bundle.py)
 
 
 class ActionStatus(StrEnum):
@@ -92,6 +93,11 @@ class ModelStatus(StrEnum):
     REJECTED = "rejected"
     ARCHIVED = "archived"  # was production, replaced by a newer version
     PENDING = "pending"  # an override of a failed gate, awaiting a second approver
+
+
+# The properties of a context recorded from another ledger (lineage/bundle.py) under a name qualified by
+# its origin: that ledger's id and the context's name there.
+IMPORTED_FROM, ORIGIN_NAME = "imported_from", "origin_name"
 
 
 class AssociationType(StrEnum):

@@ -9,6 +9,7 @@ ledger head each run published, which the console checks the ledger against.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import threading
@@ -77,6 +78,29 @@ class Objects:
         if data is not None and (found := hashlib.md5(data).hexdigest()) != md5:
             raise AlteredObject(f"the stored object {md5} is altered: its bytes hash to {found}")
         return data
+
+    def read_directory(self, md5: str) -> list[dict[str, Any]] | None:
+        """The listing of the directory whose md5 is `md5` (`<md5>.dir`: each file's relpath and md5), or None
+        where neither the cache nor the remote holds it; AlteredObject if the listing hashes to something else."""
+        digest = md5.removesuffix(".dir")
+        if not md5.endswith(".dir") or not MD5.fullmatch(digest):
+            return None
+        with self._lock:
+            self._open()
+            data = self._from_cache(md5)
+            if data is None:
+                data = self._from_remote(["files", "md5", md5[:2], md5[2:]])
+        if data is None:
+            return None
+        if (found := hashlib.md5(data).hexdigest()) != digest:
+            raise AlteredObject(f"the stored listing {md5} is altered: its bytes hash to {found}")
+        try:
+            listing = json.loads(data)
+        except ValueError:
+            listing = None
+        if not isinstance(listing, list) or not all(isinstance(e, dict) and "md5" in e for e in listing):
+            raise AlteredObject(f"the stored listing {md5} is not a DVC directory listing")
+        return listing
 
     def read_artifacts(self, artifacts: dict[str, Artifact]) -> dict[str, bytes]:
         """Each artifact's bytes, by the same keys, checked against its md5. The error names the artifact's

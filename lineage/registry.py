@@ -7,6 +7,11 @@ or by an override of a failed gate that two different approvers sign (four eyes)
 leaves it `pending`, the second approver's `approve` promotes it. Every manual decision is signed by a
 registered approver's SSH key (lineage/signatures.py). Every change is one ledger append, made only if
 nobody appended since the state was read, so a failure leaves the previous production version in place.
+
+A version trained in another environment and imported (lineage/bundle.py) is a local candidate with a
+`trained_in` property (the other ledger's id), which every decision on it carries too. The imported
+record of the version itself (`model-...@<ledger id[:12]>`, with `imported_from`) is that ledger's
+history: it is not listed among the versions and cannot be promoted here.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from gates.rules import may_promote
 from lineage.entities import (
+    IMPORTED_FROM,
+    ORIGIN_NAME,
     Action,
     ActionStatus,
     ActionType,
@@ -51,8 +58,9 @@ def gates_passed(version: Context) -> bool:
 
 
 def versions(store: LedgerStore) -> list[Context]:
-    """Every model version's current record, oldest first."""
-    return [entity for entity in store.find(Kind.CONTEXT, ContextType.MODEL_VERSION) if isinstance(entity, Context)]
+    """Every model version's current record, oldest first (not the imported records of other ledgers)."""
+    found = store.find(Kind.CONTEXT, ContextType.MODEL_VERSION)
+    return [entity for entity in found if isinstance(entity, Context) and IMPORTED_FROM not in entity.properties]
 
 
 def get_version(store: LedgerStore, name: str) -> Context:
@@ -61,6 +69,16 @@ def get_version(store: LedgerStore, name: str) -> Context:
     if not isinstance(found, Context):
         raise RegistryError(f"no model version '{name}' in the ledger")
     return found
+
+
+def _decidable(version: Context) -> Context:
+    """`version`, if decisions on it may be taken here: not another ledger's imported record."""
+    if IMPORTED_FROM in version.properties:
+        local = str(version.properties.get(ORIGIN_NAME, version.name))
+        raise RegistryError(
+            f"{version.name} is ledger {version.properties[IMPORTED_FROM]}'s record, imported: decide on {local}"
+        )
+    return version
 
 
 PRODUCTION = Context(context_type=ContextType.DEPLOYMENT, name="production")
@@ -117,6 +135,7 @@ def decision(
             "previous_production": previous.name if previous else None,
             "by": by,
             "reason": reason,
+            **({"trained_in": version.properties["trained_in"]} if "trained_in" in version.properties else {}),
             **parameters,
         },
         metadata=metadata or Metadata(),
@@ -135,6 +154,7 @@ def promotion(
 ) -> list[Entity]:
     """The records that make `version` production and archive `current`; refuses a version whose gates
     did not pass unless an `override_request` (signed by another approver) asked for it."""
+    _decidable(version)
     if version.properties.get("status") == ModelStatus.PRODUCTION:
         raise RegistryError(f"{version.name} is already in production")
     if not gates_passed(version) and override_request is None:
@@ -190,7 +210,7 @@ def promote(store: LedgerStore, name: str, signer: Signer, reason: str, override
     if not reason.strip():
         raise RegistryError("a promotion needs --reason")
     head = store.head()
-    version = get_version(store, name)
+    version = _decidable(get_version(store, name))
     if override and not gates_passed(version) and version.properties.get("status") != ModelStatus.PRODUCTION:
         if version.properties.get("status") == ModelStatus.PENDING:
             raise RegistryError(f"{name} already awaits a second approver: `lineage models approve {name}`")
@@ -241,7 +261,7 @@ def rollback(store: LedgerStore, signer: Signer, reason: str, to: str | None = N
     target_name = to or str(current.properties.get("previous_production") or "")
     if not target_name:
         raise RegistryError(f"{current.name} replaced no earlier version: name one with --to")
-    target = get_version(store, target_name)
+    target = _decidable(get_version(store, target_name))
     if target.id == current.id:
         raise RegistryError(f"{target.name} is the version in production")
     if target.properties.get("status") != ModelStatus.ARCHIVED:

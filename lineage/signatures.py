@@ -11,6 +11,15 @@ Trust is in the ledger itself: the first Approver record signs itself (`lineage 
 one is signed by an approver registered before it. A decision counts only when its signer is a
 registered approver and its key is that approver's key. The flow's own decisions are signed with the
 pipeline's key where one is set; otherwise they say `unsigned`, which `verify` reports but does not fail.
+
+Records imported from another ledger (lineage/bundle.py) grant no rights here. An imported Approver
+record is a context qualified by its origin (`alice@<ledger id[:12]>`, with `imported_from` and
+`origin_name` properties): `approver` and `approvers` never return it, and `verify` checks that its
+signature still matches the record as its own ledger holds it (name and properties restored), without
+registering anyone. An imported decision (listed by the Import action recorded before it) must be signed
+with the key of its signer's Approver record imported from the same ledger. The Import action itself
+names the key that signed the bundle, which must be an active approver's key here at that point: that
+registration is how this ledger trusts the other one.
 """
 
 from __future__ import annotations
@@ -28,14 +37,18 @@ from typing import Any
 import sshsig
 from sshsig.ssh_public_key import PublicKey
 
-from lineage.entities import Action, ActionType, Context, ContextType, Entity, context_id
+from lineage.entities import IMPORTED_FROM, ORIGIN_NAME, Action, ActionType, Context, ContextType, Entity, context_id
 from lineage.store import Kind, LedgerRecord, LedgerStore, canonical_json
 
 NAMESPACE = "lineage-ledger"
 SIGNATURE = "signature"  # the field a signed record keeps its armored SSH signature in
 UNSIGNED = "unsigned"  # that field's value on a decision the pipeline took without a key
 ACTIVE, REVOKED = "active", "revoked"
-SIGNED_RECORDS = [(Kind.ACTION, ActionType.PROMOTION.value), (Kind.CONTEXT, ContextType.APPROVER.value)]
+SIGNED_RECORDS = [
+    (Kind.ACTION, ActionType.PROMOTION.value),
+    (Kind.CONTEXT, ContextType.APPROVER.value),
+    (Kind.ACTION, ActionType.IMPORT.value),  # says which decisions came from where, and who vouched for them
+]
 _FIELDS = {"action": "parameters", "context": "properties"}  # where each kind keeps its signature
 
 
@@ -157,14 +170,57 @@ def approver_record(name: str, key: PublicKey, registered_by: str, status: str =
     )
 
 
+def is_imported(entity: Entity) -> bool:
+    """A context recorded from another ledger's bundle (under a name qualified by its origin)."""
+    return isinstance(entity, Context) and IMPORTED_FROM in entity.properties
+
+
 def approver(store: LedgerStore, name: str) -> Context | None:
-    """The approver's latest record, or None if `name` was never registered."""
+    """The approver's latest record, or None if `name` was never registered here (an imported one is not)."""
     found = store.get(context_id(ContextType.APPROVER, name))
-    return found if isinstance(found, Context) else None
+    return found if isinstance(found, Context) and not is_imported(found) else None
 
 
 def approvers(store: LedgerStore) -> list[Context]:
-    return [entity for entity in store.find(Kind.CONTEXT, ContextType.APPROVER) if isinstance(entity, Context)]
+    """The approvers registered in this ledger (not those imported from another)."""
+    found = store.find(Kind.CONTEXT, ContextType.APPROVER)
+    return [entity for entity in found if isinstance(entity, Context) and not is_imported(entity)]
+
+
+def original_body(body: dict[str, Any]) -> dict[str, Any]:
+    """An imported context's record as its own ledger holds it: its origin name, without the import's properties."""
+    values = {k: v for k, v in body["properties"].items() if k not in (IMPORTED_FROM, ORIGIN_NAME)}
+    name = str(body["properties"][ORIGIN_NAME])
+    return {**body, "id": context_id(str(body["context_type"]), name), "name": name, "properties": values}
+
+
+def decision_problem(body: dict[str, Any], keys: dict[str, PublicKey]) -> tuple[str | None, PublicKey | None]:
+    """Why a signed decision (an action's body) does not hold against the approvers' `keys` (None if it holds)."""
+    values = body["parameters"]
+    signer, signature = values.get("signed_by"), values.get(SIGNATURE)
+    if not isinstance(signature, str) or not isinstance(signer, str):
+        return "the record has no signature and no signer", None
+    try:
+        key = sshsig.check_signature(signed_payload(body, "action"), signature, NAMESPACE)
+    except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
+        return f"the signature by {signer!r} does not match the record ({error})", None
+    if signer not in keys:
+        return f"signed by {signer!r}, whose Approver record is not among its ledger's records here", key
+    if key != keys[signer]:
+        return f"signed with key {key.sha256_str()}, which is not {signer!r}'s key in its ledger", key
+    return None, key
+
+
+def record_signature_problem(body: dict[str, Any], kind: str) -> str | None:
+    """Why a signed record's signature does not match the record (None if it does), whoever signed it."""
+    signature = body[_FIELDS[kind]].get(SIGNATURE)
+    if not isinstance(signature, str):
+        return "the record has no signature"
+    try:
+        sshsig.check_signature(signed_payload(body, kind), signature, NAMESPACE)
+    except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
+        return f"its signature does not match the record ({error})"
+    return None
 
 
 @dataclass
@@ -173,6 +229,7 @@ class SignatureReport:
 
     valid: int = 0
     unsigned: int = 0
+    imported: int = 0  # decisions imported from other ledgers, checked against their approvers
     signers: set[str] = field(default_factory=set)
     seq: int | None = None
     entity_id: str | None = None
@@ -187,7 +244,8 @@ class SignatureReport:
             return f"signatures FAILED at seq {self.seq} (entity {self.entity_id}): {self.detail}"
         by = f" (by {', '.join(sorted(self.signers))})" if self.signers else ""
         unsigned = f", {self.unsigned} unsigned decisions (no key was set)" if self.unsigned else ""
-        return f"signatures ok: {self.valid} valid{by}{unsigned}"
+        imported = f", {self.imported} imported decisions valid in their own ledger" if self.imported else ""
+        return f"signatures ok: {self.valid} valid{by}{unsigned}{imported}"
 
 
 def check_signatures(
@@ -203,9 +261,12 @@ def check_signatures(
     registered_any = False
     overrides: dict[str, tuple[str, PublicKey]] = {}  # an override request's action id -> its signer and key
     seen: set[str] = set(recorded_before)
+    imported = _Imported()
     for record in earlier:
         body = json.loads(record.body)
         values, signer = body[_FIELDS[record.kind]], str(body[_FIELDS[record.kind]].get("signed_by"))
+        if imported.takes(record, body, trusted) is not None:
+            continue
         if record.kind == "context":
             registered_any = True
             if values.get("status") == REVOKED:
@@ -218,6 +279,16 @@ def check_signatures(
         body = json.loads(record.body)
         values = body[_FIELDS[record.kind]]
         signature = values.get(SIGNATURE)
+        if (outcome := imported.takes(record, body, trusted)) is not None:
+            if outcome:
+                report.seq, report.entity_id, report.detail = record.seq, record.entity_id, outcome
+                return report
+            if record.kind == "action" and record.entity_type != ActionType.IMPORT.value:
+                if signature in (None, UNSIGNED):
+                    report.unsigned += 1
+                else:
+                    report.imported += 1
+            continue
         if record.kind == "action" and signature in (None, UNSIGNED):
             report.unsigned += 1
             continue
@@ -240,6 +311,42 @@ def check_signatures(
         elif values.get("decision") == "override_requested":
             overrides[record.entity_id] = (str(values["signed_by"]), key)
     return report
+
+
+class _Imported:
+    """What the Import actions met so far said: which decisions came from which ledger, and the keys of
+    that ledger's approvers (from their imported Approver records)."""
+
+    def __init__(self) -> None:
+        self.origin: dict[str, str] = {}  # an imported decision's id -> its ledger id
+        self.keys: dict[str, dict[str, PublicKey]] = {}  # ledger id -> approver name there -> key
+
+    def takes(self, record: LedgerRecord, body: dict[str, Any], trusted: dict[str, PublicKey]) -> str | None:
+        """None if `record` is no import's (check it as a local record); else "" if it holds, or why not."""
+        values = body[_FIELDS[record.kind]]
+        if record.kind == "action" and record.entity_type == ActionType.IMPORT.value:
+            for decision_id in values.get("decisions") or []:
+                self.origin[str(decision_id)] = str(values.get("source_ledger"))
+            fingerprint = values.get("signer_fingerprint")
+            if fingerprint not in {key.sha256_str() for key in trusted.values()}:
+                return f"an import of a bundle signed with key {fingerprint}, not a registered approver's key here then"
+            return ""
+        if record.kind == "context" and IMPORTED_FROM in values:
+            original = original_body(body)
+            if problem := record_signature_problem(original, "context"):
+                return f"imported Approver record: {problem}"
+            try:
+                key = public_key(str(values.get("public_key")))
+            except SignatureError as error:
+                return str(error)
+            self.keys.setdefault(str(values[IMPORTED_FROM]), {})[str(original["name"])] = key
+            return ""
+        if record.kind == "action" and record.entity_id in self.origin:
+            if values.get(SIGNATURE) in (None, UNSIGNED):
+                return ""
+            problem, _ = decision_problem(body, self.keys.get(self.origin[record.entity_id], {}))
+            return f"imported decision: {problem}" if problem else ""
+        return None
 
 
 def _problem(

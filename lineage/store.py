@@ -240,6 +240,14 @@ def _indexed_columns(entity: Entity) -> dict[str, str | None]:
     }
 
 
+def record_columns(entity: Entity) -> dict[str, str | None]:
+    """The columns a record of `entity` has before its place in the chain (seq, prev_hash) is known."""
+    columns: dict[str, str | None] = {"kind": _kind(entity).value, "entity_id": entity.id}
+    columns |= {"name": None, "source_id": None, "destination_id": None}
+    columns |= {key: None if value is None else str(value) for key, value in _indexed_columns(entity).items()}
+    return columns | {"body": canonical_json(entity.model_dump(mode="json"))}
+
+
 def _kind(entity: Entity) -> Kind:
     for kind, model in _MODELS.items():
         if isinstance(entity, model):
@@ -585,8 +593,11 @@ class LedgerStore:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def edges(self, entity_ids: Iterable[str], toward: str) -> list[Association]:
-        """Associations ending at (`toward="destination"`) or starting from (`"source"`) any of the ids."""
+    def edges(
+        self, entity_ids: Iterable[str], toward: str, association_type: AssociationType | None = None
+    ) -> list[Association]:
+        """Associations ending at (`toward="destination"`) or starting from (`"source"`) any of the ids
+        (only those of `association_type`, if given)."""
         column = {"destination": records_table.c.destination_id, "source": records_table.c.source_id}[toward]
         unique = sorted(set(entity_ids))
         found: list[Association] = []
@@ -595,6 +606,8 @@ class LedgerStore:
                 query = select(
                     records_table.c.source_id, records_table.c.destination_id, records_table.c.entity_type
                 ).where(column.in_(unique[start : start + _IN_CHUNK]))  # only associations have either end
+                if association_type is not None:
+                    query = query.where(records_table.c.entity_type == association_type.value)
                 found += [_edge(*row) for row in conn.execute(query.order_by(records_table.c.seq))]
         return found
 

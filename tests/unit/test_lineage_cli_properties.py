@@ -110,7 +110,7 @@ COMMANDS = list(_commands(typer.main.get_command(app)))
 READ_ONLY = {
     ("diff",), ("verifications",), ("query",), ("reproduce",), ("models", "list"), ("models", "show"),
     ("approvers", "list"), ("export", "openlineage"), ("export", "archive"), ("runs", "list"), ("runs", "show"),
-    ("evidence",), ("ui",),
+    ("evidence",), ("ui",), ("export", "bundle"),
 }  # fmt: skip
 # These report a failed check on stdout with exit status 1 and nothing on stderr.
 REPORTS = {("verify",), ("reproduce",)}
@@ -122,6 +122,7 @@ def test_the_walk_finds_every_command() -> None:
         "verify", "verifications", "diff", "init", "query", "reproduce", "models list", "models show",
         "models promote", "models approve", "models rollback", "export openlineage", "export archive",
         "approvers add", "approvers revoke", "approvers list", "runs list", "runs show", "evidence", "ui",
+        "export bundle", "import bundle",
     }  # fmt: skip
 
 
@@ -401,6 +402,8 @@ CASES = [
      "lineage: error: .: no such key file"),
     (1, ["init", "--db", "sqlite:///fresh.db", "--approver", "carol", "--key", "x" * 300],
      f"lineage: error: {'x' * 300}: File name too long"),
+    (1, ["import", "bundle", "notes.txt"], "lineage: error: notes.txt: not a lineage bundle: truncated or not JSON ("),
+    (1, ["import", "bundle", "."], "lineage: error: .: cannot read the bundle (Is a directory)"),
     (2, ["query", "production", "--format", "xml"], "Error: Invalid value for '--format'"),
     (2, ["models", "list", "--status", NOT_UTF8], "Error: Invalid value for '--status'"),
 ]  # fmt: skip

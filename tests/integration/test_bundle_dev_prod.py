@@ -1,0 +1,138 @@
+"""One lineage across two environments, through the `lineage` command: dev (SQLite) trains and exports a
+signed bundle; prod (the machine's PostgreSQL) trusts dev's key, imports it against its DVC remote,
+promotes the version, and then answers for it: the production version's ascendants reach dev's data and
+run, both ledgers verify, the promotion says where the version was trained, and `lineage reproduce`
+reads the same run on both sides. Bad bundles and missing files are refused in one line, appending
+nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lineage.bundle import ledger_id, read_bundle
+from lineage.reproduce import expected
+from lineage.signatures import Signer
+from lineage.store import LedgerStore
+from tests.bundle_world import dvc_repository, object_path, record_weeks
+from tests.conftest import POSTGRES_PSYCOPG, REPO, VENV_BIN, postgres_database, stage_env
+
+pytestmark = pytest.mark.integration
+
+
+def lineage(db: str, cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(VENV_BIN / "lineage"), *args],
+        cwd=cwd,
+        env=stage_env(LINEAGE_DB_URL=db, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode == 0) == ok, f"lineage {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def refused(db: str, cwd: Path, bundle: Path, message: str) -> None:
+    """`lineage import bundle` fails with one line naming the problem, and the ledger does not change."""
+    with LedgerStore(db) as store:
+        head = store.head()
+    done = lineage(db, cwd, "import", "bundle", str(bundle), ok=False)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("lineage: error: "), done.stderr
+    assert message in done.stderr, done.stderr
+    with LedgerStore(db) as store:
+        assert store.head() == head
+
+
+def test_dev_to_prod(tmp_path: Path, ssh_keys: dict[str, Path]) -> None:
+    dev_db = f"sqlite:///{tmp_path / 'dev.db'}"
+    dev_root, storage = tmp_path / "dev", tmp_path / "remote"
+    dev_root.mkdir()
+    pub = {name: str(key.with_suffix(".pub")) for name, key in ssh_keys.items()}
+
+    # dev: its approvers, two weekly runs (week 1 promoted, signed by the pipeline), a signed bundle
+    lineage(dev_db, dev_root, "init", "--approver", "alice", "--key", str(ssh_keys["alice"]))
+    lineage(dev_db, dev_root, "approvers", "add", "lineage-pipeline", "--public-key", pub["lineage-pipeline"],
+            "--by", "alice", "--key", str(ssh_keys["alice"]))  # fmt: skip
+    with LedgerStore(dev_db) as dev:
+        pipeline = Signer("lineage-pipeline", ssh_keys["lineage-pipeline"])
+        (version, flow_run_id), _ = record_weeks(dev, dev_root, storage, pipeline, True, False)
+        dev_id = ledger_id(dev)
+    bundle = tmp_path / "bundle.json"
+    exported = lineage(dev_db, dev_root, "export", "bundle", version, "--output", str(bundle),
+                       "--by", "alice", "--key", str(ssh_keys["alice"]))  # fmt: skip
+    assert f"of ledger {dev_id} head" in exported.stdout
+    assert "signed by alice" in exported.stdout
+    lineage(dev_db, dev_root, "export", "bundle", version, "--output", str(bundle), ok=False)  # exists: --force
+    processed = next(
+        json.loads(r.body)["md5"] for r in read_bundle(bundle)[0].records if r.name == "data/processed.parquet"
+    )
+
+    with postgres_database("lineage_bundle") as name:
+        prod_db = POSTGRES_PSYCOPG.format(database=name)
+        prod = dvc_repository(tmp_path / "prod", storage)  # prod reads the remote dev pushed to
+        lineage(prod_db, prod, "init", "--approver", "bob", "--key", str(ssh_keys["bob"]))
+
+        refused(prod_db, prod, bundle, "untrusted signer: 'alice' of ledger")
+        lineage(prod_db, prod, "approvers", "add", "dev-alice", "--public-key", pub["alice"],
+                "--by", "bob", "--key", str(ssh_keys["bob"]))  # fmt: skip
+
+        tampered = tmp_path / "tampered.json"
+        text = bundle.read_text(encoding="utf-8")
+        at = text.rfind('\\"size\\":1', 0, text.index('\\"source_uri\\":\\"data/processed.parquet\\"')) + 10
+        tampered.write_text(text[:at] + "2" + text[at + 1 :], encoding="utf-8")  # one body byte
+        refused(prod_db, prod, tampered, "tampered: record seq")
+        wrong = tmp_path / "dvc.lock"
+        shutil.copy(dev_root / "dvc.lock", wrong)
+        refused(prod_db, prod, wrong, "not a lineage bundle: truncated or not JSON")
+        truncated = tmp_path / "truncated.json"
+        truncated.write_bytes(bundle.read_bytes()[:-200])
+        refused(prod_db, prod, truncated, "not a lineage bundle: truncated or not JSON")
+
+        stored = object_path(storage, processed)
+        kept = stored.read_bytes()
+        stored.unlink()
+        refused(prod_db, prod, bundle, f"data/processed.parquet (md5 {processed}) is in neither the DVC cache nor")
+        stored.write_bytes(b"not the processed data")
+        refused(prod_db, prod, bundle, f"data/processed.parquet: the stored object {processed} is altered")
+        stored.write_bytes(kept)
+
+        imported = json.loads(lineage(prod_db, prod, "import", "bundle", str(bundle), "--format", "json").stdout)
+        assert imported["appended"] > 100
+        assert imported["source_ledger"] == dev_id
+        assert (imported["version"], imported["status"], imported["signer"]) == (version, "candidate", "dev-alice")
+        again = lineage(prod_db, prod, "import", "bundle", str(bundle))
+        assert again.stdout.startswith("nothing to import: 0 records appended")
+
+        lineage(prod_db, prod, "models", "promote", version, "--by", "bob", "--key", str(ssh_keys["bob"]),
+                "--reason", "validated in staging")  # fmt: skip
+        graph = json.loads(lineage(prod_db, prod, "query", "production", "--direction", "ascendants",
+                                   "--format", "json").stdout)  # fmt: skip
+        vertices = graph["vertices"]
+        assert any(v["label"] == "data/processed.parquet" and v["details"]["md5"] == processed for v in vertices)
+        assert any(v["type"] == "PipelineRun" and v["label"] == flow_run_id for v in vertices)
+
+        shown = json.loads(lineage(prod_db, prod, "models", "show", version, "--format", "json").stdout)
+        assert shown["trained_in"] == dev_id
+        assert shown["status"] == "production"
+        assert shown["decisions"][-1]["parameters"]["trained_in"] == dev_id
+        assert f"(trained in ledger {dev_id})" in lineage(prod_db, prod, "models", "show", version).stdout
+
+        for db, cwd in ((dev_db, dev_root), (prod_db, prod)):
+            verified = lineage(db, cwd, "verify", "--full")
+            assert "chain ok" in verified.stdout
+            assert "signatures ok" in verified.stdout
+        assert "1 imported decisions valid in their own ledger" in verified.stdout
+
+        with LedgerStore(dev_db) as dev, LedgerStore(prod_db) as prod_store:
+            on_dev, on_prod = expected(dev, version), expected(prod_store, "production")
+        assert (on_prod.hashes, on_prod.commit, on_prod.params_md5, on_prod.flow_run_id) == (
+            on_dev.hashes, on_dev.commit, on_dev.params_md5, on_dev.flow_run_id,
+        )  # fmt: skip
