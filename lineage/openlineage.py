@@ -536,7 +536,9 @@ def _first_problem(validator: jsonschema.Draft202012Validator, instance: Any, pr
 def validate(event_json: dict[str, Any]) -> None:
     """Check a serialized RunEvent against the official OpenLineage.json and each facet against the schema
     its `_schemaURL` names (official or ours, vendored: no network); raise ValueError naming the first problem."""
-    problem = _first_problem(_validator(RUN_EVENT), event_json, "")  # type: ignore[arg-type]
+    event_validator = _validator(RUN_EVENT)
+    assert event_validator is not None, "lineage/openlineage_spec/OpenLineage.json is missing"
+    problem = _first_problem(event_validator, event_json, "")
     for where, facet in _facets(event_json) if problem is None else []:
         url = facet.get("_schemaURL") if isinstance(facet, dict) else None
         validator = _validator(url) if isinstance(url, str) else None

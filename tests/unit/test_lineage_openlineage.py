@@ -170,6 +170,11 @@ def test_validate_rejects_broken_events(ledger: Ledger, path: tuple[Any, ...], v
         validate(event)
 
 
+def _path(dataset: Any) -> str:
+    """The dataset's path in the workspace (our `dvc` facet)."""
+    return str((dataset.facets or {})["dvc"].path)
+
+
 def _pushed_name(md5: str) -> tuple[str, str]:
     return "s3://lineage-bucket", f"dvc/files/md5/{md5[:2]}/{md5[2:]}"
 
@@ -185,9 +190,9 @@ def test_datasets_are_named_where_they_are_stored_with_dvc_and_version_facets(le
             for o in entry["outs"]}  # fmt: skip
     start, end = _of(ledger.events, COMPLETED, stage)
     assert start.outputs == []
-    assert [(d.facets or {})["dvc"].path for d in start.inputs or []] == sorted(deps)
-    assert [(d.facets or {})["dvc"].path for d in end.inputs or []] == sorted(deps)
-    assert [(d.facets or {})["dvc"].path for d in end.outputs or []] == sorted(outs)
+    assert [_path(d) for d in start.inputs or []] == sorted(deps)
+    assert [_path(d) for d in end.inputs or []] == sorted(deps)
+    assert [_path(d) for d in end.outputs or []] == sorted(outs)
     for dataset in [*(end.inputs or []), *(end.outputs or [])]:
         facets: Any = dataset.facets or {}
         entry = deps.get(facets["dvc"].path) or outs[facets["dvc"].path]
@@ -208,7 +213,7 @@ def test_a_run_that_pushed_nothing_names_its_files_on_its_host(ledger: Ledger) -
     root = ledger.roots[GATE_FAILED].resolve()
     for event in [e for e in ledger.events if _facet(e, "parent").run.runId == GATE_FAILED]:
         for dataset in [*(event.inputs or []), *(event.outputs or [])]:
-            path = (dataset.facets or {})["dvc"].path
+            path = _path(dataset)
             assert (dataset.namespace, dataset.name) == (f"file://{host()}", f"{root}/{path}")
 
 
@@ -217,15 +222,16 @@ def test_a_directory_md5_keeps_its_dir_suffix_in_the_remote_name(ledger: Ledger)
     lock["stages"]["etl"]["outs"].append({"path": "data/parts", "hash": "md5", "md5": "ab" * 16 + ".dir", "nfiles": 2})
     (ledger.roots[COMPLETED] / "dvc.lock").write_text(yaml.safe_dump(lock))
     event = stage_event(RunState.COMPLETE, "etl", COMPLETED, T0, ledger.roots[COMPLETED], REMOTE)
-    parts = [d for d in event.outputs or [] if (d.facets or {})["dvc"].path == "data/parts"]
+    parts = [d for d in event.outputs or [] if _path(d) == "data/parts"]
     assert [(d.namespace, d.name) for d in parts] == [("s3://lineage-bucket", "dvc/files/md5/ab/" + "ab" * 15 + ".dir")]
-    assert (parts[0].facets or {})["dvc"].nfiles == 2
+    nfiles: Any = (parts[0].facets or {})["dvc"]
+    assert nfiles.nfiles == 2
 
 
 def test_schema_facet_is_the_parquet_files_schema(ledger: Ledger) -> None:
     _, end = _of(ledger.events, COMPLETED, "etl")
     for dataset in end.outputs or []:
-        path = (dataset.facets or {})["dvc"].path
+        path = _path(dataset)
         if not path.endswith(".parquet"):
             assert "schema" not in (dataset.facets or {})
             continue
@@ -236,7 +242,7 @@ def test_schema_facet_is_the_parquet_files_schema(ledger: Ledger) -> None:
 
 def test_column_lineage_of_etl_maps_features_to_raw_fields(ledger: Ledger) -> None:
     _, end = _of(ledger.events, COMPLETED, "etl")
-    by_path = {(d.facets or {})["dvc"].path: d for d in end.outputs or []}
+    by_path = {_path(d): d for d in end.outputs or []}
     raw, processed = by_path["data/transactions.parquet"], by_path["data/processed.parquet"]
     facet: Any = (processed.facets or {})["columnLineage"]
     assert list(facet.fields) == sorted(COLUMN_LINEAGE["data/processed.parquet"])
@@ -283,7 +289,7 @@ def test_live_fail_and_unpushed_events_validate(ledger: Ledger) -> None:
 def test_skipped_stage_keeps_its_outputs_and_failed_stage_has_none(ledger: Ledger) -> None:
     outs = sorted(o["path"] for o in ledger.lock(PARTIAL, "etl")["outs"])
     start, end = _of(ledger.events, PARTIAL, "etl")
-    assert [(d.facets or {})["dvc"].path for d in end.outputs or []] == outs
+    assert [_path(d) for d in end.outputs or []] == outs
     assert (_facet(start, "dvcStage").status, _facet(end, "dvcStage").status) == ("InProgress", "Skipped")
     for event in _of(ledger.events, PARTIAL, "preprocess"):
         assert (event.inputs, event.outputs) == ([], [])
@@ -454,6 +460,8 @@ def test_validate_rejects_a_schema_field_without_a_name(ledger: Ledger) -> None:
     _, end = _dicts(_of(ledger.events, COMPLETED, "etl"))
     index = next(i for i, d in enumerate(end["outputs"]) if "schema" in d["facets"])
     del end["outputs"][index]["facets"]["schema"]["fields"][1]["name"]
-    with pytest.raises(ValueError, match=rf"^invalid OpenLineage RunEvent at outputs/{index}/facets/schema/fields/1: ") as caught:
+    where = f"outputs/{index}/facets/schema/fields/1"
+    with pytest.raises(ValueError, match=rf"^invalid OpenLineage RunEvent at {where}: ") as caught:
         validate(end)
-    assert "'name' is a required property" in str(caught.value) and "\n" not in str(caught.value)
+    assert "'name' is a required property" in str(caught.value)
+    assert "\n" not in str(caught.value)
