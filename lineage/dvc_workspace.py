@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
+
+from lineage.entities import PropertyValue
 
 LOCK_FILE = "dvc.lock"
 # Object stores name an object by its key (no leading slash); file systems by an absolute path.
@@ -56,6 +56,9 @@ def parquet_schema(path: Path) -> list[dict[str, str]] | None:
         return json.loads(schemas.pop()) if len(schemas) == 1 else None
     if path.suffix != ".parquet" or not path.is_file():
         return None
+    import pyarrow as pa  # here: the recorder and the CLI import this module, and pyarrow is slow to import
+    import pyarrow.parquet as pq
+
     try:
         schema: pa.Schema = pq.read_schema(path)
     except (pa.ArrowException, OSError):
@@ -67,6 +70,24 @@ def schema_property(path: Path) -> str | None:
     """The Parquet schema as the canonical JSON text an artifact property holds (properties are scalars)."""
     schema = parquet_schema(path)
     return None if schema is None else json.dumps(schema, separators=(",", ":"))
+
+
+def dataset_properties(
+    root: Path, entry: dict[str, Any], column_lineage: dict[str, Any] | None = None
+) -> dict[str, PropertyValue]:
+    """What an artifact keeps of a dvc.lock entry beyond path, md5 and size: `nfiles` (a directory's),
+    `schema` (a Parquet file's, JSON) and `column_lineage` (JSON of the mapping `column_lineage` gives its
+    path: {output path: {column: [input field, ...]}})."""
+    properties: dict[str, PropertyValue] = {}
+    if "nfiles" in entry:
+        properties["nfiles"] = entry["nfiles"]
+    schema = schema_property(root / entry["path"])
+    if schema is not None:
+        properties["schema"] = schema
+    mapping = (column_lineage or {}).get(entry["path"])
+    if mapping:
+        properties["column_lineage"] = json.dumps(mapping, sort_keys=True, separators=(",", ":"))
+    return properties
 
 
 def remote_object(remote_url: str, md5: str, host_name: str | None) -> tuple[str, str]:

@@ -41,7 +41,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,17 @@ from openlineage.client.serde import Serde
 from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport, TokenProvider
 from openlineage.client.transport.http_common import DEFAULT_RETRY_CONFIG
 from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from lineage.dvc_workspace import host, locked_stage, read_lock, remote_object, remote_of_run_record, schema_property
+from lineage.dvc_workspace import (
+    dataset_properties,
+    host,
+    locked_stage,
+    read_lock,
+    remote_object,
+    remote_of_run_record,
+)
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -176,14 +184,13 @@ class _File:
     column_lineage: str | None = None  # JSON {column: [{path, field, type, subtype, description}]}
 
     @classmethod
-    def of(cls, artifact: Artifact) -> _File:
-        props = artifact.properties
-        nfiles = props.get("nfiles")
-        schema, lineage = props.get("schema"), props.get("column_lineage")
+    def of(cls, path: str, md5: str, size: int | None, props: dict[str, Any]) -> _File:
+        """From an artifact's (or `dataset_properties`') properties."""
+        nfiles, schema, lineage = props.get("nfiles"), props.get("schema"), props.get("column_lineage")
         return cls(
-            artifact.source_uri,
-            artifact.md5,
-            artifact.size,
+            path,
+            md5,
+            size,
             nfiles if isinstance(nfiles, int) else None,
             schema if isinstance(schema, str) else None,
             lineage if isinstance(lineage, str) else None,
@@ -246,7 +253,8 @@ def _datasets(
         }
         if file.schema:
             facets["schema"] = _schema_facet(file.schema)
-        lineage = _column_lineage_facet(file.column_lineage, place, md5s) if file.column_lineage else None
+        is_output = cls is OutputDataset  # a column mapping tells how an output was made
+        lineage = _column_lineage_facet(file.column_lineage, place, md5s) if is_output and file.column_lineage else None
         if lineage is not None:
             facets["columnLineage"] = lineage
         namespace, name = place.name(file.path, file.md5)
@@ -341,7 +349,11 @@ def _pipeline_runs(store: LedgerStore, flow_run_id: str | None) -> list[Context]
 
 
 def _files(artifacts: Iterable[Any]) -> list[_File]:
-    return [_File.of(a) for a in artifacts if isinstance(a, Artifact) and a.artifact_type in DATASETS]
+    return [
+        _File.of(a.source_uri, a.md5, a.size, dict(a.properties))
+        for a in artifacts
+        if isinstance(a, Artifact) and a.artifact_type in DATASETS
+    ]
 
 
 def _gate_facts(gate: Action) -> dict[str, Any]:
@@ -406,17 +418,17 @@ def run_events(store: LedgerStore, flow_run_id: str | None = None) -> list[RunEv
     return [item[-1] for item in sorted(keyed, key=lambda item: item[:4])]
 
 
-def _workspace_files(entries: Iterable[dict[str, Any]], root: Path, outs: dict[str, dict[str, Any]]) -> list[_File]:
-    """The dataset entries of dvc.lock (code and params.yaml left out), as the recorder keeps them; a dep's
-    version is the one its producing stage's outs give now (newer than this stage's lock entry before it ran)."""
+def _workspace_files(
+    entries: Iterable[dict[str, Any]], root: Path, outs: dict[str, dict[str, Any]], lineage: dict[str, Any] | None
+) -> list[_File]:
+    """The dataset entries of dvc.lock (code and params.yaml left out) with what the recorder keeps of them;
+    a dep at the version its producing stage's outs give now (newer than this stage's entry before it ran)."""
     files = []
     for entry in entries:
-        path = entry["path"]
-        if artifact_type(path) not in DATASETS:
-            continue
-        entry = outs.get(path, entry)
-        nfiles = entry.get("nfiles")
-        files.append(_File(path, entry["md5"], entry.get("size"), nfiles, schema_property(root / path)))
+        if artifact_type(entry["path"]) in DATASETS:
+            entry = outs.get(entry["path"], entry)
+            props = dataset_properties(root, entry, lineage)
+            files.append(_File.of(entry["path"], entry["md5"], entry.get("size"), dict(props)))
     return files
 
 
@@ -447,13 +459,7 @@ def stage_event(
     locked = locked_stage(lock, stage)
     outs = {o["path"]: o for entry in (lock.get("stages") or {}).values() for o in entry.get("outs", [])}
     provenance = Provenance.read(root)
-    lineage = column_lineage or {}
-    outputs = [
-        replace(f, column_lineage=json.dumps(lineage[f.path], sort_keys=True, separators=(",", ":")))
-        if lineage.get(f.path)
-        else f
-        for f in ([] if state == RunState.FAIL else _workspace_files(locked.get("outs", []), root, {}))
-    ]
+    outputs = [] if state == RunState.FAIL else _workspace_files(locked.get("outs", []), root, {}, column_lineage)
     place = _Place(
         remote=remote_url,
         pushed=frozenset((o["path"], o["md5"]) for o in outs.values()),
@@ -468,7 +474,7 @@ def stage_event(
         command=str(locked.get("cmd", "")),
         params=dict((locked.get("params") or {}).get("params.yaml") or {}),
         code={d["path"]: d["md5"] for d in locked.get("deps", []) if d["path"].endswith(".py")},
-        inputs=[] if state == RunState.FAIL else _workspace_files(locked.get("deps", []), root, outs),
+        inputs=[] if state == RunState.FAIL else _workspace_files(locked.get("deps", []), root, outs, column_lineage),
         outputs=outputs,
         place=place,
         provenance={
@@ -505,7 +511,7 @@ def _validator(schema_url: str) -> jsonschema.Draft202012Validator | None:
     document, _, pointer = schema_url.partition("#")
     try:
         _registry().resolver().lookup(schema_url if pointer else document)
-    except Exception:  # referencing's Unresolvable and its pointer errors
+    except Unresolvable:  # not vendored, or no such definition in it
         return None
     return jsonschema.Draft202012Validator(
         {"$ref": schema_url}, registry=_registry(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER

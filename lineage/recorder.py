@@ -41,7 +41,7 @@ from pydantic import JsonValue
 
 from gates.rules import NO_OVERRIDE, DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
 from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot
-from lineage.dvc_workspace import host, locked_stage, read_lock, schema_property
+from lineage.dvc_workspace import dataset_properties, host, locked_stage, read_lock
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -186,14 +186,8 @@ class _RunGraph:
         properties: dict[str, PropertyValue] = {}
         if path.startswith("metrics/") and (self.root / path).is_file():
             properties = flatten(json.loads((self.root / path).read_text(encoding="utf-8")))
-        if "nfiles" in entry:
-            properties["nfiles"] = entry["nfiles"]
-        schema = schema_property(self.root / path)  # the export runs later, from the ledger: keep it now
-        if schema is not None:
-            properties["schema"] = schema
-        lineage = (self.info.column_lineage or {}).get(path)
-        if lineage:
-            properties["column_lineage"] = json.dumps(lineage, sort_keys=True, separators=(",", ":"))
+        # the OpenLineage export runs later, from the ledger: keep the schema and column mapping now
+        properties |= dataset_properties(self.root, entry, self.info.column_lineage)
         artifact = Artifact(
             artifact_type=artifact_type(path),
             source_uri=path,

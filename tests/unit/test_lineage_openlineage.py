@@ -23,8 +23,8 @@ from openlineage.client.event_v2 import RunEvent, RunState
 from openlineage.client.serde import Serde
 
 from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
-from lineage.dvc_workspace import host
-from lineage.entities import Action, ActionStatus, stage_run_id
+from lineage.dvc_workspace import host, remote_object, remote_of_run_record
+from lineage.entities import Action, ActionStatus, Context, ContextType, context_id, stage_run_id
 from lineage.openlineage import PRODUCER, SendError, run_events, send, stage_event, to_json_lines, validate
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import Kind, LedgerStore
@@ -37,6 +37,7 @@ PARTIAL = "local-run-2024-03-18"  # not a UUID: the parent run id is a uuid5 of 
 IMAGE = "registry.example.com/retail-lineage:1.4"
 API_KEY = "ol-secret-key-123"
 REMOTE = "s3://lineage-bucket/dvc"  # where COMPLETED pushed
+REPOSITORY = "https://github.com/retail-lineage/retail-lineage"
 
 
 @dataclass
@@ -465,3 +466,41 @@ def test_validate_rejects_a_schema_field_without_a_name(ledger: Ledger) -> None:
         validate(end)
     assert "'name' is a required property" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_record_without_workspace_and_host_falls_back_to_the_repository(ledger: Ledger) -> None:
+    """Runs recorded before the PipelineRun kept its workspace and host: what the run did not push is named
+    by the git repository and its path in it, what it pushed still by the remote object (`file` where a
+    local remote's host is unknown)."""
+    for flow, record in ((GATE_FAILED, ""), (COMPLETED, f"{REMOTE}/runs/{COMPLETED}")):
+        (run,) = ledger.store.latest([context_id(ContextType.PIPELINE_RUN, flow)]).values()
+        assert isinstance(run, Context)
+        old = {k: v for k, v in run.properties.items() if k not in ("workspace", "host")} | {"run_record": record}
+        ledger.store.append([run.model_copy(update={"properties": old})])
+    for event in run_events(ledger.store, GATE_FAILED):
+        for dataset in [*(event.inputs or []), *(event.outputs or [])]:
+            assert (dataset.namespace, dataset.name) == (
+                "https://github.com/retail-lineage/retail-lineage",
+                _path(dataset),
+            )
+    _, end = _of(run_events(ledger.store, COMPLETED), COMPLETED, "etl")
+    names = {_path(d): (d.namespace, d.name) for d in [*(end.inputs or []), *(end.outputs or [])]}
+    md5 = ledger.lock(COMPLETED, "etl")["outs"][0]["md5"]
+    assert names[ledger.lock(COMPLETED, "etl")["outs"][0]["path"]] == _pushed_name(md5)
+    assert names["data/raw"] == (REPOSITORY, "data/raw")
+
+
+def test_remote_object_names_by_remote_kind() -> None:
+    md5 = "0123456789abcdef0123456789abcdef"
+    assert remote_object("s3://bucket", md5, "h") == ("s3://bucket", "files/md5/01/23456789abcdef0123456789abcdef")
+    assert remote_object("s3://bucket/a/b/", md5, "h")[1] == "a/b/files/md5/01/23456789abcdef0123456789abcdef"
+    assert remote_object("/srv/dvc", md5, "box") == (
+        "file://box",
+        "/srv/dvc/files/md5/01/23456789abcdef0123456789abcdef",
+    )
+    assert remote_object("file:///srv/dvc", md5, None) == (
+        "file",
+        "/srv/dvc/files/md5/01/23456789abcdef0123456789abcdef",
+    )
+    assert remote_of_run_record(f"s3://b/p/runs/{COMPLETED}", COMPLETED) == "s3://b/p"
+    assert remote_of_run_record("", COMPLETED) is None
