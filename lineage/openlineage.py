@@ -449,9 +449,10 @@ def stage_event(
     dataset names and facets) for a run that pushed to `remote_url` (None: no remote; outputs are pushed at
     the end of the run, so live events name them by their remote object already).
 
-    START: the inputs dvc.lock lists for the stage before it runs (its deps; an upstream output at the
-    version its stage just wrote). COMPLETE: inputs and outputs from dvc.lock after the stage (`skipped`:
-    DVC found it unchanged). FAIL: no datasets (DVC leaves a failed stage's lock entry as it was), and the
+    START: the inputs dvc.lock lists for the stage before it runs (an upstream output at the version its
+    stage just wrote), and the command, params and code md5s as dvc.lock has them then (the previous run's,
+    if they changed since). COMPLETE: inputs and outputs from dvc.lock after the stage (`skipped`: DVC found
+    it unchanged). FAIL: no datasets (DVC leaves a failed stage's lock entry as it was), and the
     `errorMessage` facet with `failure`. `column_lineage` is RunInfo's ({output path: {column: [...]}}).
     Gate verdicts are decided after the stage, by the flow: only the export carries them.
     """

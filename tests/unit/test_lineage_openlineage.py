@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import socket
 import threading
 import uuid
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -25,7 +27,22 @@ from openlineage.client.serde import Serde
 from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
 from lineage.dvc_workspace import host, remote_object, remote_of_run_record
 from lineage.entities import Action, ActionStatus, Context, ContextType, context_id, stage_run_id
-from lineage.openlineage import PRODUCER, SendError, run_events, send, stage_event, to_json_lines, validate
+from lineage.openlineage import (
+    FACETS_DIR,
+    PRODUCER,
+    SPEC_DIR,
+    DvcDatasetFacet,
+    DvcStageRunFacet,
+    GateVerdictsRunFacet,
+    GitRunFacet,
+    ImageRunFacet,
+    SendError,
+    run_events,
+    send,
+    stage_event,
+    to_json_lines,
+    validate,
+)
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import Kind, LedgerStore
 from tasks.etl import COLUMN_LINEAGE
@@ -38,6 +55,14 @@ IMAGE = "registry.example.com/retail-lineage:1.4"
 API_KEY = "ol-secret-key-123"
 REMOTE = "s3://lineage-bucket/dvc"  # where COMPLETED pushed
 REPOSITORY = "https://github.com/retail-lineage/retail-lineage"
+OFFICIAL_FACETS = [  # every standard facet the events carry
+    "ParentRunFacet",
+    "JobTypeJobFacet",
+    "DatasetVersionDatasetFacet",
+    "SchemaDatasetFacet",
+    "ColumnLineageDatasetFacet",
+    "ErrorMessageRunFacet",
+]
 
 
 @dataclass
@@ -504,3 +529,23 @@ def test_remote_object_names_by_remote_kind() -> None:
     )
     assert remote_of_run_record(f"s3://b/p/runs/{COMPLETED}", COMPLETED) == "s3://b/p"
     assert remote_of_run_record("", COMPLETED) is None
+
+
+@pytest.mark.parametrize("facet", [DvcDatasetFacet, ImageRunFacet, GitRunFacet, DvcStageRunFacet, GateVerdictsRunFacet])
+def test_our_facets_schemas_are_committed_where_their_schema_urls_point(facet: Any) -> None:
+    document, _, pointer = facet._get_schema().partition("#")
+    schema = json.loads((FACETS_DIR / f"{facet.__name__}.json").read_text(encoding="utf-8"))
+    assert schema["$id"] == document
+    assert document.endswith(f"/lineage/openlineage_facets/{facet.__name__}.json")
+    assert pointer == f"/$defs/{facet.__name__}"
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_the_vendored_official_schemas_are_valid_schemas_of_their_commit() -> None:
+    readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"commit\s+`[0-9a-f]{40}`", readme)
+    assert "Apache License" in (SPEC_DIR / "LICENSE").read_text(encoding="utf-8")
+    names = sorted(p.name for p in SPEC_DIR.rglob("*.json"))
+    assert names == sorted(["OpenLineage.json", *(f"{n}.json" for n in OFFICIAL_FACETS)])
+    for path in SPEC_DIR.rglob("*.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text(encoding="utf-8")))
