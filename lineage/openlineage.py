@@ -227,16 +227,18 @@ def _column_lineage_facet(
     stage does not list is left out: its version, hence its name, is unknown)."""
     fields: dict[str, column_lineage_dataset.Fields] = {}
     for column, sources in sorted(json.loads(mapping).items()):
-        inputs = []
+        # one InputField per input field, with every way the column uses it
+        used: dict[tuple[str, str, str], list[column_lineage_dataset.Transformation]] = {}
         for source in sources:
-            if source["path"] not in md5s:
-                continue
-            namespace, name = place.name(source["path"], md5s[source["path"]])
-            transformation = column_lineage_dataset.Transformation(
-                type=source["type"], subtype=source.get("subtype"), description=source.get("description")
-            )
-            inputs.append(column_lineage_dataset.InputField(namespace, name, source["field"], [transformation]))
-        if inputs:
+            if source["path"] in md5s:
+                namespace, name = place.name(source["path"], md5s[source["path"]])
+                used.setdefault((namespace, name, source["field"]), []).append(
+                    column_lineage_dataset.Transformation(
+                        type=source["type"], subtype=source.get("subtype"), description=source.get("description")
+                    )
+                )
+        if used:
+            inputs = [column_lineage_dataset.InputField(*key, transformations=ways) for key, ways in used.items()]
             fields[column] = column_lineage_dataset.Fields(inputFields=inputs)
     return column_lineage_dataset.ColumnLineageDatasetFacet(fields=fields, producer=PRODUCER) if fields else None
 
@@ -495,15 +497,28 @@ def to_json_lines(events: Iterable[RunEvent]) -> str:
     return "".join(Serde.to_json(event) + "\n" for event in events)
 
 
+def _schemas() -> list[dict[str, Any]]:
+    paths = [*SPEC_DIR.glob("*.json"), *SPEC_DIR.glob("facets/*.json"), *FACETS_DIR.glob("*.json")]
+    return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(paths)]
+
+
 @functools.cache
 def _registry() -> Registry:
     """Every vendored official schema and ours, by `$id`: `$ref`s resolve offline."""
-    paths = [*SPEC_DIR.glob("*.json"), *SPEC_DIR.glob("facets/*.json"), *FACETS_DIR.glob("*.json")]
-    resources = []
-    for path in sorted(paths):
-        contents = json.loads(path.read_text(encoding="utf-8"))
-        resources.append((contents["$id"], Resource.from_contents(contents, default_specification=DRAFT202012)))
+    resources = [(s["$id"], Resource.from_contents(s, default_specification=DRAFT202012)) for s in _schemas()]
     return Registry().with_resources(resources)
+
+
+@functools.cache
+def _facet_schemas() -> dict[str, str]:
+    """Facet key (e.g. `schema`, `dvc`) -> the schema URL its facet must name: a facet schema document
+    declares its key in its top-level `properties` (`{"schema": {"$ref": "#/$defs/SchemaDatasetFacet"}}`)."""
+    return {
+        key: schema["$id"] + ref["$ref"]
+        for schema in _schemas()
+        if "facets/" in schema["$id"]
+        for key, ref in (schema.get("properties") or {}).items()
+    }
 
 
 @functools.cache
@@ -541,15 +556,19 @@ def _first_problem(validator: jsonschema.Draft202012Validator, instance: Any, pr
 
 
 def validate(event_json: dict[str, Any]) -> None:
-    """Check a serialized RunEvent against the official OpenLineage.json and each facet against the schema
-    its `_schemaURL` names (official or ours, vendored: no network); raise ValueError naming the first problem."""
+    """Check a serialized RunEvent against the official OpenLineage.json and each facet against its own
+    schema (official or ours, vendored: no network), which its `_schemaURL` must name; raise ValueError
+    naming the first problem."""
     event_validator = _validator(RUN_EVENT)
     assert event_validator is not None, "lineage/openlineage_spec/OpenLineage.json is missing"
     problem = _first_problem(event_validator, event_json, "")
     for where, facet in _facets(event_json) if problem is None else []:
         url = facet.get("_schemaURL") if isinstance(facet, dict) else None
+        expected = _facet_schemas().get(where.rsplit("/", 1)[-1], url)
         validator = _validator(url) if isinstance(url, str) else None
-        if validator is None:
+        if url != expected:  # a standard facet (or ours) must follow its own schema, not one it picks
+            problem = f"{where}/_schemaURL: {url!r} is not the schema of this facet, {expected!r}"
+        elif validator is None:
             problem = f"{where}/_schemaURL: no vendored schema for {url!r}"
         else:
             problem = _first_problem(validator, facet, where)

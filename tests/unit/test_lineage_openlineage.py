@@ -177,6 +177,8 @@ def test_every_event_validates(ledger: Ledger) -> None:
         (("inputs", 0, "facets", "dvc", "_schemaURL"), None, "_schemaURL"),
         (("inputs", 0, "facets", "version", "datasetVersion"), None, "inputs/0/facets/version: 'datasetVersion'"),
         (("run", "facets", "dvcStage", "_schemaURL"), "https://example.com/x.json", "run/facets/dvcStage/_schemaURL"),
+        (("run", "facets", "dvcStage", "_schemaURL"), ImageRunFacet._get_schema(), "not the schema of this facet"),
+        (("run", "facets", "custom"), {"_producer": PRODUCER, "_schemaURL": PRODUCER}, "custom/_schemaURL: no "),
         (("run", "facets", "dvcStage", "status"), "Done", "run/facets/dvcStage/status"),
         (("run", "facets", "parent", "run", "runId"), "nope", "run/facets/parent/run/runId"),
         (("job", "name"), None, "name"),
