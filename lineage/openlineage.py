@@ -27,9 +27,9 @@ point there): `image` (worker image URI and revision), `git` (repository, commit
 {path: md5}), `gateVerdicts` (on the COMPLETE/FAIL of drift_check and fairness: {gate: {verdict, facts}}).
 A FAIL carries the standard `errorMessage` facet with the run's failure.
 
-`validate` checks a serialized event against the official OpenLineage.json and each facet against the
-schema its `_schemaURL` names (vendored in lineage/openlineage_spec/, ours in lineage/openlineage_facets/),
-offline.
+`validate` checks a serialized event against the official OpenLineage.json and each facet against its own
+schema (the one whose document declares the facet's key), which its `_schemaURL` must name; offline, from
+the copies vendored in lineage/openlineage_spec/ and ours in lineage/openlineage_facets/.
 """
 
 from __future__ import annotations
