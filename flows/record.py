@@ -18,6 +18,7 @@ from gates.rules import DriftPolicy
 from lineage.recorder import PIPELINE, Recorded, RunInfo, StageRun, record_run
 from lineage.signatures import approver, signer_from_text
 from lineage.store import LedgerStore
+from tasks.etl import COLUMN_LINEAGE
 
 
 def run_info(
@@ -41,6 +42,7 @@ def run_info(
         drift_policy=drift,
         platform=platform,
         deployment_configuration=configuration,
+        column_lineage=COLUMN_LINEAGE,  # lineage/ cannot import tasks/: the flow hands it over
     )
 
 

@@ -7,7 +7,8 @@ Ids:
   identity, and a later record with the same id (e.g. a model version promoted) supersedes the earlier.
 - Association: derived from (source_id, destination_id, association_type): an edge exists once.
 - Action: a fresh uuid4 by default, since every execution or decision is a new event; the caller may pass
-  its own id (e.g. one derived from the Prefect task run id) to record a later state of the same action.
+  its own id to record a later state of the same action. The recorder gives a Stage action
+  `stage_run_id(flow run id, stage)` (records before it have uuid4s).
 
 A derived id may be passed explicitly, but it must equal the derived value (a mismatch is a validation error).
 """
@@ -135,6 +136,12 @@ def artifact_id(source_uri: str, md5: str) -> str:
 def context_id(context_type: ContextType | str, name: str) -> str:
     """The one id of the context of this type and name."""
     return _derived_id("context", str(context_type), name)
+
+
+def stage_run_id(flow_run_id: str, stage: str) -> str:
+    """The id of `stage`'s Stage action in flow run `flow_run_id`: a uuid5 of both, so it is known before
+    the stage runs and a live OpenLineage event and the later export share it as their runId."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "urn:retail-lineage:stage-run:" + json.dumps([flow_run_id, stage])))
 
 
 def association_id(source_id: str, destination_id: str, association_type: AssociationType | str) -> str:

@@ -2,8 +2,10 @@
 the push; stages never write the ledger.
 
 The graph one run adds (SageMaker vocabulary):
-- a PipelineRun context (the Prefect flow run): commit, dirty tree, image, deployment, outcome;
-- per stage, a Stage action (command, params from dvc.lock, Prefect task run id, start, end, status);
+- a PipelineRun context (the Prefect flow run): commit, dirty tree, image, deployment, outcome, the
+  workspace's folder and host (where the files of a run that pushed nothing are);
+- per stage, a Stage action, id `stage_run_id(flow run id, stage)` (command, params from dvc.lock,
+  Prefect task run id, start, end, status);
   its deps (data, code files, metrics) ContributedTo it, and it Produced its outs (AssociatedWith
   them when DVC skipped it as unchanged); the commit, params.yaml, image and numeric platform (CPU,
   dispatch, library versions) artifacts ContributedTo every stage that ran or was skipped; every
@@ -18,7 +20,9 @@ The graph one run adds (SageMaker vocabulary):
   and both gates are tied to, and a Promotion action with the decision: promoted (both gates passed,
   the outputs were pushed, the version is a candidate), rejected (a gate failed), held (the push
   failed) or kept (the version already had a status), signed with the pipeline's key or marked unsigned.
-Artifacts are addressed by their path in the repository and their DVC md5.
+Artifacts are addressed by their path in the repository and their DVC md5; a Parquet one keeps its
+schema (`schema`, JSON [{name, type}]) and an output whose column mapping the flow passed keeps it
+(`column_lineage`, JSON), for the OpenLineage export.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
 from pydantic import JsonValue
 
 from gates.rules import NO_OVERRIDE, DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
 from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot
+from lineage.dvc_workspace import dataset_properties, host, locked_stage, read_lock
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -51,6 +55,7 @@ from lineage.entities import (
     Entity,
     Metadata,
     PropertyValue,
+    stage_run_id,
 )
 from lineage.registry import ModelStatus, decision, production, promotion, version_name, with_status
 from lineage.signatures import Signer, mark_unsigned, sign
@@ -87,6 +92,9 @@ class RunInfo:
     drift_policy: DriftPolicy = NO_OVERRIDE  # params.yaml's drift.allow, allowed_by, reason (typed params)
     platform: dict[str, str] | None = None  # `python -m tasks.numeric_platform`, when a stage was to run
     deployment_configuration: dict[str, Any] | None = None  # as the Prefect server held it, secrets masked
+    # where an output's columns come from, for OpenLineage's columnLineage facet:
+    # {output path: {column: [{"path", "field", "type", "subtype", "description"}]}} (tasks/etl.py COLUMN_LINEAGE)
+    column_lineage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,16 +105,6 @@ class Recorded:
     model_version: Context | None
     decision: str | None
     head: Head
-
-
-def _safe_yaml(text: str) -> Any:
-    """What yaml.safe_load returns, through libyaml's safe loader where PyYAML has it (a tenth of the
-    time on a 25-output dvc.lock, most of recording a run otherwise)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 
 def artifact_type(path: str) -> ArtifactType:
@@ -174,8 +172,7 @@ class _RunGraph:
             generated_by=info.flow_run_id,
             project_id=os.environ.get("LINEAGE_PROJECT_ID") or "retail-lineage",
         )
-        lock_path = root / "dvc.lock"
-        self.lock = (_safe_yaml(lock_path.read_text(encoding="utf-8")) or {}) if lock_path.is_file() else {}
+        self.lock = read_lock(root)
         self.run = Context(context_type=ContextType.PIPELINE_RUN, name=info.flow_run_id)  # final record at the end
 
     def add(self, *entities: Entity) -> None:
@@ -189,8 +186,8 @@ class _RunGraph:
         properties: dict[str, PropertyValue] = {}
         if path.startswith("metrics/") and (self.root / path).is_file():
             properties = flatten(json.loads((self.root / path).read_text(encoding="utf-8")))
-        if "nfiles" in entry:
-            properties["nfiles"] = entry["nfiles"]
+        # the OpenLineage export runs later, from the ledger: keep the schema and column mapping now
+        properties |= dataset_properties(self.root, entry, self.info.column_lineage)
         artifact = Artifact(
             artifact_type=artifact_type(path),
             source_uri=path,
@@ -203,13 +200,14 @@ class _RunGraph:
         return artifact
 
     def locked(self, stage: str) -> dict[str, Any]:
-        return dict((self.lock.get("stages") or {}).get(stage) or {})
+        return locked_stage(self.lock, stage)
 
     def stage_action(self, run: StageRun, shared: list[Artifact]) -> tuple[Action, dict[str, Artifact]]:
         """The stage's action and, for a stage that ran or was skipped, its outputs by path."""
         locked = self.locked(run.stage)
         start = run.start or self.info.end
         action = Action(
+            id=stage_run_id(self.info.flow_run_id, run.stage),  # known before the stage ran: live events use it
             action_type=ActionType.STAGE,
             status=run.status,
             start=start,
@@ -356,6 +354,8 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
             "image_uri": provenance.image_uri,
             "image_revision": provenance.image_revision,
             "run_record": info.pushed_to or "",
+            "workspace": str(root.resolve()),  # with host, names the files of a run that pushed nothing
+            "host": host(),
             "outcome": f"failed: {info.failure}" if info.failure else "completed",
             "started": info.start.astimezone(dt.UTC).isoformat(),
             "ended": info.end.astimezone(dt.UTC).isoformat(),

@@ -21,6 +21,51 @@ TRANSACTIONS_OUT = Path("data/transactions.parquet")
 PROCESSED_OUT = Path("data/processed.parquet")
 METRICS_OUT = Path("metrics/etl.json")
 
+
+def _from(field: str, subtype: str, description: str, kind: str = "DIRECT") -> dict[str, str]:
+    return {"path": str(TRANSACTIONS_OUT), "field": field, "type": kind, "subtype": subtype, "description": description}
+
+
+_BY_PRODUCT_OVER_TIME = [
+    _from("StockCode", "GROUP_BY", "per product"),
+    _from("InvoiceDate", "WINDOW", "over time, up to the row's invoice date"),
+]
+# Where each column of data/processed.parquet comes from in data/transactions.parquet (the raw table under
+# its UCI headers), by OpenLineage's column lineage types: {output path: {column: [input field, ...]}}.
+# The flow hands it to the lineage recorder (lineage/ cannot import tasks/); tests/unit/test_etl_features.py
+# fails if it and add_features' columns disagree.
+COLUMN_LINEAGE: dict[str, dict[str, list[dict[str, str]]]] = {
+    str(PROCESSED_OUT): {
+        "invoice_no": [_from("InvoiceNo", "IDENTITY", "as read")],
+        "stock_code": [_from("StockCode", "IDENTITY", "as read")],
+        "description": [
+            _from("Description", "TRANSFORMATION", "a missing one imputed with the product's most common one"),
+            _from("StockCode", "TRANSFORMATION", "picks the product whose most common description imputes"),
+        ],
+        "quantity": [_from("Quantity", "IDENTITY", "as read")],
+        "invoice_date": [_from("InvoiceDate", "IDENTITY", "as read")],
+        "unit_price": [_from("UnitPrice", "IDENTITY", "as read")],
+        "customer_id": [_from("CustomerID", "IDENTITY", "as read")],
+        "country": [_from("Country", "TRANSFORMATION", "a missing one set to 'Unspecified'")],
+        "year": [_from("InvoiceDate", "TRANSFORMATION", "calendar year")],
+        "month": [_from("InvoiceDate", "TRANSFORMATION", "calendar month")],
+        "day_of_week": [_from("InvoiceDate", "TRANSFORMATION", "day of the week, Monday = 0")],
+        "hour": [_from("InvoiceDate", "TRANSFORMATION", "hour of the day")],
+        "log_unit_price": [_from("UnitPrice", "TRANSFORMATION", "log(UnitPrice)")],
+        "unit_price_squared": [_from("UnitPrice", "TRANSFORMATION", "UnitPrice ** 2")],
+        "price_to_max_so_far": [
+            _from("UnitPrice", "AGGREGATION", "UnitPrice / the product's highest price up to its invoice date"),
+            *_BY_PRODUCT_OVER_TIME,
+        ],
+        "prev_month_avg_quantity": [
+            _from("Quantity", "AGGREGATION", "the product's mean Quantity per line in the previous calendar month"),
+            *_BY_PRODUCT_OVER_TIME,
+        ],
+        "is_registered": [_from("CustomerID", "TRANSFORMATION", "1 if CustomerID is present, else 0")],
+        TARGET: [_from("Quantity", "TRANSFORMATION", "log1p(Quantity)")],
+    }
+}
+
 # Product codes are five digits with an optional letter suffix (85123A); anything else is
 # postage, fees, manual adjustments or gift vouchers (POST, D, M, C2, DOT, BANK CHARGES...).
 _PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]*$")

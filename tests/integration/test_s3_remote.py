@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import threading
 import time
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.dvc_ops import REPORTS, Pushed, push
+from lineage.openlineage import validate
 from tests.conftest import VENV_BIN, free_port, fresh_clone, locked_outs, run, stage_env
 
 pytestmark = pytest.mark.integration
@@ -69,6 +72,29 @@ def test_flow_pushes_to_s3_and_a_fresh_clone_restores_every_output_from_the_run_
         assert (fresh / path).is_file(), path
     assert "up to date" in run(fresh, "dvc", "status")
     assert "Cache and remote 's3' are in sync" in run(fresh, "dvc", "status", "--cloud", "--remote", "s3")
+    _exported_events_name_the_pushed_objects(built_copy, set(keys))
+
+
+def _exported_events_name_the_pushed_objects(workspace: Path, keys: set[str]) -> None:
+    """The run's OpenLineage events validate against the vendored official schemas, and every output it
+    pushed is named by its object in the bucket (s3://<bucket> + <prefix>/files/md5/<ab>/<cdef..>)."""
+    exported = run(workspace, "lineage", "export", "openlineage", "--db", f"sqlite:///{workspace / 'lineage.db'}")
+    events = [json.loads(line) for line in exported.splitlines() if line.startswith("{")]
+    stages = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]
+    assert len(events) == 2 * len(stages)
+    named = 0
+    for event in events:
+        validate(event)
+        for dataset in event["inputs"] + event["outputs"]:
+            path, md5 = dataset["facets"]["dvc"]["path"], dataset["facets"]["version"]["datasetVersion"]
+            if path in locked_outs(workspace):
+                assert dataset["namespace"] == "s3://lineage-push"
+                assert dataset["name"] == f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in keys
+                named += 1
+            else:  # a dependency DVC hashes but does not store: the file on this machine
+                assert dataset["namespace"].startswith("file://")
+                assert dataset["name"] == f"{workspace.resolve()}/{path}"
+    assert named > 0
 
 
 @pytest.fixture

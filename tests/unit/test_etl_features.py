@@ -11,8 +11,17 @@ import pandas as pd
 import pytest
 
 from tasks.columns import CALENDAR_COLUMNS, CATEGORICAL_FEATURES, ID_COLUMNS, NUMERIC_FEATURES, TARGET
-from tasks.data import generate_transactions, validate_transactions
-from tasks.etl import add_features, clean, max_price_so_far, previous_month_average_quantity, scalar_math
+from tasks.data import UCI_HEADERS, generate_transactions, validate_transactions
+from tasks.etl import (
+    COLUMN_LINEAGE,
+    PROCESSED_OUT,
+    TRANSACTIONS_OUT,
+    add_features,
+    clean,
+    max_price_so_far,
+    previous_month_average_quantity,
+    scalar_math,
+)
 from tasks.params import DriftInjection
 
 
@@ -217,3 +226,20 @@ def test_scalar_math_gives_the_c_library_s_bits_for_every_row() -> None:
     assert scalar_math(math.log, prices).tobytes() == np.array([math.log(p) for p in prices]).tobytes()
     assert scalar_math(math.log1p, quantities).tobytes() == np.array([math.log1p(q) for q in quantities]).tobytes()
     assert scalar_math(math.log, prices).dtype == np.float64
+
+
+def test_column_lineage_names_every_output_column_and_only_raw_fields() -> None:
+    """COLUMN_LINEAGE (the columnLineage facet of data/processed.parquet) covers exactly the columns etl
+    writes, each from fields data/transactions.parquet has under its UCI headers."""
+    raw = validate_transactions(generate_transactions(300, seed=7), "synthetic")
+    processed = add_features(clean(raw)[0])
+    lineage = COLUMN_LINEAGE[str(PROCESSED_OUT)]
+    assert set(COLUMN_LINEAGE) == {str(PROCESSED_OUT)}
+    assert list(lineage) == list(processed.columns)  # same columns, in the written order
+    for column, sources in lineage.items():
+        assert sources, column
+        for source in sources:
+            assert source["path"] == str(TRANSACTIONS_OUT)
+            assert source["field"] in UCI_HEADERS.values(), (column, source)
+            assert source["type"] in {"DIRECT", "INDIRECT"}
+            assert source["description"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import socket
 import threading
 import uuid
@@ -15,16 +16,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
-from openlineage.client.event_v2 import RunEvent
+from openlineage.client.event_v2 import RunEvent, RunState
 from openlineage.client.serde import Serde
 
 from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
-from lineage.entities import Action, ActionStatus
-from lineage.openlineage import PRODUCER, SendError, run_events, send, to_json_lines, validate
+from lineage.dvc_workspace import host, remote_object, remote_of_run_record
+from lineage.entities import Action, ActionStatus, Context, ContextType, context_id, stage_run_id
+from lineage.openlineage import (
+    FACETS_DIR,
+    PRODUCER,
+    SPEC_DIR,
+    DvcDatasetFacet,
+    DvcStageRunFacet,
+    GateVerdictsRunFacet,
+    GitRunFacet,
+    ImageRunFacet,
+    SendError,
+    run_events,
+    send,
+    stage_event,
+    to_json_lines,
+    validate,
+)
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import Kind, LedgerStore
+from tasks.etl import COLUMN_LINEAGE
 
 T0 = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
 COMPLETED = str(uuid.UUID(int=1))
@@ -32,6 +53,16 @@ GATE_FAILED = str(uuid.UUID(int=2))
 PARTIAL = "local-run-2024-03-18"  # not a UUID: the parent run id is a uuid5 of it
 IMAGE = "registry.example.com/retail-lineage:1.4"
 API_KEY = "ol-secret-key-123"
+REMOTE = "s3://lineage-bucket/dvc"  # where COMPLETED pushed
+REPOSITORY = "https://github.com/retail-lineage/retail-lineage"
+OFFICIAL_FACETS = [  # every standard facet the events carry
+    "ParentRunFacet",
+    "JobTypeJobFacet",
+    "DatasetVersionDatasetFacet",
+    "SchemaDatasetFacet",
+    "ColumnLineageDatasetFacet",
+    "ErrorMessageRunFacet",
+]
 
 
 @dataclass
@@ -71,7 +102,9 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
     with LedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}") as store:
         completed = dict.fromkeys(STAGES, ActionStatus.COMPLETED)
         write_workspace(roots[COMPLETED], week=0)
-        _record(store, roots[COMPLETED], COMPLETED, 0, completed, pushed_to="s3://remote/runs/a")
+        _write_parquet(roots[COMPLETED])
+        pushed = f"{REMOTE}/runs/{COMPLETED}"
+        _record(store, roots[COMPLETED], COMPLETED, 0, completed, pushed_to=pushed, column_lineage=COLUMN_LINEAGE)
         # the fairness gate refuses the model: the stage completed, the flow failed
         write_workspace(roots[GATE_FAILED], week=1, fair=False)
         failure = "fairness check failed: is_registered: log-residual gap 0.61 > 0.25"
@@ -85,6 +118,16 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
         }
         _record(store, roots[PARTIAL], PARTIAL, 2, partial, failure="preprocess failed", drift_policy=ALLOWED)
         yield Ledger(store, roots, run_events(store))
+
+
+def _write_parquet(root: Path) -> None:
+    """etl's two Parquet outputs with their real column names, so the recorder keeps their schemas."""
+    (root / "data").mkdir(exist_ok=True)
+    raw = pd.DataFrame({"InvoiceNo": ["1"], "StockCode": ["85123A"], "Quantity": [3], "UnitPrice": [2.5]})
+    raw.to_parquet(root / "data/transactions.parquet", index=False)
+    processed = pd.DataFrame({column: [1.0] for column in COLUMN_LINEAGE["data/processed.parquet"]})
+    processed["invoice_date"] = pd.to_datetime(["2024-03-04"])
+    processed.to_parquet(root / "data/processed.parquet", index=False)
 
 
 def _flow_run(flow: str) -> str:
@@ -132,6 +175,12 @@ def test_every_event_validates(ledger: Ledger) -> None:
         (("eventTime",), "yesterday", "eventTime"),
         (("run", "facets", "image", "_producer"), None, "_producer"),
         (("inputs", 0, "facets", "dvc", "_schemaURL"), None, "_schemaURL"),
+        (("inputs", 0, "facets", "version", "datasetVersion"), None, "inputs/0/facets/version: 'datasetVersion'"),
+        (("run", "facets", "dvcStage", "_schemaURL"), "https://example.com/x.json", "run/facets/dvcStage/_schemaURL"),
+        (("run", "facets", "dvcStage", "_schemaURL"), ImageRunFacet._get_schema(), "not the schema of this facet"),
+        (("run", "facets", "custom"), {"_producer": PRODUCER, "_schemaURL": PRODUCER}, "custom/_schemaURL: no "),
+        (("run", "facets", "dvcStage", "status"), "Done", "run/facets/dvcStage/status"),
+        (("run", "facets", "parent", "run", "runId"), "nope", "run/facets/parent/run/runId"),
         (("job", "name"), None, "name"),
         (("eventType",), "FINISHED", "eventType"),
     ],
@@ -149,31 +198,127 @@ def test_validate_rejects_broken_events(ledger: Ledger, path: tuple[Any, ...], v
         validate(event)
 
 
+def _path(dataset: Any) -> str:
+    """The dataset's path in the workspace (our `dvc` facet)."""
+    return str((dataset.facets or {})["dvc"].path)
+
+
+def _pushed_name(md5: str) -> tuple[str, str]:
+    return "s3://lineage-bucket", f"dvc/files/md5/{md5[:2]}/{md5[2:]}"
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_datasets_and_dvc_facet_follow_dvc_lock(ledger: Ledger, stage: str) -> None:
+def test_datasets_are_named_where_they_are_stored_with_dvc_and_version_facets(ledger: Ledger, stage: str) -> None:
+    """COMPLETED pushed to S3: every stage output is named by its remote object (DVC 3 layout); a dependency
+    DVC does not store (data/raw) by its file on this host. START has the inputs only."""
     lock = ledger.lock(COMPLETED, stage)
     deps = {d["path"]: d for d in lock["deps"] if not d["path"].endswith(".py")}
     outs = {o["path"]: o for o in lock["outs"]}
-    for event in _of(ledger.events, COMPLETED, stage):
-        assert [d.name for d in event.inputs or []] == sorted(deps)
-        assert [d.name for d in event.outputs or []] == sorted(outs)
+    made = {o["path"] for entry in yaml.safe_load((ledger.roots[COMPLETED] / "dvc.lock").read_text())["stages"].values()
+            for o in entry["outs"]}  # fmt: skip
+    start, end = _of(ledger.events, COMPLETED, stage)
+    assert start.outputs == []
+    assert [_path(d) for d in start.inputs or []] == sorted(deps)
+    assert [_path(d) for d in end.inputs or []] == sorted(deps)
+    assert [_path(d) for d in end.outputs or []] == sorted(outs)
+    for dataset in [*(end.inputs or []), *(end.outputs or [])]:
+        facets: Any = dataset.facets or {}
+        entry = deps.get(facets["dvc"].path) or outs[facets["dvc"].path]
+        assert facets["dvc"].md5 == entry["md5"] == facets["version"].datasetVersion
+        if facets["dvc"].path in made:
+            assert (dataset.namespace, dataset.name) == _pushed_name(entry["md5"])
+        else:
+            assert dataset.namespace == f"file://{host()}"
+            assert dataset.name == f"{ledger.roots[COMPLETED].resolve()}/{facets['dvc'].path}"
+    stage_facet = _facet(end, "dvcStage")
+    code = {d["path"]: d["md5"] for d in lock["deps"] if d["path"].endswith(".py")}
+    assert stage_facet.code == code
+    assert (stage_facet.command, stage_facet.status) == (lock["cmd"], "Completed")
+    assert _facet(start, "dvcStage").status == "InProgress"
+
+
+def test_a_run_that_pushed_nothing_names_its_files_on_its_host(ledger: Ledger) -> None:
+    root = ledger.roots[GATE_FAILED].resolve()
+    for event in [e for e in ledger.events if _facet(e, "parent").run.runId == GATE_FAILED]:
         for dataset in [*(event.inputs or []), *(event.outputs or [])]:
-            facet: Any = (dataset.facets or {})["dvc"]
-            assert facet.md5 == (deps.get(dataset.name) or outs[dataset.name])["md5"]
-            if dataset.name in outs:  # the stand-in lock gives a dep a dummy size; the ledger keeps the first
-                assert facet.size == outs[dataset.name]["size"]
-            assert dataset.namespace == "https://github.com/retail-lineage/retail-lineage"
-        stage_facet = _facet(event, "dvcStage")
-        code = {d["path"]: d["md5"] for d in lock["deps"] if d["path"].endswith(".py")}
-        assert stage_facet.code == code
-        assert (stage_facet.command, stage_facet.status) == (lock["cmd"], "Completed")
+            path = _path(dataset)
+            assert (dataset.namespace, dataset.name) == (f"file://{host()}", f"{root}/{path}")
+
+
+def test_a_directory_md5_keeps_its_dir_suffix_in_the_remote_name(ledger: Ledger) -> None:
+    lock = yaml.safe_load((ledger.roots[COMPLETED] / "dvc.lock").read_text())
+    lock["stages"]["etl"]["outs"].append({"path": "data/parts", "hash": "md5", "md5": "ab" * 16 + ".dir", "nfiles": 2})
+    (ledger.roots[COMPLETED] / "dvc.lock").write_text(yaml.safe_dump(lock))
+    event = stage_event(RunState.COMPLETE, "etl", COMPLETED, T0, ledger.roots[COMPLETED], REMOTE)
+    parts = [d for d in event.outputs or [] if _path(d) == "data/parts"]
+    assert [(d.namespace, d.name) for d in parts] == [("s3://lineage-bucket", "dvc/files/md5/ab/" + "ab" * 15 + ".dir")]
+    nfiles: Any = (parts[0].facets or {})["dvc"]
+    assert nfiles.nfiles == 2
+
+
+def test_schema_facet_is_the_parquet_files_schema(ledger: Ledger) -> None:
+    _, end = _of(ledger.events, COMPLETED, "etl")
+    for dataset in end.outputs or []:
+        path = _path(dataset)
+        if not path.endswith(".parquet"):
+            assert "schema" not in (dataset.facets or {})
+            continue
+        schema = pq.read_schema(ledger.roots[COMPLETED] / path)
+        facet: Any = (dataset.facets or {})["schema"]
+        assert [(f.name, f.type) for f in facet.fields] == [(f.name, str(f.type)) for f in schema]
+
+
+def test_column_lineage_of_etl_maps_features_to_raw_fields(ledger: Ledger) -> None:
+    _, end = _of(ledger.events, COMPLETED, "etl")
+    by_path = {_path(d): d for d in end.outputs or []}
+    raw, processed = by_path["data/transactions.parquet"], by_path["data/processed.parquet"]
+    facet: Any = (processed.facets or {})["columnLineage"]
+    assert list(facet.fields) == sorted(COLUMN_LINEAGE["data/processed.parquet"])
+    price = facet.fields["log_unit_price"].inputFields
+    assert [(f.namespace, f.name, f.field) for f in price] == [(raw.namespace, raw.name, "UnitPrice")]
+    assert (price[0].transformations[0].type, price[0].transformations[0].subtype) == ("DIRECT", "TRANSFORMATION")
+    assert "columnLineage" not in (raw.facets or {})
+    for event in _dicts(_of(ledger.events, COMPLETED, "etl")):
+        validate(event)
+
+
+def test_fail_carries_the_error_message(ledger: Ledger) -> None:
+    _, fail = _dicts(_of(ledger.events, PARTIAL, "preprocess"))
+    assert fail["run"]["facets"]["errorMessage"]["message"] == "preprocess failed"
+    assert fail["run"]["facets"]["dvcStage"]["status"] == "Failed"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_live_stage_events_equal_the_exported_ones(ledger: Ledger, stage: str) -> None:
+    """stage_event, from the same workspace, gives the export's START and COMPLETE (gate verdicts aside: the
+    flow decides them after the stage)."""
+    start, end = _dicts(_of(ledger.events, COMPLETED, stage))
+    assert start["run"]["runId"] == stage_run_id(COMPLETED, stage)
+    root, when = ledger.roots[COMPLETED], dt.datetime.fromisoformat(start["eventTime"])
+    live_start = stage_event(RunState.START, stage, COMPLETED, when, root, REMOTE, column_lineage=COLUMN_LINEAGE)
+    assert _dicts([live_start]) == [start]
+    when = dt.datetime.fromisoformat(end["eventTime"])
+    live_end = stage_event(RunState.COMPLETE, stage, COMPLETED, when, root, REMOTE, column_lineage=COLUMN_LINEAGE)
+    end["run"]["facets"].pop("gateVerdicts", None)
+    assert _dicts([live_end]) == [end]
+
+
+def test_live_fail_and_unpushed_events_validate(ledger: Ledger) -> None:
+    root = ledger.roots[PARTIAL]
+    fail = stage_event(RunState.FAIL, "preprocess", PARTIAL, T0, root, None, failure="preprocess failed")
+    skipped = stage_event(RunState.COMPLETE, "etl", PARTIAL, T0, root, None, skipped=True)
+    for event in _dicts([fail, skipped]):
+        validate(event)
+    assert _dicts([fail])[0]["run"]["facets"]["errorMessage"]["message"] == "preprocess failed"
+    assert _facet(skipped, "dvcStage").status == "Skipped"
+    assert {d.namespace for d in skipped.outputs or []} == {f"file://{host()}"}
 
 
 def test_skipped_stage_keeps_its_outputs_and_failed_stage_has_none(ledger: Ledger) -> None:
     outs = sorted(o["path"] for o in ledger.lock(PARTIAL, "etl")["outs"])
-    for event in _of(ledger.events, PARTIAL, "etl"):
-        assert [d.name for d in event.outputs or []] == outs
-        assert _facet(event, "dvcStage").status == "Skipped"
+    start, end = _of(ledger.events, PARTIAL, "etl")
+    assert [_path(d) for d in end.outputs or []] == outs
+    assert (_facet(start, "dvcStage").status, _facet(end, "dvcStage").status) == ("InProgress", "Skipped")
     for event in _of(ledger.events, PARTIAL, "preprocess"):
         assert (event.inputs, event.outputs) == ([], [])
 
@@ -337,3 +482,72 @@ def test_send_keeps_credentials_out_of_errors(ledger: Ledger, marquez: Lineage) 
     assert API_KEY not in str(caught.value)
     with pytest.raises(SendError, match="invalid OpenLineage URL"):
         send(ledger.events, "not a url")
+
+
+def test_validate_rejects_a_schema_field_without_a_name(ledger: Ledger) -> None:
+    _, end = _dicts(_of(ledger.events, COMPLETED, "etl"))
+    index = next(i for i, d in enumerate(end["outputs"]) if "schema" in d["facets"])
+    del end["outputs"][index]["facets"]["schema"]["fields"][1]["name"]
+    where = f"outputs/{index}/facets/schema/fields/1"
+    with pytest.raises(ValueError, match=rf"^invalid OpenLineage RunEvent at {where}: ") as caught:
+        validate(end)
+    assert "'name' is a required property" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_record_without_workspace_and_host_falls_back_to_the_repository(ledger: Ledger) -> None:
+    """Runs recorded before the PipelineRun kept its workspace and host: what the run did not push is named
+    by the git repository and its path in it, what it pushed still by the remote object (`file` where a
+    local remote's host is unknown)."""
+    for flow, record in ((GATE_FAILED, ""), (COMPLETED, f"{REMOTE}/runs/{COMPLETED}")):
+        (run,) = ledger.store.latest([context_id(ContextType.PIPELINE_RUN, flow)]).values()
+        assert isinstance(run, Context)
+        old = {k: v for k, v in run.properties.items() if k not in ("workspace", "host")} | {"run_record": record}
+        ledger.store.append([run.model_copy(update={"properties": old})])
+    for event in run_events(ledger.store, GATE_FAILED):
+        for dataset in [*(event.inputs or []), *(event.outputs or [])]:
+            assert (dataset.namespace, dataset.name) == (
+                "https://github.com/retail-lineage/retail-lineage",
+                _path(dataset),
+            )
+    _, end = _of(run_events(ledger.store, COMPLETED), COMPLETED, "etl")
+    names = {_path(d): (d.namespace, d.name) for d in [*(end.inputs or []), *(end.outputs or [])]}
+    md5 = ledger.lock(COMPLETED, "etl")["outs"][0]["md5"]
+    assert names[ledger.lock(COMPLETED, "etl")["outs"][0]["path"]] == _pushed_name(md5)
+    assert names["data/raw"] == (REPOSITORY, "data/raw")
+
+
+def test_remote_object_names_by_remote_kind() -> None:
+    md5 = "0123456789abcdef0123456789abcdef"
+    assert remote_object("s3://bucket", md5, "h") == ("s3://bucket", "files/md5/01/23456789abcdef0123456789abcdef")
+    assert remote_object("s3://bucket/a/b/", md5, "h")[1] == "a/b/files/md5/01/23456789abcdef0123456789abcdef"
+    assert remote_object("/srv/dvc", md5, "box") == (
+        "file://box",
+        "/srv/dvc/files/md5/01/23456789abcdef0123456789abcdef",
+    )
+    assert remote_object("file:///srv/dvc", md5, None) == (
+        "file",
+        "/srv/dvc/files/md5/01/23456789abcdef0123456789abcdef",
+    )
+    assert remote_of_run_record(f"s3://b/p/runs/{COMPLETED}", COMPLETED) == "s3://b/p"
+    assert remote_of_run_record("", COMPLETED) is None
+
+
+@pytest.mark.parametrize("facet", [DvcDatasetFacet, ImageRunFacet, GitRunFacet, DvcStageRunFacet, GateVerdictsRunFacet])
+def test_our_facets_schemas_are_committed_where_their_schema_urls_point(facet: Any) -> None:
+    document, _, pointer = facet._get_schema().partition("#")
+    schema = json.loads((FACETS_DIR / f"{facet.__name__}.json").read_text(encoding="utf-8"))
+    assert schema["$id"] == document
+    assert document.endswith(f"/lineage/openlineage_facets/{facet.__name__}.json")
+    assert pointer == f"/$defs/{facet.__name__}"
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_the_vendored_official_schemas_are_valid_schemas_of_their_commit() -> None:
+    readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"commit\s+`[0-9a-f]{40}`", readme)
+    assert "Apache License" in (SPEC_DIR / "LICENSE").read_text(encoding="utf-8")
+    names = sorted(p.name for p in SPEC_DIR.rglob("*.json"))
+    assert names == sorted(["OpenLineage.json", *(f"{n}.json" for n in OFFICIAL_FACETS)])
+    for path in SPEC_DIR.rglob("*.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text(encoding="utf-8")))
