@@ -14,12 +14,14 @@ import os
 import sys
 from typing import Any, TypeVar
 
+from openlineage.client.event_v2 import RunState
 from prefect import allow_failure, flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from flows.configuration import deployment_configuration
 from flows.dvc_ops import Pushed, prepare_workspace, push, run_stage, share_tuning_inputs
+from flows.live_lineage import LiveLineage
 from flows.publish import publish
 from flows.record import publish_ledger_head, record_lineage, run_info
 from flows.retry import GATE_FAILED
@@ -63,9 +65,11 @@ def lineage_pipeline(
     optuna_storage_block: str | None = None,
     wait_for_workspace: float = 600.0,
     signing_key_block: str | None = None,
+    openlineage_api_key_block: str | None = None,
 ) -> State[Any]:
     """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record, record
-    the run's lineage and promote the model only if both gates passed."""
+    the run's lineage and promote the model only if both gates passed. Each stage's OpenLineage events
+    go out as it runs where a transport is configured (OPENLINEAGE_URL, openlineage.yml)."""
     started = _now()
     configuration = deployment_configuration()  # as the server holds it now, for the ledger's history
     settings = resolve_settings(
@@ -75,6 +79,7 @@ def lineage_pipeline(
         with workspace_lock(wait_for_workspace):
             stages, params = check_before_work(settings.ledger_url)
             configure_s3_remote()
+            live = LiveLineage.start(openlineage_api_key_block, settings.remote)
             prepared = prepare_workspace(settings.remote, return_state=True)
             changed, failure = _settle(prepared)
             last: State[Any] = prepared
@@ -83,7 +88,10 @@ def lineage_pipeline(
                 probed = numeric_platform(return_state=True, wait_for=[prepared])
                 platform, failure = _settle(probed)
                 last = probed
-            runs, last, failure = run_stages(stages, changed or set(), settings, params.drift, failure, last)
+            try:
+                runs, last, failure = run_stages(stages, changed or set(), settings, params.drift, failure, last, live)
+            finally:
+                live.close()
             pushed, last, failure = push_outputs(runs, settings.remote, failure, last)
             info = run_info(runs, started, failure, pushed, params.drift, platform, configuration)
             # After a failure too: allow_failure keeps the edge in the run graph and runs the task anyway.
@@ -108,14 +116,16 @@ def run_stages(
     drift: DriftPolicy,
     failure: str | None,
     upstream: State[Any],
+    live: LiveLineage,
 ) -> tuple[list[StageRun], State[Any], str | None]:
     """Run the stages in order, each task waiting on the one before (the run graph is the pipeline), until
     one fails or a gate stops the run (or, given a `failure`, none); a gate's verdict and the `drift`
     override decide after drift_check and fairness (gates/rules.py).
 
     `changed`: the stages `dvc status` named before the run; `upstream`: the task the first stage waits
-    on. Returns each stage as the ledger records it (NotRun after a stop), the last task's state, and why
-    the run stopped, if it did.
+    on; `live`: where each stage's OpenLineage START and COMPLETE or FAIL go as it runs. Returns each
+    stage as the ledger records it (NotRun after a stop), the last task's state, and why the run
+    stopped, if it did.
     """
     if not failure:
         get_run_logger().info("stages to rerun: %s", ", ".join(s for s in stages if s in changed) or "none")
@@ -134,6 +144,7 @@ def run_stages(
                 failure = f"tune: could not share its inputs with trial workers: {failure}"
                 runs.append(StageRun(stage, ActionStatus.NOT_RUN))
                 continue
+        live.stage(RunState.START, stage, start)
         task = run_stage.with_options(name=stage, task_run_name=stage)
         env = settings.stage_env(features_remote)
         state: State[Any] = task(
@@ -147,7 +158,8 @@ def run_stages(
         else:  # a Rejected stage, or a transient failure that outlived its retries
             ran, failure = _settle(state)
         status = ActionStatus.FAILED if failure else ActionStatus.COMPLETED if ran else ActionStatus.SKIPPED
-        runs.append(StageRun(stage, status, start, _now(), task_run_id))
+        runs.append(StageRun(stage, status, start, end := _now(), task_run_id))
+        live.stage(RunState.FAIL if failure else RunState.COMPLETE, stage, end, failure, status == ActionStatus.SKIPPED)
         upstream_ran = upstream_ran or bool(ran)
         failure = failure or stop_reason(stage, read_metrics([stage])[stage], drift)
     return runs, upstream, failure
@@ -189,6 +201,9 @@ if __name__ == "__main__":
     parser.add_argument("--optuna-storage-block", default=None, help="Prefect Secret block holding OPTUNA_STORAGE_URL")
     parser.add_argument("--signing-key-block", default=None, help="Prefect Secret block holding the pipeline's SSH key")
     parser.add_argument(
+        "--openlineage-api-key-block", default=None, help="Prefect Secret block holding the OpenLineage API key"
+    )
+    parser.add_argument(
         "--wait-for-workspace", type=float, default=600.0, metavar="SECONDS",
         help="how long to wait while another run holds this workspace before stopping (default 600)",
     )  # fmt: skip
@@ -197,6 +212,6 @@ if __name__ == "__main__":
     final = lineage_pipeline(
         arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block,
         arguments.tune_trial_deployment, arguments.optuna_storage_block, arguments.wait_for_workspace,
-        arguments.signing_key_block, return_state=True,
+        arguments.signing_key_block, arguments.openlineage_api_key_block, return_state=True,
     )  # fmt: skip
     sys.exit(0 if final.is_completed() else 1)

@@ -117,6 +117,12 @@ class Objects:
             found[key] = data
         return found
 
+    def remote(self) -> str | None:
+        """The remote's URL (e.g. `s3://bucket/prefix`), or None where there is none."""
+        with self._lock:
+            self._open()
+        return self.remote_url
+
     def location(self, md5: str) -> str | None:
         """Where the remote keeps the object (a URL; a directory's listing for a `.dir` md5), if there is a remote."""
         with self._lock:
