@@ -97,6 +97,7 @@ bench: install
 	python -m bench.bench_platform
 	python -m bench.bench_console
 	python -m bench.bench_serving
+	python -m bench.bench_interop
 	python -m bench.report  # docs/benchmarks.md from bench/results/*.json
 
 # Recompile the locks from pyproject.toml with uv. uv keeps the versions an output file already pins

@@ -18,7 +18,7 @@ from lineage.bundle import ledger_id, read_bundle
 from lineage.reproduce import expected
 from lineage.signatures import Signer
 from lineage.store import LedgerStore
-from tests.bundle_world import dvc_repository, object_path, record_weeks
+from bench.bundle_world import dvc_repository, object_path, record_weeks
 from tests.conftest import POSTGRES_PSYCOPG, REPO, VENV_BIN, postgres_database, stage_env
 
 pytestmark = pytest.mark.integration

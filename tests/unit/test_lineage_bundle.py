@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from lineage import registry
+from lineage.console.app import create_app
 from lineage.bundle import BundleError, export_bundle, import_bundle, ledger_id, read_bundle
 from lineage.entities import (
     Action,
@@ -31,7 +33,7 @@ from lineage.registry import RegistryError
 from lineage.reproduce import expected
 from lineage.signatures import Signer, approver, approvers, check_ledger, read_public_key, register
 from lineage.store import Kind, LedgerStore
-from tests.bundle_world import dvc_repository, object_path, record_weeks
+from bench.bundle_world import dvc_repository, object_path, record_weeks
 
 
 @dataclass
@@ -172,6 +174,14 @@ def test_import_links_the_lineage_and_both_ledgers_verify(world: World) -> None:
     graph = query_lineage(world.prod, version, Direction.ASCENDANTS)
     labels = {vertex.label for vertex in graph.vertices}
     assert {"data/processed.parquet", flow_run_id, qualified.name} <= labels
+    # The console lists dev's record as imported, with its status there: never as prod's production.
+    page = (
+        TestClient(create_app(world.prod, world.objects(), world.repository), base_url="http://127.0.0.1")
+        .get("/models")
+        .text
+    )
+    assert f"imported: production in ledger {origin[:12]}" in page
+    assert page.count('class="badge production"') == 0
 
     for ledger in (world.dev, world.prod):
         assert ledger.verify().ok

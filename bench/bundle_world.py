@@ -1,5 +1,5 @@
-"""A dev ledger whose files exist, for the bundle tests: bench/lineage_workspace.py's stand-in workspace
-with every data, model and report md5 in its dvc.lock replaced by the md5 of real bytes, which are stored
+"""A dev ledger whose files exist, for the bundle tests and benchmark: bench/lineage_workspace.py's stand-in
+workspace with every data, model and report md5 in its dvc.lock replaced by the md5 of real bytes, which are stored
 in a folder laid out as a DVC remote (files/md5/xx/...). A DVC repository whose default remote is that
 folder is the importing side's storage."""
 
