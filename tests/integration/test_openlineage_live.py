@@ -84,8 +84,15 @@ def _exported(clone: Path, flow_run_id: str) -> list[dict[str, Any]]:
 def test_each_stage_reaches_the_receiver_as_it_runs_with_the_content_the_export_gives_later(
     harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver, configured: None
 ) -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.pipeline import lineage_pipeline
+
     monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
-    state, _ = run_flow(built_copy, monkeypatch)
+    monkeypatch.delenv("OPENLINEAGE_API_KEY")  # the key comes from a Secret block, as a deployment keeps it
+    Secret.model_validate({"value": API_KEY}).save("openlineage-key", overwrite=True)
+    monkeypatch.chdir(built_copy)
+    state = lineage_pipeline(openlineage_api_key_block="openlineage-key", return_state=True)
     assert state.is_completed(), state.message
     flow_run_id = str(state.state_details.flow_run_id)
 
