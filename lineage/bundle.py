@@ -5,13 +5,18 @@ platform, gates and decisions), every output of the stages among them (so `linea
 every file on either side), and the Approver records of whoever signed its decisions or the bundle.
 Each entity comes with all its ledger records exactly as stored (seq, kind, ..., body, prev_hash,
 record_hash), beside the ledger's first record (the ledger's id is that record's hash: fixed at genesis)
-and its head. An approver of the ledger signs the bundle's canonical JSON without the signature
-(`ssh-keygen -Y sign`, as decisions are signed). The file is the same bytes for the same ledger state.
+and its head. An approver of the ledger signs an **attestation** (canonical JSON: `attests`, the ledger id,
+head count and hash, the version, `approvers`: the OpenSSH public key of each Approver record carried, and
+`decisions`: the sha256 of each decision's body as its ledger holds it), then the bundle's canonical JSON
+without its signature, attestation included (`ssh-keygen -Y sign`, as decisions are signed). The
+importing ledger keeps the attestation in its Import action: it is what `lineage verify` checks there
+(lineage/signatures.py). The file is the same bytes for the same ledger state.
 
 `import_bundle` refuses, in one line and appending nothing, a bundle whose records do not hash to their
 record_hash, whose signature does not check or whose key is not an active approver's key in the
-importing ledger (that registration is how prod trusts dev), whose signed decisions do not check against
-the bundle's own Approver records, or one of whose files (data, models, reports, metrics) is missing from
+importing ledger (that registration is how prod trusts dev), whose attestation is not signed by that key
+or disagrees with its records, whose signed decisions do not check against the bundle's own Approver
+records, or one of whose files (data, models, reports, metrics) is missing from
 the importing side's DVC storage or does not hash to its md5. Otherwise it appends, in one transaction,
 only what the ledger does not hold yet (so a second import adds nothing, a newer bundle only its news,
 and an older bundle than one imported before only entities still absent, never an older state):
@@ -27,7 +32,8 @@ and an older bundle than one imported before only entities still absent, never a
    with its model_md5, flow_run_id and gate verdicts and `trained_in` (the ledger id); the model, the run
    and its gates are tied to it as a local run's are, and it is SameAs the imported record.
 4. An Import action (source ledger, head, version, bundle sha256, signer, counts, the decisions it
-   brought) ContributedTo the local version: the version's lineage says where it came from.
+   brought, the attestation and its signature) ContributedTo the local version: the version's lineage
+   says where it came from.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -63,6 +69,7 @@ from lineage.objects import AlteredObject, ObjectError, Objects
 from lineage.query import Direction, query_lineage, resolve
 from lineage.signatures import (
     ACTIVE,
+    ATTESTS,
     NAMESPACE,
     SIGNATURE,
     UNSIGNED,
@@ -70,14 +77,19 @@ from lineage.signatures import (
     Signer,
     approver,
     approvers,
+    attestation_payload,
+    body_sha256,
     decision_problem,
     public_key,
     record_signature_problem,
 )
 from lineage.store import GENESIS, Head, Kind, LedgerRecord, LedgerStore, canonical_json, record_columns, record_hash
 
+if TYPE_CHECKING:
+    from sshsig.ssh_public_key import PublicKey
+
 FORMAT = "lineage-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the signed attestation
 # Artifacts whose md5 names bytes in DVC's storage; code, image, params, platform and configuration
 # artifacts are hashes of other things (a commit, an image digest, facts).
 FILE_TYPES = {ArtifactType.DATASET, ArtifactType.MODEL, ArtifactType.PREPROCESSOR, ArtifactType.REPORT,
@@ -130,12 +142,14 @@ class BundleSigner(_Strict):
 
 class Bundle(_Strict):
     format: Literal["lineage-bundle"]
-    format_version: Literal[1]
+    format_version: Literal[2]
     version: StrictStr  # the model version's name in its ledger
     version_id: StrictStr
     source: Source
     records: list[BundleRecord]
     signer: BundleSigner | None = None
+    attestation: dict[StrictStr, Any] | None = None  # checked against the records by `check_attestation`
+    attestation_signature: StrictStr | None = None
     signature: StrictStr | None = None
 
 
@@ -182,6 +196,28 @@ def collect(store: LedgerStore, version: str) -> tuple[Context, set[str]]:
     return found, (set(entities) - foreign) | {edge.id for edge in edges}
 
 
+def attestation(source: dict[str, Any], version: str, records: list[LedgerRecord]) -> dict[str, Any]:
+    """What the bundle's signer vouches for, for the importing ledger to check on its own: the source
+    ledger, its head and the version; each carried Approver record's key and each decision's body hash
+    (every entity's latest record among `records`, in seq order)."""
+    keys: dict[str, str] = {}
+    decisions: dict[str, str] = {}
+    for record in records:
+        if record.kind == Kind.CONTEXT.value and record.entity_type == ContextType.APPROVER.value:
+            keys[str(record.name)] = str(json.loads(record.body)["properties"].get("public_key"))
+        elif record.kind == Kind.ACTION.value and record.entity_type == ActionType.PROMOTION.value:
+            decisions[record.entity_id] = body_sha256(record.body)
+    return {
+        "attests": ATTESTS,
+        "ledger_id": source["ledger_id"],
+        "head_count": source["head_count"],
+        "head_hash": source["head_hash"],
+        "version": version,
+        "approvers": keys,
+        "decisions": decisions,
+    }
+
+
 def build_bundle(store: LedgerStore, version: str, signer: Signer | None = None) -> dict[str, Any]:
     """The bundle of `version` as a JSON-ready dict, signed by `signer` (an active approver of this ledger)."""
     head = store.head()
@@ -194,29 +230,33 @@ def build_bundle(store: LedgerStore, version: str, signer: Signer | None = None)
     genesis = next(store.records(upto=1), None)
     if genesis is None:
         raise BundleError("the ledger is empty: it has no id yet")
-    records = [_row(record) for record in store.records(ids=ids, upto=head.count)]
+    stored = list(store.records(ids=ids, upto=head.count))
+    source = {"ledger_id": genesis.record_hash, "genesis": _row(genesis), "head_count": head.count,
+              "head_hash": head.head_hash}  # fmt: skip
     bundle: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "version": found.name,
         "version_id": found.id,
-        "source": {
-            "ledger_id": genesis.record_hash,
-            "genesis": _row(genesis),
-            "head_count": head.count,
-            "head_hash": head.head_hash,
-        },
-        "records": records,
+        "source": source,
+        "records": [_row(record) for record in stored],
     }
     if signer is None:
         return bundle
     assert registered is not None
     own = public_key(str(registered.properties["public_key"]))
     bundle["signer"] = {"name": signer.principal, "public_key": own.openssh_str(), "fingerprint": own.sha256_str()}
-    armored, key = signer.sign(canonical_json(bundle).encode())
+    attested = attestation(source, str(found.name), stored)
+    bundle |= {"attestation": attested, "attestation_signature": _signed(signer, attestation_payload(attested), own)}
+    return bundle | {"signature": _signed(signer, canonical_json(bundle).encode(), own)}
+
+
+def _signed(signer: Signer, payload: bytes, own: PublicKey) -> str:
+    """`payload`'s armored signature by `signer`, whose key must be `own` (their registered key)."""
+    armored, key = signer.sign(payload)
     if key != own:
         raise BundleError(f"{signer.key} is not {signer.principal}'s registered key ({own.sha256_str()})")
-    return bundle | {"signature": armored}
+    return armored
 
 
 def to_bytes(bundle: dict[str, Any]) -> bytes:
@@ -335,9 +375,9 @@ def check_records(bundle: Bundle, where: str) -> dict[str, tuple[BundleRecord, E
     return latest
 
 
-def trusted_signer(bundle: Bundle, data: dict[str, Any], store: LedgerStore, where: str) -> tuple[str, str]:
+def trusted_signer(bundle: Bundle, data: dict[str, Any], store: LedgerStore, where: str) -> tuple[str, PublicKey]:
     """The bundle's signature checks and its key is an active approver's here: that approver's name and
-    the key's fingerprint."""
+    the key."""
     import sshsig
 
     if bundle.signature is None or bundle.signer is None:
@@ -353,12 +393,43 @@ def trusted_signer(bundle: Bundle, data: dict[str, Any], store: LedgerStore, whe
             registered.properties.get("status") == ACTIVE
             and public_key(str(registered.properties["public_key"])) == key
         ):
-            return registered.name, fingerprint
+            return registered.name, key
     raise BundleError(
         f"{where}: untrusted signer: {bundle.signer.name[:100]!r} of ledger {bundle.source.ledger_id[:12]} signed "
         f"it with key {fingerprint}, which is no active approver's key in this ledger; to trust it, an approver "
         f"registers that public key: lineage approvers add NAME --public-key KEY.pub --by YOU --key YOUR_KEY"
     )
+
+
+def check_attestation(bundle: Bundle, key: PublicKey, where: str) -> None:
+    """The attestation is signed by `key` (the bundle's) and says what the bundle's records say."""
+    import sshsig
+
+    if bundle.attestation is None or bundle.attestation_signature is None:
+        raise BundleError(f"{where}: the bundle carries no signed attestation: export it with --by and --key")
+    try:
+        signed_by = sshsig.check_signature(attestation_payload(bundle.attestation), bundle.attestation_signature,
+                                           NAMESPACE)  # fmt: skip
+    except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
+        raise BundleError(f"{where}: bad attestation signature: it does not match the attestation ({error})") from None
+    if signed_by != key:
+        raise BundleError(
+            f"{where}: the attestation is signed with key {signed_by.sha256_str()}, "
+            f"not the bundle's key {key.sha256_str()}"
+        )
+    records = [record.columns() for record in bundle.records]
+    expected = attestation(bundle.source.model_dump(), bundle.version, records)
+    for field in sorted(set(expected) | set(bundle.attestation)):
+        said, found = bundle.attestation.get(field), expected.get(field)
+        if said == found:
+            continue
+        if isinstance(said, dict) and isinstance(found, dict):
+            entry = next(k for k in sorted(set(said) | set(found)) if said.get(k) != found.get(k))
+            field, said, found = f"{field}.{entry[:100]}", said.get(entry), found.get(entry)
+        raise BundleError(
+            f"{where}: the attestation disagrees with the bundle's records: its {field} is {str(said)[:100]!r}, "
+            f"the records give {str(found)[:100]!r}"
+        )
 
 
 def check_decisions(latest: dict[str, tuple[BundleRecord, Entity]], where: str) -> None:
@@ -601,7 +672,8 @@ def import_bundle(store: LedgerStore, path: Path, objects: Objects) -> Imported:
     bundle, data, raw = read_bundle(path)
     where = str(path)
     latest = check_records(bundle, where)
-    signer, fingerprint = trusted_signer(bundle, data, store, where)
+    signer, key = trusted_signer(bundle, data, store, where)
+    check_attestation(bundle, key, where)
     check_decisions(latest, where)
     check_objects(latest, objects)
     planned = plan(store, bundle, latest)
@@ -633,13 +705,15 @@ def import_bundle(store: LedgerStore, path: Path, objects: Objects) -> Imported:
             "version": bundle.version,
             "bundle_sha256": sha256,
             "signer": bundle.signer.name if bundle.signer else "",
-            "signer_fingerprint": fingerprint,
+            "signer_fingerprint": key.sha256_str(),
             "trusted_as": signer,
             "records": len(bundle.records),
             "entities": len(fresh),
             "same_as": same_as,
             "created_candidate": created is not None,
             "decisions": list(decisions),
+            "attestation": bundle.attestation,
+            "attestation_signature": bundle.attestation_signature,
         },
     )
     edge = Association(source_id=action.id, destination_id=local_id, association_type=AssociationType.CONTRIBUTED_TO)

@@ -16,14 +16,20 @@ Records imported from another ledger (lineage/bundle.py) grant no rights here. A
 record is a context qualified by its origin (`alice@<ledger id[:12]>`, with `imported_from` and
 `origin_name` properties): `approver` and `approvers` never return it, and `verify` checks that its
 signature still matches the record as its own ledger holds it (name and properties restored), without
-registering anyone. An imported decision (listed by the Import action recorded before it) must be signed
-with the key of its signer's Approver record imported from the same ledger. The Import action itself
-names the key that signed the bundle, which must be an active approver's key here at that point: that
-registration is how this ledger trusts the other one.
+registering anyone. Nobody signs the Import action itself, so what vouches for an import is its
+**attestation**, kept in the Import action's parameters: canonical JSON naming the source ledger, its head
+and the version, the public key of every Approver record the bundle carried and the sha256 of every
+decision's body as its own ledger holds it, signed by the bundle's signer. `verify` checks that signature
+and that its key was an active approver's key here when the Import action was recorded (that
+registration is how this ledger trusts the other one); an Approver record imported from that ledger
+afterwards must carry the key the ledger's latest attestation gives its name, and an imported decision
+(listed by its Import action) must hash to the attested body and be signed with the attested key of its
+signer. So a record appended as if imported, without an approver's attestation, fails `verify`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -50,6 +56,7 @@ SIGNED_RECORDS = [
     (Kind.ACTION, ActionType.IMPORT.value),  # says which decisions came from where, and who vouched for them
 ]
 _FIELDS = {"action": "parameters", "context": "properties"}  # where each kind keeps its signature
+ATTESTS = "lineage-bundle"  # an attestation's `attests`: what its signature vouches for (never a record)
 
 
 class SignatureError(ValueError):
@@ -223,6 +230,59 @@ def record_signature_problem(body: dict[str, Any], kind: str) -> str | None:
     return None
 
 
+def body_sha256(body: str) -> str:
+    """The sha256 of a record's body as stored (canonical JSON): what an attestation lists for a decision."""
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def attestation_payload(attestation: dict[str, Any]) -> bytes:
+    """What an attestation's signature covers: its canonical JSON."""
+    return canonical_json(attestation).encode()
+
+
+@dataclass(frozen=True)
+class Attested:
+    """What one Import action's attestation vouches for."""
+
+    ledger_id: str
+    approvers: dict[str, PublicKey]  # approver name in that ledger -> their key
+    decisions: dict[str, str]  # decision action id -> the sha256 of its body
+
+
+def attested_import(values: dict[str, Any], trusted: dict[str, PublicKey]) -> Attested | str:
+    """An Import action's attestation (its `values`), checked: signed by one of the `trusted` keys and
+    agreeing with the action's own parameters; or why not."""
+    attestation, armored = values.get("attestation"), values.get("attestation_signature")
+    if not isinstance(attestation, dict) or not isinstance(armored, str):
+        return "an Import action without a signed attestation (forged, or imported from a bundle of format 1)"
+    try:
+        key = sshsig.check_signature(attestation_payload(attestation), armored, NAMESPACE)
+    except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
+        return f"its attestation's signature does not match the attestation ({error})"
+    if key not in trusted.values():
+        return f"an import attested with key {key.sha256_str()}, not an active approver's key here then"
+    said = {"ledger_id": "source_ledger", "head_count": "source_head_count", "head_hash": "source_head_hash",
+            "version": "version"}  # fmt: skip
+    if attestation.get("attests") != ATTESTS:
+        return f"its attestation attests {str(attestation.get('attests'))[:40]!r}, not {ATTESTS!r}"
+    for field_name, parameter in said.items():
+        if attestation.get(field_name) != values.get(parameter):
+            return f"its {parameter} is not the {field_name} its attestation gives"
+    if values.get("signer_fingerprint") != key.sha256_str():
+        return f"its signer_fingerprint is not {key.sha256_str()}, the key of its attestation"
+    named, decisions = attestation.get("approvers"), attestation.get("decisions")
+    if not isinstance(named, dict) or not isinstance(decisions, dict):
+        return "its attestation lists no approvers or no decisions"
+    try:
+        keys = {str(name): public_key(str(line), f"attested key of {name!r}") for name, line in named.items()}
+    except SignatureError as error:
+        return f"its attestation: {error}"
+    for decision_id in values.get("decisions") or []:
+        if decision_id not in decisions:
+            return f"it lists decision {str(decision_id)[:100]}, which its attestation does not"
+    return Attested(str(attestation["ledger_id"]), keys, {str(k): str(v) for k, v in decisions.items()})
+
+
 @dataclass
 class SignatureReport:
     """What `check_signatures` found. On failure, `seq` and `entity_id` name the first bad record."""
@@ -314,38 +374,50 @@ def check_signatures(
 
 
 class _Imported:
-    """What the Import actions met so far said: which decisions came from which ledger, and the keys of
-    that ledger's approvers (from their imported Approver records)."""
+    """What the Import actions met so far attested: which decisions came from which import, and the keys
+    of each source ledger's approvers (its latest attestation's)."""
 
     def __init__(self) -> None:
-        self.origin: dict[str, str] = {}  # an imported decision's id -> its ledger id
-        self.keys: dict[str, dict[str, PublicKey]] = {}  # ledger id -> approver name there -> key
+        self.origin: dict[str, Attested] = {}  # an imported decision's id -> its import's attestation
+        self.keys: dict[str, dict[str, PublicKey]] = {}  # ledger id -> approver name there -> attested key
 
     def takes(self, record: LedgerRecord, body: dict[str, Any], trusted: dict[str, PublicKey]) -> str | None:
         """None if `record` is no import's (check it as a local record); else "" if it holds, or why not."""
         values = body[_FIELDS[record.kind]]
         if record.kind == "action" and record.entity_type == ActionType.IMPORT.value:
+            attested = attested_import(values, trusted)
+            if isinstance(attested, str):
+                return attested
             for decision_id in values.get("decisions") or []:
-                self.origin[str(decision_id)] = str(values.get("source_ledger"))
-            fingerprint = values.get("signer_fingerprint")
-            if fingerprint not in {key.sha256_str() for key in trusted.values()}:
-                return f"an import of a bundle signed with key {fingerprint}, not a registered approver's key here then"
+                self.origin[str(decision_id)] = attested
+            self.keys[attested.ledger_id] = attested.approvers
             return ""
         if record.kind == "context" and IMPORTED_FROM in values:
             original = original_body(body)
             if problem := record_signature_problem(original, "context"):
                 return f"imported Approver record: {problem}"
+            name, origin = str(original["name"]), str(values[IMPORTED_FROM])
+            attested_key = self.keys.get(origin, {}).get(name)
+            if attested_key is None:
+                return f"imported Approver record {name!r}: no import attested by an approver here vouches for it"
             try:
                 key = public_key(str(values.get("public_key")))
             except SignatureError as error:
                 return str(error)
-            self.keys.setdefault(str(values[IMPORTED_FROM]), {})[str(original["name"])] = key
+            if key != attested_key:
+                return (
+                    f"imported Approver record {name!r}: its key {key.sha256_str()} is not the one its import's "
+                    f"attestation gives ({attested_key.sha256_str()})"
+                )
             return ""
         if record.kind == "action" and record.entity_id in self.origin:
+            attested = self.origin[record.entity_id]
+            if body_sha256(record.body) != attested.decisions.get(record.entity_id):
+                return "imported decision: its body is not the one its import's attestation vouches for"
             if values.get(SIGNATURE) in (None, UNSIGNED):
                 return ""
-            problem, _ = decision_problem(body, self.keys.get(self.origin[record.entity_id], {}))
-            return f"imported decision: {problem}" if problem else ""
+            problem, _ = decision_problem(body, attested.approvers)
+            return f"imported decision: {problem} (by its import's attestation)" if problem else ""
         return None
 
 

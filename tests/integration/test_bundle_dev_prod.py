@@ -2,8 +2,8 @@
 signed bundle; prod (the machine's PostgreSQL) trusts dev's key, imports it against its DVC remote,
 promotes the version, and then answers for it: the production version's ascendants reach dev's data and
 run, both ledgers verify, the promotion says where the version was trained, and `lineage reproduce`
-reads the same run on both sides. Bad bundles and missing files are refused in one line, appending
-nothing."""
+reads the same run on both sides. Bad bundles (an attestation by another key among them) and missing
+files are refused in one line, appending nothing."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.bundle_world import dvc_repository, object_path, record_weeks
 from lineage.bundle import ledger_id, read_bundle
 from lineage.reproduce import expected
 from lineage.signatures import Signer
-from lineage.store import LedgerStore
-from bench.bundle_world import dvc_repository, object_path, record_weeks
+from lineage.store import LedgerStore, canonical_json
 from tests.conftest import POSTGRES_PSYCOPG, REPO, VENV_BIN, postgres_database, stage_env
 
 pytestmark = pytest.mark.integration
@@ -95,6 +95,14 @@ def test_dev_to_prod(tmp_path: Path, ssh_keys: dict[str, Path]) -> None:
         truncated = tmp_path / "truncated.json"
         truncated.write_bytes(bundle.read_bytes()[:-200])
         refused(prod_db, prod, truncated, "not a lineage bundle: truncated or not JSON")
+        other = tmp_path / "attested-by-another.json"  # the bundle signed by alice, its attestation by mallory
+        data = json.loads(bundle.read_text(encoding="utf-8"))
+        data.pop("signature")
+        attestation = canonical_json(data["attestation"]).encode()
+        data["attestation_signature"] = Signer("alice", ssh_keys["mallory"]).sign(attestation)[0]
+        data["signature"] = Signer("alice", ssh_keys["alice"]).sign(canonical_json(data).encode())[0]
+        other.write_text(json.dumps(data), encoding="utf-8")
+        refused(prod_db, prod, other, "the attestation is signed with key SHA256:")
 
         stored = object_path(storage, processed)
         kept = stored.read_bytes()

@@ -1,10 +1,12 @@
 """Bundles between two SQLite ledgers: export is deterministic and signed; import checks hashes, trust,
-decisions and files, refuses in one line appending nothing, appends only what is new, qualifies the
-contexts whose names clash, links SameAs, and leaves both ledgers verifying; promotion in the importing
+the attestation, decisions and files, refuses in one line appending nothing, appends only what is new,
+qualifies the contexts whose names clash, links SameAs, and leaves both ledgers verifying; records
+appended as if imported, without an approver's attestation, fail verify; promotion in the importing
 ledger says where the version was trained; SameAs is walked both ways."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -13,17 +15,23 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import JsonValue
 
+from bench.bundle_world import dvc_repository, object_path, record_weeks
 from lineage import registry
+from lineage.bundle import BundleError, build_bundle, export_bundle, import_bundle, ledger_id, read_bundle, to_bytes
 from lineage.console.app import create_app
-from lineage.bundle import BundleError, export_bundle, import_bundle, ledger_id, read_bundle
 from lineage.entities import (
+    IMPORTED_FROM,
+    ORIGIN_NAME,
     Action,
+    ActionStatus,
     ActionType,
     Association,
     AssociationType,
     Context,
     ContextType,
+    Entity,
     ModelStatus,
     context_id,
 )
@@ -31,9 +39,18 @@ from lineage.objects import Objects
 from lineage.query import Direction, query_lineage
 from lineage.registry import RegistryError
 from lineage.reproduce import expected
-from lineage.signatures import Signer, approver, approvers, check_ledger, read_public_key, register
-from lineage.store import Kind, LedgerStore
-from bench.bundle_world import dvc_repository, object_path, record_weeks
+from lineage.signatures import (
+    Signer,
+    approver,
+    approver_record,
+    approvers,
+    body_sha256,
+    check_ledger,
+    read_public_key,
+    register,
+    sign,
+)
+from lineage.store import Kind, LedgerStore, canonical_json
 
 
 @dataclass
@@ -112,6 +129,18 @@ def test_export_is_signed_deterministic_and_carries_the_version_lineage(world: W
     assert bundle.signer is not None
     assert bundle.signer.name == "alice"
     assert bundle.signature
+    attested = bundle.attestation
+    assert attested is not None
+    assert bundle.attestation_signature
+    assert (attested["ledger_id"], attested["head_count"], attested["version"]) == (
+        bundle.source.ledger_id, bundle.source.head_count, version,
+    )  # fmt: skip
+    alice_key = read_public_key(world.keys["alice"].with_suffix(".pub")).openssh_str()
+    assert attested["approvers"]["alice"] == alice_key
+    assert set(attested["approvers"]) == {"alice", "lineage-pipeline"}
+    decisions = {r.entity_id: r.body for r in bundle.records if r.entity_type == ActionType.PROMOTION}
+    assert decisions
+    assert attested["decisions"] == {i: body_sha256(body) for i, body in decisions.items()}
     stored = {record.seq: record for record in world.dev.records()}
     assert all(stored[r.seq] == r.columns() for r in bundle.records)  # every record exactly as stored
     names = {r.name for r in bundle.records}
@@ -169,6 +198,8 @@ def test_import_links_the_lineage_and_both_ledgers_verify(world: World) -> None:
     assert (p["source_ledger"], p["version"], p["trusted_as"], p["signer"]) == (origin, version, "dev-alice", "alice")
     assert p["source_head_count"] == world.dev.head().count
     assert len(str(p["bundle_sha256"])) == 64
+    assert p["attestation"] == read_bundle(path)[0].attestation  # kept for verify, with its signature
+    assert str(p["attestation_signature"]).startswith("-----BEGIN SSH SIGNATURE-----")
     assert action.id in {e.id for e in world.prod.linked([local.id], "destination")[local.id]}
 
     graph = query_lineage(world.prod, version, Direction.ASCENDANTS)
@@ -281,6 +312,10 @@ REFUSALS: dict[str, tuple[Callable[[World, Path], object], str]] = {
         "bad signature: it does not match the bundle's contents",
     ),
     "unsigned": (lambda w, p: _edit(p, lambda d: d.pop("signature")), "the bundle is not signed"),
+    "attestation edited": (
+        lambda w, p: _edit(p, lambda d: d["attestation"].update(version="x")),
+        "bad signature: it does not match the bundle's contents",  # the bundle's signature covers it
+    ),
     "missing object": (
         lambda w, p: object_path(w.storage, _processed_md5(w)).unlink(),
         r"data/processed.parquet \(md5 \w+\) is in neither the DVC cache nor the remote",
@@ -295,8 +330,8 @@ REFUSALS: dict[str, tuple[Callable[[World, Path], object], str]] = {
         "not a lineage bundle: truncated or not JSON",
     ),
     "wrong format version": (
-        lambda w, p: _edit(p, lambda d: d.update(format_version=2)),
-        "bundle format version 2; this lineage reads version 1",
+        lambda w, p: _edit(p, lambda d: d.update(format_version=1)),
+        "bundle format version 1; this lineage reads version 2",
     ),
     "other json": (lambda w, p: p.write_text('{"a": 1}', encoding="utf-8"), 'not a lineage bundle \\(no "format"'),
     "bad field": (
@@ -331,24 +366,79 @@ def test_an_untrusted_key_is_refused_with_its_fingerprint_and_how_to_register_it
     assert world.prod.head() == head
 
 
-def test_a_decision_whose_signer_is_not_in_the_bundle_is_refused(world: World) -> None:
-    """A bundle without the Approver record of its decisions' signer, re-signed by a trusted key: only
-    the decision check can catch it."""
-    from lineage.bundle import build_bundle, to_bytes
-    from lineage.store import canonical_json
-
+def _resigned(world: World, change: Callable[[dict], None], attested_by: str = "alice") -> Path:
+    """Week 1's bundle changed by `change`, its attestation signed again with `attested_by`'s key and the
+    bundle with alice's (trusted): only the checks after the bundle's signature can catch it."""
     data = build_bundle(world.dev, world.versions[0][0], Signer("alice", world.keys["alice"]))
     data.pop("signature")
-    data["records"] = [r for r in data["records"] if r["name"] != "lineage-pipeline"]
+    change(data)
+    attestation = canonical_json(data["attestation"]).encode()
+    data["attestation_signature"] = Signer("alice", world.keys[attested_by]).sign(attestation)[0]
     data["signature"] = Signer("alice", world.keys["alice"]).sign(canonical_json(data).encode())[0]
     path = world.folder / "forged.json"
     path.write_bytes(to_bytes(data))
+    return path
+
+
+def _without_pipeline(data: dict) -> None:
+    """Drop the pipeline's Approver record from the records and from the attestation alike."""
+    data["records"] = [r for r in data["records"] if r["name"] != "lineage-pipeline"]
+    data["attestation"]["approvers"].pop("lineage-pipeline")
+
+
+def _other_decision_hash(data: dict) -> None:
+    decision = next(iter(data["attestation"]["decisions"]))
+    data["attestation"]["decisions"][decision] = "0" * 64
+
+
+def _mallory_as_alice(world: World) -> Callable[[dict], None]:
+    mallory = read_public_key(world.keys["mallory"].with_suffix(".pub")).openssh_str()
+    return lambda data: data["attestation"]["approvers"].update(alice=mallory)
+
+
+RESIGNED: dict[str, tuple[Callable[[World], Callable[[dict], None]], str, str]] = {
+    "decision's signer not in the bundle": (
+        lambda w: _without_pipeline,
+        "alice",
+        r"\(decision [\w-]+\): signed by 'lineage-pipeline', whose Approver record is not",
+    ),
+    "attestation with another decision hash": (
+        lambda w: _other_decision_hash,
+        "alice",
+        r"the attestation disagrees with the bundle's records: its decisions\.[\w-]+ is '0{64}', the records give '\w",
+    ),
+    "attestation with another approver key": (
+        _mallory_as_alice,
+        "alice",
+        r"the attestation disagrees with the bundle's records: its approvers\.alice is 'ssh-ed25519 \S+', the records",
+    ),
+    "attestation without the approvers": (
+        lambda w: lambda data: data["attestation"].pop("approvers"),
+        "alice",
+        r"the attestation disagrees with the bundle's records: its approvers is 'None', the records give ",
+    ),
+    "attestation signed by another key": (
+        lambda w: lambda data: None,
+        "mallory",
+        r"the attestation is signed with key SHA256:\S+, not the bundle's key SHA256:",
+    ),
+    "no attestation": (
+        lambda w: lambda data: data.update(attestation={}),
+        "alice",
+        r"the attestation disagrees with the bundle's records: its approvers is 'None'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESIGNED))
+def test_a_bundle_signed_by_a_trusted_key_is_still_refused_when_its_contents_disagree(world: World, case: str) -> None:
+    change, attested_by, message = RESIGNED[case]
+    path = _resigned(world, change(world), attested_by)
     world.trust()
     head = world.prod.head()
-    with pytest.raises(
-        BundleError, match=r"\(decision [\w-]+\): signed by 'lineage-pipeline', whose Approver record is not"
-    ):
+    with pytest.raises(BundleError, match=message) as refused:
         import_bundle(world.prod, path, world.objects())
+    assert "\n" not in str(refused.value)
     assert world.prod.head() == head
 
 
@@ -374,22 +464,93 @@ def test_same_as_is_walked_both_ways(tmp_path: Path) -> None:
         assert {v.id for v in query_lineage(store, b.id, Direction.DESCENDANTS).vertices} == {b.id, b2.id}
 
 
-def test_verify_checks_an_import_from_its_head_on_and_refuses_one_nobody_trusted(world: World) -> None:
-    import datetime as dt
-
-    from lineage.entities import ActionStatus
-
+def test_verify_checks_an_import_from_its_head_on(world: World) -> None:
     world.trust()
     before = world.prod.head()
     import_bundle(world.prod, world.export(), world.objects())
     since = check_ledger(world.prod, since=before.count)  # as `lineage verify` after an earlier verification
     assert since.ok, since
     assert since.imported == 1
-    mallory = read_public_key(world.keys["mallory"].with_suffix(".pub")).sha256_str()
-    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    forged = Action(action_type=ActionType.IMPORT, status=ActionStatus.COMPLETED, start=now,
-                    parameters={"source_ledger": "x", "signer_fingerprint": mallory, "decisions": []})  # fmt: skip
-    (seq,) = world.prod.append([forged])
+
+
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+FORGERIES = {
+    # case: which record `check_ledger` stops at (0: the Import action, 1: the next record) and why
+    "no attestation (before the fix, verify passed)": (0, "an Import action without a signed attestation"),
+    "made-up attestation signed by mallory": (0, "an import attested with key {mallory}, not an active approver's"),
+    "made-up attestation with a copied signature": (0, "its attestation's signature does not match the attestation"),
+    "copied attestation listing the forged decision": (
+        0,
+        "it lists decision {decision}, which its attestation does not",
+    ),
+    "copied attestation, the forged approver record": (1, "imported Approver record 'alice': its key {mallory} is not"),
+    "no import, the forged approver record": (0, "imported Approver record 'alice': its key {mallory} is not"),
+    "copied attestation, dev's decision forged": (1, "imported decision: its body is not the one its import's attest"),
+}
+
+
+def _forgery(world: World, case: str) -> tuple[list[Entity], dict[str, str]]:
+    """What someone able to append to prod's ledger, holding only mallory's key, appends so that alice of
+    dev seems to have signed a decision: an Import action naming dev-alice's trusted key, an Approver record
+    `alice@<dev>` with mallory's key, a decision signed with it as alice's (or dev's real decision, altered);
+    the attestation missing, made up or copied from the real Import before it. With the values the expected
+    failure names."""
+    origin = ledger_id(world.dev)
+    as_alice = Signer("alice", world.keys["mallory"])
+    mallory = read_public_key(world.keys["mallory"].with_suffix(".pub"))
+    registration, _ = sign(approver_record("alice", mallory, "alice"), as_alice)
+    assert isinstance(registration, Context)
+    origin_properties = {IMPORTED_FROM: origin, ORIGIN_NAME: "alice"}
+    forged_alice = Context(context_type=ContextType.APPROVER, name=f"alice@{origin[:12]}",
+                           properties={**registration.properties, **origin_properties})  # fmt: skip
+    (real_import,) = [a for a in world.prod.find(Kind.ACTION, ActionType.IMPORT) if isinstance(a, Action)]
+    real = dict(real_import.parameters)
+    real_attestation = real["attestation"]
+    assert isinstance(real_attestation, dict)
+    attested_decisions = real_attestation["decisions"]
+    assert isinstance(attested_decisions, dict)
+    (dev_decision,) = attested_decisions
+    altered = "dev's decision" in case
+    promotion = Action(action_type=ActionType.PROMOTION, status=ActionStatus.COMPLETED, start=NOW,
+                       parameters={"decision": "promoted", "reason": "forged"})  # fmt: skip
+    if altered:  # a new record of dev's real decision, saying something else
+        promotion = promotion.model_copy(update={"id": dev_decision})
+    decision, _ = sign(promotion, as_alice)
+    made_up: dict[str, JsonValue] = {**real_attestation, "approvers": {"alice": mallory.openssh_str()},
+               "decisions": {decision.id: body_sha256(canonical_json(decision.model_dump(mode="json")))}}  # fmt: skip
+    parameters: dict[str, JsonValue] = {**real, "decisions": [decision.id], "attestation": made_up}
+    if case.startswith("no attestation"):
+        parameters = {k: v for k, v in parameters.items() if not k.startswith("attestation")}
+    elif case.startswith("made-up attestation signed"):
+        parameters["attestation_signature"] = as_alice.sign(canonical_json(made_up).encode())[0]
+        parameters["signer_fingerprint"] = mallory.sha256_str()
+    elif case.startswith("copied attestation"):
+        parameters["attestation"] = real_attestation
+        if "approver record" in case:
+            parameters["decisions"] = []
+    forged_import = Action(action_type=ActionType.IMPORT, status=ActionStatus.COMPLETED, start=NOW,
+                           parameters=parameters)  # fmt: skip
+    records: list[Entity] = [forged_import, forged_alice, decision]
+    if case.startswith("no import"):
+        records = [forged_alice, decision]
+    elif altered:
+        records = [forged_import, decision]
+    return records, {"mallory": mallory.sha256_str(), "decision": decision.id}
+
+
+@pytest.mark.parametrize("case", list(FORGERIES))
+def test_records_appended_as_if_imported_without_an_approvers_attestation_fail_verify(world: World, case: str) -> None:
+    """Nobody signs the Import action itself: its attestation, signed by a key trusted here, is what
+    verify checks. Without it, mallory could sign decisions as dev's alice."""
+    world.trust()
+    import_bundle(world.prod, world.export(), world.objects())
+    assert check_ledger(world.prod).ok
+    records, names = _forgery(world, case)
+    seqs = world.prod.append(records)
+    assert world.prod.verify().ok  # the chain holds: only the signatures can tell
+    at, message = FORGERIES[case]
     report = check_ledger(world.prod)
-    assert report.seq == seq
-    assert f"signed with key {mallory}, not a registered approver's key here then" in report.detail
+    assert not report.ok
+    assert (report.seq, report.entity_id) == (seqs[at], records[at].id), report
+    assert message.format(**names) in report.detail
+    assert f"at seq {seqs[at]} (entity {records[at].id})" in str(report)
