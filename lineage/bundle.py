@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from sshsig.ssh_public_key import PublicKey
 
 FORMAT = "lineage-bundle"
-FORMAT_VERSION = 2  # 2: the signed attestation
+FORMAT_VERSION = 1
 # Artifacts whose md5 names bytes in DVC's storage; code, image, params, platform and configuration
 # artifacts are hashes of other things (a commit, an image digest, facts).
 FILE_TYPES = {ArtifactType.DATASET, ArtifactType.MODEL, ArtifactType.PREPROCESSOR, ArtifactType.REPORT,
@@ -142,7 +142,7 @@ class BundleSigner(_Strict):
 
 class Bundle(_Strict):
     format: Literal["lineage-bundle"]
-    format_version: Literal[2]
+    format_version: Literal[1]
     version: StrictStr  # the model version's name in its ledger
     version_id: StrictStr
     source: Source

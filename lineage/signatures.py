@@ -254,7 +254,7 @@ def attested_import(values: dict[str, Any], trusted: dict[str, PublicKey]) -> At
     agreeing with the action's own parameters; or why not."""
     attestation, armored = values.get("attestation"), values.get("attestation_signature")
     if not isinstance(attestation, dict) or not isinstance(armored, str):
-        return "an Import action without a signed attestation (forged, or imported from a bundle of format 1)"
+        return "an Import action without a signed attestation: not written by `lineage import bundle`"
     try:
         key = sshsig.check_signature(attestation_payload(attestation), armored, NAMESPACE)
     except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:

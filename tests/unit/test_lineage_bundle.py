@@ -330,8 +330,8 @@ REFUSALS: dict[str, tuple[Callable[[World, Path], object], str]] = {
         "not a lineage bundle: truncated or not JSON",
     ),
     "wrong format version": (
-        lambda w, p: _edit(p, lambda d: d.update(format_version=1)),
-        "bundle format version 1; this lineage reads version 2",
+        lambda w, p: _edit(p, lambda d: d.update(format_version=2)),
+        "bundle format version 2; this lineage reads version 1",
     ),
     "other json": (lambda w, p: p.write_text('{"a": 1}', encoding="utf-8"), 'not a lineage bundle \\(no "format"'),
     "bad field": (
@@ -476,7 +476,7 @@ def test_verify_checks_an_import_from_its_head_on(world: World) -> None:
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 FORGERIES = {
     # case: which record `check_ledger` stops at (0: the Import action, 1: the next record) and why
-    "no attestation (before the fix, verify passed)": (0, "an Import action without a signed attestation"),
+    "no attestation": (0, "an Import action without a signed attestation"),
     "made-up attestation signed by mallory": (0, "an import attested with key {mallory}, not an active approver's"),
     "made-up attestation with a copied signature": (0, "its attestation's signature does not match the attestation"),
     "copied attestation listing the forged decision": (
