@@ -24,6 +24,7 @@ from flows.settings import read_secret
 from lineage.emit import Emitter
 from lineage.objects import Objects
 from lineage.openlineage import stage_event
+from lineage.recorder import Provenance
 from tasks.etl import COLUMN_LINEAGE
 
 
@@ -46,6 +47,7 @@ class LiveLineage:
         self.remote_url = remote_url
         self.flow_run_id = str(flow_run.get_id() or "local")  # the ledger's PipelineRun name (flows/record.py)
         self.spent = 0.0  # seconds the run itself spent on emission: building, queueing, closing
+        self.provenance: Provenance | None = None  # commit and image, read once: git costs ~20 ms a call
         self._log = get_run_logger()
         self._forward = _ToRunLog(self._log)
 
@@ -60,6 +62,7 @@ class LiveLineage:
             live.emitter = Emitter.from_config(api_key=api_key)
             if live.emitter is not None:
                 live.remote_url = Objects(Path("."), remote).remote()
+                live.provenance = Provenance.read(Path("."))
                 live._log.info("OpenLineage: each stage's events go to %s as it runs", live.emitter.describe())
         except Exception as error:  # a missing Secret block, an unreadable DVC config: never stop the run
             live._log.warning("OpenLineage: no events sent: %s", " ".join(str(error).split()))
@@ -77,7 +80,7 @@ class LiveLineage:
         try:
             event = stage_event(
                 state, stage, self.flow_run_id, when, Path("."), self.remote_url,
-                failure=failure, column_lineage=COLUMN_LINEAGE, skipped=skipped,
+                failure=failure, column_lineage=COLUMN_LINEAGE, skipped=skipped, provenance=self.provenance,
             )  # fmt: skip
             self.emitter.emit(event)
         except Exception as error:  # a workspace it cannot read: the ledger still records the stage

@@ -445,6 +445,7 @@ def stage_event(
     failure: str | None = None,
     column_lineage: dict[str, Any] | None = None,
     skipped: bool = False,
+    provenance: Provenance | None = None,
 ) -> RunEvent:
     """The RunEvent of `stage` reaching `state` in flow run `flow_run_id`, built from the workspace at `root`
     while the flow runs, with the content `run_events` exports later from the ledger (same runId, job,
@@ -456,12 +457,13 @@ def stage_event(
     if they changed since). COMPLETE: inputs and outputs from dvc.lock after the stage (`skipped`: DVC found
     it unchanged). FAIL: no datasets (DVC leaves a failed stage's lock entry as it was), and the
     `errorMessage` facet with `failure`. `column_lineage` is RunInfo's ({output path: {column: [...]}}).
+    `provenance`: the run's commit and image, read once by the caller (default: read from `root` now).
     Gate verdicts are decided after the stage, by the flow: only the export carries them.
     """
     lock = read_lock(root)
     locked = locked_stage(lock, stage)
     outs = {o["path"]: o for entry in (lock.get("stages") or {}).values() for o in entry.get("outs", [])}
-    provenance = Provenance.read(root)
+    provenance = provenance or Provenance.read(root)
     outputs = [] if state == RunState.FAIL else _workspace_files(locked.get("outs", []), root, {}, column_lineage)
     place = _Place(
         remote=remote_url,

@@ -6,9 +6,9 @@ passes through the others), and return the vertices with, on request, the edges 
 A start may be an entity id, a model version's or an endpoint's name, `production`, or an artifact's source URI
 (its most recently recorded version).
 
-SameAs edges (an entity and its record imported from another ledger, lineage/bundle.py) are symmetric:
-the walk crosses them both ways in every direction, so a version's ascendants in the ledger it was
-imported into reach the data and run of the ledger it was trained in.
+A SameAs edge points from an entity's record imported from another ledger to the local entity it is the
+same as (lineage/bundle.py), so a version's ascendants in the ledger it was imported into reach the data
+and run of the ledger it was trained in, and the imported record's descendants reach the local one.
 """
 
 from __future__ import annotations
@@ -18,20 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lineage.entities import (
-    Action,
-    ActionType,
-    Artifact,
-    Association,
-    AssociationType,
-    Context,
-    ContextType,
-    Entity,
-    context_id,
-)
+from lineage.entities import Action, ActionType, Artifact, Association, Context, ContextType, Entity, context_id
 from lineage.store import Kind, LedgerStore
-
-SAME_AS = AssociationType.SAME_AS
 
 
 class Direction(StrEnum):
@@ -155,13 +143,10 @@ def query_lineage(
     }[direction]
     for _ in range(depth):
         reached: set[str] = set()
-        found = [(toward, edge) for toward in ways for edge in store.edges(frontier, toward=toward)]
-        if direction != Direction.BOTH:  # SameAs, both ways whatever the direction
-            other = "source" if ways == ["destination"] else "destination"
-            found += [(other, edge) for edge in store.edges(frontier, toward=other, association_type=SAME_AS)]
-        for toward, edge in found:
-            edges[edge.id] = edge
-            reached.add(edge.source_id if toward == "destination" else edge.destination_id)
+        for toward in ways:
+            for edge in store.edges(frontier, toward=toward):
+                edges[edge.id] = edge
+                reached.add(edge.source_id if toward == "destination" else edge.destination_id)
         frontier = reached - seen
         if not frontier:
             break

@@ -593,11 +593,8 @@ class LedgerStore:
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def edges(
-        self, entity_ids: Iterable[str], toward: str, association_type: AssociationType | None = None
-    ) -> list[Association]:
-        """Associations ending at (`toward="destination"`) or starting from (`"source"`) any of the ids
-        (only those of `association_type`, if given)."""
+    def edges(self, entity_ids: Iterable[str], toward: str) -> list[Association]:
+        """Associations ending at (`toward="destination"`) or starting from (`"source"`) any of the ids."""
         column = {"destination": records_table.c.destination_id, "source": records_table.c.source_id}[toward]
         unique = sorted(set(entity_ids))
         found: list[Association] = []
@@ -606,8 +603,6 @@ class LedgerStore:
                 query = select(
                     records_table.c.source_id, records_table.c.destination_id, records_table.c.entity_type
                 ).where(column.in_(unique[start : start + _IN_CHUNK]))  # only associations have either end
-                if association_type is not None:
-                    query = query.where(records_table.c.entity_type == association_type.value)
                 found += [_edge(*row) for row in conn.execute(query.order_by(records_table.c.seq))]
         return found
 
