@@ -42,9 +42,9 @@ class _ToRunLog(logging.Handler):
 class LiveLineage:
     """One run's live OpenLineage emission; without a configured transport every call does nothing."""
 
-    def __init__(self, emitter: Emitter | None, remote_url: str | None = None) -> None:
-        self.emitter = emitter
-        self.remote_url = remote_url
+    def __init__(self) -> None:
+        self.emitter: Emitter | None = None  # None: no transport configured, or it could not be set up
+        self.remote_url: str | None = None  # the DVC remote the run pushes to: where outputs are named
         self.flow_run_id = str(flow_run.get_id() or "local")  # the ledger's PipelineRun name (flows/record.py)
         self.spent = 0.0  # seconds the run itself spent on emission: building, queueing, closing
         self.provenance: Provenance | None = None  # commit and image, read once: git costs ~20 ms a call
@@ -55,7 +55,7 @@ class LiveLineage:
     def start(cls, api_key_block: str | None, remote: str | None) -> LiveLineage:
         """Emission to the configured transport, if any, for a run that pushes to DVC remote `remote`."""
         began = time.perf_counter()
-        live = cls(None)
+        live = cls()
         logging.getLogger("lineage.emit").addHandler(live._forward)
         try:
             api_key = read_secret(api_key_block) if api_key_block else None
