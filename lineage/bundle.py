@@ -16,10 +16,12 @@ importing ledger keeps the attestation in its Import action: it is what `lineage
 record_hash, whose signature does not check or whose key is not an active approver's key in the
 importing ledger (that registration is how prod trusts dev), whose attestation is not signed by that key
 or disagrees with its records, whose signed decisions do not check against the bundle's own Approver
-records, or one of whose files (data, models, reports, metrics) is missing from
-the importing side's DVC storage or does not hash to its md5. Otherwise it appends, in one transaction,
-only what the ledger does not hold yet (so a second import adds nothing, a newer bundle only its news,
-and an older bundle than one imported before only entities still absent, never an older state):
+records, one of whose stages' outputs (data, models, reports, metrics) is missing from the importing
+side's DVC storage, or one of whose files found there does not hash to its md5 (an input no stage made,
+such as data/raw kept in git, may be absent: DVC hashes it but does not store it). Otherwise it
+appends, in one transaction, only what the ledger does not hold yet (so a second import adds nothing, a
+newer bundle only its news, and an older bundle than one imported before only entities still absent,
+never an older state):
 
 1. Artifacts (content-addressed), Actions (uuids), PipelineRun contexts (named by globally unique flow
    run ids) and the edges between them keep their ids: they are the same entities in both ledgers.
@@ -455,20 +457,34 @@ def check_decisions(latest: dict[str, tuple[BundleRecord, Entity]], where: str) 
 
 
 def check_objects(latest: dict[str, tuple[BundleRecord, Entity]], objects: Objects) -> int:
-    """Every file artifact's bytes are in DVC's storage here and hash to its md5; how many were checked."""
+    """Every file a stage of the bundle produced is in DVC's storage here and hashes to its md5, and so does
+    every other file found there; how many were checked. A stage's input no stage produced (data/raw, a
+    reference snapshot) may be kept in git instead, which DVC hashes but does not store: absent is allowed."""
+    stages = {i for i, (_, e) in latest.items() if isinstance(e, Action) and e.action_type == ActionType.STAGE}
+    made = {AssociationType.PRODUCED, AssociationType.ASSOCIATED_WITH}
+    outputs = {
+        e.destination_id
+        for _, e in latest.values()
+        if isinstance(e, Association) and e.association_type in made and e.source_id in stages
+    }
     checked = 0
     for _, entity in latest.values():
         if not isinstance(entity, Artifact) or entity.artifact_type not in FILE_TYPES:
             continue
+        required = entity.id in outputs
         files = [(entity.source_uri, entity.md5)]
         try:
             if entity.md5.endswith(".dir"):
                 listing = objects.read_directory(entity.md5)
+                if listing is None and not required:
+                    continue
                 _found(objects, entity.source_uri, entity.md5, listing is not None)
                 files = [(f"{entity.source_uri}/{e.get('relpath')}", str(e["md5"])) for e in listing or []]
             for uri, md5 in files:
-                _found(objects, uri, md5, objects.read(md5) is not None)
-                checked += 1
+                present = objects.read(md5) is not None
+                if required or present:
+                    _found(objects, uri, md5, present)
+                    checked += 1
         except AlteredObject as error:
             raise BundleError(f"{entity.source_uri}: {error} ({objects.location(entity.md5) or 'DVC cache'})") from None
         except ObjectError as error:

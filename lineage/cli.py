@@ -518,7 +518,7 @@ def import_bundle(
     db: Db = None,
 ) -> None:
     """Check FILE (record hashes, a signature by a key registered here as an approver's, its decisions'
-    signatures, every file's bytes in this side's DVC storage) and append what this ledger lacks of it,
+    signatures, every output's bytes in this side's DVC storage) and append what this ledger lacks of it,
     linked by SameAs; the version becomes a candidate here. Refuses in one line, appending nothing."""
     from lineage.bundle import import_bundle as run_import
     from lineage.objects import Objects

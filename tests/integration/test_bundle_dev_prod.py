@@ -15,11 +15,20 @@ from pathlib import Path
 import pytest
 
 from bench.bundle_world import dvc_repository, object_path, record_weeks
+from lineage import registry
 from lineage.bundle import ledger_id, read_bundle
 from lineage.reproduce import expected
 from lineage.signatures import Signer
 from lineage.store import LedgerStore, canonical_json
-from tests.conftest import POSTGRES_PSYCOPG, REPO, VENV_BIN, postgres_database, stage_env
+from tests.conftest import (
+    POSTGRES_PSYCOPG,
+    REPO,
+    VENV_BIN,
+    locked_outs,
+    postgres_database,
+    run_flow,
+    stage_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +153,42 @@ def test_dev_to_prod(tmp_path: Path, ssh_keys: dict[str, Path]) -> None:
         assert (on_prod.hashes, on_prod.commit, on_prod.params_md5, on_prod.flow_run_id) == (
             on_dev.hashes, on_dev.commit, on_dev.params_md5, on_dev.flow_run_id,
         )  # fmt: skip
+
+
+def test_a_model_a_flow_run_trained_in_dev_is_promoted_in_prod_and_traced_back(
+    harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch, ssh_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """Dev is a real workspace: `dvc repro` trained the model, the lineage-pipeline flow recorded and promoted
+    it in the workspace's SQLite ledger and pushed its files to the DVC remote; prod imports from that remote."""
+    dev_db = f"sqlite:///{built_copy / 'lineage.db'}"
+    monkeypatch.delenv("LINEAGE_DB_URL", raising=False)
+    lineage(dev_db, built_copy, "init", "--approver", "alice", "--key", str(ssh_keys["alice"]))
+    state, _ = run_flow(built_copy, monkeypatch)
+    assert state.is_completed(), state.message
+    flow_run_id = str(state.state_details.flow_run_id)
+    with LedgerStore(dev_db) as dev:
+        version = registry.production(dev)
+        assert version is not None
+        assert version.properties["flow_run_id"] == flow_run_id
+    bundle = tmp_path / "bundle.json"
+    lineage(dev_db, built_copy, "export", "bundle", "production", "--output", str(bundle),
+            "--by", "alice", "--key", str(ssh_keys["alice"]))  # fmt: skip
+
+    with postgres_database("lineage_bundle_flow") as name:
+        prod_db = POSTGRES_PSYCOPG.format(database=name)
+        prod = dvc_repository(tmp_path / "prod", built_copy / ".dvc-storage")  # dev's default remote, shared
+        lineage(prod_db, prod, "init", "--approver", "bob", "--key", str(ssh_keys["bob"]))
+        alice = str(ssh_keys["alice"].with_suffix(".pub"))
+        lineage(prod_db, prod, "approvers", "add", "dev-alice", "--public-key", alice,
+                "--by", "bob", "--key", str(ssh_keys["bob"]))  # fmt: skip
+        lineage(prod_db, prod, "import", "bundle", str(bundle))  # every file's bytes checked in dev's remote
+        lineage(prod_db, prod, "models", "promote", version.name, "--by", "bob", "--key", str(ssh_keys["bob"]),
+                "--reason", "trained and gated in dev")  # fmt: skip
+        graph = json.loads(lineage(prod_db, prod, "query", "production", "--direction", "ascendants",
+                                   "--format", "json").stdout)  # fmt: skip
+        md5s = {v["label"]: v["details"].get("md5") for v in graph["vertices"] if v["kind"] == "artifact"}
+        assert md5s["data/processed.parquet"] == locked_outs(built_copy)["data/processed.parquet"]
+        assert md5s["models/model.pt"] == locked_outs(built_copy)["models/model.pt"]
+        assert any(v["type"] == "PipelineRun" and v["label"] == flow_run_id for v in graph["vertices"])
+        for db, cwd in ((dev_db, built_copy), (prod_db, prod)):
+            assert "chain ok" in lineage(db, cwd, "verify", "--full").stdout

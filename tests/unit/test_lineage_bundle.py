@@ -297,9 +297,9 @@ def _body_byte(data: dict) -> None:
     record["body"] = record["body"].replace('"size":', '"size":1', 1)
 
 
-def _processed_md5(world: World) -> str:
+def _processed_md5(world: World, path: str = "data/processed.parquet") -> str:
     bundle, _, _ = read_bundle(world.folder / "b.json")
-    return next(json.loads(r.body)["md5"] for r in bundle.records if r.name == "data/processed.parquet")
+    return next(json.loads(r.body)["md5"] for r in bundle.records if r.name == path)
 
 
 REFUSALS: dict[str, tuple[Callable[[World, Path], object], str]] = {
@@ -324,6 +324,10 @@ REFUSALS: dict[str, tuple[Callable[[World, Path], object], str]] = {
         lambda w, p: object_path(w.storage, _processed_md5(w)).write_bytes(b"other bytes"),
         r"data/processed.parquet: the stored object \w+ is altered: its bytes hash to \w+",
     ),
+    "altered input": (  # no stage made it, so it may be absent (kept in git), but never other bytes
+        lambda w, p: object_path(w.storage, _processed_md5(w, "data/raw")).write_bytes(b"other bytes"),
+        r"data/raw: the stored listing \w+\.dir is altered: its bytes hash to \w+",
+    ),
     "not json": (lambda w, p: p.write_text("hello", encoding="utf-8"), "not a lineage bundle: truncated or not JSON"),
     "truncated": (
         lambda w, p: p.write_bytes(p.read_bytes()[:5000]),
@@ -339,6 +343,14 @@ REFUSALS: dict[str, tuple[Callable[[World, Path], object], str]] = {
         "records.0.seq: Input should be a valid integer",
     ),
 }
+
+
+def test_an_input_no_stage_made_may_be_absent_from_storage(world: World) -> None:
+    """data/raw kept in git: DVC hashed it for the stage, but never stored it; outputs are all there."""
+    path = world.export()
+    world.trust()
+    object_path(world.storage, _processed_md5(world, "data/raw")).unlink()
+    assert import_bundle(world.prod, path, world.objects()).appended > 100
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
