@@ -1,9 +1,10 @@
 """Shared fixtures: the repo root, small UCI-layout frames, and real servers on loopback: S3 (moto),
-PostgreSQL databases on the machine's server, and `prefect server`."""
+PostgreSQL databases on the machine's server, `prefect server` and an OpenLineage receiver."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -513,3 +516,52 @@ def crawl(get: Callable[[str], tuple[int, str, str]]) -> dict[str, int]:
             found = re.findall(r'href=(?:"|&#34;)(/[^"&#?]*)', body)
             todo += [link for link in found if not link.endswith("/evidence.zip")]
     return seen
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A loopback OpenLineage receiver (a Marquez stand-in) that records every request, in arrival order,
+    and answers `status`."""
+
+    url: str = ""
+    status: int = 201
+    requests: list[Request] = field(default_factory=list)
+
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.body) for r in self.requests]
+
+    def authorizations(self) -> list[str | None]:
+        return [r.headers.get("Authorization") for r in self.requests]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    seen = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.requests.append(Request(self.command, self.path, dict(self.headers.items()), body))
+            self.send_response(seen.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    seen.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield seen
+    server.shutdown()
+    server.server_close()
+    thread.join()

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +14,11 @@ from openlineage.client.serde import Serde
 
 from lineage.openlineage import run_events, validate
 from lineage.store import LedgerStore
-from tests.conftest import STAGES, free_port, run_flow
+from tests.conftest import STAGES, Receiver, free_port, run_flow
 
 pytestmark = pytest.mark.integration
 
 API_KEY = "ol-flow-key-0815"
-
-
-@dataclass
-class Receiver:
-    url: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)
-    authorizations: set[str | None] = field(default_factory=set)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A loopback OpenLineage receiver that keeps what it gets, in arrival order."""
-    seen = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            seen.authorizations.add(self.headers.get("Authorization"))
-            self.send_response(201)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    seen.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield seen
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -96,11 +60,12 @@ def test_each_stage_reaches_the_receiver_as_it_runs_with_the_content_the_export_
     assert state.is_completed(), state.message
     flow_run_id = str(state.state_details.flow_run_id)
 
-    got = receiver.events
+    got = receiver.bodies()
     assert [(e["job"]["name"], e["eventType"]) for e in got] == [
         (f"lineage-pipeline.{stage}", kind) for stage in STAGES for kind in ("START", "COMPLETE")
     ]
-    assert receiver.authorizations == {f"Bearer {API_KEY}"}
+    assert set(receiver.authorizations()) == {f"Bearer {API_KEY}"}
+    assert {r.path for r in receiver.requests} == {"/api/v1/lineage"}
     for event in got:
         validate(event)
         assert event["run"]["facets"]["parent"]["run"]["runId"] == flow_run_id

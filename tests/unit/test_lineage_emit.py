@@ -12,8 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
 from openlineage.client.serde import Serde
 
 from lineage.emit import HTTP_TIMEOUT, EmitReport, Emitter
+from tests.conftest import Receiver
 
 API_KEY = "ol-live-secret-4711"
 STAGES = ("etl", "drift_check", "preprocess", "tune", "inference", "fairness")
@@ -51,26 +51,6 @@ EVENTS = _events()
 SERIALIZED = [json.loads(Serde.to_json(event)) for event in EVENTS]
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A loopback OpenLineage receiver that records every request and answers `status`."""
-
-    url: str = ""
-    status: int = 201
-    requests: list[Request] = field(default_factory=list)
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.body) for r in self.requests]
-
-
 @pytest.fixture(autouse=True)
 def _no_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts with no OpenLineage configuration anywhere: env, working directory or home."""
@@ -81,31 +61,6 @@ def _no_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    seen = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            seen.requests.append(Request(self.command, self.path, dict(self.headers.items()), body))
-            self.send_response(seen.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    seen.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield seen
-    server.shutdown()
-    server.server_close()
-    thread.join()
 
 
 @dataclass

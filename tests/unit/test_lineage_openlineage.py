@@ -8,11 +8,9 @@ import json
 import logging
 import re
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from lineage.openlineage import (
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import Kind, LedgerStore
 from tasks.etl import COLUMN_LINEAGE
+from tests.conftest import Receiver
 
 T0 = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
 COMPLETED = str(uuid.UUID(int=1))
@@ -394,74 +393,44 @@ def test_json_lines_parse_back_line_by_line(ledger: Ledger) -> None:
     assert [json.loads(line) for line in lines] == [Serde.to_dict(e) for e in ledger.events]
 
 
-@dataclass
-class Lineage:
-    """A tiny Marquez stand-in: records what arrives on /api/v1/lineage and answers `status`."""
-
-    status: int = 201
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    auth: list[str | None] = field(default_factory=list)
-    url: str = ""
-
-
 @pytest.fixture
-def marquez(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lineage]:
+def marquez(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Receiver:
+    """The shared loopback receiver, as a Marquez stand-in, with no API key in the environment."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.delenv("OPENLINEAGE_API_KEY", raising=False)
-    seen = Lineage()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if self.path == "/api/v1/lineage":
-                seen.bodies.append(json.loads(body))
-                seen.auth.append(self.headers.get("Authorization"))
-            self.send_response(seen.status if self.path == "/api/v1/lineage" else 404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    seen.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield seen
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    return receiver
 
 
 def test_send_posts_every_event_with_the_bearer_key(
-    ledger: Ledger, marquez: Lineage, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, marquez: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     assert send(ledger.events, marquez.url, api_key=API_KEY) == len(ledger.events)
-    assert marquez.bodies == _dicts(ledger.events)
-    assert marquez.auth == [f"Bearer {API_KEY}"] * len(ledger.events)
+    assert marquez.bodies() == _dicts(ledger.events)
+    assert marquez.authorizations() == [f"Bearer {API_KEY}"] * len(ledger.events)
+    assert {r.path for r in marquez.requests} == {"/api/v1/lineage"}
     assert API_KEY not in caplog.text
 
 
 def test_send_takes_the_key_from_the_environment_or_sends_none(
-    ledger: Ledger, marquez: Lineage, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, marquez: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = run_events(ledger.store, PARTIAL)
     send(events, marquez.url)
     monkeypatch.setenv("OPENLINEAGE_API_KEY", "from-env")
     send(events, marquez.url)
-    assert marquez.auth == [None] * len(events) + ["Bearer from-env"] * len(events)
+    assert marquez.authorizations() == [None] * len(events) + ["Bearer from-env"] * len(events)
 
 
 def test_send_raises_when_the_server_refuses(
-    ledger: Ledger, marquez: Lineage, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, marquez: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     marquez.status = 500
     with pytest.raises(SendError, match="500") as caught:
         send(ledger.events, marquez.url, api_key=API_KEY, retries=0)
     assert str(caught.value).startswith(f"sending event 1 to {marquez.url} failed")
-    assert len(marquez.bodies) == 1  # stopped at the first refusal
+    assert len(marquez.requests) == 1  # stopped at the first refusal
     assert API_KEY not in str(caught.value) + caplog.text
 
 
@@ -473,7 +442,7 @@ def test_send_raises_when_nothing_listens(ledger: Ledger) -> None:
         send(ledger.events[:1], f"http://127.0.0.1:{port}", retries=0, timeout=2)
 
 
-def test_send_keeps_credentials_out_of_errors(ledger: Ledger, marquez: Lineage) -> None:
+def test_send_keeps_credentials_out_of_errors(ledger: Ledger, marquez: Receiver) -> None:
     marquez.status = 401
     url = marquez.url.replace("http://", "http://admin:hunter2@")
     with pytest.raises(SendError, match="401") as caught:
