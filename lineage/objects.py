@@ -68,16 +68,7 @@ class Objects:
     def read(self, md5: str) -> bytes | None:
         """The file whose md5 is `md5` (not a directory's `.dir` listing), or None where neither the cache nor
         the remote holds it; ObjectError if the bytes found hash to something else."""
-        if not MD5.fullmatch(md5):
-            return None
-        with self._lock:
-            self._open()
-            data = self._from_cache(md5)
-            if data is None:
-                data = self._from_remote(["files", "md5", md5[:2], md5[2:]])
-        if data is not None and (found := hashlib.md5(data).hexdigest()) != md5:
-            raise AlteredObject(f"the stored object {md5} is altered: its bytes hash to {found}")
-        return data
+        return self._checked(md5, md5, "object") if MD5.fullmatch(md5) else None
 
     def read_directory(self, md5: str) -> list[dict[str, Any]] | None:
         """The listing of the directory whose md5 is `md5` (`<md5>.dir`: each file's relpath and md5), or None
@@ -85,15 +76,9 @@ class Objects:
         digest = md5.removesuffix(".dir")
         if not md5.endswith(".dir") or not MD5.fullmatch(digest):
             return None
-        with self._lock:
-            self._open()
-            data = self._from_cache(md5)
-            if data is None:
-                data = self._from_remote(["files", "md5", md5[:2], md5[2:]])
+        data = self._checked(md5, digest, "listing")
         if data is None:
             return None
-        if (found := hashlib.md5(data).hexdigest()) != digest:
-            raise AlteredObject(f"the stored listing {md5} is altered: its bytes hash to {found}")
         try:
             listing = json.loads(data)
         except ValueError:
@@ -137,6 +122,18 @@ class Objects:
         with self._lock:
             self._open()
             return self._from_remote(["runs", flow_run_id, name])
+
+    def _checked(self, name: str, digest: str, what: str) -> bytes | None:
+        """The bytes stored under `name` (an md5; a listing's ends in `.dir`) in the cache, else the remote, or
+        None where neither holds them; AlteredObject if they do not hash to `digest`."""
+        with self._lock:
+            self._open()
+            data = self._from_cache(name)
+            if data is None:
+                data = self._from_remote(["files", "md5", name[:2], name[2:]])
+        if data is not None and (found := hashlib.md5(data).hexdigest()) != digest:
+            raise AlteredObject(f"the stored {what} {name} is altered: its bytes hash to {found}")
+        return data
 
     def _from_cache(self, md5: str) -> bytes | None:
         if self._cache is None:
