@@ -31,8 +31,8 @@ from bench.report import save_results, table
 from lineage import chromium, evidence
 from lineage.console.app import create_app
 from lineage.objects import Objects
-from lineage.signatures import check_ledger
 from lineage.store import LedgerStore, Verification
+from lineage.verification import check_decisions
 
 # The pages measured (path -> label), first the two with targets.
 PAGES = {
@@ -84,7 +84,7 @@ def verify_and_log(url: str) -> float:
     with LedgerStore(url) as store:
         began = time.perf_counter()
         result = store.verify()
-        signatures = check_ledger(store)
+        signatures = check_decisions(store)
         ok = result.ok and signatures.ok
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         store.record_verification(Verification(0, result.count, result.head_hash, ok, f"{result}; {signatures}", now))

@@ -39,10 +39,11 @@ from bench.bundle_world import dvc_repository, record_weeks
 from bench.lineage_workspace import REPO, STAGES
 from bench.report import save_results, table
 from lineage import bundle, openlineage, registry
+from lineage.authority import register
 from lineage.emit import Emitter
 from lineage.objects import Objects
 from lineage.recorder import Provenance
-from lineage.signatures import Signer, read_public_key, register
+from lineage.signatures import Signer, read_public_key
 from lineage.store import LedgerStore
 
 TARGETS = {"down": 1.0, "events": 1.0, "bundle": 2.0, "import": 5.0}

@@ -23,8 +23,8 @@ from lineage.diff import diff
 from lineage.entities import ActionStatus
 from lineage.query import Direction, query_lineage
 from lineage.recorder import RunInfo, StageRun, record_run
-from lineage.signatures import check_ledger
 from lineage.store import LedgerStore
+from lineage.verification import check_decisions
 
 TARGETS = {"query": 0.100, "diff": 0.200, "verify": 10.0, "since": 1.0, "record": 1.0}
 
@@ -79,7 +79,7 @@ def main() -> None:
             print(f"diff production previous: {artifacts} artifacts, {len(changed['metrics'])} metrics changed")
             began = time.perf_counter()  # what `lineage verify --full` does: the chain, then every signature
             result = store.verify()
-            signatures = check_ledger(store)
+            signatures = check_decisions(store)
             verify = time.perf_counter() - began
             assert result.ok, str(result)
             assert signatures.ok, str(signatures)
@@ -87,7 +87,7 @@ def main() -> None:
             record_week(store, root, arguments.runs + 3)
             began = time.perf_counter()
             result = store.verify(since=verified)
-            signatures = check_ledger(store, verified.count)
+            signatures = check_decisions(store, verified.count)
             since = time.perf_counter() - began
             assert result.ok, str(result)
             assert signatures.ok, str(signatures)

@@ -23,7 +23,7 @@ from flows.configuration import deployment_configuration
 from flows.dvc_ops import Pushed, prepare_workspace, push, run_stage, share_tuning_inputs
 from flows.live_lineage import LiveLineage
 from flows.publish import publish
-from flows.record import publish_ledger_head, record_lineage, run_info
+from flows.record import check_signing, publish_ledger_head, record_lineage, run_info
 from flows.retry import GATE_FAILED
 from flows.settings import RunSettings, resolve_settings
 from flows.summary import read_metrics
@@ -78,6 +78,7 @@ def lineage_pipeline(
     try:
         with workspace_lock(wait_for_workspace):
             stages, params = check_before_work(settings.ledger_url)
+            check_signing(settings.ledger_url, signing_key_block)
             configure_s3_remote()
             live = LiveLineage.start(openlineage_api_key_block, settings.remote)
             prepared = prepare_workspace(settings.remote, return_state=True)

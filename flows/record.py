@@ -1,11 +1,14 @@
 """The run's record: appended to the lineage ledger (which decides on promotion), and the ledger's new
-head stored beside the run record in the DVC remote, as an anchor kept outside the database."""
+head stored in the DVC remote, beside the run record and among the ledger's anchors, kept outside the
+database."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -14,10 +17,12 @@ from prefect.runtime import deployment, flow_run
 from flows.dvc_ops import Pushed, first_line, remote_name, store_in_run_record
 from flows.retry import RETRIES, TransientFailure
 from flows.settings import read_secret
+from flows.workspace import NotStarted
 from gates.rules import DriftPolicy
-from lineage.recorder import PIPELINE, Recorded, RunInfo, StageRun, record_run
-from lineage.signatures import approver, signer_from_text
-from lineage.store import LedgerStore
+from lineage.objects import Objects
+from lineage.recorder import PIPELINE, Recorded, RunInfo, StageRun, record_run, signing_problem
+from lineage.signatures import Signer, signer_from_text
+from lineage.store import LedgerError, LedgerStore
 from tasks.etl import COLUMN_LINEAGE
 
 
@@ -46,24 +51,37 @@ def run_info(
     )
 
 
+@contextmanager
+def pipeline_signer(signing_key_block: str | None) -> Iterator[Signer | None]:
+    """The pipeline's key from the Secret block `signing_key_block`, or None without one."""
+    if not signing_key_block:
+        yield None
+        return
+    with signer_from_text(PIPELINE, read_secret(signing_key_block)) as signer:
+        yield signer
+
+
+def check_signing(ledger_url: str | None, signing_key_block: str | None) -> None:
+    """Refuse, before any stage runs, a run whose decision could not hold: the ledger's policy refuses unsigned
+    decisions and the flow has no key, or its key is not approver lineage-pipeline's."""
+    try:
+        with LedgerStore(ledger_url) as store, pipeline_signer(signing_key_block) as signer:
+            problem = signing_problem(store, signer)
+    except (LedgerError, ValueError) as error:
+        raise NotStarted(str(error)) from None
+    if problem:
+        raise NotStarted(problem)
+
+
 @task(name="record-lineage", task_run_name="record-lineage", **RETRIES)
 def record_lineage(info: RunInfo, ledger_url: str | None, signing_key_block: str | None) -> Recorded:
     """Append the run to the lineage ledger and decide on promotion, in one transaction; the decision is
-    signed with the pipeline's key from `signing_key_block` (a Secret block), or marked unsigned.
+    signed with the pipeline's key from `signing_key_block` (a Secret block), or unsigned where the ledger's
+    policy allows.
 
     A retry is safe: a failed append leaves nothing behind.
     """
-    with LedgerStore(ledger_url) as store, ExitStack() as keys:
-        signer = None
-        if signing_key_block:
-            signer = keys.enter_context(signer_from_text(PIPELINE, read_secret(signing_key_block)))
-            if approver(store, PIPELINE) is None:
-                get_run_logger().warning(
-                    "the pipeline's key is not registered as approver %s: `lineage verify` will report its "
-                    "decisions until it is (lineage approvers add %s --public-key ...)",
-                    PIPELINE,
-                    PIPELINE,
-                )
+    with LedgerStore(ledger_url) as store, pipeline_signer(signing_key_block) as signer:
         recorded = record_run(store, info, signer=signer)
     get_run_logger().info(
         "recorded in the lineage ledger: model version %s, decision %s (%s); ledger head %d %s",
@@ -78,14 +96,18 @@ def record_lineage(info: RunInfo, ledger_url: str | None, signing_key_block: str
 
 @task(name="publish-ledger-head", task_run_name="publish-ledger-head", **RETRIES)
 def publish_ledger_head(remote: str | None, recorded: Recorded) -> str:
-    """Store the ledger's head beside the run record: an anchor `lineage verify` can check a rewritten
-    ledger against, kept outside the database."""
+    """Store the ledger's head beside the run record and among the ledger's anchors: what `lineage verify`
+    checks a rewritten or shortened ledger against, kept outside the database."""
     from dvc.repo import Repo
 
     head = {"record_count": recorded.head.count, "head_hash": recorded.head.head_hash}
     with Repo(".") as repo:
         try:
-            return store_in_run_record(repo, remote, {"ledger-head.json": json.dumps(head).encode()})
+            where = store_in_run_record(repo, remote, {"ledger-head.json": json.dumps(head).encode()})
+            if recorded.ledger_id:
+                by = f"lineage-pipeline flow run {recorded.run.name}"
+                Objects(Path("."), remote).publish_anchor(recorded.ledger_id, recorded.head, by)
+            return where
         except Exception as error:  # network, credentials, S3: worth a retry
             name = remote_name(repo, remote)
             raise TransientFailure(f"storing the ledger head in remote '{name}' failed: {first_line(error)}") from error

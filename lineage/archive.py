@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
-from lineage.signatures import SIGNED_RECORDS, SignatureReport, check_signatures
+from lineage.decisions import DecisionReport
 from lineage.store import HASHED_COLUMNS, Head, LedgerRecord, LedgerStore, VerifyResult, verify_records
 
 FORMAT = "lineage-ledger-archive"
@@ -66,9 +67,11 @@ def _records(lines: Iterator[str], path: Path) -> Iterator[LedgerRecord]:
             raise ArchiveError(f"{path}: line {number} is not a ledger record ({error})") from None
 
 
-def verify_archive(path: Path, anchor: Head | None = None) -> tuple[VerifyResult, SignatureReport | None, Head]:
-    """The chain check and (if the chain holds) the signature check of the archive at `path`, and the
-    anchor its header states."""
+def verify_archive(path: Path, anchor: Head | None = None) -> tuple[VerifyResult, DecisionReport | None, Head]:
+    """The chain check and (if the chain holds) the check of every approver, policy and decision record and
+    status change (lineage/verification.py) of the archive at `path`, and the anchor its header states."""
+    from lineage.verification import check_records
+
     try:
         with _open(path, "r") as handle:
             stated = _header(handle, path)
@@ -77,9 +80,10 @@ def verify_archive(path: Path, anchor: Head | None = None) -> tuple[VerifyResult
             return chain, None, stated
         with _open(path, "r") as handle:
             next(handle)
-            wanted = {(kind.value, type_) for kind, type_ in SIGNED_RECORDS}
-            signed = (r for r in _records(handle, path) if (r.kind, r.entity_type) in wanted)
-            return chain, check_signatures(signed), stated
+            records = _records(handle, path)
+            first = next(records, None)
+            ledger_id = first.record_hash if first is not None else None
+            return chain, check_records(itertools.chain([first] if first else [], records), ledger_id), stated
     except (OSError, UnicodeDecodeError) as error:
         raise ArchiveError(f"{path}: cannot read the archive ({getattr(error, 'strerror', None) or error})") from None
     except (EOFError, zlib.error) as error:  # a .gz cut short or corrupted

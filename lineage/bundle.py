@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from lineage.authority import ACTIVE, PIPELINE, approver, current
 from lineage.entities import (
     IMPORTED_FROM,
     ORIGIN_NAME,
@@ -70,15 +71,12 @@ from lineage.entities import (
 from lineage.objects import AlteredObject, ObjectError, Objects
 from lineage.query import Direction, query_lineage, resolve
 from lineage.signatures import (
-    ACTIVE,
     ATTESTS,
     NAMESPACE,
     SIGNATURE,
     UNSIGNED,
     SignatureError,
     Signer,
-    approver,
-    approvers,
     attestation_payload,
     body_sha256,
     decision_problem,
@@ -390,12 +388,9 @@ def trusted_signer(bundle: Bundle, data: dict[str, Any], store: LedgerStore, whe
     except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
         raise BundleError(f"{where}: bad signature: it does not match the bundle's contents ({error})") from None
     fingerprint = key.sha256_str()
-    for registered in approvers(store):
-        if (
-            registered.properties.get("status") == ACTIVE
-            and public_key(str(registered.properties["public_key"])) == key
-        ):
-            return registered.name, key
+    for name, registered in current(store).keys.items():
+        if registered == key and name != PIPELINE:
+            return name, key
     raise BundleError(
         f"{where}: untrusted signer: {bundle.signer.name[:100]!r} of ledger {bundle.source.ledger_id[:12]} signed "
         f"it with key {fingerprint}, which is no active approver's key in this ledger; to trust it, an approver "
@@ -574,8 +569,10 @@ def _carried(entity: Entity, renamed: dict[str, str], origin: str) -> Entity:
     return entity
 
 
-def plan(store: LedgerStore, bundle: Bundle, latest: dict[str, tuple[BundleRecord, Entity]]) -> Plan:
-    """What the ledger lacks of the bundle, and the local version's records; nothing is appended."""
+def plan(store: LedgerStore, bundle: Bundle, latest: dict[str, tuple[BundleRecord, Entity]], where: str) -> Plan:
+    """What the ledger lacks of the bundle, and the local version's records; nothing is appended. An action or
+    context that would take the id of a record this ledger holds, with other content, is refused: an import
+    never rewrites what is here (a decision, a run)."""
     origin = bundle.source.ledger_id
     entities = {entity_id: entity for entity_id, (_, entity) in latest.items()}
     renamed = {
@@ -594,6 +591,14 @@ def plan(store: LedgerStore, bundle: Bundle, latest: dict[str, tuple[BundleRecor
     if _older(store, bundle):  # what a newer bundle of that ledger brought stays: only absent entities are added
         present_ids = set(present)
         carried = [e for e in carried if e.id not in present_ids]
+    for entity in carried:
+        here = present.get(entity.id)
+        ours = not (isinstance(here, Context) and here.properties.get(IMPORTED_FROM) == origin)  # not that ledger's
+        if not isinstance(entity, Artifact | Association) and here is not None and here != entity and ours:
+            raise BundleError(
+                f"{where}: refused, nothing appended: its {type(entity).__name__} {entity.id[:100]} would take the id "
+                f"of a record this ledger already holds, with other content"
+            )
     fresh = [e for e in carried if _new(e, present)]
     fresh.sort(key=lambda e: not (isinstance(e, Context) and e.context_type == ContextType.APPROVER))
     news = [e for e in local if _new(e, present)]
@@ -692,7 +697,7 @@ def import_bundle(store: LedgerStore, path: Path, objects: Objects) -> Imported:
     check_attestation(bundle, key, where)
     check_decisions(latest, where)
     check_objects(latest, objects)
-    planned = plan(store, bundle, latest)
+    planned = plan(store, bundle, latest, where)
     fresh, news, created, same_as = planned.carried, planned.local, planned.created, planned.same_as
     source = Head(bundle.source.head_count, bundle.source.head_hash)
     sha256 = hashlib.sha256(raw).hexdigest()

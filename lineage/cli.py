@@ -26,9 +26,9 @@ import typer
 # noticeable part of a fresh `lineage query`. Set before the first model is built.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from lineage.entities import ModelStatus
+from lineage.entities import Context, ModelStatus
 from lineage.query import Direction, query_lineage
-from lineage.store import Head, LedgerError, LedgerStore, Verification
+from lineage.store import Head, LedgerError, LedgerStore
 
 # Each command imports what only it needs (the registry, signatures, archives), so that a query in a
 # fresh process pays for the query, not for every other command's imports.
@@ -44,10 +44,14 @@ runs_app = typer.Typer(help="Pipeline runs: their stages, timings, gates and con
 export_app = typer.Typer(help="Export the ledger in other formats.", no_args_is_help=True)
 import_app = typer.Typer(help="Bring records from another ledger into this one.", no_args_is_help=True)
 approvers_app = typer.Typer(help="Who may sign decisions, with which SSH public key.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="The signing policy: may decisions be unsigned, do changes need two approvers.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(export_app, name="export")
 app.add_typer(import_app, name="import")
 app.add_typer(approvers_app, name="approvers")
+app.add_typer(policy_app, name="policy")
 app.add_typer(runs_app, name="runs")
 
 
@@ -96,10 +100,11 @@ _LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u
 
 
 @contextmanager
-def _ledger(db: str | None, read_only: bool = False) -> Iterator[LedgerStore]:
-    """The open ledger; every expected failure becomes one line on stderr and exit 1."""
+def _ledger(db: str | None, read_only: bool = False, create: bool = True) -> Iterator[LedgerStore]:
+    """The open ledger (with `create` false, only one that exists); every expected failure becomes one line
+    on stderr and exit 1."""
     try:
-        with LedgerStore(db, read_only) as store:
+        with LedgerStore(db, read_only, create) as store:
             yield store
     except UnicodeEncodeError as error:  # a name or id given in bytes that are not UTF-8: the ledger is text
         _fail(f"{error.object[:200]!r} is not UTF-8 text")
@@ -150,12 +155,13 @@ def verify(
     archive: Annotated[
         Path | None, typer.Option(help="Verify this archive file offline instead of the ledger.")
     ] = None,
+    repository: Repository = Path("."),
+    remote: Remote = None,
 ) -> None:
-    """Recompute the hash chain and check the signatures, from the last verification on (every record
-    with --full, or of an archive); name the first bad record if there is one. Each verification of
-    the ledger is logged (`lineage verifications`)."""
-    from lineage.signatures import check_ledger
-
+    """Recompute the hash chain, check the latest anchor published in the DVC remote, and check every approver,
+    policy and decision record and every status change, from the last verification on (every record with
+    --full, or of an archive); name the first bad record if there is one. Each verification of the ledger is
+    logged (`lineage verifications`)."""
     anchor = _anchor(anchor_count, anchor_hash)
     if archive is not None:
         from lineage.archive import ArchiveError, verify_archive
@@ -164,38 +170,34 @@ def verify(
             result, signatures, stated = verify_archive(archive, anchor)
         except ArchiveError as error:
             _fail(str(error))
-        where = f"archive {archive}, anchor in its header {stated.count} {stated.head_hash}"
-        scope = "every record"
-    else:
-        with _ledger(db) as store:
-            last = None if full else store.last_verification()
-            since = last.head if last is not None and last.record_count else None
-            result = store.verify(anchor, since)
-            signatures = check_ledger(store, since.count if since else 0) if result.ok else None
-            ok = result.ok and signatures is not None and signatures.ok
-            lines = [str(result)] + ([str(signatures)] if signatures is not None else [])
-            try:
-                store.record_verification(
-                    Verification(since.count if since else 0, result.count, result.head_hash, ok,
-                                 "; ".join(lines), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-                )  # fmt: skip
-            except LedgerError as error:  # a read-only ledger can still be verified
-                typer.echo(f"lineage: warning: {error}", err=True)
-        where = "ledger head row"
-        scope = "every record"
-        if since is not None and last is not None:
-            checked = f"records {since.count + 1} to {result.count}" if result.count > since.count else "nothing"
-            scope = (
-                f"{checked} appended since the verification of {last.verified_at} (which ended at record "
-                f"{since.count}); --full rehashes every record"
-            )
-    typer.echo(f"chain {result} ({where})")
-    if anchor is not None and result.ok:
-        typer.echo(f"anchor ok: record {anchor.count} hashes to the published {anchor.head_hash}")
-    if signatures is not None:
-        typer.echo(str(signatures))
-    typer.echo(f"checked: {scope}")
-    if not result.ok or signatures is None or not signatures.ok:
+        typer.echo(f"chain {result} (archive {archive}, anchor in its header {stated.count} {stated.head_hash})")
+        if anchor is not None and result.ok:
+            typer.echo(f"anchor ok: record {anchor.count} hashes to the published {anchor.head_hash}")
+        typer.echo(str(signatures) if signatures is not None else "signatures not checked: the chain failed")
+        typer.echo("checked: every record")
+        if not result.ok or signatures is None or not signatures.ok:
+            raise typer.Exit(1)
+        return
+    from lineage.objects import ObjectError, Objects
+    from lineage.verification import verify as check
+
+    with _ledger(db, create=False) as store:
+        try:
+            verified = check(store, full, anchor, Objects(repository, remote))
+        except ObjectError as error:
+            _fail(str(error))
+        try:
+            store.record_verification(verified.logged())
+        except LedgerError as error:  # a read-only ledger can still be verified
+            typer.echo(f"lineage: warning: {error}", err=True)
+    lines = verified.lines()
+    lines[0] += " (ledger head row)"
+    if anchor is not None and verified.chain.ok:
+        lines.insert(1, f"anchor ok: record {anchor.count} hashes to the given {anchor.head_hash}")
+    for line in lines:
+        typer.echo(line)
+    typer.echo(f"checked: {verified.scope()}")
+    if not verified.ok:
         raise typer.Exit(1)
 
 
@@ -229,21 +231,64 @@ def diff(
     _print(output, result, lambda: table(result))
 
 
+def _publish_anchor(store: LedgerStore, repository: Path, remote: str | None, what: str) -> None:
+    """Publish the ledger's new head as an anchor in the DVC remote, so that cutting this change off is caught."""
+    from lineage.objects import ObjectError, Objects
+
+    ledger_id = store.ledger_id()
+    if ledger_id is None:
+        return
+    try:
+        url = Objects(repository, remote).publish_anchor(ledger_id, store.head(), what)
+    except ObjectError as error:
+        typer.echo(f"lineage: warning: no anchor published: {error}", err=True)
+        return
+    if url is None:
+        typer.echo(f"lineage: warning: no anchor published: {repository} has no DVC remote (--repository)", err=True)
+    else:
+        typer.echo(f"anchor published: {url}", err=True)
+
+
+def _changed(
+    store: LedgerStore, done: tuple[Any, Any], by: str, repository: Path, remote: str | None, what: str
+) -> str:
+    """What a change of authority did: recorded (an anchor published), or proposed and awaiting signatures."""
+    record, proposed = done
+    if record is not None:
+        _publish_anchor(store, repository, remote, f"{what} by {by}")
+        return f"{what}: recorded, signed by {by}"
+    signed = ", ".join(entry["signed_by"] for entry in proposed.cosignatures)
+    policy = proposed.record.context_type == "LedgerPolicy"
+    command = "lineage policy confirm" if policy else f"lineage approvers confirm {proposed.record.name}"
+    return f"{what}: proposed, signed so far by {signed}; another approver signs it: {command} --by NAME --key KEY"
+
+
 @app.command()
 def init(
     approver: Annotated[str, typer.Option(help="The first approver's name (e.g. an email address).")],
     key: Key,
+    unsigned_decisions: Annotated[
+        str, typer.Option(help="'refused' (every deployed ledger) or 'allowed' (a local demo ledger).")
+    ] = "refused",
+    four_eyes: Annotated[
+        bool, typer.Option(help="Approver and policy changes need two approvers, once two others are registered.")
+    ] = True,
+    repository: Repository = Path("."),
+    remote: Remote = None,
     db: Db = None,
 ) -> None:
-    """Create the ledger (if needed) and register its first approver, self-signed with KEY."""
-    from lineage.signatures import Signer, approvers, register
+    """Create the ledger (if needed), register its first approver (self-signed with KEY) and record its signing
+    policy, signed by them."""
+    from lineage.authority import initialise, policy_record
+    from lineage.signatures import Signer
 
     with _ledger(db) as store:
-        if approvers(store):
-            _fail("the ledger already has approvers: add one with `lineage approvers add`")
-        signer = Signer(approver, key)
-        record = register(store, approver, signer.public_key(), signer)
-    typer.echo(f"{record.name} is the ledger's first approver ({record.properties['fingerprint']})")
+        policy_record(unsigned_decisions, four_eyes, "check")  # refuses a bad value before anything is written
+        first, _ = initialise(store, Signer(approver, key), unsigned_decisions, four_eyes)
+        _publish_anchor(store, repository, remote, f"lineage init by {approver}")
+    assert isinstance(first, Context)
+    typer.echo(f"{first.name} is the ledger's first approver ({first.properties['fingerprint']}); "
+               f"unsigned decisions {unsigned_decisions}, four eyes {'on' if four_eyes else 'off'}")  # fmt: skip
 
 
 @approvers_app.command("add")
@@ -252,41 +297,141 @@ def approvers_add(
     public_key: Annotated[Path, typer.Option(help="The new approver's SSH public key (.pub).")],
     by: By,
     key: Key,
+    repository: Repository = Path("."),
+    remote: Remote = None,
     db: Db = None,
 ) -> None:
-    """Register NAME with PUBLIC_KEY; signed by an approver registered before."""
-    from lineage.signatures import Signer, read_public_key, register
+    """Register NAME with PUBLIC_KEY, signed by an approver other than NAME; under four eyes a second one
+    confirms it (`lineage approvers confirm NAME`)."""
+    from lineage.authority import approver_record, propose
+    from lineage.signatures import Signer, read_public_key
 
     with _ledger(db) as store:
-        record = register(store, name, read_public_key(public_key), Signer(by, key))
-    typer.echo(f"{record.name} may sign decisions with {record.properties['fingerprint']} (registered by {by})")
+        new = read_public_key(public_key)
+        record = approver_record(name, new, by, _ledger_id(store))
+        done = propose(store, record, Signer(by, key))
+        typer.echo(_changed(store, done, by, repository, remote, f"registration of {name} ({new.sha256_str()})"))
+
+
+@approvers_app.command("rotate")
+def approvers_rotate(
+    name: str,
+    public_key: Annotated[Path, typer.Option(help="NAME's new SSH public key (.pub).")],
+    key: Annotated[Path, typer.Option("--key", envvar="LINEAGE_SIGNING_KEY", help="NAME's current (old) key.")],
+    repository: Repository = Path("."),
+    remote: Remote = None,
+    db: Db = None,
+) -> None:
+    """Give NAME a new key, signed by NAME's old key; other approvers confirm it (`lineage approvers confirm NAME`)."""
+    from lineage.authority import approver_record, propose
+    from lineage.signatures import Signer, read_public_key
+
+    with _ledger(db) as store:
+        new = read_public_key(public_key)
+        done = propose(store, approver_record(name, new, name, _ledger_id(store)), Signer(name, key))
+        typer.echo(_changed(store, done, name, repository, remote, f"new key for {name} ({new.sha256_str()})"))
 
 
 @approvers_app.command("revoke")
-def approvers_revoke(name: str, by: By, key: Key, db: Db = None) -> None:
-    """Withdraw NAME's right to sign; their earlier signatures stay valid."""
-    from lineage.signatures import ACTIVE, REVOKED, Signer, approver, public_key, register
+def approvers_revoke(
+    name: str, by: By, key: Key, repository: Repository = Path("."), remote: Remote = None, db: Db = None
+) -> None:
+    """Withdraw NAME's right to sign, signed by an approver other than NAME (two under four eyes); their earlier
+    signatures stay valid."""
+    from lineage.authority import REVOKED, approver_record, current, propose
+    from lineage.signatures import Signer
 
     with _ledger(db) as store:
-        found = approver(store, name)
-        if found is None or found.properties.get("status") != ACTIVE:
+        old = current(store).keys.get(name)
+        if old is None:
             _fail(f"{name!r} is not an active approver")
-        register(store, name, public_key(str(found.properties["public_key"])), Signer(by, key), status=REVOKED)
-    typer.echo(f"{name} may no longer sign decisions (revoked by {by})")
+        done = propose(store, approver_record(name, old, by, _ledger_id(store), REVOKED), Signer(by, key))
+        typer.echo(_changed(store, done, by, repository, remote, f"revocation of {name}"))
+
+
+@approvers_app.command("confirm")
+def approvers_confirm(
+    name: str, by: By, key: Key, repository: Repository = Path("."), remote: Remote = None, db: Db = None
+) -> None:
+    """Add your signature to the open proposal to register, re-key or revoke NAME."""
+    _confirm(db, "Approver", name, by, key, repository, remote)
+
+
+def _confirm(db: str | None, kind: str, name: str, by: str, key: Path, repository: Path, remote: str | None) -> None:
+    from lineage.authority import confirm, proposals
+    from lineage.signatures import Signer
+
+    with _ledger(db) as store:
+        found = [p for p in proposals(store) if p.record.context_type == kind and p.record.name == name]
+        if not found:
+            _fail(f"no open proposal for {kind} {name!r}: see `lineage approvers list`")
+        done = confirm(store, found[-1], Signer(by, key))
+        typer.echo(_changed(store, done, by, repository, remote, f"{found[-1].label}"))
 
 
 @approvers_app.command("list")
 def approvers_list(output: Output = Format.TABLE, db: Db = None) -> None:
-    """Every approver: name, status, key fingerprint, who registered them."""
-    from lineage.signatures import approvers
+    """Every approver whose registration holds: name, status, key fingerprint, who registered them; and the
+    proposals awaiting signatures."""
+    from lineage.authority import approvers, proposals
 
     with _ledger(db) as store:
         found = approvers(store)
-    payload = [{"name": a.name, **{k: v for k, v in a.properties.items() if k != "signature"}} for a in found]
+        waiting = proposals(store)
+    hidden = ("signature", "cosignatures")
+    payload = [{"name": a.name, **{k: v for k, v in a.properties.items() if k not in hidden}} for a in found]
     lines = [
         f"{a['name']:<30} {a['status']:<8} {a['fingerprint']}  registered by {a['registered_by']}" for a in payload
     ]
+    lines += [
+        f"proposed: {p.label}, signed by {', '.join(e['signed_by'] for e in p.cosignatures)}; awaiting confirmation"
+        for p in waiting
+    ]
     _print(output, payload, lambda: "\n".join(lines) or "no approvers: register the first with `lineage init`")
+
+
+@policy_app.command("show")
+def policy_show(db: Db = None) -> None:
+    """The ledger's signing policy, as its signed records say."""
+    from lineage.authority import current
+
+    with _ledger(db, create=False) as store:
+        typer.echo(current(store).policy.line())
+
+
+@policy_app.command("set")
+def policy_set(
+    unsigned_decisions: Annotated[str, typer.Option(help="'refused' (a deployed ledger) or 'allowed' (a demo).")],
+    four_eyes: Annotated[bool, typer.Option(help="Approver and policy changes need two approvers.")],
+    by: By,
+    key: Key,
+    repository: Repository = Path("."),
+    remote: Remote = None,
+    db: Db = None,
+) -> None:
+    """Record a new signing policy, signed by an approver (two under four eyes: `lineage policy confirm`)."""
+    from lineage.authority import policy_record, propose
+    from lineage.signatures import Signer
+
+    with _ledger(db) as store:
+        record = policy_record(unsigned_decisions, four_eyes, _ledger_id(store))
+        done = propose(store, record, Signer(by, key))
+        typer.echo(_changed(store, done, by, repository, remote, "signing policy"))
+
+
+@policy_app.command("confirm")
+def policy_confirm(by: By, key: Key, repository: Repository = Path("."), remote: Remote = None, db: Db = None) -> None:
+    """Add your signature to the open proposal of a new signing policy."""
+    from lineage.authority import POLICY_NAME
+
+    _confirm(db, "LedgerPolicy", POLICY_NAME, by, key, repository, remote)
+
+
+def _ledger_id(store: LedgerStore) -> str:
+    ledger_id = store.ledger_id()
+    if ledger_id is None:
+        _fail("the ledger is empty: create it with `lineage init`")
+    return ledger_id
 
 
 @app.command()
@@ -368,15 +513,19 @@ def models_promote(
         bool, typer.Option(help="Ask to promote although a gate did not pass: a second approver must approve.")
     ] = False,
     output: Output = Format.TABLE,
+    repository: Repository = Path("."),
+    remote: Remote = None,
     db: Db = None,
 ) -> None:
     """Make NAME production (the current one is archived), signed with KEY; with --override, a version
-    whose gates did not pass becomes pending until a second approver runs `models approve`."""
+    whose gates did not pass becomes pending until a second approver runs `models approve`. The ledger's
+    new head is published as an anchor in the DVC remote."""
     from lineage import registry
     from lineage.signatures import Signer
 
     with _ledger(db) as store:
         version = registry.promote(store, name, Signer(by, key), reason, override)
+        _publish_anchor(store, repository, remote, f"lineage models promote {name} by {by}")
     status = version.properties.get("status")
     message = (
         f"{version.name} is now production"
@@ -387,13 +536,23 @@ def models_promote(
 
 
 @models_app.command("approve")
-def models_approve(name: str, by: By, key: Key, reason: Reason, output: Output = Format.TABLE, db: Db = None) -> None:
+def models_approve(
+    name: str,
+    by: By,
+    key: Key,
+    reason: Reason,
+    output: Output = Format.TABLE,
+    repository: Repository = Path("."),
+    remote: Remote = None,
+    db: Db = None,
+) -> None:
     """Second approval of NAME's pending override (four eyes): promotes it; refused from the requester."""
     from lineage import registry
     from lineage.signatures import Signer
 
     with _ledger(db) as store:
         version = registry.approve(store, name, Signer(by, key), reason)
+        _publish_anchor(store, repository, remote, f"lineage models approve {name} by {by}")
     _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is now production")
 
 
@@ -404,6 +563,8 @@ def models_rollback(
     reason: Reason,
     to: Annotated[str | None, typer.Option(help="The version to restore (default: the one replaced).")] = None,
     output: Output = Format.TABLE,
+    repository: Repository = Path("."),
+    remote: Remote = None,
     db: Db = None,
 ) -> None:
     """Restore the previous production version, signed with KEY; the current one is marked rejected."""
@@ -412,6 +573,7 @@ def models_rollback(
 
     with _ledger(db) as store:
         version = registry.rollback(store, Signer(by, key), reason, to)
+        _publish_anchor(store, repository, remote, f"lineage models rollback by {by}")
     _print(output, {"name": version.name, **version.properties}, lambda: f"{version.name} is production again")
 
 
@@ -525,6 +687,8 @@ def import_bundle(
 
     with _ledger(db) as store:
         done = run_import(store, file, Objects(repository, remote))
+        if done.appended:
+            _publish_anchor(store, repository, remote, f"lineage import bundle {file.name}")
     _print(output, done.as_dict(), done.line)
 
 
@@ -617,22 +781,25 @@ def served(
         found = updates(store, endpoint)
     rows = [
         {
-            "since": action.start.isoformat(),
-            "model_version": action.parameters.get("model_version"),
-            "previous_version": action.parameters.get("previous_version"),
-            "host": action.parameters.get("host"),
-            "image": action.parameters.get("image"),
+            "since": f.update.start.isoformat(),
+            "model_version": f.update.parameters.get("model_version"),
+            "previous_version": f.update.parameters.get("previous_version"),
+            "host": f.update.parameters.get("host"),
+            "image": f.update.parameters.get("image"),
+            "in_production": f.in_production,  # by the decisions that hold, when the update was recorded
+            "verified": f.verified,
         }
-        for action in found
-        if when is None or action.start <= when
+        for f in found
+        if when is None or f.update.start <= when
     ]
     if when is not None:
         if not rows:
-            first = found[0].start.isoformat()
+            first = found[0].update.start.isoformat()
             _fail(f"endpoint '{endpoint}' served nothing at {when.isoformat()}: its first update is at {first}")
         rows = rows[-1:]
     lines = [
         f"{r['since']}  {r['model_version']:<20} on {r['host'] or '-'} (before: {r['previous_version'] or '-'})"
+        + ("" if r["verified"] else f"  UNVERIFIED: the decisions that hold had {r['in_production']} in production")
         for r in rows
     ]
     _print(output, rows, lambda: "\n".join(lines))

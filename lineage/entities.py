@@ -68,6 +68,7 @@ class ActionType(StrEnum):
     PREDICTION = "Prediction"  # a batch of rows scored by a model version (the score flow)
     ENDPOINT_UPDATE = "EndpointUpdate"  # an endpoint started serving a model version
     IMPORT = "Import"  # records brought from another ledger by a signed bundle (lineage/bundle.py)
+    PROPOSAL = "Proposal"  # an approver or policy change awaiting more signatures (lineage/authority.py)
 
 
 class ActionStatus(StrEnum):
@@ -84,6 +85,8 @@ class ContextType(StrEnum):
     DEPLOYMENT = "Deployment"
     APPROVER = "Approver"  # a person (or the pipeline) trusted to sign decisions, with a public key
     ENDPOINT = "Endpoint"  # a prediction endpoint (retail-serve), named by its operator
+    LEDGER = "Ledger"  # the first record of a ledger `lineage init` creates: its id is that record's hash
+    POLICY = "LedgerPolicy"  # the signing policy: may decisions be unsigned, do approver changes need two
 
 
 class ModelStatus(StrEnum):
@@ -94,6 +97,17 @@ class ModelStatus(StrEnum):
     REJECTED = "rejected"
     ARCHIVED = "archived"  # was production, replaced by a newer version
     PENDING = "pending"  # an override of a failed gate, awaiting a second approver
+
+
+class Decision(StrEnum):
+    """What a Promotion action decided (lineage/registry.py; which ones hold: lineage/decisions.py)."""
+
+    PROMOTED = "promoted"  # the version became production
+    REJECTED = "rejected"  # a gate failed: never promoted by a run
+    HELD = "held"  # both gates passed but the outputs were not pushed: stays a candidate
+    KEPT = "kept"  # a run trained a version that already had a status: nothing changes
+    OVERRIDE_REQUESTED = "override_requested"  # a failed gate's override, pending a second approver
+    ROLLED_BACK = "rolled_back"  # production went back to the version the current one replaced
 
 
 # The properties of a context recorded from another ledger (lineage/bundle.py) under a name qualified by

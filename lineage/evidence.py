@@ -37,8 +37,8 @@ from lineage.entities import Artifact
 from lineage.model_card import FILE as CARD_FILE
 from lineage.model_card import CardError, parse, recorded
 from lineage.objects import ObjectError, Objects
-from lineage.signatures import check_ledger
 from lineage.store import Head, LedgerStore
+from lineage.verification import verify
 
 MANIFEST = "MANIFEST.sha256"
 CSS = Path(__file__).parent / "console" / "static" / "console.css"
@@ -76,35 +76,24 @@ class _Links(Links):
 
 
 def verification(store: LedgerStore, objects: Objects | None, v: dict[str, Any], full: bool) -> dict[str, Any]:
-    """The chain (from the last passing verification on, or every record with `full`), the signatures, and
-    the ledger heads published beside the version's run and the latest run, each checked. Nothing is logged."""
-    last = None if full else store.last_verification()
-    since = last.head if last is not None and last.record_count else None
-    latest = views.published_anchor(store, objects)
-    anchor = Head(latest["record_count"], latest["head_hash"]) if latest and "record_count" in latest else None
-    result = store.verify(anchor, since)
-    signatures = check_ledger(store, since.count if since else 0) if result.ok else None
+    """What `lineage verify` checks (lineage/verification.py; every record with `full`), and the ledger head
+    published beside the version's run. Nothing is logged."""
+    verified = verify(store, full, None, objects)
     own = None
     stored = objects.run_record(v["run"]["flow_run_id"], "ledger-head.json") if objects else None
     if stored is not None:
         head = json.loads(stored)
         failed = store.check_anchor(Head(int(head["record_count"]), str(head["head_hash"])))
         own = {**head, "holds": failed is None, "detail": str(failed) if failed else "holds"}
-    ok = result.ok and signatures is not None and signatures.ok and (own is None or own["holds"])
-    scope = (
-        f"records {since.count + 1} to {result.count}, appended since the verification of {last.verified_at} "
-        f"(which ended at record {since.count}); `lineage evidence --full` rehashes every record"
-        if since is not None and last is not None
-        else "every record"
-    )
     return {
-        "ok": ok,
-        "chain": str(result),
-        "record_count": result.count,
-        "head_hash": result.head_hash,
-        "scope": scope,
-        "signatures": str(signatures) if signatures else "not checked: the chain failed",
-        "latest_anchor": latest,
+        "ok": verified.ok and (own is None or own["holds"]),
+        "chain": str(verified.chain),
+        "record_count": verified.chain.count,
+        "head_hash": verified.chain.head_hash,
+        "scope": verified.scope().replace("--full", "`lineage evidence --full`"),
+        "signatures": str(verified.decisions) if verified.decisions else "not checked: the chain failed",
+        "problems": verified.problems,
+        "latest_anchor": verified.anchor,
         "version_run_anchor": own,
         "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

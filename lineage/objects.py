@@ -2,8 +2,11 @@
 DVC remote (where every run pushed its outputs). Bytes reach no one before they hash to the md5 they
 were asked for, so a page or an evidence pack can only show what the ledger recorded.
 
-Also the run records the flow stores beside the objects in the remote (`runs/<flow run id>/`): the
-ledger head each run published, which the console checks the ledger against.
+Also the run records the flow stores beside the objects in the remote (`runs/<flow run id>/`), and the
+ledger's **anchors**: its head (record count and hash) as it stood after each decision and each pipeline
+run, under `ledger-heads/<ledger id>/<count>-<hash>.json`, a name no later anchor reuses (so a ledger cut
+short and grown again cannot overwrite one). `lineage verify` fetches the latest and checks that the ledger
+still holds that record with that hash: what someone who can write the database cannot fake.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from lineage.entities import Artifact
+from lineage.store import Head
 
 MD5 = re.compile(r"[0-9a-f]{32}")
+ANCHORS = "ledger-heads"
+_ANCHOR_NAME = re.compile(r"(\d{12})-([0-9a-f]{64})\.json")
 
 
 class ObjectError(ValueError):
@@ -122,6 +128,47 @@ class Objects:
         with self._lock:
             self._open()
             return self._from_remote(["runs", flow_run_id, name])
+
+    def publish_anchor(self, ledger_id: str, head: Head, by: str) -> str | None:
+        """Store `head` as an anchor of ledger `ledger_id` in the remote; its URL, or None where there is no remote."""
+        with self._lock:
+            self._open()
+            if self._remote is None:
+                return None
+            fs = self._remote.fs
+            folder = fs.join(self._remote.path, ANCHORS, ledger_id)
+            path = fs.join(folder, f"{head.count:012d}-{head.head_hash}.json")
+            body = {"ledger_id": ledger_id, "record_count": head.count, "head_hash": head.head_hash, "published_by": by}
+            try:
+                fs.makedirs(folder, exist_ok=True)
+                fs.pipe_file(path, json.dumps(body, sort_keys=True).encode())
+            except OSError as error:
+                raise ObjectError(f"cannot store the ledger's anchor in {self.remote_url}: {error}") from None
+            return str(fs.unstrip_protocol(path))
+
+    def latest_anchor(self, ledger_id: str) -> tuple[Head, str] | None:
+        """The anchor of ledger `ledger_id` with the highest record count in the remote, and its URL; None where
+        there is no remote or no anchor yet. Two anchors of one count with different hashes are a forked ledger."""
+        with self._lock:
+            self._open()
+            if self._remote is None:
+                return None
+            fs = self._remote.fs
+            folder = fs.join(self._remote.path, ANCHORS, ledger_id)
+            try:
+                names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
+            except FileNotFoundError:
+                return None
+            except OSError as error:
+                raise ObjectError(f"cannot list the ledger's anchors in {self.remote_url}: {error}") from None
+        found = sorted((int(m[1]), m[2]) for n in names if (m := _ANCHOR_NAME.fullmatch(n)))
+        if not found:
+            return None
+        count, digest = found[-1]
+        forks = [d for c, d in found if c == count and d != digest]
+        if forks:
+            raise ObjectError(f"two anchors of ledger {ledger_id} name record {count} with different hashes: a fork")
+        return Head(count, digest), f"{self.remote_url}/{ANCHORS}/{ledger_id}/{count:012d}-{digest}.json"
 
     def _checked(self, name: str, digest: str, what: str) -> bytes | None:
         """The bytes stored under `name` (an md5; a listing's ends in `.dir`) in the cache, else the remote, or

@@ -12,7 +12,10 @@ history features come from, as the version's own run recorded them.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from dataclasses import dataclass
 
+from lineage.decisions import StoreFacts, production
 from lineage.diff import view
 from lineage.entities import (
     Action,
@@ -29,7 +32,9 @@ from lineage.entities import (
 )
 from lineage.query import QueryError
 from lineage.registry import get_version
-from lineage.store import LedgerStore
+from lineage.store import Kind, LedgerStore
+
+ENDPOINT_UPDATE_ID = "endpoint-update-"  # every EndpointUpdate action's id starts so (deployments/ledger-roles.sql)
 
 
 def scoring_files(store: LedgerStore, name: str, paths: dict[str, str]) -> dict[str, Artifact]:
@@ -103,6 +108,7 @@ def endpoint_update(
         properties={"model_version": version.name, "since": at.isoformat(), **serving},
     )
     action = Action(
+        id=f"{ENDPOINT_UPDATE_ID}{uuid.uuid4()}",  # recognisable by the database role that may write only these
         action_type=ActionType.ENDPOINT_UPDATE,
         status=ActionStatus.COMPLETED,
         start=at,
@@ -124,11 +130,30 @@ def endpoint_update(
     ]
 
 
-def served(store: LedgerStore, name: str) -> list[Action]:
-    """Endpoint `name`'s updates, oldest first: which version it served from when."""
+@dataclass(frozen=True)
+class Served:
+    """One update of an endpoint, and the version the decisions that hold had put in production when it was
+    recorded: an update that names another was not made by a retail-serve that checks them."""
+
+    update: Action
+    in_production: str | None
+
+    @property
+    def verified(self) -> bool:
+        return self.update.parameters.get("model_version") == self.in_production
+
+
+def served(store: LedgerStore, name: str) -> list[Served]:
+    """Endpoint `name`'s updates, oldest first: which version it served from when, each beside the version in
+    production then."""
     endpoint_id = context_id(ContextType.ENDPOINT, name)
     if store.get(endpoint_id) is None:
         raise QueryError(f"no endpoint '{name}' in the ledger")
-    sources = store.linked([endpoint_id], "destination")[endpoint_id]
-    updates = (e for e in sources if isinstance(e, Action) and e.action_type == ActionType.ENDPOINT_UPDATE)
-    return sorted(updates, key=lambda action: action.start)
+    ids = [edge.source_id for edge in store.edges([endpoint_id], toward="destination")]
+    facts = StoreFacts(store)
+    found: dict[str, Served] = {}
+    for record in list(store.records([(Kind.ACTION, ActionType.ENDPOINT_UPDATE.value)], ids=ids)):
+        update = record.entity()
+        if isinstance(update, Action) and update.id not in found:  # an update as first recorded
+            found[update.id] = Served(update, production(store, facts, before=record.seq).name)
+    return sorted(found.values(), key=lambda f: f.update.start)

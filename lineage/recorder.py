@@ -40,6 +40,7 @@ from typing import Any, cast
 from pydantic import JsonValue
 
 from gates.rules import NO_OVERRIDE, DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
+from lineage.authority import PIPELINE, current
 from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot
 from lineage.dvc_workspace import dataset_properties, host, locked_stage, read_lock
 from lineage.entities import (
@@ -52,16 +53,25 @@ from lineage.entities import (
     AssociationType,
     Context,
     ContextType,
+    Decision,
     Entity,
     Metadata,
     PropertyValue,
     stage_run_id,
 )
-from lineage.registry import ModelStatus, decision, production, promotion, version_name, with_status
+from lineage.registry import (
+    ModelStatus,
+    Registry,
+    decision,
+    first_verdicts,
+    gates_passed,
+    promotion,
+    version_name,
+    with_status,
+)
 from lineage.signatures import Signer, mark_unsigned, sign
-from lineage.store import Head, LedgerConflict, LedgerStore
+from lineage.store import Head, LedgerConflict, LedgerError, LedgerStore
 
-PIPELINE = "lineage-pipeline"
 LOCAL_RUNS = "local"  # the Deployment context of runs started outside any deployment
 MODEL_PATH = "models/model.pt"
 _CONFLICT_RETRIES = 5
@@ -105,6 +115,7 @@ class Recorded:
     model_version: Context | None
     decision: str | None
     head: Head
+    ledger_id: str | None = None
 
 
 def artifact_type(path: str) -> ArtifactType:
@@ -419,8 +430,11 @@ def _model_version(
     info: RunInfo,
 ) -> tuple[Context, str]:
     name = version_name(model.md5)
-    version = store.get(Context(context_type=ContextType.MODEL_VERSION, name=name).id)
-    if not isinstance(version, Context):
+    registry = Registry(store)
+    known = store.get(Context(context_type=ContextType.MODEL_VERSION, name=name).id)
+    version = first_verdicts(store, registry.version(name)) if isinstance(known, Context) else None
+    current, ledger_id = registry.production(), store.ledger_id()
+    if version is None:
         version = Context(
             context_type=ContextType.MODEL_VERSION,
             name=name,
@@ -440,20 +454,21 @@ def _model_version(
     by = f"{PIPELINE} (flow run {info.flow_run_id})"
     status = version.properties.get("status")
     if status != ModelStatus.CANDIDATE:
-        graph.add(*decision(version, "kept", by, f"already {status}", production(store), graph.metadata))
-        return version, "kept"
-    gates_ok = may_promote(verdicts["drift_gate"], verdicts["fairness_gate"])
+        graph.add(*decision(version, Decision.KEPT, by, f"already {status}", current, graph.metadata, ledger_id))
+        return version, Decision.KEPT
+    # This run's verdicts, and those the version was first recorded with (what its decision relies on).
+    gates_ok = may_promote(verdicts["drift_gate"], verdicts["fairness_gate"]) and gates_passed(version)
     if gates_ok and info.pushed_to and not info.failure:
-        graph.add(*promotion(production(store), version, by, "both gates passed", metadata=graph.metadata))
-        return version, "promoted"
+        graph.add(*promotion(current, version, by, "both gates passed", None, graph.metadata, ledger_id))
+        return version, Decision.PROMOTED
     if gates_ok:
         reason = info.failure or "the outputs were not pushed to the remote"
-        graph.add(*decision(version, "held", by, reason, production(store), graph.metadata))
-        return version, "held"
+        graph.add(*decision(version, Decision.HELD, by, reason, current, graph.metadata, ledger_id))
+        return version, Decision.HELD
     reason = info.failure or f"gates: drift {verdicts['drift_gate']}, fairness {verdicts['fairness_gate']}"
-    graph.add(with_status(version, ModelStatus.REJECTED, status_reason=reason))
-    graph.add(*decision(version, "rejected", by, reason, production(store), graph.metadata))
-    return version, "rejected"
+    rejected = decision(version, Decision.REJECTED, by, reason, current, graph.metadata, ledger_id)
+    graph.add(*rejected, with_status(version, ModelStatus.REJECTED, status_reason=reason, decision=rejected[0].id))
+    return version, Decision.REJECTED
 
 
 def _signed(entities: list[Entity], signer: Signer | None) -> list[Entity]:
@@ -466,9 +481,32 @@ def _signed(entities: list[Entity], signer: Signer | None) -> list[Entity]:
     return result
 
 
+def signing_problem(store: LedgerStore, signer: Signer | None) -> str | None:
+    """Why the pipeline cannot decide in this ledger (None if it can): the policy refuses unsigned decisions and
+    it has no key, or its key is not the one registered for approver lineage-pipeline."""
+    authority = current(store)
+    if signer is None:
+        if authority.policy.unsigned_allowed:
+            return None
+        return (
+            "the ledger's policy refuses unsigned decisions and the flow has no key: give it the pipeline's key "
+            "(signing_key_block, a Prefect Secret block) and register its public key as approver lineage-pipeline"
+        )
+    registered = authority.keys.get(PIPELINE)
+    if registered is None or registered != signer.public_key():
+        return (
+            f"the pipeline's key ({signer.public_key().sha256_str()}) is not the active key of approver {PIPELINE}: "
+            f"its decisions would not hold (lineage approvers add {PIPELINE} --public-key KEY.pub ...)"
+        )
+    return None
+
+
 def record_run(store: LedgerStore, info: RunInfo, root: Path = Path("."), signer: Signer | None = None) -> Recorded:
     """Append the run to the ledger in one transaction, built on the state it was read from (rebuilt
-    if another writer appended meanwhile); `signer` signs the promotion decision (the pipeline's key)."""
+    if another writer appended meanwhile); `signer` signs the promotion decision (the pipeline's key).
+    Refused, appending nothing, where the ledger's policy refuses unsigned decisions and there is no key."""
+    if signer is None and not current(store).policy.unsigned_allowed:
+        raise LedgerError(signing_problem(store, signer) or "")
     for attempt in range(_CONFLICT_RETRIES):
         head = store.head()
         built = build_run(root, info, store)
@@ -479,5 +517,6 @@ def record_run(store: LedgerStore, info: RunInfo, root: Path = Path("."), signer
                 raise
             continue
         version = store.get(built.model_version.id) if built.model_version else None
-        return Recorded(built.run, version if isinstance(version, Context) else None, built.decision, store.head())
+        version = version if isinstance(version, Context) else None
+        return Recorded(built.run, version, built.decision, store.head(), store.ledger_id())
     raise AssertionError("unreachable")

@@ -1,12 +1,18 @@
-"""The model registry: each trained model is a ModelVersion context in the ledger.
+"""The model registry: each trained model is a ModelVersion context in the ledger, and each decision on it a
+Promotion action.
 
-A version starts as `candidate`; a Promotion action then makes it `production` (the one it replaces
-becomes `archived`) or `rejected`. The Deployment context `production` names the version in production,
-so finding it is one lookup however long the ledger. A version is promoted only when both gates passed,
-or by an override of a failed gate that two different approvers sign (four eyes): the first request
-leaves it `pending`, the second approver's `approve` promotes it. Every manual decision is signed by a
-registered approver's SSH key (lineage/signatures.py). Every change is one ledger append, made only if
-nobody appended since the state was read, so a failure leaves the previous production version in place.
+A version starts as `candidate`; a decision then makes it `production` (the one it replaces becomes
+`archived`) or `rejected`. A version is promoted only when both gates passed, or by an override of a failed
+gate that two different approvers sign (four eyes): the request leaves it `pending`, the second approver's
+`approve` promotes it. Every manual decision is signed by a registered approver's SSH key; the pipeline's
+with its own key, or unsigned where the ledger's policy allows (lineage/authority.py). Each decision names
+the ledger and quotes the gate verdicts it relies on, and comes first in its append, followed by what it
+changes: status records and the Deployment context `production`, for people and graphs.
+
+Readers never take those on their word: the version in production and each version's status are what the
+decisions that hold imply (lineage/decisions.py), and `lineage verify` names a status record or pointer that
+says otherwise. Every change is one ledger append, made only if nobody appended since the state was read,
+so a failure leaves the previous production version in place.
 
 A version trained in another environment and imported (lineage/bundle.py) is a local candidate with a
 `trained_in` property (the other ledger's id), which every decision on it carries too. The imported
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gates.rules import may_promote
+from lineage import decisions
 from lineage.entities import (
     IMPORTED_FROM,
     ORIGIN_NAME,
@@ -31,6 +38,7 @@ from lineage.entities import (
     AssociationType,
     Context,
     ContextType,
+    Decision,
     Entity,
     Metadata,
     ModelStatus,
@@ -38,7 +46,7 @@ from lineage.entities import (
 )
 from lineage.store import Kind, LedgerStore
 
-if TYPE_CHECKING:  # signing is imported where a decision is signed: reading the registry needs no SSH code
+if TYPE_CHECKING:
     from lineage.signatures import PublicKey, Signer
 
 
@@ -57,18 +65,52 @@ def gates_passed(version: Context) -> bool:
     return may_promote(str(drift) if drift else None, str(fairness) if fairness else None)
 
 
+class Registry:
+    """The registry as the decisions that hold imply it, read once from `store` (one state: build another after
+    an append)."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self.facts = decisions.StoreFacts(store)
+        self.production_state = decisions.production(store, self.facts)
+
+    def version(self, name: str) -> Context:
+        found = self.store.get(context_id(ContextType.MODEL_VERSION, name))
+        if not isinstance(found, Context):
+            raise RegistryError(f"no model version '{name}' in the ledger")
+        return self._as_decided(found)
+
+    def versions(self) -> list[Context]:
+        """Every model version, oldest first (not the imported records of other ledgers)."""
+        found = self.store.find(Kind.CONTEXT, ContextType.MODEL_VERSION)
+        return [self._as_decided(v) for v in found if isinstance(v, Context) and IMPORTED_FROM not in v.properties]
+
+    def production(self) -> Context | None:
+        name = self.production_state.name
+        return None if name is None else self.version(name)
+
+    def _as_decided(self, version: Context) -> Context:
+        """`version`'s latest record whose status is the one the decisions imply (its latest record with that
+        status, where a later record says otherwise: that one is not taken on its word)."""
+        if IMPORTED_FROM in version.properties:
+            return version
+        status = decisions.version_status(self.store, version, self.production_state, self.facts)
+        if version.properties.get("status") == status:
+            return version
+        for record in self.store.records(ids=[version.id], newest_first=True):
+            entity = record.entity()
+            if isinstance(entity, Context) and entity.properties.get("status") == status:
+                return entity
+        return with_status(version, ModelStatus(status))
+
+
 def versions(store: LedgerStore) -> list[Context]:
-    """Every model version's current record, oldest first (not the imported records of other ledgers)."""
-    found = store.find(Kind.CONTEXT, ContextType.MODEL_VERSION)
-    return [entity for entity in found if isinstance(entity, Context) and IMPORTED_FROM not in entity.properties]
+    """Every model version's current record, oldest first, its status the one its decisions imply."""
+    return Registry(store).versions()
 
 
 def get_version(store: LedgerStore, name: str) -> Context:
-    version_id = context_id(ContextType.MODEL_VERSION, name)
-    found = store.get(version_id)
-    if not isinstance(found, Context):
-        raise RegistryError(f"no model version '{name}' in the ledger")
-    return found
+    return Registry(store).version(name)
 
 
 def _decidable(version: Context) -> Context:
@@ -85,16 +127,16 @@ PRODUCTION = Context(context_type=ContextType.DEPLOYMENT, name="production")
 
 
 def production(store: LedgerStore) -> Context | None:
-    """The version in production, or None."""
-    pointer = store.get(PRODUCTION.id)
-    name = pointer.properties.get("model_version") if isinstance(pointer, Context) else None
-    return get_version(store, str(name)) if name else None
+    """The version in production: the one the latest promotion or rollback that holds put there, or None."""
+    return Registry(store).production()
 
 
-def _deploy(version: Context) -> list[Entity]:
-    """The production pointer moved to `version`, and the version tied to it."""
+def _deploy(version: Context, action: Action) -> list[Entity]:
+    """The production pointer moved to `version` by the decision `action`, and the version tied to it."""
     pointer = Context(
-        context_type=ContextType.DEPLOYMENT, name=PRODUCTION.name, properties={"model_version": version.name}
+        context_type=ContextType.DEPLOYMENT,
+        name=PRODUCTION.name,
+        properties={"model_version": version.name, "decision": action.id},
     )
     return [
         pointer,
@@ -114,14 +156,17 @@ def with_status(version: Context, status: ModelStatus, **properties: str | bool)
 
 def decision(
     version: Context,
-    outcome: str,
+    outcome: Decision | str,
     by: str,
     reason: str,
     previous: Context | None = None,
     metadata: Metadata | None = None,
+    ledger_id: str | None = None,
     **parameters: Any,
 ) -> list[Entity]:
-    """A Promotion action recording `outcome` for `version`, tied to it by an edge."""
+    """A Promotion action recording `outcome` for `version`, tied to it by an edge. It names its ledger and
+    quotes the version's gate verdicts, so its signature covers what it relied on."""
+    outcome = Decision(outcome)
     now = dt.datetime.now(dt.UTC)
     action = Action(
         action_type=ActionType.PROMOTION,
@@ -130,11 +175,13 @@ def decision(
         end=now,
         command=f"{outcome} {version.name}",
         parameters={
-            "decision": outcome,
+            "decision": outcome.value,
             "model_version": version.name,
             "previous_production": previous.name if previous else None,
             "by": by,
             "reason": reason,
+            "gates": {gate: version.properties.get(gate) for gate in decisions.GATES},
+            **({"ledger_id": ledger_id} if ledger_id else {}),
             **({"trained_in": version.properties["trained_in"]} if "trained_in" in version.properties else {}),
             **parameters,
         },
@@ -144,6 +191,18 @@ def decision(
     return [action, edge]
 
 
+def first_verdicts(store: LedgerStore, version: Context) -> Context:
+    """`version` with the gate verdicts its first record holds (what a decision may rely on: later records
+    of a version change its status, never its verdicts)."""
+    first = next(iter(store.records(ids=[version.id])), None)
+    if first is None:
+        return version
+    recorded = first.entity()
+    assert isinstance(recorded, Context)
+    gates = {gate: recorded.properties.get(gate) for gate in decisions.GATES if gate in recorded.properties}
+    return Context.model_validate({**version.model_dump(mode="json"), "properties": {**version.properties, **gates}})
+
+
 def promotion(
     current: Context | None,
     version: Context,
@@ -151,9 +210,10 @@ def promotion(
     reason: str,
     override_request: Action | None = None,
     metadata: Metadata | None = None,
+    ledger_id: str | None = None,
 ) -> list[Entity]:
-    """The records that make `version` production and archive `current`; refuses a version whose gates
-    did not pass unless an `override_request` (signed by another approver) asked for it."""
+    """The records that make `version` production and archive `current`, the decision first; refuses a version
+    whose gates did not pass unless an `override_request` (signed by another approver) asked for it."""
     _decidable(version)
     if version.properties.get("status") == ModelStatus.PRODUCTION:
         raise RegistryError(f"{version.name} is already in production")
@@ -161,9 +221,6 @@ def promotion(
         raise RegistryError(
             f"{version.name} did not pass both gates ({_verdicts(version)}): request an override with --override"
         )
-    records: list[Entity] = []
-    if current is not None:
-        records.append(with_status(current, ModelStatus.ARCHIVED, status_reason=f"replaced by {version.name}"))
     extra: dict[str, str | bool] = {"status_reason": reason, "previous_production": current.name if current else ""}
     overridden: dict[str, Any] = {"override": override_request is not None}
     if override_request is not None:
@@ -173,8 +230,20 @@ def promotion(
             "override_reason": str(version.properties.get("override_reason")),
         }
         overridden |= {"override_request": override_request.id, "override_requested_by": requested_by}
-    records.append(with_status(version, ModelStatus.PRODUCTION, **extra))
-    return [*records, *_deploy(version), *decision(version, "promoted", by, reason, current, metadata, **overridden)]
+    decided = decision(version, Decision.PROMOTED, by, reason, current, metadata, ledger_id, **overridden)
+    action = decided[0]
+    assert isinstance(action, Action)
+    records: list[Entity] = [*decided]
+    if current is not None:
+        archived = with_status(current, ModelStatus.ARCHIVED, status_reason=f"replaced by {version.name}")
+        records.append(_by(archived, action))
+    records.append(_by(with_status(version, ModelStatus.PRODUCTION, **extra), action))
+    return [*records, *_deploy(version, action)]
+
+
+def _by(version: Context, action: Action) -> Context:
+    """A status record naming the decision that made it."""
+    return with_status(version, ModelStatus(str(version.properties["status"])), decision=action.id)
 
 
 def _verdicts(version: Context) -> str:
@@ -184,14 +253,14 @@ def _verdicts(version: Context) -> str:
 def _signed(
     store: LedgerStore, signer: Signer, records: list[Entity], not_key: PublicKey | None = None
 ) -> list[Entity]:
-    """`records` with each decision signed by `signer`, who must be an active registered approver signing
-    with their registered key (and, for a second approval, not with `not_key`)."""
-    from lineage.signatures import ACTIVE, approver, public_key, sign
+    """`records` with each decision signed by `signer`, who must be an active approver (not the pipeline)
+    signing with their registered key (and, for a second approval, not with `not_key`)."""
+    from lineage.authority import PIPELINE, current
+    from lineage.signatures import sign
 
-    registered = approver(store, signer.principal)
-    if registered is None or registered.properties.get("status") != ACTIVE:
+    own = current(store).keys.get(signer.principal)
+    if own is None or signer.principal == PIPELINE:
         raise RegistryError(f"{signer.principal!r} is not a registered approver (see `lineage approvers list`)")
-    own = public_key(str(registered.properties["public_key"]))
     result: list[Entity] = []
     for entity in records:
         if isinstance(entity, Action) and entity.action_type == ActionType.PROMOTION:
@@ -210,21 +279,29 @@ def promote(store: LedgerStore, name: str, signer: Signer, reason: str, override
     if not reason.strip():
         raise RegistryError("a promotion needs --reason")
     head = store.head()
-    version = _decidable(get_version(store, name))
-    if override and not gates_passed(version) and version.properties.get("status") != ModelStatus.PRODUCTION:
-        if version.properties.get("status") == ModelStatus.PENDING:
+    registry = Registry(store)
+    version = first_verdicts(store, _decidable(registry.version(name)))
+    ledger_id = store.ledger_id()
+    status = version.properties.get("status")
+    if override and not gates_passed(version) and status != ModelStatus.PRODUCTION:
+        if status == ModelStatus.PENDING:
             raise RegistryError(f"{name} already awaits a second approver: `lineage models approve {name}`")
-        request = decision(version, "override_requested", signer.principal, reason, production(store))
+        request = decision(version, Decision.OVERRIDE_REQUESTED, signer.principal, reason, registry.production(),
+                           ledger_id=ledger_id)  # fmt: skip
+        action = request[0]
+        assert isinstance(action, Action)
         pending = with_status(
             version,
             ModelStatus.PENDING,
             status_reason=f"override requested by {signer.principal}: {reason}",
             override_reason=reason,
-            override_request=request[0].id,
+            override_request=action.id,
+            decision=action.id,
         )
-        store.append(_signed(store, signer, [pending, *request]), expected_head=head)
+        store.append(_signed(store, signer, [*request, pending]), expected_head=head)
     else:
-        store.append(_signed(store, signer, promotion(production(store), version, signer.principal, reason)), head)
+        records = promotion(registry.production(), version, signer.principal, reason, ledger_id=ledger_id)
+        store.append(_signed(store, signer, records), head)
     return get_version(store, name)
 
 
@@ -235,15 +312,20 @@ def approve(store: LedgerStore, name: str, signer: Signer, reason: str) -> Conte
     if not reason.strip():
         raise RegistryError("an approval needs --reason")
     head = store.head()
-    version = get_version(store, name)
+    registry = Registry(store)
+    version = first_verdicts(store, registry.version(name))
     if version.properties.get("status") != ModelStatus.PENDING:
         raise RegistryError(f"{name} awaits no approval (status {version.properties.get('status')})")
-    request = store.get(str(version.properties.get("override_request")))
-    if not isinstance(request, Action):
+    request = next(
+        (d for d in reversed(decisions.decisions_on(store, version))
+         if d.parameters.get("decision") == Decision.OVERRIDE_REQUESTED),
+        None,
+    )  # fmt: skip
+    if request is None:
         raise RegistryError(f"{name} is pending, but its override request is not in the ledger")
     if request.parameters.get("signed_by") == signer.principal:
         raise RegistryError(f"{signer.principal} requested this override: another approver must approve it")
-    records = promotion(production(store), version, signer.principal, reason, override_request=request)
+    records = promotion(registry.production(), version, signer.principal, reason, request, ledger_id=store.ledger_id())
     store.append(_signed(store, signer, records, not_key=signing_key(request)), expected_head=head)
     return get_version(store, name)
 
@@ -255,22 +337,26 @@ def rollback(store: LedgerStore, signer: Signer, reason: str, to: str | None = N
         raise RegistryError("a rollback needs --reason")
     by = signer.principal
     head = store.head()
-    current = production(store)
+    registry = Registry(store)
+    current = registry.production()
     if current is None:
         raise RegistryError("no model version is in production: nothing to roll back")
     target_name = to or str(current.properties.get("previous_production") or "")
     if not target_name:
         raise RegistryError(f"{current.name} replaced no earlier version: name one with --to")
-    target = _decidable(get_version(store, target_name))
+    target = _decidable(registry.version(target_name))
     if target.id == current.id:
         raise RegistryError(f"{target.name} is the version in production")
     if target.properties.get("status") != ModelStatus.ARCHIVED:
         raise RegistryError(f"{target.name} was never in production (status {target.properties.get('status')})")
+    decided = decision(target, Decision.ROLLED_BACK, by, reason, current, ledger_id=store.ledger_id())
+    action = decided[0]
+    assert isinstance(action, Action)
     records: list[Entity] = [
-        with_status(current, ModelStatus.REJECTED, status_reason=f"rolled back by {by}: {reason}"),
-        with_status(target, ModelStatus.PRODUCTION, status_reason=f"restored by {by}: {reason}"),
-        *_deploy(target),
-        *decision(target, "rolled_back", by, reason, current),
+        *decided,
+        _by(with_status(current, ModelStatus.REJECTED, status_reason=f"rolled back by {by}: {reason}"), action),
+        _by(with_status(target, ModelStatus.PRODUCTION, status_reason=f"restored by {by}: {reason}"), action),
+        *_deploy(target, action),
     ]
     store.append(_signed(store, signer, records), expected_head=head)
     return get_version(store, target.name)
@@ -299,4 +385,4 @@ def report(store: LedgerStore, name: str) -> VersionReport:
     sources = store.linked([version.id], "destination")[version.id]
     actions = sorted((e for e in sources if isinstance(e, Action)), key=lambda action: action.start)
     gates = [a for a in actions if a.action_type in (ActionType.DRIFT_GATE, ActionType.FAIRNESS_GATE)]
-    return VersionReport(version, gates, [a for a in actions if a.action_type == ActionType.PROMOTION])
+    return VersionReport(version, gates, sorted(decisions.decisions_on(store, version), key=lambda a: a.start))

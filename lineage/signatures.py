@@ -1,60 +1,43 @@
-"""Signed decisions: who approved what, checkable by anyone who holds the ledger.
+"""Signatures: SSH keys sign ledger records as git signs commits, and anyone holding the ledger checks them.
 
-A decision (a Promotion action) and an approver's registration (an Approver context) are signed with
-the signer's own SSH key by `ssh-keygen -Y sign`, the mechanism git uses for signed commits, so a key
-in ssh-agent or on a hardware token works as it does for git. What is signed is the record's canonical
-JSON without its `signature` field, in the namespace `lineage-ledger`. The signer's name is part of
-what is signed, and the signature carries the public key that made it. Signatures are checked in process
-(the `sshsig` library, on top of `cryptography`), as `ssh-keygen -Y verify` would check them.
-
-Trust is in the ledger itself: the first Approver record signs itself (`lineage init`), and every later
-one is signed by an approver registered before it. A decision counts only when its signer is a
-registered approver and its key is that approver's key. The flow's own decisions are signed with the
-pipeline's key where one is set; otherwise they say `unsigned`, which `verify` reports but does not fail.
+A decision (a Promotion action), an approver's registration (an Approver context) and the signing policy
+are signed with the signer's own SSH key by `ssh-keygen -Y sign`, so a key in ssh-agent or on a hardware
+token works as it does for git. What is signed is the record's canonical JSON without its `signature`
+field, in the namespace `lineage-ledger`; the signer's name is part of it, and the signature carries the
+public key that made it. Signatures are checked in process (the `sshsig` library, on top of
+`cryptography`), as `ssh-keygen -Y verify` would check them. Who may sign what is lineage/authority.py's
+to say, and which decisions hold lineage/decisions.py's.
 
 Records imported from another ledger (lineage/bundle.py) grant no rights here. An imported Approver
 record is a context qualified by its origin (`alice@<ledger id[:12]>`, with `imported_from` and
-`origin_name` properties): `approver` and `approvers` never return it, and `verify` checks that its
-signature still matches the record as its own ledger holds it (name and properties restored), without
-registering anyone. Nobody signs the Import action itself, so what vouches for an import is its
-**attestation**, kept in the Import action's parameters: canonical JSON naming the source ledger, its head
-and the version, the public key of every Approver record the bundle carried and the sha256 of every
-decision's body as its own ledger holds it, signed by the bundle's signer. `verify` checks that signature
-and that its key was an active approver's key here when the Import action was recorded (that
-registration is how this ledger trusts the other one); an Approver record imported from that ledger
-afterwards must carry the key the ledger's latest attestation gives its name, and an imported decision
-(listed by its Import action) must hash to the attested body and be signed with the attested key of its
-signer. So a record appended as if imported, without an approver's attestation, fails `verify`.
+`origin_name` properties), checked against the record as its own ledger holds it (`original_body`). What
+vouches for an import is its **attestation**, kept in the Import action's parameters: canonical JSON
+naming the source ledger, its head and the version, the public key of every Approver record the bundle
+carried and the sha256 of every decision's body as its own ledger holds it, signed by the bundle's
+signer, whose key must be an active approver's here when the Import is recorded (`attested_import`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sshsig
 from sshsig.ssh_public_key import PublicKey
 
-from lineage.entities import IMPORTED_FROM, ORIGIN_NAME, Action, ActionType, Context, ContextType, Entity, context_id
-from lineage.store import Kind, LedgerRecord, LedgerStore, canonical_json
+from lineage.entities import IMPORTED_FROM, ORIGIN_NAME, Action, Context, Entity, context_id
+from lineage.store import canonical_json
 
 NAMESPACE = "lineage-ledger"
 SIGNATURE = "signature"  # the field a signed record keeps its armored SSH signature in
 UNSIGNED = "unsigned"  # that field's value on a decision the pipeline took without a key
-ACTIVE, REVOKED = "active", "revoked"
-SIGNED_RECORDS = [
-    (Kind.ACTION, ActionType.PROMOTION.value),
-    (Kind.CONTEXT, ContextType.APPROVER.value),
-    (Kind.ACTION, ActionType.IMPORT.value),  # says which decisions came from where, and who vouched for them
-]
 _FIELDS = {"action": "parameters", "context": "properties"}  # where each kind keeps its signature
 ATTESTS = "lineage-bundle"  # an attestation's `attests`: what its signature vouches for (never a record)
 
@@ -163,37 +146,6 @@ def mark_unsigned(entity: Entity) -> Entity:
     return _with_fields(entity, {**_fields(entity), SIGNATURE: UNSIGNED})
 
 
-def approver_record(name: str, key: PublicKey, registered_by: str, status: str = ACTIVE) -> Context:
-    """An Approver context: `name` may sign decisions with `key` (unsigned until `sign`)."""
-    return Context(
-        context_type=ContextType.APPROVER,
-        name=name,
-        properties={
-            "public_key": key.openssh_str(),
-            "fingerprint": key.sha256_str(),
-            "registered_by": registered_by,
-            "status": status,
-        },
-    )
-
-
-def is_imported(entity: Entity) -> bool:
-    """A context recorded from another ledger's bundle (under a name qualified by its origin)."""
-    return isinstance(entity, Context) and IMPORTED_FROM in entity.properties
-
-
-def approver(store: LedgerStore, name: str) -> Context | None:
-    """The approver's latest record, or None if `name` was never registered here (an imported one is not)."""
-    found = store.get(context_id(ContextType.APPROVER, name))
-    return found if isinstance(found, Context) and not is_imported(found) else None
-
-
-def approvers(store: LedgerStore) -> list[Context]:
-    """The approvers registered in this ledger (not those imported from another)."""
-    found = store.find(Kind.CONTEXT, ContextType.APPROVER)
-    return [entity for entity in found if isinstance(entity, Context) and not is_imported(entity)]
-
-
 def original_body(body: dict[str, Any]) -> dict[str, Any]:
     """An imported context's record as its own ledger holds it: its origin name, without the import's properties."""
     values = {k: v for k, v in body["properties"].items() if k not in (IMPORTED_FROM, ORIGIN_NAME)}
@@ -201,8 +153,11 @@ def original_body(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "id": context_id(str(body["context_type"]), name), "name": name, "properties": values}
 
 
-def decision_problem(body: dict[str, Any], keys: dict[str, PublicKey]) -> tuple[str | None, PublicKey | None]:
-    """Why a signed decision (an action's body) does not hold against the approvers' `keys` (None if it holds)."""
+def decision_problem(
+    body: dict[str, Any], keys: dict[str, PublicKey], where: str = "in its ledger"
+) -> tuple[str | None, PublicKey | None]:
+    """Why a signed decision (an action's body) does not hold against the approvers' `keys` (None if it holds),
+    and the key that signed it; `where` says whose approvers those are, for the message."""
     values = body["parameters"]
     signer, signature = values.get("signed_by"), values.get(SIGNATURE)
     if not isinstance(signature, str) or not isinstance(signer, str):
@@ -212,9 +167,9 @@ def decision_problem(body: dict[str, Any], keys: dict[str, PublicKey]) -> tuple[
     except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
         return f"the signature by {signer!r} does not match the record ({error})", None
     if signer not in keys:
-        return f"signed by {signer!r}, whose Approver record is not among its ledger's records here", key
+        return f"signed by {signer!r}, who is not an active approver {where}", key
     if key != keys[signer]:
-        return f"signed with key {key.sha256_str()}, which is not {signer!r}'s key in its ledger", key
+        return f"signed with key {key.sha256_str()}, which is not {signer!r}'s registered key {where}", key
     return None, key
 
 
@@ -283,206 +238,6 @@ def attested_import(values: dict[str, Any], trusted: dict[str, PublicKey]) -> At
     return Attested(str(attestation["ledger_id"]), keys, {str(k): str(v) for k, v in decisions.items()})
 
 
-@dataclass
-class SignatureReport:
-    """What `check_signatures` found. On failure, `seq` and `entity_id` name the first bad record."""
-
-    valid: int = 0
-    unsigned: int = 0
-    imported: int = 0  # decisions imported from other ledgers, checked against their approvers
-    signers: set[str] = field(default_factory=set)
-    seq: int | None = None
-    entity_id: str | None = None
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.seq is None
-
-    def __str__(self) -> str:
-        if not self.ok:
-            return f"signatures FAILED at seq {self.seq} (entity {self.entity_id}): {self.detail}"
-        by = f" (by {', '.join(sorted(self.signers))})" if self.signers else ""
-        unsigned = f", {self.unsigned} unsigned decisions (no key was set)" if self.unsigned else ""
-        imported = f", {self.imported} imported decisions valid in their own ledger" if self.imported else ""
-        return f"signatures ok: {self.valid} valid{by}{unsigned}{imported}"
-
-
-def check_signatures(
-    records: Iterable[LedgerRecord], earlier: Iterable[LedgerRecord] = (), recorded_before: Iterable[str] = ()
-) -> SignatureReport:
-    """Check every signed record in seq order against the approvers registered before it.
-
-    `earlier`: records checked by an earlier verification, replayed (not checked again) for the
-    approvers and override requests they establish; `recorded_before`: ids of decisions already
-    recorded then, which must not be recorded again."""
-    report = SignatureReport()
-    trusted: dict[str, PublicKey] = {}
-    registered_any = False
-    overrides: dict[str, tuple[str, PublicKey]] = {}  # an override request's action id -> its signer and key
-    seen: set[str] = set(recorded_before)
-    imported = _Imported()
-    for record in earlier:
-        body = json.loads(record.body)
-        values, signer = body[_FIELDS[record.kind]], str(body[_FIELDS[record.kind]].get("signed_by"))
-        if imported.takes(record, body, trusted) is not None:
-            continue
-        if record.kind == "context":
-            registered_any = True
-            if values.get("status") == REVOKED:
-                trusted.pop(str(body["name"]), None)
-            else:
-                trusted[str(body["name"])] = public_key(str(values["public_key"]))
-        elif values.get("decision") == "override_requested" and signer in trusted:
-            overrides[record.entity_id] = (signer, trusted[signer])
-    for record in records:
-        body = json.loads(record.body)
-        values = body[_FIELDS[record.kind]]
-        signature = values.get(SIGNATURE)
-        if (outcome := imported.takes(record, body, trusted)) is not None:
-            if outcome:
-                report.seq, report.entity_id, report.detail = record.seq, record.entity_id, outcome
-                return report
-            if record.kind == "action" and record.entity_type != ActionType.IMPORT.value:
-                if signature in (None, UNSIGNED):
-                    report.unsigned += 1
-                else:
-                    report.imported += 1
-            continue
-        if record.kind == "action" and signature in (None, UNSIGNED):
-            report.unsigned += 1
-            continue
-        try:
-            problem, key = _problem(record, body, values, trusted, registered_any, overrides, seen)
-            registered = public_key(str(values.get("public_key"))) if record.kind == "context" else None
-        except SignatureError as error:  # an approver record whose public key does not parse
-            problem, key = str(error), None
-        if problem or key is None:
-            report.seq, report.entity_id, report.detail = record.seq, record.entity_id, problem or "no key"
-            return report
-        report.valid += 1
-        report.signers.add(str(values["signed_by"]))
-        if registered is not None:
-            registered_any = True
-            if values.get("status") == REVOKED:
-                trusted.pop(str(body["name"]), None)
-            else:
-                trusted[str(body["name"])] = registered
-        elif values.get("decision") == "override_requested":
-            overrides[record.entity_id] = (str(values["signed_by"]), key)
-    return report
-
-
-class _Imported:
-    """What the Import actions met so far attested: which decisions came from which import, and the keys
-    of each source ledger's approvers (its latest attestation's)."""
-
-    def __init__(self) -> None:
-        self.origin: dict[str, Attested] = {}  # an imported decision's id -> its import's attestation
-        self.keys: dict[str, dict[str, PublicKey]] = {}  # ledger id -> approver name there -> attested key
-
-    def takes(self, record: LedgerRecord, body: dict[str, Any], trusted: dict[str, PublicKey]) -> str | None:
-        """None if `record` is no import's (check it as a local record); else "" if it holds, or why not."""
-        values = body[_FIELDS[record.kind]]
-        if record.kind == "action" and record.entity_type == ActionType.IMPORT.value:
-            attested = attested_import(values, trusted)
-            if isinstance(attested, str):
-                return attested
-            for decision_id in values.get("decisions") or []:
-                self.origin[str(decision_id)] = attested
-            self.keys[attested.ledger_id] = attested.approvers
-            return ""
-        if record.kind == "context" and IMPORTED_FROM in values:
-            original = original_body(body)
-            if problem := record_signature_problem(original, "context"):
-                return f"imported Approver record: {problem}"
-            name, origin = str(original["name"]), str(values[IMPORTED_FROM])
-            attested_key = self.keys.get(origin, {}).get(name)
-            if attested_key is None:
-                return f"imported Approver record {name!r}: no import attested by an approver here vouches for it"
-            try:
-                key = public_key(str(values.get("public_key")))
-            except SignatureError as error:
-                return str(error)
-            if key != attested_key:
-                return (
-                    f"imported Approver record {name!r}: its key {key.sha256_str()} is not the one its import's "
-                    f"attestation gives ({attested_key.sha256_str()})"
-                )
-            return ""
-        if record.kind == "action" and record.entity_id in self.origin:
-            attested = self.origin[record.entity_id]
-            if body_sha256(record.body) != attested.decisions.get(record.entity_id):
-                return "imported decision: its body is not the one its import's attestation vouches for"
-            if values.get(SIGNATURE) in (None, UNSIGNED):
-                return ""
-            problem, _ = decision_problem(body, attested.approvers)
-            return f"imported decision: {problem} (by its import's attestation)" if problem else ""
-        return None
-
-
-def _problem(
-    record: LedgerRecord,
-    body: dict[str, Any],
-    values: dict[str, Any],
-    trusted: dict[str, PublicKey],
-    registered_any: bool,
-    overrides: dict[str, tuple[str, PublicKey]],
-    seen: set[str],
-) -> tuple[str | None, PublicKey | None]:
-    """Why this signed record does not hold (None if it holds), and the key that signed it."""
-    signer = values.get("signed_by")
-    if not isinstance(signature := values.get(SIGNATURE), str) or not isinstance(signer, str):
-        return "the record has no signature and no signer", None
-    try:
-        key = sshsig.check_signature(signed_payload(body, record.kind), signature, NAMESPACE)
-    except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
-        return f"the signature by {signer!r} does not match the record ({error})", None
-    if record.kind == "context" and not registered_any:  # the first approver vouches for itself
-        if signer != body["name"] or key != public_key(str(values["public_key"])):
-            return "the first approver's registration is not signed by that approver's own key", key
-        return None, key
-    if signer not in trusted:
-        return f"signed by {signer!r}, who is not a registered approver at this point", key
-    if key != trusted[signer]:
-        return f"signed with key {key.sha256_str()}, which is not the key registered for {signer!r}", key
-    if record.kind == "action":
-        if record.entity_id in seen:
-            return "a signed decision recorded a second time", key
-        seen.add(record.entity_id)
-        if values.get("decision") == "promoted" and values.get("override"):
-            request = overrides.get(str(values.get("override_request")))
-            if request is None:
-                return "an override promotion without a signed override request before it", key
-            if signer == request[0] or key == request[1]:
-                return f"the override was requested and approved by the same person ({signer}): four eyes needed", key
-    return None, key
-
-
-def signed_records(store: LedgerStore) -> Iterator[LedgerRecord]:
-    """The records that carry signatures, in seq order."""
-    return store.records(SIGNED_RECORDS)
-
-
-def check_ledger(store: LedgerStore, since: int = 0) -> SignatureReport:
-    """Check the signatures of the records after seq `since` (all of them when 0), against the
-    approvers and override requests recorded up to `since`, read by index rather than replayed."""
-    if not since:
-        return check_signatures(signed_records(store))
-    after = list(store.records(SIGNED_RECORDS, after=since))
-    decisions = [record for record in after if record.kind == Kind.ACTION.value]
-    requests = {json.loads(record.body)["parameters"].get("override_request") for record in decisions}
-    earlier = sorted(
-        [
-            *store.records([(Kind.CONTEXT, ContextType.APPROVER.value)], upto=since),
-            *store.records(ids=[str(request) for request in requests if request], upto=since),
-        ],
-        key=lambda record: record.seq,
-    )
-    before = {record.entity_id for record in store.records(ids=[r.entity_id for r in decisions], upto=since)}
-    return check_signatures(after, earlier, before)
-
-
 def signing_key(entity: Entity) -> PublicKey | None:
     """The key that signed `entity`, if it carries a valid signature."""
     armored = _fields(entity).get(SIGNATURE)
@@ -493,40 +248,3 @@ def signing_key(entity: Entity) -> PublicKey | None:
         return sshsig.check_signature(signed_payload(entity.model_dump(mode="json"), kind), armored, NAMESPACE)
     except (sshsig.InvalidSignature, NotImplementedError, ValueError):
         return None
-
-
-def signature_status(store: LedgerStore, entity: Entity) -> dict[str, Any]:
-    """What one record's signature says, for people: `unsigned`, `invalid` (it does not match the record),
-    `unregistered` (a valid signature by someone who is not an approver, or with another key than theirs)
-    or `valid`; with the signer and the key's fingerprint. `lineage verify` checks them all in order."""
-    values = _fields(entity)
-    signer = values.get("signed_by")
-    if values.get(SIGNATURE) in (None, UNSIGNED):
-        return {"status": UNSIGNED, "signed_by": None, "fingerprint": None}
-    key = signing_key(entity)
-    if key is None:
-        return {"status": "invalid", "signed_by": signer, "fingerprint": None}
-    registered = approver(store, str(signer))
-    own = registered is not None and public_key(str(registered.properties.get("public_key"))) == key
-    return {"status": "valid" if own else "unregistered", "signed_by": signer, "fingerprint": key.sha256_str()}
-
-
-def register(store: LedgerStore, name: str, key: PublicKey, signer: Signer, status: str = ACTIVE) -> Context:
-    """Record that `name` may (or, revoked, may no longer) sign with `key`, signed by `signer`: the first
-    approver by their own key, every later change by an active approver."""
-    head = store.head()
-    registered = approvers(store)
-    record = approver_record(name, key, signer.principal, status)
-    signed_record, used = sign(record, signer)
-    if not registered:
-        if signer.principal != name or used != key:
-            raise SignatureError(f"the first approver registers themselves: sign as {name!r} with that key")
-    else:
-        trusted = next((a for a in registered if a.name == signer.principal), None)
-        if trusted is None or trusted.properties.get("status") != ACTIVE:
-            raise SignatureError(f"{signer.principal!r} is not an active registered approver")
-        if used != public_key(str(trusted.properties["public_key"])):
-            raise SignatureError(f"{signer.key} is not {signer.principal}'s registered key")
-    assert isinstance(signed_record, Context)
-    store.append([signed_record], expected_head=head)
-    return signed_record

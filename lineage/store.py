@@ -47,8 +47,10 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    exists,
     func,
     insert,
+    inspect,
     or_,
     select,
     text,
@@ -81,6 +83,10 @@ records_table = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("record_hash", String(64), nullable=False),
     Index("ix_ledger_records_type", "kind", "entity_type"),
+    Index("ix_ledger_records_type_entity", "kind", "entity_type", "entity_id", "seq"),  # the entities of a type
+    Index("ix_ledger_records_name", "name", "seq"),  # an artifact by its path
+    # An entity's latest record (and whether a later one exists) in one index probe, however long its history.
+    Index("ix_ledger_records_entity_seq", "entity_id", "seq"),
 )
 # The current state: each entity's first and latest record, written in the same transaction as the
 # records (so reading an entity's latest record, or every entity of a type, needs no scan of its
@@ -94,8 +100,6 @@ latest_table = Table(
     Column("name", Text, nullable=True),
     Column("first_seq", Integer, nullable=False),
     Column("seq", Integer, nullable=False),
-    Index("ix_ledger_latest_type", "kind", "entity_type", "first_seq"),
-    Index("ix_ledger_latest_name", "name", "first_seq"),
 )
 # Every `lineage verify`: what it checked (records from_count+1 .. record_count), how it ended, when.
 # The last passing one is where the next incremental verification starts.
@@ -269,12 +273,23 @@ def _edge(source_id: str, destination_id: str, association_type: str) -> Associa
     )
 
 
-# Each entity's latest record, found through the current-state table.
-_CURRENT = select(latest_table.c.entity_id, latest_table.c.first_seq, records_table.c.kind, records_table.c.body).join(
-    records_table, records_table.c.seq == latest_table.c.seq
+# Each entity's latest record, found through the current-state table. The table is only an index into
+# the chain: a row counts where the record it points at is its entity's and no later record of that
+# entity exists; any other row is passed over and the entity read from the records themselves.
+_later = records_table.alias("later")
+_CURRENT = (
+    select(latest_table.c.entity_id, records_table.c.kind, records_table.c.body)
+    .join(
+        records_table,
+        (records_table.c.seq == latest_table.c.seq) & (records_table.c.entity_id == latest_table.c.entity_id),
+    )
+    .where(~exists().where(_later.c.entity_id == latest_table.c.entity_id, _later.c.seq > latest_table.c.seq))
 )
-
-_CURRENT_ONE = _CURRENT.where(latest_table.c.entity_id == bindparam("entity_id"))
+# The same from the records alone: each entity's record with the highest seq.
+_LAST_SEQ = select(func.max(_later.c.seq)).where(_later.c.entity_id == records_table.c.entity_id).scalar_subquery()
+_FROM_RECORDS = select(records_table.c.entity_id, records_table.c.kind, records_table.c.body).where(
+    records_table.c.seq == _LAST_SEQ
+)
 
 
 def _latest_from_records() -> Select[Any]:
@@ -306,19 +321,36 @@ def rebuild_latest(conn: Connection) -> None:
     conn.execute(insert(latest_table).from_select([c.name for c in latest_table.columns], _latest_from_records()))
 
 
+def _add_missing_indexes(conn: Connection) -> None:
+    """The records' indexes on a ledger created before one of them existed (create_all makes a new table's
+    only). A role that may not create them (the endpoint's) reads without: they only make reads faster."""
+    present = {index["name"] for index in inspect(conn).get_indexes(records_table.name)}
+    for index in records_table.indexes:
+        if index.name not in present:
+            try:
+                with conn.begin_nested():
+                    index.create(conn)
+            except SQLAlchemyError:
+                pass
+
+
 class LedgerStore:
     """The ledger at one SQLAlchemy URL. Append and read only: there is no update or delete."""
 
-    def __init__(self, url: str | None = None, read_only: bool = False) -> None:
-        """Open (and, unless `read_only`, create) the ledger at `url`. A read-only store creates nothing and
-        its connections refuse every write in the database itself (SQLite's query_only, PostgreSQL's
-        read-only transactions): what the console and evidence packs read through."""
+    def __init__(self, url: str | None = None, read_only: bool = False, create: bool = True) -> None:
+        """Open (and, unless `read_only` or not `create`, create) the ledger at `url`. A read-only store
+        creates nothing and its connections refuse every write in the database itself (SQLite's query_only,
+        PostgreSQL's read-only transactions): what the console and evidence packs read through. With
+        `create` false, a ledger that does not exist yet is an error (`lineage verify` of a mistyped path)."""
         self.url = url or os.environ.get("LINEAGE_DB_URL") or DEFAULT_URL
         try:
-            self._engine = self._create_engine(self.url, read_only)
-            if read_only:
+            self._engine = self._create_engine(self.url, read_only or not create)
+            if read_only or not create:
                 self._check_exists()
-            else:
+            if not read_only:
+                if not create:
+                    self._engine.dispose()
+                    self._engine = self._create_engine(self.url)
                 self._create_tables()
         except (SQLAlchemyError, ArgumentError, ImportError, ValueError) as exc:
             raise LedgerError(
@@ -365,6 +397,7 @@ class LedgerStore:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
             metadata.create_all(conn)
+            _add_missing_indexes(conn)
             # A missing head beside existing records is tampering: leave it for verify to report.
             empty = conn.execute(select(records_table.c.seq).limit(1)).first() is None
             if empty and conn.execute(select(head_table.c.id)).first() is None:
@@ -467,11 +500,15 @@ class LedgerStore:
 
     @staticmethod
     def _first_seqs(conn: Connection, ids: list[str]) -> dict[str, int]:
+        """Each id's first seq, from the records (whether an artifact is already recorded is the chain's to say)."""
         found: dict[str, int] = {}
         unique = sorted(set(ids))
+        c = records_table.c
         for start in range(0, len(unique), _IN_CHUNK):
-            query = select(latest_table.c.entity_id, latest_table.c.first_seq).where(
-                latest_table.c.entity_id.in_(unique[start : start + _IN_CHUNK])
+            query = (
+                select(c.entity_id, func.min(c.seq))
+                .where(c.entity_id.in_(unique[start : start + _IN_CHUNK]))
+                .group_by(c.entity_id)
             )
             found.update({entity_id: seq for entity_id, seq in conn.execute(query)})
         return found
@@ -516,11 +553,25 @@ class LedgerStore:
         after: int = 0,
         upto: int | None = None,
         ids: Iterable[str] | None = None,
+        newest_first: bool = False,
     ) -> Iterator[LedgerRecord]:
-        """Every record in seq order, streamed; or only those of these (kind, entity type) pairs, with
-        seq in (after, upto], or of these entity ids."""
+        """Every record in seq order (or the reverse), streamed; or only those of these (kind, entity type)
+        pairs, with seq in (after, upto], or of these entity ids. The read stays open while it is consumed:
+        finish it (or take a list) before writing to a SQLite ledger."""
         with self._engine.connect() as conn:
-            yield from self._stream(conn, of, after, upto, None if ids is None else sorted(set(ids)))
+            yield from self._stream(conn, of, after, upto, None if ids is None else sorted(set(ids)), newest_first)
+
+    def record(self, seq: int) -> LedgerRecord | None:
+        """The record at `seq`, or None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(records_table).where(records_table.c.seq == seq)).first()
+        return None if row is None else LedgerRecord(*row)
+
+    def ledger_id(self) -> str | None:
+        """The ledger's id: the hash of its first record (fixed at genesis, the same wherever it is copied), or
+        None while it is empty."""
+        first = self.record(1)
+        return None if first is None else first.record_hash
 
     @staticmethod
     def _stream(
@@ -529,9 +580,10 @@ class LedgerStore:
         after: int = 0,
         upto: int | None = None,
         ids: list[str] | None = None,
+        newest_first: bool = False,
     ) -> Iterator[LedgerRecord]:
         c = records_table.c
-        query = select(records_table).order_by(c.seq)
+        query = select(records_table).order_by(c.seq.desc() if newest_first else c.seq)
         if of is not None:
             query = query.where(or_(*((c.kind == kind.value) & (c.entity_type == type_) for kind, type_ in of)))
         if after:
@@ -540,27 +592,43 @@ class LedgerStore:
             query = query.where(c.seq <= upto)
         if ids is not None:  # a few ids (each IN list is one query), in seq order across them
             chunks = [query.where(c.entity_id.in_(ids[i : i + _IN_CHUNK])) for i in range(0, len(ids), _IN_CHUNK)]
-            rows = sorted((LedgerRecord(*row) for chunk in chunks for row in conn.execute(chunk)), key=lambda r: r.seq)
+            found = (LedgerRecord(*row) for chunk in chunks for row in conn.execute(chunk))
+            rows = sorted(found, key=lambda r: r.seq, reverse=newest_first)
             yield from rows
             return
         for row in conn.execution_options(yield_per=2000).execute(query):
             yield LedgerRecord(*row)
 
     def get(self, entity_id: str) -> Entity | None:
-        """The entity's latest record, or None if the ledger has none: one indexed lookup."""
-        with self._engine.connect() as conn:
-            row = conn.execute(_CURRENT_ONE, {"entity_id": entity_id}).first()
-        return None if row is None else _parse(row.kind, row.body)
+        """The entity's latest record, or None if the ledger has none: a few indexed lookups."""
+        return self.latest([entity_id]).get(entity_id)
 
-    def latest(self, entity_ids: Iterable[str]) -> dict[str, Entity]:
-        """Each id's latest record (ids the ledger lacks are left out): one indexed lookup per id,
-        however many records the entity has."""
+    def latest(self, entity_ids: Iterable[str], upto: int | None = None) -> dict[str, Entity]:
+        """Each id's latest record in the chain (ids the ledger lacks are left out): a few indexed lookups
+        per id, however many records the entity has. The current-state table only says where to look.
+        With `upto`, each id's latest record with seq <= upto."""
         found: dict[str, Entity] = {}
         unique = sorted(set(entity_ids))
+        if upto is not None:
+            last = select(func.max(_later.c.seq)).where(_later.c.entity_id == records_table.c.entity_id,
+                                                        _later.c.seq <= upto).scalar_subquery()  # fmt: skip
+            query = select(records_table.c.entity_id, records_table.c.kind, records_table.c.body)
+            with self._engine.connect() as conn:
+                for start in range(0, len(unique), _IN_CHUNK):
+                    chunk = unique[start : start + _IN_CHUNK]
+                    upto_rows = conn.execute(
+                        query.where(records_table.c.entity_id.in_(chunk), records_table.c.seq == last)
+                    )
+                    found.update({row.entity_id: _parse(row.kind, row.body) for row in upto_rows})
+            return found
         with self._engine.connect() as conn:
             for start in range(0, len(unique), _IN_CHUNK):
-                query = _CURRENT.where(latest_table.c.entity_id.in_(unique[start : start + _IN_CHUNK]))
-                found.update({row.entity_id: _parse(row.kind, row.body) for row in conn.execute(query)})
+                chunk = unique[start : start + _IN_CHUNK]
+                rows = list(conn.execute(_CURRENT.where(latest_table.c.entity_id.in_(chunk))))
+                missed = sorted(set(chunk) - {row.entity_id for row in rows})
+                if missed:  # no row, or a row that does not point at the entity's last record
+                    rows += list(conn.execute(_FROM_RECORDS.where(records_table.c.entity_id.in_(missed))))
+                found.update({row.entity_id: _parse(row.kind, row.body) for row in rows})
         return found
 
     def find(
@@ -573,23 +641,28 @@ class LedgerStore:
     ) -> list[Entity]:
         """The latest record of every entity of this kind (and type, and name or source URI), in the
         order the entities first appeared; with `last`, only the `last` entities that appeared last
-        (after skipping the `skip` that appeared after them: a page, newest first)."""
-        query = _CURRENT.where(latest_table.c.kind == kind.value)
+        (after skipping the `skip` that appeared after them: a page, newest first). Which entities exist is
+        read from the records (an index scan of that type's), never from the current-state table."""
+        c = records_table.c
+        first = func.min(c.seq).label("first_seq")
+        query = select(c.entity_id, first).where(c.kind == kind.value).group_by(c.entity_id)
         if entity_type is not None:
-            query = query.where(latest_table.c.entity_type == entity_type)
+            query = query.where(c.entity_type == entity_type)
         if name is not None:
-            query = query.where(latest_table.c.name == name)
+            query = query.where(c.name == name)
         if last is not None:
-            query = query.order_by(latest_table.c.first_seq.desc()).limit(last).offset(skip)
+            query = query.order_by(first.desc()).limit(last).offset(skip)
         with self._engine.connect() as conn:
-            rows = [(row.first_seq, _parse(row.kind, row.body)) for row in conn.execute(query)]
-        return [entity for _, entity in sorted(rows, key=lambda row: row[0])]
+            firsts = {row.entity_id: row.first_seq for row in conn.execute(query)}
+        found = self.latest(firsts)
+        return [found[i] for i in sorted(firsts, key=firsts.__getitem__) if i in found]
 
     def count(self, kind: Kind, entity_type: str | None = None) -> int:
-        """How many entities of this kind (and type) the ledger holds."""
-        query = select(func.count()).select_from(latest_table).where(latest_table.c.kind == kind.value)
+        """How many entities of this kind (and type) the ledger holds, counted in the records."""
+        c = records_table.c
+        query = select(func.count(func.distinct(c.entity_id))).where(c.kind == kind.value)
         if entity_type is not None:
-            query = query.where(latest_table.c.entity_type == entity_type)
+            query = query.where(c.entity_type == entity_type)
         with self._engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -685,6 +758,10 @@ class LedgerStore:
                 bad_id = next((i for i in chunk if not _state_holds(found.get(i), *touched[i], since)), None)
                 if bad_id:
                     break
+            if bad_id is None:  # a row pointing at a new record must be that record's entity's (an edited id)
+                rows = conn.execute(select(latest.entity_id, latest.seq).where(latest.seq > since.count))
+                bad_id = next((r.entity_id for r in rows if touched.get(r.entity_id, (0, None))[1] is None
+                               or touched[r.entity_id][1].seq != r.seq), None)  # fmt: skip
         if bad_id is None:
             return result
         return VerifyResult(

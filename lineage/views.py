@@ -20,6 +20,7 @@ from typing import Any
 from gates.criteria import criteria
 from gates.rules import DriftOverride
 from lineage import registry
+from lineage.authority import signature_status
 from lineage.configuration import unflatten
 from lineage.diff import RunView, diff, view
 from lineage.entities import (
@@ -36,8 +37,8 @@ from lineage.entities import (
 from lineage.objects import ObjectError, Objects
 from lineage.query import Direction, QueryError, query_lineage
 from lineage.reproduce import expected
-from lineage.signatures import signature_status
-from lineage.store import Head, Kind, LedgerStore
+from lineage.store import Kind, LedgerStore
+from lineage.verification import published_anchor, verify
 
 # Files a page can open: reports and metrics, which people read. Data and models stay in DVC's storage.
 SERVED_TYPES = (ArtifactType.REPORT, ArtifactType.METRICS)
@@ -423,34 +424,6 @@ def servable(artifact: Artifact) -> bool:
 # -- the ledger's health ----------------------------------------------------------------------------------------
 
 
-def published_anchor(store: LedgerStore, objects: Objects | None) -> dict[str, Any] | None:
-    """The ledger head the latest pushed run stored beside its run record in the DVC remote (an anchor kept
-    outside the database), and whether the record it names still has that hash."""
-    if objects is None:
-        return None
-    for run in reversed(store.find(Kind.CONTEXT, ContextType.PIPELINE_RUN, last=20)):
-        if not isinstance(run, Context) or not run.properties.get("run_record"):
-            continue
-        try:
-            stored = objects.run_record(run.name, "ledger-head.json")
-        except ObjectError as error:
-            return {"flow_run_id": run.name, "error": str(error)}
-        if stored is None:
-            continue
-        head = json.loads(stored)
-        anchor = Head(int(head["record_count"]), str(head["head_hash"]))
-        failed = store.check_anchor(anchor)
-        return {
-            "flow_run_id": run.name,
-            "where": f"{objects.remote_url}/runs/{run.name}/ledger-head.json",
-            "record_count": anchor.count,
-            "head_hash": anchor.head_hash,
-            "holds": failed is None,
-            "detail": str(failed) if failed else f"record {anchor.count} still hashes to the published hash",
-        }
-    return None
-
-
 def health_view(store: LedgerStore, objects: Objects | None = None) -> dict[str, Any]:
     """The head, the verification log (`lineage verifications`), the last published anchor, and a read-only
     check of the records appended since the last passing verification (not logged: the console never writes)."""
@@ -468,12 +441,12 @@ def health_view(store: LedgerStore, objects: Objects | None = None) -> dict[str,
         }
     else:
         began = dt.datetime.now(dt.UTC)
-        result = store.verify(since=since)
+        verified = verify(store, objects=objects)  # what `lineage verify` checks, logged nowhere
         check = {
             "ran": True,
             "pending": pending,
-            "ok": result.ok,
-            "detail": str(result),
+            "ok": verified.ok,
+            "detail": "; ".join(verified.lines()),
             "from_record": (since.count if since else 0) + 1,
             "checked_at": began.isoformat(timespec="seconds"),
         }

@@ -5,11 +5,14 @@
 - `GET /health`: the version served and its promotion record (503 while none can be served);
 - `GET /metadata`: the request schema, the model's feature names and where its model card is.
 
-It serves only the production version. A thread polls the ledger's production pointer every
-`poll_seconds`. When the pointer moves (a promotion or a rollback), the thread loads the new version
-beside the old one, then swaps it in: a request in flight finishes on the version it started with, and
-none is dropped. Each swap is recorded as an `EndpointUpdate` on the endpoint's context. A version whose
-files fail their md5 check is refused; the verified one keeps serving, and /health says what was refused.
+It serves only the production version, as the decisions that hold imply it (lineage/decisions.py): the
+version of the latest promotion or rollback whose signature, signer, gates and four eyes check against the
+ledger, never a bare pointer. A thread reads that every `poll_seconds`. When it moves, the thread loads the
+new version beside the old one, then swaps it in: a request in flight finishes on the version it started
+with, and none is dropped. Each swap is recorded as an `EndpointUpdate` on the endpoint's context (the only
+records the endpoint writes: deployments/ledger-roles.sql gives it a database role that can write nothing
+else). A version whose files fail their md5 check, or that a pointer or decision names without a decision
+that holds, is refused: the verified one keeps serving, and /health says what was refused and why.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lineage import registry
-from lineage.entities import Action, ActionType, AssociationType, Context
+from lineage.decisions import Production
+from lineage.entities import Action, Context
 from lineage.objects import Objects
 from lineage.predictions import endpoint_update
 from lineage.query import QueryError
@@ -111,18 +115,23 @@ class Endpoint:
         self._thread: threading.Thread | None = None
 
     def follow_production(self) -> None:
-        """Serve the version production names now, if it is not the one served (one poll)."""
+        """Serve the version the decisions that hold put in production, if it is not the one served (one poll)."""
         try:
             with LedgerStore(self.settings.ledger_url) as store:
-                current = registry.production(store)
+                view = registry.Registry(store)
+                current = view.production()
+                untrusted = _untrusted(view.production_state)
+                if untrusted is not None:
+                    log.error("retail-serve: refused %s: %s", untrusted["model_version"], untrusted["reason"])
                 if current is None:
                     self.served.unavailable = "no model version is in production"
+                    self.served.refused = untrusted
                     return
                 served = self.served.version
                 refused = self.served.refused
                 if served is not None and served.name == current.name:
                     self.served.version = current  # its latest record: status, reasons
-                    self.served.refused = None  # production is back on it: a refusal now says nothing
+                    self.served.refused = untrusted  # a file refusal says nothing once production is back on it
                     return
                 if refused is not None and refused["model_version"] == current.name:
                     return  # refused already; a new promotion or rollback moves the pointer again
@@ -136,8 +145,8 @@ class Endpoint:
                     return
                 now = dt.datetime.now(dt.UTC)
                 store.append(endpoint_update(store, self.settings.endpoint, current, now, self.settings.serving))
-                promoted = _promotion(store, current)
-                self.served = Served(scorer, current, now, promoted)  # one assignment: old or new, never half
+                promoted = _promotion(view.production_state)
+                self.served = Served(scorer, current, now, promoted, untrusted)  # one assignment: never half
                 log.info("retail-serve: now serving %s on %s", current.name, self.settings.endpoint)
         except LedgerError as error:
             log.error("retail-serve: the ledger cannot be read: %s", error)
@@ -312,21 +321,31 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
     return BodyLimit(app, settings.max_body_bytes)  # type: ignore[return-value]
 
 
-def _promotion(store: LedgerStore, version: Context) -> dict[str, Any] | None:
-    """The decision that put `version` in production (who, when, why, signed by whom)."""
-    sources = store.linked([version.id], "destination", [AssociationType.CONTRIBUTED_TO])[version.id]
-    decisions = sorted(
-        (e for e in sources if isinstance(e, Action) and e.action_type == ActionType.PROMOTION), key=lambda a: a.start
-    )
-    put = [a for a in decisions if a.parameters.get("decision") in ("promoted", "rolled_back")]
-    if not put:
+def _promotion(state: Production) -> dict[str, Any] | None:
+    """The decision that put the production version there (who, when, why, signed by whom)."""
+    decided = state.decision.entity() if state.decision is not None else None
+    if not isinstance(decided, Action):
         return None
-    p = put[-1].parameters
+    p = decided.parameters
     return {
         "decision": p.get("decision"),
         "by": p.get("by"),
-        "at": put[-1].start.isoformat(),
+        "at": decided.start.isoformat(),
         "reason": p.get("reason"),
         "signed_by": p.get("signed_by"),
         "previous_production": p.get("previous_production"),
     }
+
+
+def _untrusted(state: Production) -> dict[str, str] | None:
+    """What the endpoint refuses to follow: a pointer naming a version no decision that holds put in production, or
+    a later promotion or rollback that does not hold (the newest)."""
+    if state.pointer_disagrees and state.pointer:
+        reason = "the production pointer names it, but no decision that holds put it in production"
+        if state.refused:
+            reason += f"; the decision at {state.refused[0].line()}"
+        return {"model_version": state.pointer, "reason": reason}
+    if state.refused:
+        newest = state.refused[0]
+        return {"model_version": str(newest.version), "reason": f"the decision at {newest.line()}"}
+    return None

@@ -458,7 +458,7 @@ def browser_page(url: str, name: str, tmp_path: Path) -> str:
     return re.sub(r"<[^>]+>", " ", shown.stdout)
 
 
-SSH_KEY_NAMES = ("alice", "bob", "mallory", "lineage-pipeline")
+SSH_KEY_NAMES = ("alice", "bob", "carol", "ally", "mallory", "lineage-pipeline")
 
 
 @pytest.fixture(scope="session")
@@ -493,7 +493,8 @@ def record_two_weeks(store: Any, root: Path) -> tuple[list[str], list[str]]:
 
 def register_approvers(store: Any, keys: dict[str, Path], *names: str) -> None:
     """Register `names` as approvers: the first by itself, the others by the first."""
-    from lineage.signatures import Signer, read_public_key, register
+    from lineage.authority import register
+    from lineage.signatures import Signer, read_public_key
 
     first = Signer(names[0], keys[names[0]])
     for name in names:

@@ -162,7 +162,9 @@ def test_a_model_a_flow_run_trained_in_dev_is_promoted_in_prod_and_traced_back(
     it in the workspace's SQLite ledger and pushed its files to the DVC remote; prod imports from that remote."""
     dev_db = f"sqlite:///{built_copy / 'lineage.db'}"
     monkeypatch.delenv("LINEAGE_DB_URL", raising=False)
-    lineage(dev_db, built_copy, "init", "--approver", "alice", "--key", str(ssh_keys["alice"]))
+    # A dev workspace whose flow runs without the pipeline's key: its policy allows unsigned pipeline decisions.
+    lineage(dev_db, built_copy, "init", "--approver", "alice", "--key", str(ssh_keys["alice"]),
+            "--unsigned-decisions", "allowed")  # fmt: skip
     state, _ = run_flow(built_copy, monkeypatch)
     assert state.is_completed(), state.message
     flow_run_id = str(state.state_details.flow_run_id)

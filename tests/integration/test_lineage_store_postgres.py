@@ -29,8 +29,9 @@ from lineage.entities import (
 )
 from lineage.query import Direction, query_lineage
 from lineage.recorder import RunInfo, StageRun, record_run
-from lineage.signatures import Signer, check_ledger, check_signatures, signed_records
+from lineage.signatures import Signer
 from lineage.store import Kind, LedgerError, LedgerStore, Problem, Verification
+from lineage.verification import check_decisions
 from tests.conftest import POSTGRES_PSYCOPG, postgres_database, register_approvers
 from tests.ledger_oracle import assert_reads_match_scan
 
@@ -182,11 +183,11 @@ def test_sqlite_and_postgres_give_the_same_query_and_registry_answers(
         assert answers(lite) == answers(pg)
         statuses = [[v.properties["status"] for v in registry.versions(store)] for store in (lite, pg)]
         assert statuses == [["production", "rejected", "rejected"]] * 2
-        checked = [str(check_signatures(signed_records(store))) for store in (lite, pg)]
+        checked = [str(check_decisions(store)) for store in (lite, pg)]
         assert checked == ["signatures ok: 2 valid (by alice), 3 unsigned decisions (no key was set)"] * 2
         # The indexed reads equal a scan of every record, on both backends, for every entity and type.
         assert assert_reads_match_scan(lite) == assert_reads_match_scan(pg) > 0
-        from_record_20 = {str(check_ledger(store, since=20)) for store in (lite, pg)}
+        from_record_20 = {str(check_decisions(store, since=20)) for store in (lite, pg)}
         assert len(from_record_20) == 1
         assert next(iter(from_record_20)).startswith("signatures ok: ")
 

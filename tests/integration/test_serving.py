@@ -8,9 +8,11 @@ import http.client
 import json
 import re
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,18 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.conftest import GIT_ENV, VENV_BIN, free_port, prefect_server, stage_env, two_weeks_trained
+from tests import insider
+from tests.conftest import (
+    GIT_ENV,
+    POSTGRES_PSYCOPG,
+    REPO,
+    VENV_BIN,
+    free_port,
+    postgres_database,
+    prefect_server,
+    stage_env,
+    two_weeks_trained,
+)
 
 pytestmark = pytest.mark.integration
 POLL_SECONDS = "0.5"
@@ -219,6 +232,105 @@ def test_the_endpoint_follows_production_without_failing_a_request(world: World,
     assert world.previous in text
 
 
+def _start(world: World, **env: str) -> tuple[subprocess.Popen[str], str]:
+    """Another retail-serve process on the world's clone (with `env` added), once it answers /health."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "retail-serve"), "--port", str(port), "--poll-seconds", POLL_SECONDS],
+        cwd=world.clone, env={**world.env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            _get(url, "/health")
+            return process, url
+        except OSError:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            time.sleep(0.1)
+    pytest.fail("retail-serve did not answer")
+
+
+def _copy_to_postgres(db: Path, url: str) -> None:
+    """The world's ledger, record for record, in a PostgreSQL database (the chain does not depend on the backend)."""
+    from sqlalchemy import create_engine, update
+
+    from lineage.store import LedgerStore, head_table, rebuild_latest, records_table
+
+    LedgerStore(url).close()  # its tables, as the pipeline's role creates them
+    with sqlite3.connect(db) as source:
+        rows = source.execute("SELECT * FROM ledger_records ORDER BY seq").fetchall()
+        count, digest = source.execute("SELECT record_count, head_hash FROM ledger_head").fetchone()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        names = records_table.columns.keys()
+        conn.execute(records_table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+        conn.execute(update(head_table).values(record_count=count, head_hash=digest))
+        rebuild_latest(conn)
+    engine.dispose()
+
+
+def _psql(database: str, *args: str, user: str = "postgres") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", user, "-d", database, "-v", "ON_ERROR_STOP=1", *args],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+
+
+def test_the_endpoint_records_its_updates_through_a_role_that_cannot_write_decisions(
+    world: World, tmp_path: Path
+) -> None:
+    """retail-serve on PostgreSQL with the role deployments/ledger-roles.sql gives it: it records its updates,
+    while the same role's plain INSERT of a decision, or UPDATE of a record, is refused by the database."""
+    serving = _production(world)
+    role = f"serve_{uuid.uuid4().hex[:10]}"
+    with postgres_database("serving_role") as database:
+        owner = POSTGRES_PSYCOPG.format(database=database)
+        _copy_to_postgres(world.db, owner)
+        assert _psql(database, "-c", f"CREATE ROLE {role} LOGIN").returncode == 0
+        try:
+            granted = _psql(database, "-v", f"serving={role}", "-f", str(REPO / "deployments/ledger-roles.sql"))
+            assert granted.returncode == 0, granted.stderr
+            process, url = _start(world, LINEAGE_DB_URL=f"postgresql+psycopg://{role}@127.0.0.1:5432/{database}")
+            try:
+                assert _wait_for(url, serving)["status"] == "serving"
+                updates = "SELECT count(*) FROM ledger_records WHERE entity_type = 'EndpointUpdate'"
+                assert _psql(database, "-tAc", updates).stdout.strip() == str(_updates(world) + 1)
+                forged = (
+                    "INSERT INTO ledger_records VALUES (100000, 'action', 'forged', 'Promotion', NULL, NULL, NULL, "
+                    "'{}', 'x', 'y')"
+                )
+                refused = _psql(database, "-c", forged, user=role)
+                assert refused.returncode != 0
+                assert 'new row violates row-level security policy for table "ledger_records"' in refused.stderr
+                edited = _psql(database, "-c", "UPDATE ledger_records SET body = '{}' WHERE seq = 1", user=role)
+                assert "permission denied for table ledger_records" in edited.stderr
+                assert "permission denied" in _psql(database, "-c", "DELETE FROM ledger_head", user=role).stderr
+                # A promotion by the owner: the endpoint follows it and records that update too.
+                other = world.production if serving == world.previous else world.previous
+                promoted = subprocess.run(
+                    [str(VENV_BIN / "lineage"), "models", "promote", other, "--by", "alice", "--key", str(world.alice),
+                     "--reason", "on PostgreSQL", "--db", owner],
+                    cwd=tmp_path, env=world.env(), capture_output=True, text=True,  # no anchor for this copy
+                )  # fmt: skip
+                assert promoted.returncode == 0, promoted.stderr
+                assert _wait_for(url, other)["promotion"]["by"] == "alice"
+                assert _psql(database, "-tAc", updates).stdout.strip() == str(_updates(world) + 2)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        finally:
+            _psql("postgres", "-c", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            _psql("postgres", "-c", f"DROP ROLE IF EXISTS {role}")
+
+
+def _production(world: World) -> str:
+    return str(json.loads(world.lineage("models", "list", "--status", "production", "--format", "json"))[0]["name"])
+
+
+def _updates(world: World) -> int:
+    with sqlite3.connect(world.db) as raw:
+        (count,) = raw.execute("SELECT count(*) FROM ledger_records WHERE entity_type = 'EndpointUpdate'").fetchone()
+    return int(count)
+
+
 def test_a_tampered_model_is_refused_and_the_verified_one_keeps_serving(world: World, endpoint: str) -> None:
     serving = _wait_for(endpoint, world.previous)["model_version"]
     target = world.production
@@ -287,3 +399,48 @@ def test_a_ledger_that_cannot_be_opened_is_one_line(world: World, tmp_path: Path
     assert done.returncode == 2
     assert done.stderr.startswith("retail-serve: error: cannot open the lineage ledger at sqlite:///")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_forged_promotion_moves_nothing_and_the_endpoint_says_so(world: World, endpoint: str) -> None:
+    """With plain SQL and no key: a status record, a pointer move and an unsigned promotion of the previous
+    version, the chain rehashed. The endpoint keeps serving the verified version, and /health says what it
+    refused and why; `lineage verify` names the forged decision."""
+    serving = _get(endpoint, "/health")[1]["model_version"]
+    target = world.previous if serving != world.previous else world.production
+    version_id = _entity_id(world, target)
+    status = insider.latest_body(world.db, version_id)
+    status["properties"] |= {"status": "production", "status_reason": "approved by the model risk board"}
+    pointer_id = json.loads(world.lineage("query", "production", "--format", "json", "--depth", "1", "--include-edges"))
+    pointer = next(v for v in pointer_id["vertices"] if v["type"] == "Deployment")
+    moved = insider.latest_body(world.db, pointer["id"])
+    moved["properties"]["model_version"] = target
+    promotion: dict[str, Any] = {
+        "id": str(uuid.uuid4()), "action_type": "Promotion", "status": "Completed", "command": f"promoted {target}",
+        "start": "2026-12-07T12:00:00Z", "end": "2026-12-07T12:00:00Z", "prefect_task_run_id": None,
+        "metadata": {"repository": None, "commit_id": None, "generated_by": None, "project_id": None},
+        "parameters": {"decision": "promoted", "model_version": target, "previous_production": serving,
+                       "by": "alice", "reason": "approved by the model risk board", "signature": "unsigned"},
+    }  # fmt: skip
+    _, _, seq = insider.append(world.db, [
+        ("context", version_id, "ModelVersion", target, None, None, status),
+        ("context", pointer["id"], "Deployment", "production", None, None, moved),
+        ("action", promotion["id"], "Promotion", None, None, None, promotion),
+    ])  # fmt: skip
+    for _ in range(int(40 * float(POLL_SECONDS) / 0.1)):
+        health = _get(endpoint, "/health")[1]
+        if health["refused"] and health["refused"]["model_version"] == target:
+            break
+        time.sleep(0.1)
+    assert health["model_version"] == serving
+    assert f"seq {seq} (entity {promotion['id']})" in health["refused"]["reason"]
+    assert "unsigned, and the ledger's policy refuses unsigned decisions" in health["refused"]["reason"]
+    connection = http.client.HTTPConnection(endpoint, timeout=60)
+    assert _post(connection, "/predict", {"rows": _rows(world, 1)})[1]["model_version"] == serving
+    done = subprocess.run([str(VENV_BIN / "lineage"), "verify", "--full"], cwd=world.clone, env=world.env(),
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1
+    assert f"signatures FAILED at seq {seq} (entity {promotion['id']})" in done.stdout
+
+
+def _entity_id(world: World, version: str) -> str:
+    return str(json.loads(world.lineage("models", "show", version, "--format", "json"))["id"])

@@ -49,6 +49,12 @@ class FakeObjects:
     def run_record(self, flow_run_id: str, name: str) -> bytes | None:
         return None
 
+    def remote(self) -> str:
+        return self.remote_url
+
+    def latest_anchor(self, ledger_id: str) -> None:
+        return None  # no decision published one
+
 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:

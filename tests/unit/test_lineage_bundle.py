@@ -19,6 +19,7 @@ from pydantic import JsonValue
 
 from bench.bundle_world import dvc_repository, object_path, record_weeks
 from lineage import registry
+from lineage.authority import approver, approver_record, approvers, register
 from lineage.bundle import BundleError, build_bundle, export_bundle, import_bundle, ledger_id, read_bundle, to_bytes
 from lineage.console.app import create_app
 from lineage.entities import (
@@ -39,18 +40,9 @@ from lineage.objects import Objects
 from lineage.query import Direction, query_lineage
 from lineage.registry import RegistryError
 from lineage.reproduce import expected
-from lineage.signatures import (
-    Signer,
-    approver,
-    approver_record,
-    approvers,
-    body_sha256,
-    check_ledger,
-    read_public_key,
-    register,
-    sign,
-)
-from lineage.store import Kind, LedgerStore, canonical_json
+from lineage.signatures import Signer, body_sha256, read_public_key, sign
+from lineage.store import HASHED_COLUMNS, Kind, LedgerStore, canonical_json, record_columns, record_hash
+from lineage.verification import check_decisions
 
 
 @dataclass
@@ -216,9 +208,9 @@ def test_import_links_the_lineage_and_both_ledgers_verify(world: World) -> None:
 
     for ledger in (world.dev, world.prod):
         assert ledger.verify().ok
-        report = check_ledger(ledger)
+        report = check_decisions(ledger)
         assert report.ok, report
-    assert check_ledger(world.prod).imported == 1  # the pipeline's signed promotion in dev
+    assert check_decisions(world.prod).imported == 1  # the pipeline's signed promotion in dev
 
     # reproduce reads the same run from either side
     on_dev, on_prod = expected(world.dev, version), expected(world.prod, version)
@@ -251,7 +243,7 @@ def test_reimport_adds_nothing_and_a_newer_bundle_only_its_news(tmp_path: Path, 
     qualified = world.prod.get(context_id(ContextType.MODEL_VERSION, f"{version}@{origin[:12]}"))
     assert isinstance(qualified, Context)
     assert qualified.properties["status"] == dev_version.properties["status"]
-    assert check_ledger(world.prod).ok
+    assert check_decisions(world.prod).ok
     assert world.prod.verify().ok
     world.dev.close()
     world.prod.close()
@@ -270,7 +262,49 @@ def test_promotion_of_an_imported_version_says_where_it_was_trained(world: World
     assert decision.parameters["trained_in"] == origin
     assert decision.parameters["signed_by"] == "bob"
     assert registry.production(world.prod) == promoted
-    assert check_ledger(world.prod).ok
+    assert check_decisions(world.prod).ok
+
+
+def test_a_trusted_exporter_cannot_rewrite_a_decision_of_the_importing_ledger(world: World) -> None:
+    """dev-alice's key is trusted in prod. A bundle she signs carries a record with the id of prod's own signed
+    promotion and another reason (unsigned, so no signature check stops it): refused in one line, nothing
+    appended, and prod's decision still reads as bob signed it."""
+    version = world.versions[0][0]
+    world.trust()
+    import_bundle(world.prod, world.export(), world.objects())
+    registry.promote(world.prod, version, Signer("bob", world.keys["bob"]), "validated in staging")
+    (own,) = registry.report(world.prod, version).decisions
+    rewritten = Action.model_validate(
+        {
+            **own.model_dump(mode="json"),
+            "parameters": {
+                **{k: v for k, v in own.parameters.items() if k != "signed_by"},
+                "reason": "forged",
+                "signature": "unsigned",
+            },
+        }
+    )
+
+    def carry(data: dict) -> None:
+        head = data["source"]["head_count"] + 1
+        columns = {"seq": head, **record_columns(rewritten), "prev_hash": data["source"]["head_hash"]}
+        columns["record_hash"] = record_hash([columns[c] for c in HASHED_COLUMNS])
+        data["records"].append(columns)
+        data["source"] |= {"head_count": head, "head_hash": columns["record_hash"]}
+        data["attestation"] |= {"head_count": head, "head_hash": columns["record_hash"]}
+        data["attestation"]["decisions"][own.id] = body_sha256(columns["body"])
+
+    forged = _resigned(world, carry)
+    head = world.prod.head()
+    with pytest.raises(BundleError) as refused:
+        import_bundle(world.prod, forged, world.objects())
+    assert str(refused.value) == (
+        f"{forged}: refused, nothing appended: its Action {own.id} would take the id of a record this ledger "
+        "already holds, with other content"
+    )
+    assert world.prod.head() == head
+    (still,) = registry.report(world.prod, version).decisions
+    assert (still.parameters["reason"], still.parameters["signed_by"]) == ("validated in staging", "bob")
 
 
 def test_imported_approvers_grant_no_rights(world: World) -> None:
@@ -412,7 +446,7 @@ RESIGNED: dict[str, tuple[Callable[[World], Callable[[dict], None]], str, str]] 
     "decision's signer not in the bundle": (
         lambda w: _without_pipeline,
         "alice",
-        r"\(decision [\w-]+\): signed by 'lineage-pipeline', whose Approver record is not",
+        r"\(decision [\w-]+\): signed by 'lineage-pipeline', who is not an active approver",
     ),
     "attestation with another decision hash": (
         lambda w: _other_decision_hash,
@@ -478,7 +512,7 @@ def test_verify_checks_an_import_from_its_head_on(world: World) -> None:
     world.trust()
     before = world.prod.head()
     import_bundle(world.prod, world.export(), world.objects())
-    since = check_ledger(world.prod, since=before.count)  # as `lineage verify` after an earlier verification
+    since = check_decisions(world.prod, since=before.count)  # as `lineage verify` after an earlier verification
     assert since.ok, since
     assert since.imported == 1
 
@@ -508,7 +542,7 @@ def _forgery(world: World, case: str) -> tuple[list[Entity], dict[str, str]]:
     origin = ledger_id(world.dev)
     as_alice = Signer("alice", world.keys["mallory"])
     mallory = read_public_key(world.keys["mallory"].with_suffix(".pub"))
-    registration, _ = sign(approver_record("alice", mallory, "alice"), as_alice)
+    registration, _ = sign(approver_record("alice", mallory, "alice", origin), as_alice)
     assert isinstance(registration, Context)
     origin_properties = {IMPORTED_FROM: origin, ORIGIN_NAME: "alice"}
     forged_alice = Context(context_type=ContextType.APPROVER, name=f"alice@{origin[:12]}",
@@ -554,12 +588,12 @@ def test_records_appended_as_if_imported_without_an_approvers_attestation_fail_v
     verify checks. Without it, mallory could sign decisions as dev's alice."""
     world.trust()
     import_bundle(world.prod, world.export(), world.objects())
-    assert check_ledger(world.prod).ok
+    assert check_decisions(world.prod).ok
     records, names = _forgery(world, case)
     seqs = world.prod.append(records)
     assert world.prod.verify().ok  # the chain holds: only the signatures can tell
     at, message = FORGERIES[case]
-    report = check_ledger(world.prod)
+    report = check_decisions(world.prod)
     assert not report.ok
     assert (report.seq, report.entity_id) == (seqs[at], records[at].id), report
     assert message.format(**names) in report.detail

@@ -20,7 +20,9 @@ from tests.ledger_oracle import assert_reads_match_scan
 
 def lineage(db: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LINEAGE_DB_URL": f"sqlite:///{db}"}
-    done = subprocess.run([str(VENV_BIN / "lineage"), *args], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(VENV_BIN / "lineage"), *args], env=env, capture_output=True, text=True, check=False, cwd=db.parent
+    )  # outside any DVC checkout: no anchor goes to this project's remote
     assert (done.returncode == 0) == ok, f"lineage {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -119,7 +121,11 @@ def test_signed_decisions_from_init_to_a_four_eyes_override_and_a_rollback(
     assert (json.loads(rolled.stdout)["name"], json.loads(rolled.stdout)["status"]) == (good, "production")
     verified = lineage(db, "verify").stdout.splitlines()
     assert verified[0].startswith("chain ok: ")
-    assert verified[1] == "signatures ok: 5 valid (by alice, bob), 2 unsigned decisions (no key was set)"
+    assert verified[1] == "anchor: none checked: no DVC remote here (see --repository and --remote)"
+    assert verified[2] == (
+        "signatures ok: 6 valid (by alice, bob), 2 unsigned decisions (allowed by the policy then); "
+        "policy: unsigned decisions refused; two approvers sign every approver or policy change"
+    )
 
 
 def test_diff_and_the_archive_through_the_command(ledger: tuple[Path, list[str], list[str]], tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ from lineage.entities import (
     Entity,
 )
 from lineage.query import Direction, QueryError, query_lineage, resolve
+from lineage.registry import promotion
+from lineage.signatures import mark_unsigned
 from lineage.store import LedgerStore
 
 START = dt.datetime(2026, 1, 5, 6, tzinfo=dt.UTC)
@@ -55,8 +57,15 @@ def _data(uri: str, version: int, kind: ArtifactType = ArtifactType.DATASET) -> 
 
 
 CODE = Artifact(artifact_type=ArtifactType.CODE, source_uri="https://git.example/retail.git", md5="c0ffee")
-VERSION = Context(context_type=ContextType.MODEL_VERSION, name="model-1", properties={"status": "production"})
-DEPLOYED = Context(context_type=ContextType.DEPLOYMENT, name="production", properties={"model_version": "model-1"})
+VERSION = Context(
+    context_type=ContextType.MODEL_VERSION,
+    name="model-1",
+    properties={"status": "candidate", "drift_gate": "passed", "fairness_gate": "passed"},
+)
+# The pipeline's promotion of it (unsigned: this demo ledger has no policy), its status record and the pointer.
+PROMOTED = [
+    mark_unsigned(e) if isinstance(e, Action) else e for e in promotion(None, VERSION, "lineage-pipeline", "ok")
+]
 GATE = Action(
     id="fairness-gate-1",
     action_type=ActionType.FAIRNESS_GATE,
@@ -86,7 +95,7 @@ def store(tmp_path: Path) -> Iterator[LedgerStore]:
                 CODE,
                 *_week(1),
                 VERSION,
-                DEPLOYED,
+                *PROMOTED,
                 GATE,
                 _edge(model_1, VERSION, AssociationType.ASSOCIATED_WITH),
                 _edge(GATE, VERSION, CONTRIBUTED),

@@ -16,12 +16,14 @@ import yaml
 
 from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
 from lineage import registry
+from lineage.authority import register
 from lineage.entities import Action, ActionStatus, ActionType, Artifact, ArtifactType, Context, ContextType
 from lineage.query import Direction, query_lineage
 from lineage.recorder import Provenance, RunInfo, StageRun, record_run
 from lineage.registry import ModelStatus, RegistryError
-from lineage.signatures import Signer, check_signatures, read_public_key, register, signed_records
+from lineage.signatures import Signer, read_public_key
 from lineage.store import Kind, LedgerConflict, LedgerStore
+from lineage.verification import check_decisions
 from tests.conftest import register_approvers
 
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
@@ -153,9 +155,11 @@ def test_overriding_a_failed_gate_takes_two_different_signed_approvers(
         "override_request": request.id,
         "override_requested_by": "alice",
         "signed_by": "bob",
+        "gates": {"drift_gate": "passed", "fairness_gate": "failed"},  # what it relied on, as recorded
+        "ledger_id": store.ledger_id(),  # where it holds: never replayed into another ledger
     }
     assert str(approval.parameters["signature"]).startswith("-----BEGIN SSH SIGNATURE-----")
-    report = check_signatures(signed_records(store))
+    report = check_decisions(store)
     assert report.ok, str(report)
     assert (report.signers, report.unsigned) == ({"alice", "bob"}, 2)  # the pipeline signed nothing: no key
     with pytest.raises(RegistryError, match="already in production"):

@@ -1,0 +1,547 @@
+"""Which decisions hold, and what the ones that hold imply: the model registry as the signed record proves it.
+
+A decision (a Promotion action) holds when:
+- it names this ledger (once a policy is recorded) and is recorded once: a replay is refused;
+- it is signed by an approver active at that point, with their registered key; or it is the pipeline's own
+  decision, unsigned, where the ledger's policy allows unsigned decisions;
+- the pipeline's key signs only the pipeline's own decisions: promoted (without an override), rejected,
+  held and kept; a rollback and an override are signed by people;
+- a promotion without an override relies on gate verdicts that allow it, as the version's first record
+  holds them (and as the decision quotes them, when it does);
+- an override's promotion follows a request for the same version that holds, signed by someone else, by
+  name and by key (four eyes).
+
+What holds implies the registry: production is the version of the latest promotion or rollback that
+holds, and a version's status follows from the decisions that hold on it. Status records and the
+production pointer only say so for people and graphs: readers never take them on their word, and
+`lineage verify` names the first one that says otherwise (`RegistryCheck`). Decisions imported from
+another ledger are that ledger's history: they change nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sshsig.ssh_public_key import PublicKey
+
+from gates.rules import may_promote
+from lineage.authority import GOVERNANCE, PIPELINE, Authority, Policy, replay
+from lineage.entities import (
+    IMPORTED_FROM,
+    Action,
+    ActionType,
+    Context,
+    ContextType,
+    Decision,
+    ModelStatus,
+    context_id,
+)
+from lineage.signatures import (
+    SIGNATURE,
+    UNSIGNED,
+    body_sha256,
+    decision_problem,
+    original_body,
+    public_key,
+    record_signature_problem,
+)
+from lineage.store import Kind, LedgerRecord, LedgerStore
+
+# What a pipeline run decides by itself (a promotion: without an override).
+AUTOMATIC = {Decision.PROMOTED, Decision.REJECTED, Decision.HELD, Decision.KEPT}
+MOVES_PRODUCTION = {Decision.PROMOTED, Decision.ROLLED_BACK}
+PROMOTIONS = [(Kind.ACTION, ActionType.PROMOTION.value)]
+PRODUCTION_POINTER = context_id(ContextType.DEPLOYMENT, "production")
+GATES = ("drift_gate", "fairness_gate")
+
+
+class Facts(Protocol):
+    """What judging one decision needs besides the decision and the authority at its point."""
+
+    def authority_at(self, seq: int) -> Authority: ...  # just before `seq`
+
+    def verdicts(self, version: str, seq: int) -> dict[str, Any] | None: ...  # the version's first record's
+
+    def request(self, request_id: str, seq: int) -> tuple[str, PublicKey, str] | str: ...  # signer, key, version
+
+    def recorded_before(self, entity_id: str, seq: int) -> bool: ...
+
+
+def is_imported(record: LedgerRecord, values: dict[str, Any], authority: Authority) -> bool:
+    """A decision of another ledger's history, carried in by an import: it names that ledger, or (recorded
+    before decisions named one) an import that holds listed it before it was recorded."""
+    named = values.get("ledger_id")
+    if named is not None:
+        return named != authority.ledger_id
+    listed = authority.imported.get(record.entity_id)
+    return listed is not None and listed < record.seq
+
+
+def judge(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[str | None, PublicKey | None]:
+    """Why the local decision at `record` (its parsed `body`) does not hold (None if it holds), and the key
+    that signed it."""
+    authority, values = facts.authority_at(record.seq), body["parameters"]
+    outcome = values.get("decision")
+    if outcome not in set(Decision):
+        return f"decides {str(outcome)[:40]!r}, which is no decision", None
+    if problem := authority.ledger_problem(values):
+        return problem, None
+    if facts.recorded_before(record.entity_id, record.seq):
+        return "a decision recorded a second time: a replay", None
+    override = bool(values.get("override"))
+    automatic = outcome in AUTOMATIC and not override
+    key = None
+    if values.get(SIGNATURE) in (None, UNSIGNED):
+        if not authority.policy.unsigned_allowed:
+            return "it is unsigned, and the ledger's policy refuses unsigned decisions", None
+        if not automatic or not str(values.get("by", "")).startswith(PIPELINE):
+            return f"an unsigned {outcome} decision: only the pipeline's own decisions may be unsigned", None
+    else:
+        problem, key = decision_problem(body, authority.keys, "at this point")
+        if problem:
+            return problem, key
+        if values.get("signed_by") == PIPELINE and not automatic:
+            return f"a {outcome} decision signed by the pipeline's key, which signs only the pipeline's own", key
+    version = str(values.get("model_version"))
+    if outcome == Decision.PROMOTED and not override:
+        verdicts = facts.verdicts(version, record.seq)
+        if verdicts is None:
+            return f"it promotes {version[:80]}, which has no record before it", key
+        if not may_promote(verdicts["drift_gate"], verdicts["fairness_gate"]):
+            said = ", ".join(f"{gate} {verdicts[gate]}" for gate in GATES)
+            return f"it promotes {version} without an override, but its gates did not pass as recorded ({said})", key
+        quoted = values.get("gates")
+        if quoted is not None and quoted != verdicts:
+            return f"it quotes gate verdicts {quoted} other than {version}'s record ({verdicts})", key
+    if outcome == Decision.PROMOTED and override:
+        request = facts.request(str(values.get("override_request")), record.seq)
+        if isinstance(request, str):
+            return request, key
+        requester, requester_key, requested = request
+        if requested != version:
+            return f"it approves an override request for {requested}, not for {version}", key
+        if values.get("signed_by") == requester or key == requester_key:
+            return f"the override was requested and approved by the same person ({requester}): four eyes needed", key
+    return None, key
+
+
+def _verdicts(properties: dict[str, Any]) -> dict[str, Any]:
+    return {gate: properties.get(gate) for gate in GATES}
+
+
+class StoreFacts:
+    """Facts read from the ledger by index: what readers judge decisions with."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self.ledger_id = store.ledger_id()
+        self.governance = list(store.records(GOVERNANCE))
+        self._authorities: dict[int, Authority] = {}
+        self.end = replay(self.governance, self.ledger_id)
+
+    def authority_at(self, seq: int) -> Authority:
+        if seq not in self._authorities:
+            self._authorities[seq] = replay(self.governance, self.ledger_id, before=seq)
+        return self._authorities[seq]
+
+    def verdicts(self, version: str, seq: int) -> dict[str, Any] | None:
+        first = _first(self.store.records(ids=[context_id(ContextType.MODEL_VERSION, version)], upto=seq - 1))
+        return None if first is None else _verdicts(json.loads(first.body)["properties"])
+
+    def request(self, request_id: str, seq: int) -> tuple[str, PublicKey, str] | str:
+        record = _first(self.store.records(ids=[request_id], upto=seq - 1))
+        if record is None or record.entity_type != ActionType.PROMOTION.value:
+            return f"an override promotion whose request {request_id[:80]} is not recorded before it"
+        return _request(record, json.loads(record.body), self)
+
+    def recorded_before(self, entity_id: str, seq: int) -> bool:
+        return _first(self.store.records(ids=[entity_id], upto=seq - 1)) is not None
+
+
+def _request(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[str, PublicKey, str] | str:
+    """The override request at `record`: who signed it, with which key, for which version; or why it does not hold."""
+    values = body["parameters"]
+    if values.get("decision") != Decision.OVERRIDE_REQUESTED:
+        return f"an override promotion whose request {record.entity_id} is a {values.get('decision')} decision"
+    problem, key = judge(record, body, facts)
+    if problem or key is None:
+        return f"an override promotion whose request does not hold ({problem or 'unsigned'})"
+    return str(values.get("signed_by")), key, str(values.get("model_version"))
+
+
+def _first(records: Iterator[LedgerRecord]) -> LedgerRecord | None:
+    """The first of `records`, the read closed."""
+    try:
+        return next(records, None)
+    finally:
+        records.close()  # type: ignore[attr-defined]
+
+
+# -- what readers see ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A decision or record that does not hold, and why."""
+
+    seq: int
+    entity_id: str
+    reason: str
+    version: str | None = None  # the version a refused decision would have put in production
+
+    def line(self) -> str:
+        return f"seq {self.seq} (entity {self.entity_id}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class Production:
+    """The version in production as the decisions that hold imply it, the decision that put it there, and what
+    was passed over: later production decisions that do not hold, and a pointer that names another version."""
+
+    name: str | None
+    decision: LedgerRecord | None
+    refused: list[Refusal] = field(default_factory=list)
+    pointer: str | None = None
+
+    @property
+    def pointer_disagrees(self) -> bool:
+        return self.pointer != self.name
+
+    def warnings(self) -> list[str]:
+        lines = [f"refused decision at {r.line()}" for r in self.refused]
+        if self.pointer_disagrees:
+            lines.append(
+                f"the production pointer names {self.pointer or 'no version'}, but the decisions that hold put "
+                f"{self.name or 'no version'} in production"
+            )
+        return lines
+
+
+def production(store: LedgerStore, facts: StoreFacts | None = None, before: int | None = None) -> Production:
+    """Which version is in production (just before seq `before`, if given): the latest promotion or rollback
+    that holds, newest first; a few reads when the latest one holds, however long the ledger."""
+    facts = facts or StoreFacts(store)
+    refused: list[Refusal] = []
+    found: LedgerRecord | None = None
+    records = store.records(PROMOTIONS, newest_first=True, upto=None if before is None else before - 1)
+    try:
+        for record in records:
+            body = json.loads(record.body)
+            values = body["parameters"]
+            if values.get("decision") not in MOVES_PRODUCTION or is_imported(record, values, facts.end):
+                continue
+            problem, _ = judge(record, body, facts)
+            if problem is None:
+                found = record
+                break
+            refused.append(Refusal(record.seq, record.entity_id, problem, str(values.get("model_version"))))
+    finally:
+        records.close()  # type: ignore[attr-defined]
+    pointer = store.get(PRODUCTION_POINTER)
+    named = pointer.properties.get("model_version") if isinstance(pointer, Context) else None
+    name = str(json.loads(found.body)["parameters"]["model_version"]) if found else None
+    return Production(name, found, refused, str(named) if named else None)
+
+
+def version_status(store: LedgerStore, version: Context, current: Production, facts: StoreFacts) -> str:
+    """`version`'s status as the decisions that hold on it imply: candidate until one does; production while
+    it is the production version; archived or rejected when a later promotion or rollback replaced it."""
+    if IMPORTED_FROM in version.properties:
+        return str(version.properties.get("status"))  # another ledger's record: its history, not ours
+    linked = store.edges([version.id], toward="destination")
+    ids = [edge.source_id for edge in linked if edge.association_type == "ContributedTo"]
+    status, put_at = ModelStatus.CANDIDATE.value, 0
+    for record in list(store.records(PROMOTIONS, ids=ids)) if ids else []:
+        body = json.loads(record.body)
+        values = body["parameters"]
+        if values.get("model_version") != version.name or is_imported(record, values, facts.end):
+            continue
+        if judge(record, body, facts)[0] is not None:
+            continue
+        outcome = values.get("decision")
+        if outcome in MOVES_PRODUCTION:
+            status, put_at = ModelStatus.PRODUCTION.value, record.seq
+        elif outcome == Decision.OVERRIDE_REQUESTED:
+            status = ModelStatus.PENDING.value
+        elif outcome == Decision.REJECTED:
+            status = ModelStatus.REJECTED.value
+    if status == ModelStatus.PRODUCTION and current.name != version.name:
+        status = _replaced(store, put_at, facts)
+    return status
+
+
+def _replaced(store: LedgerStore, since: int, facts: StoreFacts) -> str:
+    """What became of the production version put there at seq `since` once the next production decision that
+    holds replaced it: archived by a promotion, rejected by a rollback."""
+    records = store.records(PROMOTIONS, after=since)
+    try:
+        for record in records:
+            body = json.loads(record.body)
+            values = body["parameters"]
+            moves = values.get("decision") in MOVES_PRODUCTION and not is_imported(record, values, facts.end)
+            if moves and judge(record, body, facts)[0] is None:
+                rolled_back = values["decision"] == Decision.ROLLED_BACK
+                return (ModelStatus.REJECTED if rolled_back else ModelStatus.ARCHIVED).value
+    finally:
+        records.close()  # type: ignore[attr-defined]
+    return ModelStatus.ARCHIVED.value
+
+
+def decisions_on(store: LedgerStore, version: Context) -> list[Action]:
+    """The Promotion actions on `version`, oldest first, each as first recorded (a later record of the same id
+    is a replay or a rewrite, never the decision)."""
+    linked = store.edges([version.id], toward="destination")
+    ids = [edge.source_id for edge in linked]
+    found: dict[str, Action] = {}
+    for record in list(store.records(PROMOTIONS, ids=ids)) if ids else []:
+        entity = record.entity()
+        if isinstance(entity, Action) and entity.parameters.get("model_version") == version.name:
+            found.setdefault(record.entity_id, entity)
+    return list(found.values())
+
+
+# -- what verify checks ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecisionReport:
+    """What `RegistryCheck` found. On failure, `seq` and `entity_id` name the first record that does not hold."""
+
+    policy: Policy = field(default_factory=Policy)
+    valid: int = 0
+    unsigned: int = 0
+    imported: int = 0
+    signers: set[str] = field(default_factory=set)
+    seq: int | None = None
+    entity_id: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.seq is None and not self.detail
+
+    def __str__(self) -> str:
+        if not self.ok:
+            where = f"seq {self.seq} (entity {self.entity_id})" if self.seq is not None else "the ledger's end"
+            return f"signatures FAILED at {where}: {self.detail}"
+        by = f" (by {', '.join(sorted(self.signers))})" if self.signers else ""
+        unsigned = f", {self.unsigned} unsigned decisions (allowed by the policy then)" if self.unsigned else ""
+        imported = f", {self.imported} imported decisions valid in their own ledger" if self.imported else ""
+        return f"signatures ok: {self.valid} valid{by}{unsigned}{imported}; policy: {self.policy.line()}"
+
+
+_GOVERNED = {(kind.value, entity_type) for kind, entity_type in GOVERNANCE}
+_STATE = [(Kind.CONTEXT, ContextType.MODEL_VERSION.value), (Kind.CONTEXT, ContextType.DEPLOYMENT.value)]
+# Every record `RegistryCheck` reads: what grants authority, what uses it, and what states its effects.
+CHECKED = [*GOVERNANCE, *PROMOTIONS, *_STATE]
+
+
+class RegistryCheck:
+    """`lineage verify`'s replay of the records that grant authority, use it and state its effects, in seq order:
+    each governance record and decision must hold at its point, and each status record and move of the
+    production pointer must say what the decisions that hold imply (after the decision it follows, or, in
+    ledgers written before decisions came first, the one that follows it). From `since` on (an incremental
+    verification), what was recorded up to `since` is read from the ledger through `before`."""
+
+    def __init__(self, ledger_id: str | None, before: StoreFacts | None = None, since: int = 0) -> None:
+        self.authority = Authority(ledger_id)
+        self.report = DecisionReport()
+        self.before, self.since = before, since
+        self.status: dict[str, str] = {}  # version -> the status the decisions imply
+        self.pointer: str | None = None
+        self.pointer_known = before is None
+        self.first_verdicts: dict[str, dict[str, Any]] = {}
+        self.requests: dict[str, tuple[str, PublicKey, str] | str] = {}
+        self.seen: set[str] = set()  # local decisions recorded
+        self.unmatched: list[tuple[LedgerRecord, str]] = []  # state records awaiting the decision that follows
+
+    # -- Facts, as recorded up to the record being checked -------------------------------------------------
+
+    def authority_at(self, seq: int) -> Authority:
+        return self.authority  # the replay is at `seq`
+
+    def verdicts(self, version: str, seq: int) -> dict[str, Any] | None:
+        if version in self.first_verdicts:
+            return self.first_verdicts[version]
+        return self.before.verdicts(version, self.since + 1) if self.before else None
+
+    def request(self, request_id: str, seq: int) -> tuple[str, PublicKey, str] | str:
+        if request_id in self.requests:
+            return self.requests[request_id]
+        if self.before is not None and self.before.recorded_before(request_id, self.since + 1):
+            return self.before.request(request_id, self.since + 1)
+        return f"an override promotion whose request {request_id[:80]} is not a decision recorded before it"
+
+    def recorded_before(self, entity_id: str, seq: int) -> bool:
+        if entity_id in self.seen:
+            return True
+        return self.before is not None and self.before.recorded_before(entity_id, self.since + 1)
+
+    # -- the replay ----------------------------------------------------------------------------------------
+
+    def feed(self, record: LedgerRecord) -> bool:
+        """Check one record (in seq order); False once something does not hold (the report says what)."""
+        if not self.report.ok:
+            return False
+        body = json.loads(record.body)
+        problem: str | None
+        if record.kind == Kind.ACTION.value and record.entity_type == ActionType.PROMOTION.value:
+            problem = self._decision(record, body)
+        elif (record.kind, record.entity_type) in _GOVERNED:
+            problem = self._governance(record, body)
+        else:
+            problem = self._state(record, body["properties"], body["name"])
+        if problem and self.report.ok:
+            self._fail(record.seq, record.entity_id, problem)
+        return self.report.ok
+
+    def finish(self) -> DecisionReport:
+        """The report, once every record was fed: a status record no decision followed does not hold."""
+        if self.report.ok and self.unmatched:
+            record, problem = self.unmatched[0]
+            self._fail(record.seq, record.entity_id, problem)
+        self.report.policy = self.authority.policy
+        return self.report
+
+    def _fail(self, seq: int, entity_id: str, detail: str) -> None:
+        self.report.seq, self.report.entity_id, self.report.detail = seq, entity_id, detail
+
+    def _governance(self, record: LedgerRecord, body: dict[str, Any]) -> str | None:
+        values = body.get("properties") or body.get("parameters") or {}
+        if record.kind == Kind.CONTEXT.value and IMPORTED_FROM in values:
+            return imported_approver_problem(body, self.authority)
+        if record.kind == Kind.ACTION.value:
+            claimed = [str(d) for d in values.get("decisions") or [] if self.recorded_before(str(d), record.seq)]
+            if claimed:
+                return f"an import that claims decision {claimed[0]}, which this ledger recorded as its own"
+        problem = self.authority.take(record)
+        if problem is None and record.kind == Kind.CONTEXT.value:
+            self.report.valid += 1
+            self.report.signers.add(str(values.get("signed_by")))
+        return problem
+
+    def _decision(self, record: LedgerRecord, body: dict[str, Any]) -> str | None:
+        values = body["parameters"]
+        if is_imported(record, values, self.authority):
+            if self.recorded_before(record.entity_id, record.seq):
+                return "an imported decision that takes the id of a decision this ledger recorded as its own"
+            problem = imported_decision_problem(record, values, self.authority)
+            if problem is None:
+                self.report.imported += 1
+            return problem
+        problem, key = judge(record, body, self)
+        if problem:
+            return problem
+        self.seen.add(record.entity_id)
+        if key is None:
+            self.report.unsigned += 1
+        else:
+            self.report.valid += 1
+            self.report.signers.add(str(values.get("signed_by")))
+        outcome, version = values["decision"], str(values.get("model_version"))
+        if outcome == Decision.OVERRIDE_REQUESTED and key is not None:
+            self.requests[record.entity_id] = (str(values.get("signed_by")), key, version)
+        if outcome in MOVES_PRODUCTION:
+            current = self._pointer()
+            said = values.get("previous_production")
+            if "previous_production" in values and (said or None) != current:
+                return f"it says it replaces {said or 'no version'}, but {current or 'no version'} was in production"
+            if current and current != version:
+                done = ModelStatus.ARCHIVED if outcome == Decision.PROMOTED else ModelStatus.REJECTED
+                self.status[current] = done.value
+            self.status[version], self.pointer, self.pointer_known = ModelStatus.PRODUCTION.value, version, True
+        elif outcome == Decision.OVERRIDE_REQUESTED:
+            self.status[version] = ModelStatus.PENDING.value
+        elif outcome == Decision.REJECTED:
+            self.status[version] = ModelStatus.REJECTED.value
+        waiting, self.unmatched = self.unmatched, []
+        for state, _ in waiting:  # status records written before their decision, in older ledgers
+            entity = json.loads(state.body)
+            if problem := self._state(state, entity["properties"], entity["name"], again=True):
+                self._fail(state.seq, state.entity_id, problem)
+                break
+        return None
+
+    def _state(self, record: LedgerRecord, values: dict[str, Any], name: str, again: bool = False) -> str | None:
+        """A status record or a move of the production pointer: it must say what the decisions imply."""
+        if IMPORTED_FROM in values:
+            return None
+        if record.entity_type == ContextType.MODEL_VERSION.value:
+            if not again and name not in self.status and not self._known_before(record.entity_id):
+                self.status[name] = ModelStatus.CANDIDATE.value  # a new version starts as a candidate
+                self.first_verdicts[name] = _verdicts(values)
+            implied = self._status(name)
+            said = values.get("status")
+            problem = None if said == implied else (
+                f"a status change no decision that holds justifies: the record says {name} is {said}, "
+                f"the decisions imply {implied}"
+            )  # fmt: skip
+        elif record.entity_id == PRODUCTION_POINTER:
+            implied, said = self._pointer(), values.get("model_version")
+            problem = None if said == implied else (
+                f"a move of the production pointer to {said} that no decision that holds justifies "
+                f"(the decisions imply {implied or 'no version'})"
+            )  # fmt: skip
+        else:
+            return None  # another deployment's configuration
+        if problem and not again:
+            self.unmatched.append((record, problem))
+            return None
+        return problem
+
+    def _known_before(self, entity_id: str) -> bool:
+        return self.before is not None and self.before.recorded_before(entity_id, self.since + 1)
+
+    def _status(self, version: str) -> str | None:
+        if version not in self.status and self.before is not None:
+            found = self.before.store.latest([context_id(ContextType.MODEL_VERSION, version)], upto=self.since).get(
+                context_id(ContextType.MODEL_VERSION, version)
+            )
+            if isinstance(found, Context):
+                self.status[version] = str(found.properties.get("status"))
+        return self.status.get(version)
+
+    def _pointer(self) -> str | None:
+        if not self.pointer_known and self.before is not None:
+            found = self.before.store.latest([PRODUCTION_POINTER], upto=self.since).get(PRODUCTION_POINTER)
+            named = found.properties.get("model_version") if isinstance(found, Context) else None
+            self.pointer, self.pointer_known = (str(named) if named else None), True
+        return self.pointer
+
+
+def imported_approver_problem(body: dict[str, Any], authority: Authority) -> str | None:
+    """Why an Approver record imported from another ledger does not hold: its signature must match the record as
+    its own ledger holds it, and its key be the one the latest import from that ledger attests for its name."""
+    original = original_body(body)
+    if problem := record_signature_problem(original, "context"):
+        return f"imported Approver record: {problem}"
+    name, origin = str(original["name"]), str(body["properties"][IMPORTED_FROM])
+    attested = authority.attested.get(origin, {}).get(name)
+    if attested is None:
+        return f"imported Approver record {name!r}: no import attested by an approver here vouches for it"
+    key = public_key(str(body["properties"].get("public_key")), f"imported Approver record {name!r}")
+    if key != attested:
+        return (
+            f"imported Approver record {name!r}: its key {key.sha256_str()} is not the one its import's "
+            f"attestation gives ({attested.sha256_str()})"
+        )
+    return None
+
+
+def imported_decision_problem(record: LedgerRecord, values: dict[str, Any], authority: Authority) -> str | None:
+    """Why a decision imported from another ledger does not hold: an import that holds must list it, its body be
+    the one that import's attestation vouches for, and its signature check against the attested keys."""
+    attested = authority.attestations.get(record.entity_id)
+    if attested is None:
+        return (
+            f"a decision signed for ledger {str(values.get('ledger_id'))[:64]}, which no import here brought: a replay"
+        )
+    if body_sha256(record.body) != attested.decisions.get(record.entity_id):
+        return "imported decision: its body is not the one its import's attestation vouches for"
+    if values.get(SIGNATURE) in (None, UNSIGNED):
+        return None
+    problem, _ = decision_problem(json.loads(record.body), attested.approvers)
+    return f"imported decision: {problem} (by its import's attestation)" if problem else None

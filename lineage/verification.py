@@ -1,0 +1,162 @@
+"""One verification of the ledger, the same for `lineage verify`, evidence packs and the console's health page.
+
+It checks, in order, and names the first thing that does not hold:
+1. the hash chain (store.verify): every record from the last passing verification on (every record when
+   `full`), the head row, and an anchor given by hand;
+2. the published anchor: the latest head stored in the DVC remote (lineage/objects.py) must still be in the
+   ledger, record for record, so a ledger cut short after its last anchor, or rewritten, fails;
+3. with `full`, the verification log: a ledger shorter than a head a verification once reached fails;
+4. the decisions (lineage/decisions.py `RegistryCheck`): every approver and policy record, every decision,
+   every status record and move of the production pointer holds at its point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineage.authority import GOVERNANCE
+from lineage.decisions import CHECKED, DecisionReport, RegistryCheck, StoreFacts
+from lineage.objects import ObjectError, Objects
+from lineage.store import Head, LedgerRecord, LedgerStore, Verification, VerifyResult
+
+
+@dataclass
+class Verified:
+    """What one verification found: its lines for people, and whether everything held."""
+
+    chain: VerifyResult
+    decisions: DecisionReport | None
+    since: Verification | None  # the logged verification it started from (None: every record)
+    anchor: dict[str, Any] | None  # the latest published anchor (`published_anchor`)
+    anchor_line: str
+    log_line: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and self.decisions is not None and self.decisions.ok and not self.problems
+
+    def lines(self) -> list[str]:
+        lines = [f"chain {self.chain}", self.anchor_line]
+        lines += [self.log_line] if self.log_line else []
+        lines += [str(self.decisions)] if self.decisions is not None else ["signatures not checked: the chain failed"]
+        return lines + [f"FAILED: {problem}" for problem in self.problems]
+
+    def scope(self) -> str:
+        last = self.since
+        if last is None or not last.record_count:
+            return "every record"
+        new = self.chain.count > last.record_count
+        checked = f"records {last.record_count + 1} to {self.chain.count}" if new else "nothing"
+        return (
+            f"{checked} appended since the verification of {last.verified_at} (which ended at record "
+            f"{last.record_count}); --full rehashes every record"
+        )
+
+    def logged(self) -> Verification:
+        """The verification log's row for this verification."""
+        start = self.since.record_count if self.since else 0
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        return Verification(start, self.chain.count, self.chain.head_hash, self.ok, "; ".join(self.lines()), now)
+
+
+def verify(
+    store: LedgerStore, full: bool = False, anchor: Head | None = None, objects: Objects | None = None
+) -> Verified:
+    """Verify the ledger (from the last passing verification on, or every record with `full`) against
+    `anchor` and the latest anchor published in `objects`' remote. Nothing is logged: see `Verified.logged`."""
+    last = None if full else store.last_verification()
+    since = last.head if last is not None and last.record_count else None
+    chain = store.verify(anchor, since)
+    problems: list[str] = []
+    published = published_anchor(store, objects)
+    anchor_line = _published(published, objects, problems)
+    log_line = _log(store, problems) if full else None
+    decisions = check_decisions(store, since.count if since else 0) if chain.ok else None
+    return Verified(chain, decisions, last if since else None, published, anchor_line, log_line, problems)
+
+
+def check_decisions(store: LedgerStore, since: int = 0) -> DecisionReport:
+    """The decisions' replay over the ledger: the governance records from the start, the decisions and state
+    records after seq `since` (what was recorded up to it is read by index)."""
+    check = RegistryCheck(store.ledger_id(), StoreFacts(store) if since else None, since)
+    governance = list(store.records(GOVERNANCE, upto=since)) if since else []
+    for record in _merged(governance, store.records(CHECKED, after=since)):
+        if not check.feed(record):
+            break
+    return check.finish()
+
+
+def check_records(records: Iterable[LedgerRecord], ledger_id: str | None) -> DecisionReport:
+    """The decisions' replay over every record of a ledger given in seq order (an archive's)."""
+    wanted = {(kind.value, entity_type) for kind, entity_type in CHECKED}
+    check = RegistryCheck(ledger_id)
+    for record in records:
+        if (record.kind, record.entity_type) in wanted and not check.feed(record):
+            break
+    return check.finish()
+
+
+def _merged(earlier: list[LedgerRecord], later: Iterator[LedgerRecord]) -> Iterator[LedgerRecord]:
+    try:
+        yield from heapq.merge(earlier, later, key=lambda record: record.seq)
+    finally:
+        later.close()  # type: ignore[attr-defined]
+
+
+def published_anchor(store: LedgerStore, objects: Objects | None) -> dict[str, Any] | None:
+    """The latest anchor published for this ledger in `objects`' DVC remote and whether the ledger still holds it
+    (`holds`), or why it cannot be read (`error`); None where there is no remote or no anchor yet."""
+    ledger_id = store.ledger_id()
+    if objects is None or ledger_id is None:
+        return None
+    try:
+        found = objects.latest_anchor(ledger_id)
+    except ObjectError as error:
+        return {"error": str(error)}
+    if found is None:
+        return None
+    head, url = found
+    failed = store.check_anchor(head)
+    return {
+        "where": url,
+        "record_count": head.count,
+        "head_hash": head.head_hash,
+        "holds": failed is None,
+        "detail": str(failed) if failed else f"record {head.count} still hashes to the published hash",
+    }
+
+
+def _published(anchor: dict[str, Any] | None, objects: Objects | None, problems: list[str]) -> str:
+    """The line that says which published anchor was checked and how it held, or why none was."""
+    if anchor is None:
+        remote = objects.remote() if objects else None
+        if remote is None:
+            return "anchor: none checked: no DVC remote here (see --repository and --remote)"
+        return f"anchor: none published yet for this ledger in {remote}"
+    if "error" in anchor:
+        problems.append(f"the published anchor cannot be read: {anchor['error']}")
+        return "anchor: UNREADABLE"
+    if not anchor["holds"]:
+        problems.append(f"the published anchor {anchor['where']} does not hold: {anchor['detail']}")
+        return f"anchor FAILED: {anchor['where']}"
+    count, digest, where = anchor["record_count"], anchor["head_hash"], anchor["where"]
+    return f"anchor ok: record {count} hashes to {digest}, as published at {where}"
+
+
+def _log(store: LedgerStore, problems: list[str]) -> str:
+    """With --full: the furthest head a passing verification reached must still be in the ledger (the log is not
+    chained: it catches a ledger cut short by someone who left the log alone)."""
+    passed = [v for v in store.verifications() if v.ok and v.record_count]
+    reached = max(passed, key=lambda v: v.record_count, default=None)
+    if reached is None:
+        return "log: no earlier verification"
+    failed = store.check_anchor(reached.head)
+    if failed is not None:
+        problems.append(f"the verification of {reached.verified_at} reached record {reached.record_count}: {failed}")
+        return "log FAILED"
+    return f"log ok: record {reached.record_count}, the furthest a verification reached ({reached.verified_at}), holds"
