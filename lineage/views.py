@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -85,16 +86,29 @@ def version_rows(store: LedgerStore, versions: list[Context]) -> list[dict[str, 
     ]
 
 
+def page_count(total: int, per_page: int) -> int:
+    """How many pages `total` rows make, `per_page` a page; at least 1 (an empty list is one page)."""
+    return max(1, math.ceil(total / per_page))
+
+
 def models_page(store: LedgerStore, page: int, per_page: int, status: str | None = None) -> tuple[list[dict], int]:
-    """One page of versions, newest first, and how many versions there are (with `status`, only those)."""
+    """One page of versions, newest first, and how many versions there are (with `status`, only those);
+    NotFound past the last page (page 1 always exists, empty or not)."""
+    every: list[Context] = []
     if status is None:
         total = store.count(Kind.CONTEXT, ContextType.MODEL_VERSION)
-        found = store.find(Kind.CONTEXT, ContextType.MODEL_VERSION, last=per_page, skip=(page - 1) * per_page)
-        versions = [v for v in reversed(found) if isinstance(v, Context)]
     else:  # a filter reads every version: rare, and the list is what was asked for
         every = [v for v in registry.versions(store) if v.properties.get("status") == status][::-1]
-        total, versions = len(every), every[(page - 1) * per_page : page * per_page]
-    return version_rows(store, versions), total
+        total = len(every)
+    last = page_count(total, per_page)
+    if page > last:  # checked first: an absurd page would overflow the database's integer as an offset
+        which = f"{status} versions" if status else "model versions"
+        raise NotFound(f"page {page} is past the last page, {last} ({total} {which}, {per_page} a page)")
+    if status is None:
+        found = store.find(Kind.CONTEXT, ContextType.MODEL_VERSION, last=per_page, skip=(page - 1) * per_page)
+        every = [v for v in reversed(found) if isinstance(v, Context)]
+        return version_rows(store, every), total
+    return version_rows(store, every[(page - 1) * per_page : page * per_page]), total
 
 
 # -- one model version ------------------------------------------------------------------------------------
