@@ -42,7 +42,7 @@ def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_nested_key_is_named_with_its_path(tmp_path: Path) -> None:
-    message = _load_error(tmp_path, "seed: 1\ndata:\n  inject_drift:\n    strat: \"2011-01-01\"\n")
+    message = _load_error(tmp_path, 'seed: 1\ndata:\n  inject_drift:\n    strat: "2011-01-01"\n')
     assert "data.inject_drift.strat: unknown key" in message
 
 
