@@ -61,34 +61,44 @@ def _finishes(call: Callable[[], object]) -> BaseException:
     return raised[0]
 
 
-@pytest.mark.parametrize("name", ["zero.bundle", "zero.json"])
-def test_a_device_is_not_a_bundle(tmp_path: Path, name: str) -> None:
-    device = _zero_device(tmp_path, name)
-    error = _finishes(lambda: read_bundle(device))
-    assert isinstance(error, BundleError)
-    assert str(error) == f"{device}: cannot read the bundle (a character device, not a regular file)"
+READERS: dict[str, tuple[Callable[[Path], object], type[Exception]]] = {
+    "bundle": (read_bundle, BundleError),
+    "archive": (verify_archive, ArchiveError),
+}
 
 
-def test_a_fifo_is_not_a_bundle(tmp_path: Path) -> None:
-    fifo = _fifo(tmp_path, "pipe.bundle")
-    error = _finishes(lambda: read_bundle(fifo))
-    assert isinstance(error, BundleError)
-    assert str(error) == f"{fifo}: cannot read the bundle (a FIFO, not a regular file)"
+@pytest.mark.parametrize(("kind", "make"), [("a character device", _zero_device), ("a FIFO", _fifo)])
+@pytest.mark.parametrize(
+    ("what", "name"), [("bundle", "zero.bundle"), ("bundle", "zero.json"), ("archive", "zero.jsonl"),
+                       ("archive", "zero.jsonl.gz")],
+)  # fmt: skip
+def test_a_device_or_a_fifo_is_refused_unread(
+    tmp_path: Path, kind: str, make: Callable[[Path, str], Path], what: str, name: str
+) -> None:
+    path = make(tmp_path, name)
+    reader, refusal = READERS[what]
+    error = _finishes(lambda: reader(path))
+    assert isinstance(error, refusal)
+    assert str(error) == f"{path}: cannot read the {what} ({kind}, not a regular file)"
+
+
+def _refused_within(call: Callable[[], object], memory: float) -> str:
+    """The message `call` refuses with, asserting it allocated less than `memory` bytes at its peak."""
+    tracemalloc.start()
+    try:
+        with pytest.raises((BundleError, ArchiveError)) as refused:
+            call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < memory
+    return str(refused.value)
 
 
 def test_a_bundle_larger_than_the_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
     huge = _sparse(tmp_path, "huge.bundle", 3 * bundle.MAX_BUNDLE_BYTES)
-    tracemalloc.start()
-    try:
-        with pytest.raises(BundleError) as refused:
-            read_bundle(huge)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert (
-        str(refused.value) == f"{huge}: cannot read the bundle (larger than the {bundle.MAX_BUNDLE_BYTES:,}-byte limit)"
-    )
-    assert peak < 1.5 * bundle.MAX_BUNDLE_BYTES
+    said = _refused_within(lambda: read_bundle(huge), 1.5 * bundle.MAX_BUNDLE_BYTES)
+    assert said == f"{huge}: cannot read the bundle (larger than the {bundle.MAX_BUNDLE_BYTES:,}-byte limit)"
 
 
 def test_the_bundle_limit_is_a_parameter(tmp_path: Path) -> None:
@@ -101,34 +111,11 @@ def test_the_bundle_limit_is_a_parameter(tmp_path: Path) -> None:
         read_bundle(path, limit=path.stat().st_size)
 
 
-@pytest.mark.parametrize("name", ["zero.jsonl", "zero.jsonl.gz"])
-def test_a_device_is_not_an_archive(tmp_path: Path, name: str) -> None:
-    device = _zero_device(tmp_path, name)
-    error = _finishes(lambda: verify_archive(device))
-    assert isinstance(error, ArchiveError)
-    assert str(error) == f"{device}: cannot read the archive (a character device, not a regular file)"
-
-
-def test_a_fifo_is_not_an_archive(tmp_path: Path) -> None:
-    fifo = _fifo(tmp_path, "pipe.jsonl")
-    error = _finishes(lambda: verify_archive(fifo))
-    assert isinstance(error, ArchiveError)
-    assert str(error) == f"{fifo}: cannot read the archive (a FIFO, not a regular file)"
-
-
 def test_an_archive_with_no_newline_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
     huge = _sparse(tmp_path, "huge.jsonl", 3 * archive.MAX_LINE_CHARS)
-    tracemalloc.start()
-    try:
-        with pytest.raises(ArchiveError) as refused:
-            verify_archive(huge)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    limit = f"{archive.MAX_LINE_CHARS:,}"
-    assert str(refused.value) == f"{huge}: line 1 is longer than the {limit}-character limit"
     # A character is up to 4 bytes in str's buffer and the decoder holds the bytes too; not the whole file.
-    assert peak < 2.5 * archive.MAX_LINE_CHARS
+    said = _refused_within(lambda: verify_archive(huge), 2.5 * archive.MAX_LINE_CHARS)
+    assert said == f"{huge}: line 1 is longer than the {archive.MAX_LINE_CHARS:,}-character limit"
 
 
 def test_a_long_record_line_inside_a_gzip_archive_names_its_line(
