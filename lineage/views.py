@@ -94,21 +94,24 @@ def page_count(total: int, per_page: int) -> int:
 def models_page(store: LedgerStore, page: int, per_page: int, status: str | None = None) -> tuple[list[dict], int]:
     """One page of versions, newest first, and how many versions there are (with `status`, only those);
     NotFound past the last page (page 1 always exists, empty or not)."""
-    every: list[Context] = []
     if status is None:
         total = store.count(Kind.CONTEXT, ContextType.MODEL_VERSION)
+        _on_a_page(page, per_page, total, "model versions")
+        found = store.find(Kind.CONTEXT, ContextType.MODEL_VERSION, last=per_page, skip=(page - 1) * per_page)
+        versions = [v for v in reversed(found) if isinstance(v, Context)]
     else:  # a filter reads every version: rare, and the list is what was asked for
         every = [v for v in registry.versions(store) if v.properties.get("status") == status][::-1]
         total = len(every)
+        _on_a_page(page, per_page, total, f"{status} versions")
+        versions = every[(page - 1) * per_page : page * per_page]
+    return version_rows(store, versions), total
+
+
+def _on_a_page(page: int, per_page: int, total: int, which: str) -> None:
+    # Checked before the database sees an offset: an absurd page would overflow its integer.
     last = page_count(total, per_page)
-    if page > last:  # checked first: an absurd page would overflow the database's integer as an offset
-        which = f"{status} versions" if status else "model versions"
+    if page > last:
         raise NotFound(f"page {page} is past the last page, {last} ({total} {which}, {per_page} a page)")
-    if status is None:
-        found = store.find(Kind.CONTEXT, ContextType.MODEL_VERSION, last=per_page, skip=(page - 1) * per_page)
-        every = [v for v in reversed(found) if isinstance(v, Context)]
-        return version_rows(store, every), total
-    return version_rows(store, every[(page - 1) * per_page : page * per_page]), total
 
 
 # -- one model version ------------------------------------------------------------------------------------
