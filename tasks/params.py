@@ -183,7 +183,8 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 def _first_yaml_date(value: object, key: str = "") -> tuple[str, str] | None:
     """The dotted key and text of the first unquoted date or time (2011-11-01), which YAML reads as a date:
-    DVC hashes params.yaml's values itself and stops with a traceback at one, so it is refused here first."""
+    DVC reads params.yaml's values itself and cannot handle one (`make run` ended in a traceback), so it is
+    refused here first."""
     if isinstance(value, dt.date):  # a datetime is a date too
         return key, str(value)
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
