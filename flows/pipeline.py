@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
 import sys
 from typing import Any, TypeVar
 
@@ -25,7 +24,7 @@ from flows.live_lineage import LiveLineage
 from flows.publish import publish
 from flows.record import check_signing, publish_ledger_head, record_lineage, run_info
 from flows.retry import GATE_FAILED
-from flows.settings import RunSettings, resolve_settings
+from flows.settings import RunSettings, command_line_run, resolve_settings
 from flows.summary import read_metrics
 from flows.workspace import NotStarted, check_before_work, numeric_platform, workspace_lock
 from gates.rules import DriftPolicy, stop_reason
@@ -209,10 +208,10 @@ if __name__ == "__main__":
         help="how long to wait while another run holds this workspace before stopping (default 600)",
     )  # fmt: skip
     arguments = parser.parse_args()
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    final = lineage_pipeline(
-        arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block,
-        arguments.tune_trial_deployment, arguments.optuna_storage_block, arguments.wait_for_workspace,
-        arguments.signing_key_block, arguments.openlineage_api_key_block, return_state=True,
-    )  # fmt: skip
+    with command_line_run("pipeline"):
+        final = lineage_pipeline(
+            arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block,
+            arguments.tune_trial_deployment, arguments.optuna_storage_block, arguments.wait_for_workspace,
+            arguments.signing_key_block, arguments.openlineage_api_key_block, return_state=True,
+        )  # fmt: skip
     sys.exit(0 if final.is_completed() else 1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from flows.retry import RETRIES, Rejected
-from flows.settings import read_secret
+from flows.settings import command_line_run, read_secret
 from lineage.reproduce import (
     Expected,
     Report,
@@ -86,6 +85,6 @@ if __name__ == "__main__":
     parser.add_argument("model_version", nargs="?", default="production")
     parser.add_argument("--remote", default=None)
     arguments = parser.parse_args()
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    final = reproduce_model(arguments.model_version, arguments.remote, return_state=True)
+    with command_line_run("reproduce"):
+        final = reproduce_model(arguments.model_version, arguments.remote, return_state=True)
     sys.exit(0 if final.is_completed() else 1)

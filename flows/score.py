@@ -29,7 +29,7 @@ from prefect.states import Completed
 from flows.dvc_ops import first_line, remote_name
 from flows.pipeline import stopped
 from flows.retry import RETRIES, Rejected, TransientFailure
-from flows.settings import resolve_settings
+from flows.settings import command_line_run, resolve_settings
 from lineage import registry
 from lineage.diff import view
 from lineage.entities import Action, Artifact, ArtifactType, Context, Metadata, ModelStatus, PropertyValue
@@ -224,10 +224,10 @@ if __name__ == "__main__":
     parser.add_argument("--remote", default=None, help="DVC remote to read the model from and push to")
     parser.add_argument("--lineage-db-block", default=None, help="Prefect Secret block holding LINEAGE_DB_URL")
     arguments = parser.parse_args()
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    final = score(
-        arguments.table, arguments.output, arguments.model_version, arguments.remote,
-        lineage_db_block=arguments.lineage_db_block, return_state=True,
-    )  # fmt: skip
+    with command_line_run("score"):
+        final = score(
+            arguments.table, arguments.output, arguments.model_version, arguments.remote,
+            lineage_db_block=arguments.lineage_db_block, return_state=True,
+        )  # fmt: skip
     print(final.message)
     sys.exit(0 if final.is_completed() else 1)

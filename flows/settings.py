@@ -1,10 +1,14 @@
 """What a run is configured with, resolved once when it starts: secrets from Prefect blocks (read at run
-time, so flow parameters carry only block names), the S3 remote the worker image names, and the
-environment each stage runs with."""
+time, so flow parameters carry only block names), the S3 remote the worker image names, the
+environment each stage runs with, and the temporary Prefect API of a run started from the command line."""
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -81,3 +85,40 @@ def export_aws_credentials(block: str) -> None:
         "AWS_DEFAULT_REGION": credentials.region_name,
     }
     os.environ.update({key: value for key, value in values.items() if value})
+
+
+# Prefect's default (20 s) is less than its temporary API takes to start on a loaded 2-core machine.
+LOCAL_API_STARTUP_SECONDS = 120
+_LOCAL_API_TIMED_OUT = "Timed out while attempting to connect to ephemeral Prefect API server"
+
+
+@contextmanager
+def command_line_run(command: str) -> Iterator[None]:
+    """Around a flow called by `python -m flows.<name>`: the temporary Prefect API (no PREFECT_API_URL) given
+    LOCAL_API_STARTUP_SECONDS to start unless the user set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    and, if it still does not start, one line on stderr and exit status 1 instead of Prefect's traceback."""
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # the server it starts has no network
+    chosen = "startup_timeout_seconds" in get_current_settings().server.ephemeral.model_fields_set
+    ours = {} if chosen else {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: LOCAL_API_STARTUP_SECONDS}
+    with temporary_settings(updates=ours):
+        seconds = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        try:
+            yield
+        except RuntimeError as error:
+            if not str(error).startswith(_LOCAL_API_TIMED_OUT):
+                raise
+            exited = re.search(r"process exited with code (-?\d+)", str(error))
+            print(
+                f"{command}: error: the temporary Prefect API did not start within {seconds} s"
+                + (f" (it exited with code {exited[1]})" if exited else "")
+                + "; raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server"
+                " (`prefect server start`) and set PREFECT_API_URL=http://127.0.0.1:4200/api",
+                file=sys.stderr,
+            )
+            sys.exit(1)

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import itertools
 import json
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, cast
 
+from lineage.bounded import Refused, open_regular
 from lineage.decisions import DecisionReport
 from lineage.store import HASHED_COLUMNS, Head, LedgerRecord, LedgerStore, VerifyResult, verify_records
 
 FORMAT = "lineage-ledger-archive"
 VERSION = 1
 COLUMNS = [*HASHED_COLUMNS, "record_hash"]
+# A record's line is kilobytes; the limit bounds what one line may take in memory (a file with no
+# newline, such as a disk image handed over by mistake, is refused, not read whole).
+MAX_LINE_CHARS = 16 * 2**20
 
 
 class ArchiveError(ValueError):
@@ -34,6 +40,26 @@ def _open(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
         return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8"))
     return path.open(mode, encoding="utf-8")
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[Iterator[str]]:
+    """The archive's lines, each at most MAX_LINE_CHARS long, from a regular file only (a FIFO or a
+    device would never end); Refused or ArchiveError otherwise."""
+    with open_regular(path) as raw:
+        binary = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
+        with io.TextIOWrapper(binary, encoding="utf-8") as text:
+            yield _lines(text, path)
+
+
+def _lines(text: IO[str], path: Path) -> Iterator[str]:
+    for number in itertools.count(1):
+        line = text.readline(MAX_LINE_CHARS + 1)  # bounded: a file with no newline is not read whole
+        if len(line) > MAX_LINE_CHARS:
+            raise ArchiveError(f"{path}: line {number} is longer than the {MAX_LINE_CHARS:,}-character limit")
+        if not line:
+            return
+        yield line
 
 
 def export(store: LedgerStore, path: Path) -> Head:
@@ -73,27 +99,29 @@ def verify_archive(path: Path, anchor: Head | None = None) -> tuple[VerifyResult
     from lineage.verification import check_records
 
     try:
-        with _open(path, "r") as handle:
-            stated = _header(handle, path)
-            chain = verify_records(_records(handle, path), stated, anchor)
+        with _reading(path) as lines:
+            stated = _header(next(lines, ""), path)
+            chain = verify_records(_records(lines, path), stated, anchor)
         if not chain.ok:
             return chain, None, stated
-        with _open(path, "r") as handle:
-            next(handle)
-            records = _records(handle, path)
+        with _reading(path) as lines:
+            next(lines)
+            records = _records(lines, path)
             first = next(records, None)
             ledger_id = first.record_hash if first is not None else None
             return chain, check_records(itertools.chain([first] if first else [], records), ledger_id), stated
+    except Refused as refused:
+        raise ArchiveError(f"{path}: cannot read the archive ({refused})") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ArchiveError(f"{path}: cannot read the archive ({getattr(error, 'strerror', None) or error})") from None
     except (EOFError, zlib.error) as error:  # a .gz cut short or corrupted
         raise ArchiveError(f"{path}: cannot read the archive (not a whole gzip file: {error})") from None
 
 
-def _header(handle: IO[str], path: Path) -> Head:
-    """The anchor the archive's header states, once the header is known to be one this reads."""
+def _header(line: str, path: Path) -> Head:
+    """The anchor the archive's header (its first line) states, once the header is known to be one this reads."""
     try:
-        header = json.loads(handle.readline())
+        header = json.loads(line)
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from lineage.authority import ACTIVE, PIPELINE, approver, current
+from lineage.bounded import Refused, read_limited
 from lineage.entities import (
     IMPORTED_FROM,
     ORIGIN_NAME,
@@ -90,6 +91,9 @@ if TYPE_CHECKING:
 
 FORMAT = "lineage-bundle"
 FORMAT_VERSION = 1
+# A bundle is one version's records, about a megabyte; a larger file is refused before it is parsed, so
+# a wrong file (a disk image, /dev/zero) costs no more than this in memory. read_bundle takes another.
+MAX_BUNDLE_BYTES = 64 * 2**20
 # Artifacts whose md5 names bytes in DVC's storage; code, image, params, platform and configuration
 # artifacts are hashes of other things (a commit, an image digest, facts).
 FILE_TYPES = {ArtifactType.DATASET, ArtifactType.MODEL, ArtifactType.PREPROCESSOR, ArtifactType.REPORT,
@@ -298,10 +302,13 @@ def export_bundle(store: LedgerStore, version: str, path: Path, signer: Signer |
 # -- reading and checking ------------------------------------------------------------------------------
 
 
-def read_bundle(path: Path) -> tuple[Bundle, dict[str, Any], bytes]:
-    """The bundle in `path`, its JSON as read, and its bytes; BundleError (one line) if it is none."""
+def read_bundle(path: Path, limit: int = MAX_BUNDLE_BYTES) -> tuple[Bundle, dict[str, Any], bytes]:
+    """The bundle in `path`, its JSON as read, and its bytes; BundleError (one line) if it is none, or if
+    it is larger than `limit` bytes or not a regular file (never read whole)."""
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, limit)
+    except Refused as refused:
+        raise BundleError(f"{path}: cannot read the bundle ({refused})") from None
     except OSError as error:
         raise BundleError(f"{path}: cannot read the bundle ({error.strerror or error})") from None
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -82,6 +83,7 @@ class Signer:
         """The armored signature of `payload`, and the public key it was made with."""
         if not self.key.is_file():
             raise SignatureError(f"{self.key}: no such key file")
+        _refuse_open_private_key(self.key)
         try:
             done = subprocess.run(
                 ["ssh-keygen", "-q", "-Y", "sign", "-n", NAMESPACE, "-f", str(self.key)],
@@ -101,6 +103,19 @@ class Signer:
             raise SignatureError(
                 f"{self.key}: a signature this ledger cannot check ({error}); use Ed25519 or RSA"
             ) from None
+
+
+def _refuse_open_private_key(key: Path) -> None:
+    """ssh-keygen ignores a private key of its user that others may read or write, and then says only "No
+    private key found": name the file, its mode and the fix instead. A .pub (a key in ssh-agent) is public."""
+    if key.suffix == ".pub":
+        return
+    status = key.stat()
+    if status.st_uid == os.getuid() and status.st_mode & 0o077:
+        mode = f"{stat.S_IMODE(status.st_mode):04o}"
+        raise SignatureError(
+            f"{key}: permissions {mode} are too open for a private key (ssh-keygen ignores it); run chmod 600 {key}"
+        )
 
 
 @contextmanager

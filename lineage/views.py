@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -86,16 +87,32 @@ def version_rows(store: LedgerStore, versions: list[Context]) -> list[dict[str, 
     ]
 
 
+def page_count(total: int, per_page: int) -> int:
+    """How many pages `total` rows make, `per_page` a page; at least 1 (an empty list is one page)."""
+    return max(1, math.ceil(total / per_page))
+
+
 def models_page(store: LedgerStore, page: int, per_page: int, status: str | None = None) -> tuple[list[dict], int]:
-    """One page of versions, newest first, and how many versions there are (with `status`, only those)."""
+    """One page of versions, newest first, and how many versions there are (with `status`, only those);
+    NotFound past the last page (page 1 always exists, empty or not)."""
     if status is None:
         total = store.count(Kind.CONTEXT, ContextType.MODEL_VERSION)
+        _on_a_page(page, per_page, total, "model versions")
         found = store.find(Kind.CONTEXT, ContextType.MODEL_VERSION, last=per_page, skip=(page - 1) * per_page)
         versions = [v for v in reversed(found) if isinstance(v, Context)]
     else:  # a filter reads every version: rare, and the list is what was asked for
         every = [v for v in registry.versions(store) if v.properties.get("status") == status][::-1]
-        total, versions = len(every), every[(page - 1) * per_page : page * per_page]
+        total = len(every)
+        _on_a_page(page, per_page, total, f"{status} versions")
+        versions = every[(page - 1) * per_page : page * per_page]
     return version_rows(store, versions), total
+
+
+def _on_a_page(page: int, per_page: int, total: int, which: str) -> None:
+    # Checked before the database sees an offset: an absurd page would overflow its integer.
+    last = page_count(total, per_page)
+    if page > last:
+        raise NotFound(f"page {page} is past the last page, {last} ({total} {which}, {per_page} a page)")
 
 
 # -- one model version ------------------------------------------------------------------------------------

@@ -26,10 +26,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lineage import registry
@@ -44,8 +46,37 @@ from tasks.score import REQUIRED, Scorer
 from tasks.stage import InputError
 
 log = logging.getLogger("retail-serve")
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# C0 and C1 control characters and DEL: a stock code, country or id is printable text, and a NUL or a
+# newline would otherwise reach the logs as it came.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str) and (found := _CONTROL.search(value)):
+        raise PydanticCustomError(
+            "control_character",
+            "Input should have no control characters (found {character} at position {position})",
+            {"character": repr(found.group()), "position": found.start()},
+        )
+    return value
+
+
+def _iso_text(value: Any) -> Any:
+    # JSON has no date type: a date is text, never a number read as seconds since 1970.
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise PydanticCustomError("iso_date", "Input should be an ISO 8601 date (YYYY-MM-DD), with a time or not")
+    return value
+
+
+# Strict: a string is never read as a number ("2.5"), nor a bool as one (true), nor a number as text.
+Text = Annotated[
+    str,
+    StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=100),
+    BeforeValidator(_printable),
+]
+Price = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]  # the ceiling is the endpoint's setting
+When = Annotated[dt.datetime, BeforeValidator(_iso_text)]  # the window of years is the endpoint's setting
 
 
 @dataclass(frozen=True)
@@ -55,6 +86,9 @@ class Settings:
     poll_seconds: float = 10.0
     max_body_bytes: int = 2_000_000
     max_rows: int = 10_000
+    max_price: float = 100_000.0  # a unit price must be below this (the data's highest is under 40,000)
+    first_year: int = 2000  # dates from the first of January of this year
+    last_year: int = 2100  # to the end of this one
     console_url: str | None = None  # where `lineage ui` serves, for the model card link
     serving: dict[str, str] = field(default_factory=dict)  # recorded with each update: host, image
 
@@ -65,7 +99,7 @@ class Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stock_code: Text
     unit_price: Price
-    invoice_date: dt.datetime  # ISO 8601; a time zone is converted to UTC and dropped, as the data's times are
+    invoice_date: When  # a time zone is converted to UTC and dropped, as the data's times are
     country: Text
     customer_id: Text | None = None  # absent: an unregistered customer
     invoice_no: Text | None = None
@@ -79,7 +113,7 @@ class PredictRequest(BaseModel):
 class PriceCurveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stock_code: Text
-    date: dt.datetime  # ISO 8601; a bare date (2011-12-20) means noon, when the shop is open
+    date: When  # a bare date (2011-12-20) means noon, when the shop is open
     prices: list[Price] = Field(min_length=1, max_length=1000)
     country: Text = "United Kingdom"
     customer_id: Text | None = "registered"  # any id means a registered customer; null an unregistered one
@@ -220,6 +254,16 @@ def _one_line(error: RequestValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
+def _finite(quantities: np.ndarray, where: str) -> list[float]:
+    """The quantities as a JSON list; a 422 naming the first request item whose quantity is not a finite number
+    (inputs far outside the training data can overflow the network), never a null in the answer."""
+    bad = ~np.isfinite(quantities)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{where}.{first}: the model gives no finite quantity for it (inputs far outside its data)")
+    return [float(quantity) for quantity in quantities]
+
+
 def create_app(settings: Settings, objects: Objects) -> FastAPI:
     endpoint = Endpoint(settings, objects)
 
@@ -244,6 +288,16 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
     async def _unavailable(_request: Request, error: Unavailable) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=503)
 
+    # The endpoint's own bounds, refused as pydantic refuses a field: its path, then the problem.
+    def price_below_ceiling(where: str, price: float) -> None:
+        if price >= settings.max_price:
+            raise InputError(f"{where}: Input should be less than {settings.max_price:g} (retail-serve --max-price)")
+
+    def year_in_window(where: str, when: dt.datetime) -> None:
+        if not settings.first_year <= when.year <= settings.last_year:
+            window = f"{settings.first_year} to {settings.last_year}"
+            raise InputError(f"{where}: year {when.year} is outside {window} (retail-serve --first-year, --last-year)")
+
     def serving() -> tuple[Scorer, Context]:
         served = endpoint.served  # read once: this request uses one version throughout
         if served.scorer is None or served.version is None:
@@ -254,8 +308,11 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
     def predict(request: PredictRequest) -> dict[str, Any]:
         if len(request.rows) > settings.max_rows:
             raise InputError(f"rows: {len(request.rows)} rows, over the limit of {settings.max_rows} per request")
+        for number, row in enumerate(request.rows):
+            price_below_ceiling(f"rows.{number}.unit_price", row.unit_price)
+            year_in_window(f"rows.{number}.invoice_date", row.invoice_date)
         scorer, version = serving()
-        quantities = scorer.predict_rows([row.model_dump() for row in request.rows], "rows").tolist()
+        quantities = _finite(scorer.predict_rows([row.model_dump() for row in request.rows], "rows"), "rows")
         return {
             "model_version": version.name,
             "model_md5": version.properties.get("model_md5"),
@@ -264,11 +321,14 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
 
     @app.post("/price-curve")
     def price_curve(request: PriceCurveRequest) -> dict[str, Any]:
-        scorer, version = serving()
         when = request.date
+        year_in_window("date", when)
+        for number, price in enumerate(request.prices):
+            price_below_ceiling(f"prices.{number}", price)
+        scorer, version = serving()
         row = {"stock_code": request.stock_code, "invoice_date": when, "country": request.country}
         rows = [{**row, "unit_price": price, "customer_id": request.customer_id} for price in request.prices]
-        quantities = scorer.predict_rows(rows, "price curve").tolist()
+        quantities = _finite(scorer.predict_rows(rows, "price curve"), "prices")
         return {
             "model_version": version.name,
             "model_md5": version.properties.get("model_md5"),
@@ -309,6 +369,8 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
                 "schema": PredictRequest.model_json_schema(),
                 "max_rows": settings.max_rows,
                 "max_body_bytes": settings.max_body_bytes,
+                "max_price": settings.max_price,
+                "years": [settings.first_year, settings.last_year],
             },
             "model_features": scorer.feature_names,
             "products": len(scorer.history.products),

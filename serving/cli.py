@@ -25,6 +25,11 @@ def serve(
     ] = 10.0,
     max_rows: Annotated[int, typer.Option(min=1, help="Rows per /predict request, at most.")] = 10_000,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body size, at most.")] = 2_000_000,
+    max_price: Annotated[float, typer.Option(min=0.01, help="A unit price must be below this (and above 0).")] = (
+        100_000.0
+    ),
+    first_year: Annotated[int, typer.Option(min=1, max=9999, help="Dates from the start of this year.")] = 2000,
+    last_year: Annotated[int, typer.Option(min=1, max=9999, help="Dates to the end of this year.")] = 2100,
     repository: Annotated[Path, typer.Option(help="The checkout whose DVC cache and remote hold the models.")] = Path(
         "."
     ),
@@ -41,6 +46,9 @@ def serve(
     from lineage.store import LedgerError, LedgerStore
     from serving.app import Settings, create_app
 
+    if first_year > last_year:
+        typer.echo(f"retail-serve: error: --first-year {first_year} is after --last-year {last_year}", err=True)
+        raise typer.Exit(2)
     torch.set_num_threads(1)  # one request, one core; uvicorn's threads serve the others
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings = Settings(
@@ -49,6 +57,9 @@ def serve(
         poll_seconds=poll_seconds,
         max_rows=max_rows,
         max_body_bytes=max_body_bytes,
+        max_price=max_price,
+        first_year=first_year,
+        last_year=last_year,
         console_url=os.environ.get("LINEAGE_CONSOLE_URL"),
         serving={"host": socket.gethostname(), "image": os.environ.get("IMAGE_URI", "")},
     )

@@ -23,7 +23,8 @@ class _Strict(BaseModel):
 class DriftInjection(_Strict):
     """Distribution drift the synthetic generator injects, for exercising the drift gate."""
 
-    # first day with drift; null injects none. Lax so a quoted "2011-09-01" also reads as a date.
+    # first day with drift, quoted ("2011-11-01": DVC cannot read a YAML date); null injects none.
+    # Lax, so that the quoted text reads as a date.
     start: Annotated[dt.date | None, Field(strict=False)] = None
     price_factor: Annotated[float, Field(gt=0)] = 1.5
     non_uk_share: Annotated[float, Field(ge=0, le=1)] = 0.35
@@ -170,10 +171,28 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         raise InputError(f"{path}: not valid YAML ({first_line})") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping of keys at the top level")
+    dated = _first_yaml_date(raw)
+    if dated is not None:
+        key, value = dated
+        raise InputError(f'{path}: {key}: {value} is a YAML date, which DVC cannot read; quote it: "{value}"')
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
         raise InputError(f"{path}: {_describe(error)}") from None
+
+
+def _first_yaml_date(value: object, key: str = "") -> tuple[str, str] | None:
+    """The dotted key and text of the first unquoted date or time (2011-11-01), which YAML reads as a date:
+    DVC reads params.yaml's values itself and cannot handle one (`make run` ended in a traceback), so it is
+    refused here first."""
+    if isinstance(value, dt.date):  # a datetime is a date too
+        return key, str(value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for name, item in items:
+        found = _first_yaml_date(item, f"{key}.{name}" if key else str(name))
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(error: ValidationError) -> str:

@@ -40,6 +40,7 @@ from lineage.store import LedgerError, LedgerStore
 
 HERE = Path(__file__).parent
 PER_PAGE = 50
+_PAGE = re.compile(r"[0-9]{1,40}")
 # The only files /static serves: the vendored libraries (static/vendor.json) and the console's own two.
 STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -220,7 +221,7 @@ def create_app(
     def models(request: Request) -> Response:
         number, status = _page(request), _status(request)
         rows, total = views.models_page(store, number, PER_PAGE, status)
-        pages = max(1, math.ceil(total / PER_PAGE))
+        pages = views.page_count(total, PER_PAGE)
 
         def pager(to: int) -> str:
             return "/models?" + urlencode({"page": to, **({"status": status} if status else {})})
@@ -339,6 +340,7 @@ def _status(request: Request) -> str | None:
 
 def _page(request: Request) -> int:
     text = request.query_params.get("page", "1")
-    if not text.isdigit() or int(text) < 1:
-        raise HTTPException(400, f"page must be a number from 1, not {text[:40]!r}")
+    # ASCII digits: str.isdigit admits '²', which int() refuses; 40 of them bound int()'s work and the message.
+    if not _PAGE.fullmatch(text) or int(text) < 1:
+        raise HTTPException(400, f"page must be a whole number from 1, not {text[:40]!r}")
     return int(text)

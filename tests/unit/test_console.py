@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lineage.console.app import create_app
 from lineage.console.graph import to_dot
@@ -150,6 +152,47 @@ def test_unknown_things_are_one_line_404s(client: TestClient) -> None:
     assert client.get("/models?format=xml").status_code == 400
     assert client.get("/models?page=0").status_code == 400
     assert client.get("/models?status=gone").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("page=99999999999999999999", "page 99999999999999999999 is past the last page, 1 (2 model versions"),
+        ("page=9223372036854775808", "page 9223372036854775808 is past the last page, 1 (2 model versions"),
+        ("page=2", "page 2 is past the last page, 1 (2 model versions"),
+        ("page=99999999999999999999&status=rejected",
+         "page 99999999999999999999 is past the last page, 1 (1 rejected versions"),
+    ],
+)  # fmt: skip
+def test_a_page_past_the_last_is_a_one_line_404(client: TestClient, query: str, said: str) -> None:
+    said += ", 50 a page)"
+    page = client.get(f"/models?{query}")
+    assert page.status_code == 404
+    assert re.findall(r'<p class="error">([^<]*)</p>', page.text) == [said]
+    twin = client.get(f"/models?{query}&format=json")
+    assert (twin.status_code, twin.json()) == (404, {"error": said})
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1.0", "1e3", " 1", "²", "١", "０", "9" * 41, ""])
+def test_a_page_that_is_no_whole_number_is_a_one_line_400(client: TestClient, text: str) -> None:
+    answer = client.get("/models", params={"page": text, "format": "json"})
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"error": f"page must be a whole number from 1, not {text[:40]!r}"},
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    page=st.one_of(st.integers(-(10**40), 10**40).map(str), st.text(st.characters(exclude_categories=["Cs"]))),
+    status=st.sampled_from([None, "candidate", "production", "rejected", "archived", "x"]),
+    shape=st.sampled_from(["html", "json", "xml"]),
+)
+def test_no_page_status_or_format_is_a_server_error(
+    client: TestClient, page: str, status: str | None, shape: str
+) -> None:
+    params = {"page": page, "format": shape, **({"status": status} if status else {})}
+    assert client.get("/models", params=params).status_code in {200, 400, 404}
 
 
 @pytest.mark.parametrize(

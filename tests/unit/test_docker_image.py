@@ -6,7 +6,9 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -185,6 +187,13 @@ def test_entrypoint_passes_the_command_exit_status_through() -> None:
         ".ruff_cache/CACHEDIR.TAG",
         "retail_lineage.egg-info/PKG-INFO",
         "dvc_plots/index.html",
+        "lineage.db",
+        "openlineage.yml",
+        "pipeline-key",
+        "v.bundle",
+        "evidence/evidence.pdf",
+        "docs/index.md",
+        "tests/conftest.py",
     ],
 )
 def test_dockerignore_keeps_out(path: str) -> None:
@@ -211,6 +220,11 @@ def test_dockerignore_keeps_out(path: str) -> None:
         "data/raw/README.md",
         "data/reference/README.md",
         "data/raw/online_retail.xlsx.dvc",
+        "common/__init__.py",
+        "lineage/console/templates/base.html",
+        "lineage/console/static/console.css",
+        "lineage/openlineage_spec/OpenLineage.json",
+        "docker/worker.Dockerfile",
     ],
 )
 def test_dockerignore_keeps_in(path: str) -> None:
@@ -223,6 +237,102 @@ def test_build_context_of_this_checkout_has_no_secrets_or_data() -> None:
     assert {"requirements/torch-cpu.lock", "requirements/runtime.lock"} <= set(context)
     assert not [path for path in context if path.startswith((".git/", ".venv/", "models/", ".dvc/cache/"))]
     assert not [path for path in context if path.endswith(".parquet") or posixpath.basename(path) == ".env"]
+
+
+# What a working checkout gathers beside the code: the ledger, keys, bundles, evidence packs and local
+# settings, at the root where the docs' commands write them and inside the packages' folders.
+LOCAL_STATE = [
+    "lineage.db",
+    "lineage.db-wal",
+    "dev-lineage.db",
+    "ledger.sqlite3",
+    "openlineage.yml",
+    "pipeline-key",
+    "pipeline-key.pub",
+    "v.bundle",
+    "model-3f2a9c1b4d5e.bundle.json",
+    "evidence/evidence.html",
+    "evidence/evidence.pdf",
+    "evidence/evidence.json",
+    "evidence/MANIFEST.sha256",
+    "evidence-prod/reports/drift.html",
+    ".env",
+    ".env.prod",
+    "deployments/prod.env",
+    ".dvc/config.local",
+    ".dvc/cache/files/md5/ab/cdef",
+    ".dvc-storage/files/md5/ab/cdef",
+    ".git/config",
+    ".venv/bin/python",
+    ".aws/credentials",
+    "data/processed.parquet",
+    "data/raw/online_retail.xlsx",
+    "models/model.pt",
+    "reports/drift.html",
+    "metrics/etl.json",
+    "notes/scratch.txt",
+    "lineage/lineage.db",
+    "lineage/console/static/openlineage.yml",
+    "serving/pipeline-key",
+    "flows/v.bundle",
+    "tasks/.env",
+    "tasks/__pycache__/etl.cpython-311.pyc",
+    "retail_lineage.egg-info/PKG-INFO",
+    "build/lib/tasks/etl.py",
+]
+
+# What the image needs besides its packages (docker/worker.Dockerfile, its entrypoint, `pip install .` and
+# the flow it runs): `common/` is planted, since the package may not be in this checkout yet.
+NEEDED = [
+    "pyproject.toml",
+    "README.md",  # pyproject's readme: `pip install .` reads it
+    "requirements/torch-cpu.lock",
+    "requirements/runtime.lock",
+    "dvc.yaml",
+    "dvc.lock",
+    "params.yaml",
+    "prefect.yaml",
+    "model_card.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    "docker/entrypoint.sh",
+    "docker/worker.Dockerfile",
+    "data/raw/README.md",
+    "data/reference/README.md",
+    "data/raw/online_retail.xlsx.dvc",
+    "data/reference/snapshot.parquet.dvc",
+    "common/__init__.py",
+    "common/redact.py",
+]
+
+
+def _packages() -> list[str]:
+    """The top-level packages `pip install .` installs (pyproject.toml), and `common`."""
+    with (REPO / "pyproject.toml").open("rb") as file:
+        packages = tomllib.load(file)["tool"]["setuptools"]["packages"]
+    return sorted({name.split(".")[0] for name in packages} | {"common"})
+
+
+def test_build_context_is_an_allow_list_without_local_state(tmp_path: Path) -> None:
+    # A copy of the checkout (its tracked files) with local state planted, listed as the Docker client lists it.
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in [*tracked, *LOCAL_STATE, *NEEDED]:
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_file():
+            shutil.copyfile(REPO / name, target)
+        else:
+            target.write_text("planted\n")
+    context = set(build_context(tmp_path))
+
+    assert not [name for name in LOCAL_STATE if name in context]
+    assert not [name for name in NEEDED if name not in context]
+    packaged = [name for name in tracked if name.split("/")[0] in _packages()]
+    assert {"lineage/console/templates/base.html", "lineage/console/static/console.js"} <= set(packaged)
+    assert "lineage/openlineage_spec/OpenLineage.json" in packaged
+    assert not [name for name in packaged if name not in context]
+    # Nothing else: docs, tests, benchmarks and deployment tools stay on the developer's machine.
+    assert not [name for name in context if name.startswith(("docs/", "tests/", "bench/", "deployments/"))]
 
 
 def test_hadolint_passes() -> None:

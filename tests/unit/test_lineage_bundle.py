@@ -519,7 +519,7 @@ def test_verify_checks_an_import_from_its_head_on(world: World) -> None:
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 FORGERIES = {
-    # case: which record `check_ledger` stops at (0: the Import action, 1: the next record) and why
+    # case: which record `check_decisions` stops at (0: the Import action, 1: the next record) and why
     "no attestation": (0, "an Import action without a signed attestation"),
     "made-up attestation signed by mallory": (0, "an import attested with key {mallory}, not an active approver's"),
     "made-up attestation with a copied signature": (0, "its attestation's signature does not match the attestation"),

@@ -42,7 +42,7 @@ def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_nested_key_is_named_with_its_path(tmp_path: Path) -> None:
-    message = _load_error(tmp_path, "seed: 1\ndata:\n  inject_drift:\n    strat: 2011-01-01\n")
+    message = _load_error(tmp_path, 'seed: 1\ndata:\n  inject_drift:\n    strat: "2011-01-01"\n')
     assert "data.inject_drift.strat: unknown key" in message
 
 
@@ -81,10 +81,26 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     assert "expected a mapping" in _load_error(tmp_path, "- 1\n- 2\n")
 
 
-def test_drift_start_reads_quoted_or_bare_dates(tmp_path: Path) -> None:
-    for value in ("2011-09-01", "'2011-09-01'"):
+def test_drift_start_reads_a_quoted_date(tmp_path: Path) -> None:
+    for value in ('"2011-09-01"', "'2011-09-01'"):
         params = load_params(_write(tmp_path, f"seed: 1\ndata:\n  inject_drift:\n    start: {value}\n"))
         assert params.data.inject_drift.start == dt.date(2011, 9, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("data:\n  inject_drift:\n    start: 2011-09-01\n",
+         'data.inject_drift.start: 2011-09-01 is a YAML date, which DVC cannot read; quote it: "2011-09-01"'),
+        ("data:\n  inject_drift:\n    start: 2011-09-01 10:00:00\n",
+         "data.inject_drift.start: 2011-09-01 10:00:00 is a YAML date"),
+        ("data: {}\ndrift:\n  allowed_by: 2011-09-01\n", "drift.allowed_by: 2011-09-01 is a YAML date"),
+        ("data: {}\ndrift:\n  columns: [unit_price, 2011-09-01]\n", "drift.columns.1: 2011-09-01 is a YAML date"),
+    ],
+)  # fmt: skip
+def test_an_unquoted_date_anywhere_is_refused_saying_to_quote_it(tmp_path: Path, text: str, said: str) -> None:
+    # YAML reads 2011-09-01 as a date, and DVC, which hashes params.yaml's values itself, stops at one.
+    assert _load_error(tmp_path, "seed: 1\n" + text).startswith(f"{tmp_path / 'params.yaml'}: {said}")
 
 
 def test_integers_are_accepted_for_floats(tmp_path: Path) -> None:

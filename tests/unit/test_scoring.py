@@ -202,7 +202,7 @@ def test_price_curve_gives_a_quantity_per_price(client: TestClient, processed: p
     [
         ({"unit_price": None}, "rows.0.unit_price: Field required"),
         ({"unit_price": -2.5}, "rows.0.unit_price: Input should be greater than 0"),
-        ({"invoice_date": "31/12/2011 25:00"}, "rows.0.invoice_date: Input should be a valid datetime"),
+        ({"invoice_date": "31/12/2011 25:00"}, "rows.0.invoice_date: Input should be an ISO 8601 date (YYYY-MM-DD)"),
         (
             {"stock_code": "NOPE1"},
             "rows: column 'StockCode': 1 stock code(s) the model has no sales history of, first at data row 1: 'NOPE1'",
