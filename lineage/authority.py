@@ -486,11 +486,11 @@ def initialise(store: LedgerStore, signer: Signer, unsigned_decisions: str, four
     """The first approver (self-signed) and the signing policy, after a genesis record on an empty ledger."""
     if current(store).registered_any:
         raise AuthorityError("the ledger already has approvers: add one with `lineage approvers add`")
+    key = signer.public_key()  # a key that cannot be read fails before anything is written
     _ensure_genesis(store)
     head = store.head()
     ledger_id = store.ledger_id()
     assert ledger_id is not None
-    key = signer.public_key()
     first = finish(approver_record(signer.principal, key, signer.principal, ledger_id), [], signer)
     policy = finish(policy_record(unsigned_decisions, four_eyes, ledger_id), [], signer)
     store.append([first, policy], expected_head=head)

@@ -129,14 +129,19 @@ class Objects:
             self._open()
             return self._from_remote(["runs", flow_run_id, name])
 
+    def _anchors(self, ledger_id: str) -> tuple[Any, str] | None:
+        """The remote's filesystem and the folder of ledger `ledger_id`'s anchors, or None without a remote."""
+        self._open()
+        if self._remote is None:
+            return None
+        return self._remote.fs, self._remote.fs.join(self._remote.path, ANCHORS, ledger_id)
+
     def publish_anchor(self, ledger_id: str, head: Head, by: str) -> str | None:
         """Store `head` as an anchor of ledger `ledger_id` in the remote; its URL, or None where there is no remote."""
         with self._lock:
-            self._open()
-            if self._remote is None:
+            if (place := self._anchors(ledger_id)) is None:
                 return None
-            fs = self._remote.fs
-            folder = fs.join(self._remote.path, ANCHORS, ledger_id)
+            fs, folder = place
             path = fs.join(folder, f"{head.count:012d}-{head.head_hash}.json")
             body = {"ledger_id": ledger_id, "record_count": head.count, "head_hash": head.head_hash, "published_by": by}
             try:
@@ -150,11 +155,9 @@ class Objects:
         """The anchor of ledger `ledger_id` with the highest record count in the remote, and its URL; None where
         there is no remote or no anchor yet. Two anchors of one count with different hashes are a forked ledger."""
         with self._lock:
-            self._open()
-            if self._remote is None:
+            if (place := self._anchors(ledger_id)) is None:
                 return None
-            fs = self._remote.fs
-            folder = fs.join(self._remote.path, ANCHORS, ledger_id)
+            fs, folder = place
             try:
                 names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
             except FileNotFoundError:
