@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from lineage.decisions import PRODUCTION_POINTER
 from tests import insider
 from tests.conftest import (
     GIT_ENV,
@@ -410,9 +411,7 @@ def test_a_forged_promotion_moves_nothing_and_the_endpoint_says_so(world: World,
     version_id = _entity_id(world, target)
     status = insider.latest_body(world.db, version_id)
     status["properties"] |= {"status": "production", "status_reason": "approved by the model risk board"}
-    pointer_id = json.loads(world.lineage("query", "production", "--format", "json", "--depth", "1", "--include-edges"))
-    pointer = next(v for v in pointer_id["vertices"] if v["type"] == "Deployment")
-    moved = insider.latest_body(world.db, pointer["id"])
+    moved = insider.latest_body(world.db, PRODUCTION_POINTER)
     moved["properties"]["model_version"] = target
     promotion: dict[str, Any] = {
         "id": str(uuid.uuid4()), "action_type": "Promotion", "status": "Completed", "command": f"promoted {target}",
@@ -423,7 +422,7 @@ def test_a_forged_promotion_moves_nothing_and_the_endpoint_says_so(world: World,
     }  # fmt: skip
     _, _, seq = insider.append(world.db, [
         ("context", version_id, "ModelVersion", target, None, None, status),
-        ("context", pointer["id"], "Deployment", "production", None, None, moved),
+        ("context", PRODUCTION_POINTER, "Deployment", "production", None, None, moved),
         ("action", promotion["id"], "Promotion", None, None, None, promotion),
     ])  # fmt: skip
     for _ in range(int(40 * float(POLL_SECONDS) / 0.1)):
