@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
+from common.files import TargetError, atomic_path
 from lineage.signatures import SIGNED_RECORDS, SignatureReport, check_signatures
 from lineage.store import HASHED_COLUMNS, Head, LedgerRecord, LedgerStore, VerifyResult, verify_records
 
@@ -29,14 +31,21 @@ class ArchiveError(ValueError):
     """An archive that cannot be written or read; the message is one line naming the file."""
 
 
-def _open(path: Path, mode: str) -> IO[str]:
+def _open(path: Path) -> IO[str]:
     if path.suffix == ".gz":
-        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8"))
-    return path.open(mode, encoding="utf-8")
+        return cast(IO[str], gzip.open(path, "rt", encoding="utf-8"))
+    return path.open("r", encoding="utf-8")
+
+
+def _text_into(raw: IO[bytes], path: Path) -> IO[str]:
+    """Text written into `raw`, gzip-compressed when `path` (the archive's name, in the gzip header) ends in .gz."""
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.GzipFile(path.name, "wb", fileobj=raw), encoding="utf-8")
+    return io.TextIOWrapper(raw, encoding="utf-8")
 
 
 def export(store: LedgerStore, path: Path) -> Head:
-    """Write the whole ledger to `path`; return the anchor written in its header."""
+    """Write the whole ledger to `path` whole or not at all (common.files); return the anchor in its header."""
     head = store.head()
     header = {
         "format": FORMAT,
@@ -46,12 +55,14 @@ def export(store: LedgerStore, path: Path) -> Head:
         "anchor": {"record_count": head.count, "head_hash": head.head_hash},
     }
     try:
-        with _open(path, "w") as out:
+        with atomic_path(path) as scratch, scratch.open("wb") as raw, _text_into(raw, path) as out:
             out.write(json.dumps(header, sort_keys=True) + "\n")
             for record in store.records():
                 if record.seq > head.count:  # appended after the head was read: the next export has it
                     break
                 out.write(json.dumps(list(record), separators=(",", ":")) + "\n")
+    except TargetError as error:
+        raise ArchiveError(str(error)) from None
     except OSError as error:
         raise ArchiveError(f"{path}: cannot write the archive ({error.strerror})") from None
     return head
@@ -70,12 +81,12 @@ def verify_archive(path: Path, anchor: Head | None = None) -> tuple[VerifyResult
     """The chain check and (if the chain holds) the signature check of the archive at `path`, and the
     anchor its header states."""
     try:
-        with _open(path, "r") as handle:
+        with _open(path) as handle:
             stated = _header(handle, path)
             chain = verify_records(_records(handle, path), stated, anchor)
         if not chain.ok:
             return chain, None, stated
-        with _open(path, "r") as handle:
+        with _open(path) as handle:
             next(handle)
             wanted = {(kind.value, type_) for kind, type_ in SIGNED_RECORDS}
             signed = (r for r in _records(handle, path) if (r.kind, r.entity_type) in wanted)
