@@ -19,6 +19,8 @@ import httpx
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError
 
+from common.redact import redact_text, redact_url
+
 log = logging.getLogger("bootstrap")
 
 
@@ -71,7 +73,7 @@ async def _ensure_work_pools(pools: dict[str, str]) -> None:
     from prefect.workers.base import BaseWorker
 
     async with get_client() as client:
-        log.info("Prefect API %s", client.api_url)
+        log.info("Prefect API %s", redact_url(str(client.api_url)))
         for name, pool_type in pools.items():
             try:
                 existing = await client.read_work_pool(name)
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             ensure_work_pools(args.process_pool, args.docker_pool)
     except (BotoCoreError, ClientError, httpx.HTTPError, ValueError) as error:  # AWS, the Prefect API, a conflict
-        raise SystemExit(f"bootstrap: error: {error}") from None
+        raise SystemExit(f"bootstrap: error: {redact_text(str(error))}") from None
 
 
 if __name__ == "__main__":

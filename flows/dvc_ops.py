@@ -23,6 +23,7 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
+from common.redact import error_line, redact_text, redact_url
 from flows.retry import GATE_FAILED, RETRIES, SKIPPED, Rejected, TransientFailure
 from flows.summary import describe, gate_verdict, read_metrics
 from gates.rules import DriftPolicy
@@ -178,7 +179,7 @@ def _repro(stage: str, env: dict[str, str], on_line: Callable[[str], None] | Non
     lines = []
     assert process.stdout is not None
     for line in process.stdout:
-        line = line.rstrip()
+        line = redact_text(line.rstrip())  # a stage's or DVC's line may name a URL with its credentials
         if not line or line.strip() in _DVC_ADVICE:
             continue
         lines.append(line)
@@ -264,7 +265,7 @@ def store_in_run_record(repo: Any, remote: str | None, files: dict[str, bytes]) 
     target.fs.makedirs(folder, exist_ok=True)
     for name, content in files.items():
         target.fs.pipe_file(target.fs.join(folder, name), content)
-    return str(target.fs.unstrip_protocol(folder))
+    return redact_url(str(target.fs.unstrip_protocol(folder)))  # logged and recorded in the ledger
 
 
 def _reports(target: Any) -> list[Report]:
@@ -317,7 +318,7 @@ def remote_name(repo: Any, remote: str | None) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    """An exception as one line; DVC's lock error as what it means here."""
+    """An exception as one line, credentials masked; DVC's lock error as what it means here."""
     if DVC_LOCK_ERROR in str(error):
         return DVC_LOCKED
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return error_line(error)

@@ -20,6 +20,7 @@ from openlineage.client.event_v2 import RunState
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from common.redact import redact_text
 from flows.settings import read_secret
 from lineage.emit import Emitter
 from lineage.objects import Objects
@@ -65,7 +66,7 @@ class LiveLineage:
                 live.provenance = Provenance.read(Path("."))
                 live._log.info("OpenLineage: each stage's events go to %s as it runs", live.emitter.describe())
         except Exception as error:  # a missing Secret block, an unreadable DVC config: never stop the run
-            live._log.warning("OpenLineage: no events sent: %s", " ".join(str(error).split()))
+            live._log.warning("OpenLineage: no events sent: %s", redact_text(" ".join(str(error).split())))
             live.emitter = None
         live.spent += time.perf_counter() - began
         return live
@@ -84,7 +85,7 @@ class LiveLineage:
             )  # fmt: skip
             self.emitter.emit(event)
         except Exception as error:  # a workspace it cannot read: the ledger still records the stage
-            self._log.warning("OpenLineage: no %s event for %s: %s", state.value, stage, error)
+            self._log.warning("OpenLineage: no %s event for %s: %s", state.value, stage, redact_text(str(error)))
         self.spent += time.perf_counter() - began
 
     def close(self) -> None:

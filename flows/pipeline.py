@@ -18,6 +18,7 @@ from prefect import allow_failure, flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
+from common.redact import redact_text
 from flows.configuration import deployment_configuration
 from flows.dvc_ops import Pushed, prepare_workspace, push, run_stage, share_tuning_inputs
 from flows.live_lineage import LiveLineage
@@ -41,6 +42,7 @@ class RunStopped(Exception):
 
 
 def stopped(reason: str) -> State[Any]:
+    reason = redact_text(reason)  # the run's final message, in the UI and every log
     return Failed(message=reason, data=RunStopped(reason))
 
 
@@ -183,7 +185,7 @@ def _settle(state: State[T]) -> tuple[T, None] | tuple[None, str]:
     try:
         return state.result(), None
     except Exception as error:
-        return None, str(error)
+        return None, redact_text(str(error))  # it goes to the ledger, OpenLineage and the run's state
 
 
 def _now() -> dt.datetime:

@@ -18,8 +18,9 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
+from common.files import TargetError, atomic_path
 from lineage.bounded import Refused, open_regular
 from lineage.decisions import DecisionReport
 from lineage.store import HASHED_COLUMNS, Head, LedgerRecord, LedgerStore, VerifyResult, verify_records
@@ -36,10 +37,11 @@ class ArchiveError(ValueError):
     """An archive that cannot be written or read; the message is one line naming the file."""
 
 
-def _open(path: Path, mode: str) -> IO[str]:
+def _text_into(raw: IO[bytes], path: Path) -> IO[str]:
+    """Text written into `raw`, gzip-compressed when `path` (the archive's name, in the gzip header) ends in .gz."""
     if path.suffix == ".gz":
-        return cast(IO[str], gzip.open(path, mode + "t", encoding="utf-8"))
-    return path.open(mode, encoding="utf-8")
+        return io.TextIOWrapper(gzip.GzipFile(path.name, "wb", fileobj=raw), encoding="utf-8")
+    return io.TextIOWrapper(raw, encoding="utf-8")
 
 
 @contextmanager
@@ -63,7 +65,7 @@ def _lines(text: IO[str], path: Path) -> Iterator[str]:
 
 
 def export(store: LedgerStore, path: Path) -> Head:
-    """Write the whole ledger to `path`; return the anchor written in its header."""
+    """Write the whole ledger to `path` whole or not at all (common.files); return the anchor in its header."""
     head = store.head()
     header = {
         "format": FORMAT,
@@ -73,12 +75,14 @@ def export(store: LedgerStore, path: Path) -> Head:
         "anchor": {"record_count": head.count, "head_hash": head.head_hash},
     }
     try:
-        with _open(path, "w") as out:
+        with atomic_path(path) as scratch, scratch.open("wb") as raw, _text_into(raw, path) as out:
             out.write(json.dumps(header, sort_keys=True) + "\n")
             for record in store.records():
                 if record.seq > head.count:  # appended after the head was read: the next export has it
                     break
                 out.write(json.dumps(list(record), separators=(",", ":")) + "\n")
+    except TargetError as error:
+        raise ArchiveError(str(error)) from None
     except OSError as error:
         raise ArchiveError(f"{path}: cannot write the archive ({error.strerror})") from None
     return head

@@ -43,14 +43,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from common.files import TargetError, output_target, write_atomic
 from lineage.authority import ACTIVE, PIPELINE, approver, current
 from lineage.bounded import Refused, read_limited
 from lineage.entities import (
@@ -269,25 +268,17 @@ def to_bytes(bundle: dict[str, Any]) -> bytes:
 
 
 def write_bundle(data: bytes, path: Path, force: bool = False) -> None:
-    """Write `data` to `path` atomically (a temporary file beside it, then renamed over it)."""
+    """Write `data` to `path` whole or not at all (common.files: renamed over a file, written into a device
+    or FIFO such as /dev/stdout, never renamed over one)."""
     parent = path.parent
     if not parent.is_dir():
         raise BundleError(f"{path}: the folder {parent} does not exist")
-    if path.is_dir():
-        raise BundleError(f"{path}: is a folder, not a file")
-    if path.exists() and not force:
-        raise BundleError(f"{path} exists: pass --force to replace it")
     try:
-        handle, scratch = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=parent)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(scratch, path)
-        except BaseException:
-            Path(scratch).unlink(missing_ok=True)
-            raise
+        if path.exists() and not output_target(path)[1] and not force:  # a device or FIFO is written into
+            raise BundleError(f"{path} exists: pass --force to replace it")
+        write_atomic(path, data)
+    except TargetError as error:
+        raise BundleError(str(error)) from None
     except OSError as error:
         raise BundleError(f"{path}: cannot write the bundle ({error.strerror or error})") from None
 

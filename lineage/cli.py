@@ -26,6 +26,8 @@ import typer
 # noticeable part of a fresh `lineage query`. Set before the first model is built.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
+from common.files import write_atomic
+from common.redact import redact_text, redact_url
 from lineage.entities import Context, ModelStatus
 from lineage.query import Direction, query_lineage
 from lineage.store import Head, LedgerError, LedgerStore
@@ -111,8 +113,7 @@ def _ledger(db: str | None, read_only: bool = False, create: bool = True) -> Ite
     except OSError as error:  # a path that cannot even be looked at, e.g. a name too long
         _fail(f"{error.filename}: {error.strerror}" if error.filename else str(error))
     except (LedgerError, ValueError) as error:  # every module's own errors are ValueErrors
-        typer.echo(f"lineage: error: {str(error).translate(_LINE_BREAKS)}", err=True)
-        raise typer.Exit(1) from None
+        _fail(str(error))
 
 
 def _version_line(version: Any) -> str:
@@ -140,7 +141,8 @@ def _anchor(count: int | None, digest: str | None) -> Head | None:
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"lineage: error: {message.translate(_LINE_BREAKS)}", err=True)
+    # Every error line is redacted here too: a driver's or a remote's message may name a URL with credentials.
+    typer.echo(f"lineage: error: {redact_text(message).translate(_LINE_BREAKS)}", err=True)
     raise typer.Exit(1)
 
 
@@ -241,12 +243,12 @@ def _publish_anchor(store: LedgerStore, repository: Path, remote: str | None, wh
     try:
         url = Objects(repository, remote).publish_anchor(ledger_id, store.head(), what)
     except ObjectError as error:
-        typer.echo(f"lineage: warning: no anchor published: {error}", err=True)
+        typer.echo(f"lineage: warning: no anchor published: {redact_text(str(error))}", err=True)
         return
     if url is None:
         typer.echo(f"lineage: warning: no anchor published: {repository} has no DVC remote (--repository)", err=True)
     else:
-        typer.echo(f"anchor published: {url}", err=True)
+        typer.echo(f"anchor published: {redact_url(url)}", err=True)
 
 
 def _changed(
@@ -613,7 +615,7 @@ def export_openlineage(
             sys.stdout.write(lines)
         else:
             try:
-                output.write_text(lines, encoding="utf-8")
+                write_atomic(output, lines.encode("utf-8"))  # never renamed over a device or FIFO
             except OSError as error:
                 raise ValueError(f"{output}: cannot write the events ({error.strerror})") from None
         if url:
@@ -621,8 +623,7 @@ def export_openlineage(
                 openlineage.send(events, url)
             except openlineage.SendError as error:
                 raise ValueError(str(error)) from error
-    sent_to = re.sub(r"//[^/@\s]*@", "//", url or "")  # as send's errors: without the URL's credentials
-    typer.echo(f"{len(events)} OpenLineage events" + (f" sent to {sent_to}" if url else ""), err=True)
+    typer.echo(f"{len(events)} OpenLineage events" + (f" sent to {redact_url(url)}" if url else ""), err=True)
 
 
 @export_app.command("archive")

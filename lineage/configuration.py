@@ -5,9 +5,10 @@ Two sources, both recorded as Configuration artifacts that ContributedTo the run
   Dockerfile, the lock files, .dvc/config, the model card), each by md5 and git blob id, which
   `git cat-file -p` turns back into the content; .dvc/config's settings are also kept key by key;
 - the deployment as the Prefect server held it when the run started (flows/configuration.py reads it).
-Values whose key names a secret are masked, and URLs lose any user:password, before anything is
-recorded. `snapshot` flattens both into one key -> value map, which the Deployment context keeps, so
-the next run of that deployment finds what to compare with in one lookup; `changes` lists what differs.
+Values whose key names a secret are masked, and every other value's credentials too (common.redact: a URL's
+password and secret query parameters, a secret `key=value`), before anything is recorded. `snapshot`
+flattens both into one key -> value map, which the Deployment context keeps, so the next run of that
+deployment finds what to compare with in one lookup; `changes` lists what differs.
 """
 
 from __future__ import annotations
@@ -20,26 +21,24 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from common.redact import MASK, redact_text, secret_key
 from lineage.entities import Artifact, ArtifactType, PropertyValue
 
 CONFIGURATION_FILES = (
     "dvc.yaml", "prefect.yaml", "docker/worker.Dockerfile", ".dvc/config", "requirements/*.lock", "model_card.yaml",
 )  # fmt: skip
 DEPLOYMENT_URI = "prefect-deployment/"  # + the deployment's name: its artifact's source URI
-MASK = "***"
-_SECRET = re.compile(r"secret|passw|token|credential|private|api[_-]?key|access[_-]?key|session|auth", re.IGNORECASE)
-_URL_CREDENTIALS = re.compile(r"(\w[\w+.-]*://)[^/@\s]*@")
 
 
 def mask(value: Any, key: str = "") -> Any:
-    """`value` with every entry whose key names a secret replaced by ***, and credentials cut from URLs."""
+    """`value` with every entry whose key names a secret replaced by ***, and credentials masked in text."""
     if isinstance(value, dict):
         return {name: mask(item, str(name)) for name, item in value.items()}
     if isinstance(value, list):
         return [mask(item, key) for item in value]
-    if _SECRET.search(key) and value not in (None, "", {}, []):
+    if secret_key(key) and value not in (None, "", {}, []):
         return MASK
-    return _URL_CREDENTIALS.sub(r"\1", value) if isinstance(value, str) else value
+    return redact_text(value) if isinstance(value, str) else value
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, PropertyValue]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import yaml
 from openlineage.client.client import OpenLineageClient
@@ -34,6 +33,8 @@ from openlineage.client.transport import Transport, get_default_factory
 from openlineage.client.transport.file import FileTransport
 from openlineage.client.transport.http import HttpTransport
 from openlineage.client.utils import deep_merge_dicts
+
+from common.redact import redact_text, redact_url
 
 log = logging.getLogger("lineage.emit")
 
@@ -54,16 +55,16 @@ HTTP_RETRY: dict[str, Any] = {
     "allowed_methods": ["POST"],
 }
 LEDGER_NOTE = "the ledger keeps every event: `lineage export openlineage` sends them again"
-_URL_CREDENTIALS = re.compile(r"//[^/@\s]*@")
 
 
 class _NoUrlCredentials(logging.Filter):
-    """Strips URL user info from a record: openlineage-python logs its HTTP transport's URL at DEBUG as given."""
+    """Masks URL credentials in a record: openlineage-python logs its HTTP transport's URL at DEBUG as given."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if _URL_CREDENTIALS.search(message):
-            record.msg, record.args = _URL_CREDENTIALS.sub("//", message), None
+        shown = redact_text(message)
+        if shown != message:
+            record.msg, record.args = shown, None
         return True
 
 
@@ -90,22 +91,14 @@ class EmitReport:
 
 
 def _one_line(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` on one line, without URL credentials and with every secret replaced by ***."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return _URL_CREDENTIALS.sub("//", " ".join(text.split()))
-
-
-def _safe_url(url: str) -> str:
-    """`url` without user info, query or fragment: what a log line may show."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    """`text` on one line, with URL credentials and every secret masked."""
+    return redact_text(" ".join(text.split()), secrets)
 
 
 def describe(transport: Transport) -> str:
     """Where `transport` sends events, in a few words without credentials (for a start-of-run log line)."""
     if isinstance(transport, HttpTransport):
-        return _safe_url(urljoin(transport.url, transport.endpoint))
+        return redact_url(urljoin(transport.url, transport.endpoint))
     if isinstance(transport, FileTransport):
         path = transport.config.log_file_path
         return f"file {path}" if transport.config.append else f"files {path}-<time>.json"

@@ -20,15 +20,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
 
+from common.files import TargetError, atomic_folder
 from lineage import chromium, views
 from lineage.console.app import Links, environment
 from lineage.console.charts import tuning_chart
@@ -128,24 +126,16 @@ def build(
 ) -> Pack:
     """Write the evidence pack of model version `name` (or `production`) into the new folder `output`: built
     beside it and renamed into place when whole, so a failure leaves nothing behind."""
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise EvidenceError(f"{output} exists and is not an empty folder: a pack is written into a new one")
     if not output.absolute().parent.is_dir():
         raise EvidenceError(f"{output}: its parent folder does not exist")
     try:
-        chromium.find()  # before any work: the document cannot be made without it
-        scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-        scratch.chmod(0o755)  # a pack is for others to read (mkdtemp makes it private)
+        with atomic_folder(output) as scratch:
+            chromium.find()  # before any work: the document cannot be made without it
+            pack = _build(store, name, scratch, objects, repository, full)
+    except TargetError as error:
+        raise EvidenceError(f"{error}: a pack is written into a new one") from None
     except chromium.ChromiumError as error:
         raise EvidenceError(f"the evidence document needs headless Chromium: {error}") from None
-    except OSError as error:
-        raise EvidenceError(f"{output}: cannot create the folder ({error.strerror})") from None
-    try:
-        pack = _build(store, name, scratch, objects, repository, full)
-        os.replace(scratch, output)  # onto an empty folder too
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
     return dataclasses.replace(pack, folder=output)
 
 

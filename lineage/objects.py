@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from common.redact import redact_text, redact_url
 from lineage.entities import Artifact
 from lineage.store import Head
 
@@ -67,9 +68,10 @@ class Objects:
                 name = self.remote_name or str(repo.config["core"].get("remote", ""))
                 if name:
                     self._remote = repo.cloud.get_remote(name)
-                    self.remote_url = str(self._remote.fs.unstrip_protocol(self._remote.path))
+                    # Only ever shown (pages, messages, OpenLineage names): reads go through self._remote.
+                    self.remote_url = redact_url(str(self._remote.fs.unstrip_protocol(self._remote.path)))
         except DvcException as error:
-            raise ObjectError(f"cannot open DVC's storage in {self.root}: {error}") from None
+            raise ObjectError(redact_text(f"cannot open DVC's storage in {self.root}: {error}")) from None
 
     def read(self, md5: str) -> bytes | None:
         """The file whose md5 is `md5` (not a directory's `.dir` listing), or None where neither the cache nor
@@ -200,7 +202,7 @@ class Objects:
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise ObjectError(f"cannot read {'/'.join(parts)} from {self.remote_url}: {error}") from None
+            raise ObjectError(redact_text(f"cannot read {'/'.join(parts)} from {self.remote_url}: {error}")) from None
 
 
 def configure_s3_remote(root: Path = Path(".")) -> None:

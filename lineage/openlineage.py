@@ -38,7 +38,6 @@ import datetime as dt
 import functools
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from common.redact import redact_text
 from lineage.dvc_workspace import (
     dataset_properties,
     host,
@@ -584,9 +584,6 @@ class SendError(RuntimeError):
     """Sending events failed; the message is one line, without the API key or URL credentials."""
 
 
-_NO_CREDENTIALS = re.compile(r"//[^/@\s]*@")
-
-
 def send(
     events: Iterable[RunEvent], url: str, api_key: str | None = None, retries: int = 3, timeout: float = 5.0
 ) -> int:
@@ -600,8 +597,7 @@ def send(
     key = api_key or os.environ.get("OPENLINEAGE_API_KEY")
 
     def fail(what: str, error: Exception) -> SendError:
-        message = " ".join((str(error).replace(key, "***") if key else str(error)).split())
-        return SendError(_NO_CREDENTIALS.sub("//", f"{what}: {message}"))
+        return SendError(redact_text(" ".join(f"{what}: {error}".split()), [key] if key else []))
 
     retry = {**DEFAULT_RETRY_CONFIG, "total": retries, "read": retries, "connect": retries}
     auth = ApiKeyTokenProvider({"api_key": key}) if key else TokenProvider({})

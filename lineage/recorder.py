@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, cast
 
 from pydantic import JsonValue
 
+from common.redact import redact_url
 from gates.rules import NO_OVERRIDE, DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
 from lineage.authority import PIPELINE, current
 from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot
@@ -143,8 +143,9 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def _without_credentials(url: str) -> str:
-    """A remote URL with any user:token@ removed: secrets never reach the ledger."""
-    return re.sub(r"^(\w[\w+.-]*://)[^/@]*@", r"\1", url)
+    """A remote URL without its user info and with secret parameters masked: secrets never reach the ledger,
+    and the repository is named the same whoever cloned it."""
+    return redact_url(url, user=False)
 
 
 @dataclass(frozen=True)

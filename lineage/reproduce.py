@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from common.redact import redact_text, redact_url
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -279,7 +280,7 @@ def restore(root: Path, tree: Path, want: Expected, remote: str | None) -> None:
         )
         if hashlib.md5(params).hexdigest() != want.params_md5:
             raise ReproduceError(
-                f"{url}/runs/{want.flow_run_id}/params.yaml is altered: its md5 is not {want.params_md5}"
+                f"{redact_url(url)}/runs/{want.flow_run_id}/params.yaml is altered: its md5 is not {want.params_md5}"
             )
         tracked = _git(tree, "ls-files", "*.dvc").split()  # raw inputs added or imported with DVC
         for dvc_file in tracked:
@@ -302,7 +303,8 @@ def restore(root: Path, tree: Path, want: Expected, remote: str | None) -> None:
             if tracked:
                 repo.pull(targets=tracked, remote=name)
         except DvcException as error:
-            raise ReproduceError(f"cannot restore {', '.join(tracked)} from remote '{name}': {error}") from error
+            restoring = f"cannot restore {', '.join(tracked)} from remote '{name}'"
+            raise ReproduceError(f"{restoring}: {redact_text(str(error))}") from error
 
 
 def _fetch(remote: Any, parts: list[str], what: str, name: str) -> bytes:
@@ -313,7 +315,7 @@ def _fetch(remote: Any, parts: list[str], what: str, name: str) -> bytes:
     except FileNotFoundError:
         raise ReproduceError(f"{what} is missing from remote '{name}'") from None
     except OSError as error:
-        raise ReproduceError(f"cannot read {what} from remote '{name}': {error}") from error
+        raise ReproduceError(f"cannot read {what} from remote '{name}': {redact_text(str(error))}") from error
 
 
 def rerun(tree: Path) -> None:

@@ -27,7 +27,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -60,6 +59,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.sql import Select
 
+from common.redact import error_line, redact_url
 from lineage.entities import Action, Artifact, Association, AssociationType, Context, Entity
 
 GENESIS = "0" * 64
@@ -894,20 +894,11 @@ def verify_records(
 
 
 def _redact(url: str) -> str:
-    """A database URL with its password masked, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", url)
+    """A database URL with its credentials masked, for messages and logs."""
+    return redact_url(url)
 
 
 def _one_line(error: BaseException, url: str) -> str:
-    """The first line of an error from the database at `url` (the driver's own, if wrapped), with the
-    URL's password masked."""
-    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
-    line = lines[0] if lines else type(error).__name__
-    try:
-        password = make_url(url).password
-    except ArgumentError:
-        return line
-    return line.replace(password, "***") if isinstance(password, str) and password else line
+    """The first line of an error from the database at `url` (the driver's own, if wrapped), with the URL's
+    credentials masked wherever they appear in it."""
+    return error_line(error, url)

@@ -34,6 +34,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.redact import redact_text
 from lineage import registry
 from lineage.decisions import Production
 from lineage.entities import Action, Context
@@ -172,10 +173,11 @@ class Endpoint:
                 try:
                     scorer = load_scorer(store, self.objects, current.name)
                 except (NotServable, QueryError) as error:
-                    self.served.refused = {"model_version": current.name, "reason": str(error)}
+                    reason = redact_text(str(error))  # shown by /health and the log: no remote's credentials
+                    self.served.refused = {"model_version": current.name, "reason": reason}
                     if served is None:
                         self.served.unavailable = f"refused {current.name}"
-                    log.error("retail-serve: refused %s: %s", current.name, error)
+                    log.error("retail-serve: refused %s: %s", current.name, reason)
                     return
                 now = dt.datetime.now(dt.UTC)
                 store.append(endpoint_update(store, self.settings.endpoint, current, now, self.settings.serving))
@@ -183,7 +185,7 @@ class Endpoint:
                 self.served = Served(scorer, current, now, promoted, untrusted)  # one assignment: never half
                 log.info("retail-serve: now serving %s on %s", current.name, self.settings.endpoint)
         except LedgerError as error:
-            log.error("retail-serve: the ledger cannot be read: %s", error)
+            log.error("retail-serve: the ledger cannot be read: %s", redact_text(str(error)))
 
     def start(self) -> None:
         self.follow_production()

@@ -41,6 +41,7 @@ def serve(
     """Serve the production model version's predictions, following the ledger's production pointer."""
     import torch
 
+    from common.redact import redact_text
     from lineage.listen import ListenError, listen, run, url
     from lineage.objects import Objects, configure_s3_remote
     from lineage.store import LedgerError, LedgerStore
@@ -66,12 +67,12 @@ def serve(
     try:  # a ledger that cannot be opened is one line now, not a log line at every poll
         LedgerStore(db).close()
     except LedgerError as error:
-        typer.echo(f"retail-serve: error: {error}", err=True)
+        typer.echo(f"retail-serve: error: {redact_text(str(error))}", err=True)
         raise typer.Exit(2) from None
     try:
         listening = listen(host, port)
     except ListenError as error:
-        typer.echo(f"retail-serve: error: {error}", err=True)
+        typer.echo(f"retail-serve: error: {redact_text(str(error))}", err=True)
         raise typer.Exit(2) from None
     configure_s3_remote(repository)  # DVC_REMOTE_S3_URL, as the worker image's flows take it
     app = create_app(settings, Objects(repository, remote))

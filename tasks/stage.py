@@ -10,13 +10,15 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
 import yaml
+
+from common import files
+from common.files import TargetError
 
 # Distinct exit codes let the orchestrator tell deterministic failures (never retried) from
 # transient ones (anything else). 65 is sysexits' EX_DATAERR.
@@ -73,20 +75,17 @@ def require_under(value: str, directory: Path, key: str, how: str) -> Path:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
-
-    A crash or kill mid-write therefore never leaves a partial output behind.
-    """
+    """Yield a scratch path for the output `path` (its folder created); its bytes become `path`'s only if the
+    block succeeds (common.files.atomic_path: renamed over a file, written into a device or FIFO, never
+    renamed over one). A crash or kill mid-write never leaves a partial output behind; a target that can
+    take no file (a folder, a socket) is an InputError before any work."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with files.atomic_path(target) as scratch:
+            yield scratch
+    except TargetError as error:
+        raise InputError(str(error)) from None
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import torch
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from common.redact import error_line, redact_url
 from tasks.columns import TARGET
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
@@ -318,24 +319,14 @@ def _shared_storage() -> optuna.storages.RDBStorage | None:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage at a SQLAlchemy URL; an error names it with its password masked."""
-    parsed = _parse(url)
-    if parsed is None:  # SQLAlchemy's own message would echo the URL, password and all
+    """Optuna's storage at a SQLAlchemy URL; an error names it with its credentials masked."""
+    if _parse(url) is None:  # SQLAlchemy's own message would echo the URL, password and all
         raise InputError(f"{OPTUNA_STORAGE_URL_ENV}: not a SQLAlchemy database URL")
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as error:  # a server down or unreachable: a retry may succeed
-        lines = str(getattr(error, "orig", None) or error).strip().splitlines()  # the driver's own, if wrapped
-        reason = lines[0] if lines else type(error).__name__
-        if parsed.password:
-            reason = reason.replace(str(parsed.password), "***")
-        raise RuntimeError(f"tune: cannot open the Optuna storage at {masked(url)}: {reason}") from None
-
-
-def masked(url: str) -> str:
-    """A database URL with its password masked, for messages and logs."""
-    parsed = _parse(url)
-    return parsed.render_as_string(hide_password=True) if parsed else "(not a database URL)"
+        reason = error_line(error, url)
+        raise RuntimeError(f"tune: cannot open the Optuna storage at {redact_url(url)}: {reason}") from None
 
 
 def _parse(url: str) -> URL | None:
@@ -355,7 +346,7 @@ def _runner(
 ) -> TrialRunner:
     """In this process, unless TUNE_TRIAL_DEPLOYMENT names a Prefect deployment whose workers run the trials."""
     deployment = os.environ.get(TUNE_TRIAL_DEPLOYMENT_ENV)
-    where = masked(str(storage.url)) if storage else "memory"
+    where = redact_url(str(storage.url)) if storage else "memory"
     if storage is not None and job.study_name in optuna.study.get_all_study_names(storage):
         # Left by an earlier attempt of this same run: start afresh, so TPE sees exactly what it asked.
         optuna.delete_study(study_name=job.study_name, storage=storage)

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -28,6 +29,36 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+# The device node the run checks when it ends; another path only to test the check (test_safe_writes.py).
+CHECKED_DEVICE = os.environ.get("RETAIL_LINEAGE_CHECK_DEVICE", "/dev/null")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if /dev/null is no longer a character device. Tests run as root: an atomic write that
+    renamed over it would replace the machine's /dev/null with a regular file and break every service that
+    opens it. Under xdist, the controller checks, after every worker has finished."""
+    if hasattr(session.config, "workerinput"):
+        return
+    try:
+        mode = os.lstat(CHECKED_DEVICE).st_mode
+    except OSError as error:
+        found = error.strerror
+    else:
+        if stat.S_ISCHR(mode):
+            return
+        found = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symbolic link"}.get(
+            stat.S_IFMT(mode), oct(mode)
+        )
+    problem = (
+        f"{CHECKED_DEVICE} is no longer a character device ({found}): a test replaced it; "
+        f"restore it with `rm {CHECKED_DEVICE} && mknod -m 666 {CHECKED_DEVICE} c 1 3`"
+    )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("!", problem, red=True)
+    else:
+        print(problem, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def stage_env(**extra: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ def executed_modules(stage: str) -> frozenset[str]:
     """The project's .py files `python -m tasks.<stage>` executes: the stage module, everything it imports,
     directly or through anything else (function-level imports included), the modules of the entry points
     it loads, and the `__init__.py` of each of their packages."""
-    graph = grimp.build_graph("tasks", "flows", "lineage", "gates", cache_dir=None)
+    graph = grimp.build_graph("common", "tasks", "flows", "lineage", "gates", cache_dir=None)
     roots = {f"tasks.{stage}"}
     group = LOADS_ENTRY_POINTS.get(stage)
     if group:
@@ -72,6 +72,7 @@ def test_import_contracts_forbid_what_the_design_forbids() -> None:
     assert set(contracts["lineage"]["forbidden_modules"]) == {"flows", "tasks", "serving", "prefect"}
     assert set(contracts["gates"]["forbidden_modules"]) == {"flows", "tasks", "lineage", "serving", "prefect"}
     assert set(contracts["serving"]["forbidden_modules"]) == {"flows", "prefect"}
+    assert set(contracts["common"]["forbidden_modules"]) == {"flows", "tasks", "lineage", "gates", "serving", "prefect"}
     assert all(c["type"] == "forbidden" and not c.get("allow_indirect_imports") for c in contracts.values())
     assert PYPROJECT["tool"]["importlinter"]["include_external_packages"] is True
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import traceback
@@ -199,9 +200,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, Path]) -
 
 @contextmanager
 def workdir(world: World, private_ledger: bool) -> Iterator[Path]:
-    """A fresh working directory holding the files (and a copy of the ledger), as the current one."""
+    """A fresh working directory holding the files (and a copy of the ledger), as the current one; with a
+    device node `null` like /dev/null (never the machine's own: a command that renamed over it as root
+    would break the machine), which must still be one afterwards."""
     folder = Path(tempfile.mkdtemp(dir=world.runs))
     shutil.copytree(world.files, folder, dirs_exist_ok=True)
+    null: Path | None = folder / "null"
+    try:
+        os.mknod(folder / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:  # not root: `null` is one more missing path
+        null = None
     ledger = world.ledger
     if private_ledger:
         ledger = folder / "lineage.db"
@@ -210,6 +218,8 @@ def workdir(world: World, private_ledger: bool) -> Iterator[Path]:
     os.chdir(folder)
     try:
         yield ledger
+        if null is not None:
+            assert stat.S_ISCHR(os.lstat(null).st_mode), "a command replaced the device node `null`"
     finally:
         os.chdir(before)
         shutil.rmtree(folder)
@@ -234,7 +244,7 @@ INTS = st.one_of(
 )
 FLOATS = st.one_of(INTS, st.sampled_from(["nan", "inf", "-inf", "1e400", "0.0", "-0.5"]))
 PATHS = [
-    "notes.txt", "ünïcødé.txt", "garbage.bin", "empty.txt", "folder", "folder/", ".", "", "/", "/dev/null",
+    "notes.txt", "ünïcødé.txt", "garbage.bin", "empty.txt", "folder", "folder/", ".", "", "/", "null",
     "missing.jsonl", "missing/dir/events.jsonl", "/nonexistent/dir/events.jsonl", "ünï/ködé.jsonl",
     "notes.txt/child", "x" * 300, "a\nb.jsonl", f"{NOT_UTF8}.jsonl", "archive.jsonl.gz", "archive.jsonl",
     "truncated.jsonl.gz", "fake.jsonl.gz", "list-header.jsonl", "wrong-types.jsonl", "not-json.jsonl",
@@ -396,7 +406,9 @@ CASES = [
      "lineage: error: garbage.bin: not an OpenSSH key file (byte 0 is not UTF-8 text)"),
     (0, ["export", "archive", "--output", f"{NOT_UTF8}.jsonl"], "records written to caf\ufffd.jsonl; anchor "),
     (0, ["export", "openlineage", "--db", "sqlite://", "--url", f"http://u:{PASSWORD}@127.0.0.1:1"],
-     "0 OpenLineage events sent to http://127.0.0.1:1"),
+     "0 OpenLineage events sent to http://u:***@127.0.0.1:1"),
+    (0, ["export", "archive", "--output", "null"], "records written to null; anchor "),
+    (1, ["export", "archive", "--output", "folder"], "lineage: error: folder: is a folder; an output goes to a file"),
     (1, ["query", "{association}"], "is an association (an edge), not an entity: query its source or destination"),
     (1, ["init", "--db", "sqlite:///fresh.db", "--approver", "carol", "--key", "."],
      "lineage: error: .: no such key file"),

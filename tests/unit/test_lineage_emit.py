@@ -370,7 +370,7 @@ def test_credentials_in_the_url_stay_out_of_lines_and_reports(
     monkeypatch.setenv("OPENLINEAGE_URL", receiver.url.replace("http://", "http://admin:hunter2@"))
     elapsed, emitter, report = _timed_run(caplog)
     assert elapsed < 1.0
-    assert emitter.describe() == f"{receiver.url}/api/v1/lineage"
+    assert emitter.describe() == f"{receiver.url.replace('http://', 'http://admin:***@')}/api/v1/lineage"
     assert "401" in (report.error or "")
     assert "hunter2" not in caplog.text + repr(report)
     assert API_KEY not in caplog.text + repr(report)

@@ -1,0 +1,1 @@
+"""What every package shares and none owns: credential redaction and safe output writes."""
