@@ -47,13 +47,13 @@ from lineage.entities import (
     context_id,
 )
 from lineage.signatures import (
-    NAMESPACE,
     SIGNATURE,
     UNSIGNED,
     Attested,
     SignatureError,
     Signer,
     attested_import,
+    checked,
     public_key,
     sign,
     signed_payload,
@@ -236,7 +236,7 @@ class Authority:
         if not isinstance(name, str) or not isinstance(armored, str):
             return [], "the record has no signature and no signer"
         try:
-            signers = [(name, sshsig.check_signature(signed_payload(body, "context"), armored, NAMESPACE))]
+            signers = [(name, checked(signed_payload(body, "context"), armored))]
         except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
             return [], f"the signature by {name!r} does not match the record ({error})"
         for entry in _cosignatures(values):
@@ -244,9 +244,7 @@ class Authority:
                 return [], "its cosignatures are not a JSON list of {signed_by, signature}"
             alone = {**body, "properties": {**_unsigned(values), "signed_by": entry[0]}}
             try:
-                signers.append(
-                    (entry[0], sshsig.check_signature(signed_payload(alone, "context"), entry[1], NAMESPACE))
-                )
+                signers.append((entry[0], checked(signed_payload(alone, "context"), entry[1])))
             except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
                 return [], f"the cosignature by {entry[0]!r} does not match the record ({error})"
         return signers, None

@@ -21,7 +21,6 @@ another ledger are that ledger's history: they change nothing here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,7 +47,7 @@ from lineage.signatures import (
     public_key,
     record_signature_problem,
 )
-from lineage.store import Kind, LedgerRecord, LedgerStore
+from lineage.store import Head, Kind, LedgerRecord, LedgerStore
 
 # What a pipeline run decides by itself (a promotion: without an override).
 AUTOMATIC = {Decision.PROMOTED, Decision.REJECTED, Decision.HELD, Decision.KEPT}
@@ -148,17 +147,17 @@ class StoreFacts:
         return self._authorities[seq]
 
     def verdicts(self, version: str, seq: int) -> dict[str, Any] | None:
-        first = _first(self.store.records(ids=[context_id(ContextType.MODEL_VERSION, version)], upto=seq - 1))
+        first = self.store.first_record(context_id(ContextType.MODEL_VERSION, version), before=seq)
         return None if first is None else _verdicts(json.loads(first.body)["properties"])
 
     def request(self, request_id: str, seq: int) -> tuple[str, PublicKey, str] | str:
-        record = _first(self.store.records(ids=[request_id], upto=seq - 1))
+        record = self.store.first_record(request_id, before=seq)
         if record is None or record.entity_type != ActionType.PROMOTION.value:
             return f"an override promotion whose request {request_id[:80]} is not recorded before it"
         return _request(record, json.loads(record.body), self)
 
     def recorded_before(self, entity_id: str, seq: int) -> bool:
-        return _first(self.store.records(ids=[entity_id], upto=seq - 1)) is not None
+        return self.store.first_record(entity_id, before=seq) is not None
 
 
 def _request(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[str, PublicKey, str] | str:
@@ -170,14 +169,6 @@ def _request(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[
     if problem or key is None:
         return f"an override promotion whose request does not hold ({problem or 'unsigned'})"
     return str(values.get("signed_by")), key, str(values.get("model_version"))
-
-
-def _first(records: Iterator[LedgerRecord]) -> LedgerRecord | None:
-    """The first of `records`, the read closed."""
-    try:
-        return next(records, None)
-    finally:
-        records.close()  # type: ignore[attr-defined]
 
 
 # -- what readers see ----------------------------------------------------------------------------------------
@@ -220,10 +211,26 @@ class Production:
         return lines
 
 
+# The answer for a ledger state, by its head (count and hash): the hash chain makes it the same for every copy
+# of that state, so a long-running reader (retail-serve's poll, the console) judges the decisions once.
+_KNOWN: dict[Head, Production] = {}
+
+
 def production(store: LedgerStore, facts: StoreFacts | None = None, before: int | None = None) -> Production:
     """Which version is in production (just before seq `before`, if given): the latest promotion or rollback
     that holds, newest first; a few reads when the latest one holds, however long the ledger."""
-    facts = facts or StoreFacts(store)
+    head = store.head() if before is None else None
+    if head is not None and head in _KNOWN:
+        return _KNOWN[head]
+    found = _production(store, facts or StoreFacts(store), before)
+    if head is not None:
+        if len(_KNOWN) > 64:
+            _KNOWN.clear()
+        _KNOWN[head] = found
+    return found
+
+
+def _production(store: LedgerStore, facts: StoreFacts, before: int | None) -> Production:
     refused: list[Refusal] = []
     found: LedgerRecord | None = None
     records = store.records(PROMOTIONS, newest_first=True, upto=None if before is None else before - 1)
@@ -344,9 +351,15 @@ class RegistryCheck:
     each governance record and decision must hold at its point, and each status record and move of the
     production pointer must say what the decisions that hold imply (after the decision it follows, or, in
     ledgers written before decisions came first, the one that follows it). From `since` on (an incremental
-    verification), what was recorded up to `since` is read from the ledger through `before`."""
+    verification), what was recorded up to `since` is read from the ledger through `before`.
 
-    def __init__(self, ledger_id: str | None, before: StoreFacts | None = None, since: int = 0) -> None:
+    Not `strict`, it is the readers' replay instead: what does not hold is passed over, and `status` ends as
+    every version's status the decisions that hold imply (`lineage models list`)."""
+
+    def __init__(
+        self, ledger_id: str | None, before: StoreFacts | None = None, since: int = 0, strict: bool = True
+    ) -> None:
+        self.strict = strict
         self.authority = Authority(ledger_id)
         self.report = DecisionReport()
         self.before, self.since = before, since
@@ -394,7 +407,7 @@ class RegistryCheck:
             problem = self._governance(record, body)
         else:
             problem = self._state(record, body["properties"], body["name"])
-        if problem and self.report.ok:
+        if problem and self.report.ok and self.strict:
             self._fail(record.seq, record.entity_id, problem)
         return self.report.ok
 
@@ -447,7 +460,7 @@ class RegistryCheck:
         if outcome in MOVES_PRODUCTION:
             current = self._pointer()
             said = values.get("previous_production")
-            if "previous_production" in values and (said or None) != current:
+            if self.strict and "previous_production" in values and (said or None) != current:
                 return f"it says it replaces {said or 'no version'}, but {current or 'no version'} was in production"
             if current and current != version:
                 done = ModelStatus.ARCHIVED if outcome == Decision.PROMOTED else ModelStatus.REJECTED
@@ -473,13 +486,15 @@ class RegistryCheck:
             if not again and name not in self.status and not self._known_before(record.entity_id):
                 self.status[name] = ModelStatus.CANDIDATE.value  # a new version starts as a candidate
                 self.first_verdicts[name] = _verdicts(values)
+            if not self.strict:
+                return None
             implied = self._status(name)
             said = values.get("status")
             problem = None if said == implied else (
                 f"a status change no decision that holds justifies: the record says {name} is {said}, "
                 f"the decisions imply {implied}"
             )  # fmt: skip
-        elif record.entity_id == PRODUCTION_POINTER:
+        elif record.entity_id == PRODUCTION_POINTER and self.strict:
             implied, said = self._pointer(), values.get("model_version")
             problem = None if said == implied else (
                 f"a move of the production pointer to {said} that no decision that holds justifies "
@@ -545,3 +560,11 @@ def imported_decision_problem(record: LedgerRecord, values: dict[str, Any], auth
         return None
     problem, _ = decision_problem(json.loads(record.body), attested.approvers)
     return f"imported decision: {problem} (by its import's attestation)" if problem else None
+
+
+def statuses(store: LedgerStore) -> dict[str, str]:
+    """Every local version's status as the decisions that hold imply it: one pass over the decisions."""
+    replay_ = RegistryCheck(store.ledger_id(), strict=False)
+    for record in list(store.records(CHECKED)):
+        replay_.feed(record)
+    return replay_.status

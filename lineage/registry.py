@@ -23,6 +23,7 @@ history: it is not listed among the versions and cannot be promoted here.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +72,11 @@ class Registry:
 
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
-        self.facts = decisions.StoreFacts(store)
-        self.production_state = decisions.production(store, self.facts)
+        self.production_state = decisions.production(store)
+
+    @functools.cached_property
+    def facts(self) -> decisions.StoreFacts:
+        return decisions.StoreFacts(self.store)
 
     def version(self, name: str) -> Context:
         found = self.store.get(context_id(ContextType.MODEL_VERSION, name))
@@ -81,20 +85,29 @@ class Registry:
         return self._as_decided(found)
 
     def versions(self) -> list[Context]:
-        """Every model version, oldest first (not the imported records of other ledgers)."""
+        """Every model version, oldest first (not the imported records of other ledgers): one replay of the
+        decisions for all of them."""
         found = self.store.find(Kind.CONTEXT, ContextType.MODEL_VERSION)
-        return [self._as_decided(v) for v in found if isinstance(v, Context) and IMPORTED_FROM not in v.properties]
+        implied = decisions.statuses(self.store)
+        return [
+            self._as_decided(v, implied.get(v.name, ModelStatus.CANDIDATE.value))
+            for v in found
+            if isinstance(v, Context) and IMPORTED_FROM not in v.properties
+        ]
 
     def production(self) -> Context | None:
         name = self.production_state.name
         return None if name is None else self.version(name)
 
-    def _as_decided(self, version: Context) -> Context:
+    def _as_decided(self, version: Context, status: str | None = None) -> Context:
         """`version`'s latest record whose status is the one the decisions imply (its latest record with that
         status, where a later record says otherwise: that one is not taken on its word)."""
         if IMPORTED_FROM in version.properties:
             return version
-        status = decisions.version_status(self.store, version, self.production_state, self.facts)
+        if version.name == self.production_state.name:
+            status = ModelStatus.PRODUCTION.value  # the latest production decision that holds names it
+        elif status is None:
+            status = decisions.version_status(self.store, version, self.production_state, self.facts)
         if version.properties.get("status") == status:
             return version
         for record in self.store.records(ids=[version.id], newest_first=True):
@@ -194,7 +207,7 @@ def decision(
 def first_verdicts(store: LedgerStore, version: Context) -> Context:
     """`version` with the gate verdicts its first record holds (what a decision may rely on: later records
     of a version change its status, never its verdicts)."""
-    first = next(iter(store.records(ids=[version.id])), None)
+    first = store.first_record(version.id, before=store.head().count + 1)
     if first is None:
         return version
     recorded = first.entity()

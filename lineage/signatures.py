@@ -19,6 +19,7 @@ signer, whose key must be an active approver's here when the Import is recorded 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -130,6 +131,14 @@ def signer_from_text(principal: str, private_key: str) -> Iterator[Signer]:
         yield Signer(principal, path)
 
 
+@functools.lru_cache(maxsize=8192)
+def checked(payload: bytes, armored: str) -> PublicKey:
+    """The public key that made `armored`, an SSH signature of `payload` in the ledger's namespace; raises
+    sshsig.InvalidSignature (or ValueError, NotImplementedError) when it does not check. Kept: readers check
+    the same decisions and approvers again on every read."""
+    return sshsig.check_signature(payload, armored, NAMESPACE)
+
+
 def _fields(entity: Entity) -> dict[str, Any]:
     if isinstance(entity, Action):
         return dict(entity.parameters)
@@ -178,7 +187,7 @@ def decision_problem(
     if not isinstance(signature, str) or not isinstance(signer, str):
         return "the record has no signature and no signer", None
     try:
-        key = sshsig.check_signature(signed_payload(body, "action"), signature, NAMESPACE)
+        key = checked(signed_payload(body, "action"), signature)
     except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
         return f"the signature by {signer!r} does not match the record ({error})", None
     if signer not in keys:
@@ -194,7 +203,7 @@ def record_signature_problem(body: dict[str, Any], kind: str) -> str | None:
     if not isinstance(signature, str):
         return "the record has no signature"
     try:
-        sshsig.check_signature(signed_payload(body, kind), signature, NAMESPACE)
+        checked(signed_payload(body, kind), signature)
     except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
         return f"its signature does not match the record ({error})"
     return None
@@ -226,7 +235,7 @@ def attested_import(values: dict[str, Any], trusted: dict[str, PublicKey]) -> At
     if not isinstance(attestation, dict) or not isinstance(armored, str):
         return "an Import action without a signed attestation: not written by `lineage import bundle`"
     try:
-        key = sshsig.check_signature(attestation_payload(attestation), armored, NAMESPACE)
+        key = checked(attestation_payload(attestation), armored)
     except (sshsig.InvalidSignature, NotImplementedError, ValueError) as error:
         return f"its attestation's signature does not match the attestation ({error})"
     if key not in trusted.values():
@@ -260,6 +269,6 @@ def signing_key(entity: Entity) -> PublicKey | None:
         return None
     kind = "action" if isinstance(entity, Action) else "context"
     try:
-        return sshsig.check_signature(signed_payload(entity.model_dump(mode="json"), kind), armored, NAMESPACE)
+        return checked(signed_payload(entity.model_dump(mode="json"), kind), armored)
     except (sshsig.InvalidSignature, NotImplementedError, ValueError):
         return None

@@ -285,6 +285,13 @@ _CURRENT = (
     )
     .where(~exists().where(_later.c.entity_id == latest_table.c.entity_id, _later.c.seq > latest_table.c.seq))
 )
+# An entity's first record before a seq (prebuilt: readers ask it for every decision they judge).
+_FIRST_BEFORE = (
+    select(records_table)
+    .where(records_table.c.entity_id == bindparam("entity_id"), records_table.c.seq < bindparam("before"))
+    .order_by(records_table.c.seq)
+    .limit(1)
+)
 # The same from the records alone: each entity's record with the highest seq.
 _LAST_SEQ = select(func.max(_later.c.seq)).where(_later.c.entity_id == records_table.c.entity_id).scalar_subquery()
 _FROM_RECORDS = select(records_table.c.entity_id, records_table.c.kind, records_table.c.body).where(
@@ -560,6 +567,12 @@ class LedgerStore:
         finish it (or take a list) before writing to a SQLite ledger."""
         with self._engine.connect() as conn:
             yield from self._stream(conn, of, after, upto, None if ids is None else sorted(set(ids)), newest_first)
+
+    def first_record(self, entity_id: str, before: int) -> LedgerRecord | None:
+        """The entity's first record with seq < `before`, or None: one index probe."""
+        with self._engine.connect() as conn:
+            row = conn.execute(_FIRST_BEFORE, {"entity_id": entity_id, "before": before}).first()
+        return None if row is None else LedgerRecord(*row)
 
     def record(self, seq: int) -> LedgerRecord | None:
         """The record at `seq`, or None."""
