@@ -81,6 +81,9 @@ def export(store: LedgerStore, path: Path) -> Head:
                 if record.seq > head.count:  # appended after the head was read: the next export has it
                     break
                 out.write(json.dumps(list(record), separators=(",", ":")) + "\n")
+            if store.record(head.count + 1) is not None and store.head() == head:
+                # records past the head row that no append since explains: the head row was set back
+                raise ArchiveError(f"the ledger holds records past its head row's {head.count}: run `lineage verify`")
     except TargetError as error:
         raise ArchiveError(str(error)) from None
     except OSError as error:

@@ -44,7 +44,6 @@ from lineage.entities import (
     ContextType,
     Entity,
     PropertyValue,
-    context_id,
 )
 from lineage.signatures import (
     SIGNATURE,
@@ -59,12 +58,13 @@ from lineage.signatures import (
     signed_payload,
     signing_key,
 )
-from lineage.store import Kind, LedgerRecord, LedgerStore, canonical_json
+from lineage.store import Kind, LedgerRecord, LedgerStore, canonical_json, misfiled
 
 PIPELINE = "lineage-pipeline"  # the approver whose key the flow signs its own decisions with
 ALLOWED, REFUSED = "allowed", "refused"
 ACTIVE, REVOKED = "active", "revoked"
 COSIGNATURES = "cosignatures"  # the signatures before the last, as canonical JSON [{signed_by, signature}]
+PREVIOUS = "previous"  # the record hash of the subject's last change (approver or policy) that a change follows
 LEDGER_ID = "ledger_id"
 POLICY_NAME = "signing"
 # The records the replay reads: who is trusted, under which policy, and what other ledgers vouched for.
@@ -111,25 +111,52 @@ class Authority:
     imported: dict[str, int] = field(default_factory=dict)  # decision id -> seq of the Import that brought it
     attestations: dict[str, Attested] = field(default_factory=dict)  # imported decision id -> its import's
     attested: dict[str, dict[str, PublicKey]] = field(default_factory=dict)  # ledger id -> approver -> key
+    last: dict[str, str] = field(default_factory=dict)  # subject -> the record hash of its last change that held
 
     # -- reading records ------------------------------------------------------------------------------
 
     def take(self, record: LedgerRecord) -> str | None:
         """Apply one governance record; why it does not hold (None if it does). A record that does not hold
         changes nothing."""
-        body = json.loads(record.body)
-        if record.kind == Kind.ACTION.value:
-            return self._take_import(record, body)
-        if IMPORTED_FROM in body["properties"]:
-            return None  # another ledger's approver: checked against its import's attestation (signatures.py)
+        if (problem := misfiled(record)) is not None:
+            return problem
         try:
-            if record.entity_type == ContextType.POLICY.value:
+            body = json.loads(record.body)
+            if record.kind == Kind.ACTION.value:
+                return self._take_import(record, body)
+            if IMPORTED_FROM in body["properties"]:
+                return None  # another ledger's approver: checked against its import's attestation
+            subject = f"{record.entity_type}:{body['name']}"
+            problem = self._in_turn(body["properties"], subject)
+            if problem is None and record.entity_type == ContextType.POLICY.value:
                 problem = self._take_policy(body)
-            else:
+            elif problem is None:
                 problem = self._take_approver(body)
         except SignatureError as error:
             problem = str(error)
+        except (KeyError, TypeError, AttributeError) as error:
+            problem = f"a malformed record ({type(error).__name__}: {str(error)[:80]})"
+        if problem is None:
+            self.last[subject] = record.record_hash
         return problem
+
+    def _in_turn(self, values: dict[str, Any], subject: str) -> str | None:
+        """Why a change of `subject` is not the next one (None if it is): it names the record of `subject`'s last
+        change (`previous`), so a signed change recorded again, or overtaken by another, never holds twice."""
+        if PREVIOUS not in values:
+            return "it names no previous change, which every change must once a policy is recorded" if (
+                self.policy.recorded
+            ) else None  # fmt: skip
+        if values[PREVIOUS] != self.last.get(subject, ""):
+            return (
+                f"it follows change {str(values[PREVIOUS])[:64] or '(none)'} of {subject!r}, whose last change is "
+                f"{self.last.get(subject) or '(none)'}: a replay, or overtaken by another change"
+            )
+        return None
+
+    def previous(self, record: Context) -> str:
+        """What the next change of `record`'s subject (that approver, or the policy) names as the one it follows."""
+        return self.last.get(f"{record.context_type}:{record.name}", "")
 
     def _take_import(self, record: LedgerRecord, body: dict[str, Any]) -> str | None:
         people = {name: key for name, key in self.keys.items() if name != PIPELINE}  # the pipeline vouches for nothing
@@ -182,6 +209,9 @@ class Authority:
             change = "revocation" if revoking else "rotation" if rotation else "registration"
             if problem := self._others([s for s in signers if s != (name, old)], name, f"the {change} of {name!r}"):
                 return problem
+            people = [n for n in self.keys if n != PIPELINE]
+            if revoking and self.policy.four_eyes and len(people) == 2 and name in people:
+                return f"the revocation of {name!r} would leave one approver under four eyes: register another first"
         self.registered_any = True
         if revoking:
             self.keys.pop(name, None)
@@ -436,6 +466,9 @@ def _sign_change(
     authority = current(store)
     if problem := _signer_problem(authority, signer):
         raise AuthorityError(problem)
+    if PREVIOUS not in record.properties:  # the change follows the subject's last one, whatever it is now
+        values = {**record.properties, PREVIOUS: authority.previous(record)}
+        record = Context.model_validate({**record.model_dump(mode="json"), "properties": values})
     final = finish(record, cosignatures, signer)
     body = canonical_json(final.model_dump(mode="json"))
     trial = LedgerRecord(head.count + 1, Kind.CONTEXT.value, final.id, final.context_type.value, final.name, None,
@@ -489,14 +522,15 @@ def initialise(store: LedgerStore, signer: Signer, unsigned_decisions: str, four
     head = store.head()
     ledger_id = store.ledger_id()
     assert ledger_id is not None
-    first = finish(approver_record(signer.principal, key, signer.principal, ledger_id), [], signer)
-    policy = finish(policy_record(unsigned_decisions, four_eyes, ledger_id), [], signer)
+    first = finish(_first_change(approver_record(signer.principal, key, signer.principal, ledger_id)), [], signer)
+    policy = finish(_first_change(policy_record(unsigned_decisions, four_eyes, ledger_id)), [], signer)
     store.append([first, policy], expected_head=head)
     return [first, policy]
 
 
-def approver_id(name: str) -> str:
-    return context_id(ContextType.APPROVER, name)
+def _first_change(record: Context) -> Context:
+    return Context.model_validate({**record.model_dump(mode="json"), "properties": {**record.properties,
+                                                                                     PREVIOUS: ""}})  # fmt: skip
 
 
 def signature_status(store: LedgerStore, entity: Entity) -> dict[str, Any]:

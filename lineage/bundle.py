@@ -581,8 +581,11 @@ def plan(store: LedgerStore, bundle: Bundle, latest: dict[str, tuple[BundleRecor
     carried = [_carried(entity, renamed, origin) for entity in entities.values()]
     dev_version = entities[bundle.version_id]
     assert isinstance(dev_version, Context)  # check_records read it from the bundle's own version id
+    first = next(r.columns().entity() for r in bundle.records if r.entity_id == bundle.version_id)
+    assert isinstance(first, Context)
     local_id = context_id(ContextType.MODEL_VERSION, dev_version.name)
-    created = _candidate(dev_version, origin) if store.get(local_id) is None else None
+    # What the version is comes from its first record there: a later one never changes its model or verdicts.
+    created = _candidate(first, origin) if store.get(local_id) is None else None
     local: list[Entity] = [] if created is None else [created, *_ties(dev_version, entities)]
     same_as = _same_as(store, carried, created)
     present = store.latest(e.id for e in [*carried, *local, *same_as])

@@ -20,6 +20,7 @@ another ledger are that ledger's history: they change nothing here.
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,7 +48,7 @@ from lineage.signatures import (
     public_key,
     record_signature_problem,
 )
-from lineage.store import Head, Kind, LedgerRecord, LedgerStore
+from lineage.store import END, Head, Kind, LedgerRecord, LedgerStore, misfiled
 
 # What a pipeline run decides by itself (a promotion: without an override).
 AUTOMATIC = {Decision.PROMOTED, Decision.REJECTED, Decision.HELD, Decision.KEPT}
@@ -55,14 +56,22 @@ MOVES_PRODUCTION = {Decision.PROMOTED, Decision.ROLLED_BACK}
 PROMOTIONS = [(Kind.ACTION, ActionType.PROMOTION.value)]
 PRODUCTION_POINTER = context_id(ContextType.DEPLOYMENT, "production")
 GATES = ("drift_gate", "fairness_gate")
+# What a model version is, fixed by its first record: later records change its status, never these.
+IDENTITY = ("model_md5", "flow_run_id", *GATES, "trained_in")
 
 
 class Facts(Protocol):
-    """What judging one decision needs besides the decision and the authority at its point."""
+    """What judging one decision needs besides the decision: what the ledger held just before seq `seq`."""
 
-    def authority_at(self, seq: int) -> Authority: ...  # just before `seq`
+    def authority_at(self, seq: int) -> Authority: ...
 
     def verdicts(self, version: str, seq: int) -> dict[str, Any] | None: ...  # the version's first record's
+
+    def vouched(self, version: str, seq: int) -> dict[str, Any] | None: ...  # the verdicts a pipeline decision quoted
+
+    def status_before(self, version: str, seq: int) -> str | None: ...  # as the decisions that hold imply
+
+    def last_request(self, version: str, seq: int) -> str | None: ...  # the version's latest override request
 
     def request(self, request_id: str, seq: int) -> tuple[str, PublicKey, str] | str: ...  # signer, key, version
 
@@ -79,24 +88,31 @@ def is_imported(record: LedgerRecord, values: dict[str, Any], authority: Authori
     return listed is not None and listed < record.seq
 
 
+def by_pipeline(values: dict[str, Any]) -> bool:
+    """The pipeline's own decision: signed with its key, or unsigned in its name."""
+    if values.get(SIGNATURE) in (None, UNSIGNED):
+        return str(values.get("by", "")).startswith(PIPELINE)
+    return values.get("signed_by") == PIPELINE
+
+
 def judge(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[str | None, PublicKey | None]:
     """Why the local decision at `record` (its parsed `body`) does not hold (None if it holds), and the key
-    that signed it."""
+    that signed it. The checks that need no read come first: a reader meets many forged decisions cheaply."""
+    if (problem := misfiled(record)) is not None:
+        return problem, None
     authority, values = facts.authority_at(record.seq), body["parameters"]
     outcome = values.get("decision")
     if outcome not in set(Decision):
         return f"decides {str(outcome)[:40]!r}, which is no decision", None
     if problem := authority.ledger_problem(values):
         return problem, None
-    if facts.recorded_before(record.entity_id, record.seq):
-        return "a decision recorded a second time: a replay", None
     override = bool(values.get("override"))
     automatic = outcome in AUTOMATIC and not override
     key = None
     if values.get(SIGNATURE) in (None, UNSIGNED):
         if not authority.policy.unsigned_allowed:
             return "it is unsigned, and the ledger's policy refuses unsigned decisions", None
-        if not automatic or not str(values.get("by", "")).startswith(PIPELINE):
+        if not automatic or not by_pipeline(values):
             return f"an unsigned {outcome} decision: only the pipeline's own decisions may be unsigned", None
     else:
         problem, key = decision_problem(body, authority.keys, "at this point")
@@ -104,31 +120,72 @@ def judge(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[str
             return problem, key
         if values.get("signed_by") == PIPELINE and not automatic:
             return f"a {outcome} decision signed by the pipeline's key, which signs only the pipeline's own", key
+    if facts.recorded_before(record.entity_id, record.seq):
+        return "a decision recorded a second time: a replay", key
     version = str(values.get("model_version"))
     if outcome == Decision.PROMOTED and not override:
-        verdicts = facts.verdicts(version, record.seq)
-        if verdicts is None:
-            return f"it promotes {version[:80]}, which has no record before it", key
-        if not may_promote(verdicts["drift_gate"], verdicts["fairness_gate"]):
-            said = ", ".join(f"{gate} {verdicts[gate]}" for gate in GATES)
-            return f"it promotes {version} without an override, but its gates did not pass as recorded ({said})", key
-        quoted = values.get("gates")
-        if quoted is not None and quoted != verdicts:
-            return f"it quotes gate verdicts {quoted} other than {version}'s record ({verdicts})", key
-    if outcome == Decision.PROMOTED and override:
-        request = facts.request(str(values.get("override_request")), record.seq)
-        if isinstance(request, str):
-            return request, key
-        requester, requester_key, requested = request
-        if requested != version:
-            return f"it approves an override request for {requested}, not for {version}", key
-        if values.get("signed_by") == requester or key == requester_key:
-            return f"the override was requested and approved by the same person ({requester}): four eyes needed", key
+        return _gates_problem(record, values, version, authority.policy.recorded, facts), key
+    if outcome == Decision.PROMOTED:
+        return _override_problem(record, values, version, key, facts), key
+    if outcome == Decision.ROLLED_BACK and (status := facts.status_before(version, record.seq)) != "archived":
+        return f"it restores {version}, which is {status or 'not a version'}: a rollback restores a replaced one", key
     return None, key
+
+
+def _gates_problem(
+    record: LedgerRecord, values: dict[str, Any], version: str, vouching: bool, facts: Facts
+) -> str | None:
+    """Why a promotion without an override does not rely on gates that passed: as the version's first record holds
+    them, as the decision quotes them, and (once a policy is recorded, for a person's promotion) as a decision of
+    the pipeline's on that version, or one an import brought, quoted them."""
+    verdicts = facts.verdicts(version, record.seq)
+    if verdicts is None:
+        return f"it promotes {version[:80]}, which has no record before it"
+    if not may_promote(verdicts["drift_gate"], verdicts["fairness_gate"]):
+        said = ", ".join(f"{gate} {verdicts[gate]}" for gate in GATES)
+        return f"it promotes {version} without an override, but its gates did not pass as recorded ({said})"
+    quoted = values.get("gates")
+    if quoted is not None and quoted != verdicts:
+        return f"it quotes gate verdicts {quoted} other than {version}'s record ({verdicts})"
+    if vouching and not by_pipeline(values) and facts.vouched(version, record.seq) != verdicts:
+        return f"it promotes {version}, whose verdicts no pipeline decision (nor an import) vouches for as recorded"
+    return None
+
+
+def _override_problem(
+    record: LedgerRecord, values: dict[str, Any], version: str, key: PublicKey | None, facts: Facts
+) -> str | None:
+    """Why an override's promotion does not hold: it approves the version's pending request, by someone else."""
+    request_id = str(values.get("override_request"))
+    request = facts.request(request_id, record.seq)
+    if isinstance(request, str):
+        return request
+    requester, requester_key, requested = request
+    if requested != version:
+        return f"it approves an override request for {requested}, not for {version}"
+    status = facts.status_before(version, record.seq)
+    if status != "pending" or facts.last_request(version, record.seq) != request_id:
+        return f"it approves {version}'s override request {request_id}, which is not the one pending ({status})"
+    if values.get("signed_by") == requester or key == requester_key:
+        return f"the override was requested and approved by the same person ({requester}): four eyes needed"
+    return None
 
 
 def _verdicts(properties: dict[str, Any]) -> dict[str, Any]:
     return {gate: properties.get(gate) for gate in GATES}
+
+
+def _decisions_on(store: LedgerStore, version: str, before: int | None = None) -> list[tuple[LedgerRecord, dict]]:
+    """The well-filed Promotion records on `version` (by the edges into it), with their bodies, in seq order."""
+    version_id = context_id(ContextType.MODEL_VERSION, version)
+    ids = [edge.source_id for edge in store.edges([version_id], toward="destination")]
+    found = []
+    for record in list(store.records(PROMOTIONS, ids=ids, upto=None if before is None else before - 1)) if ids else []:
+        if misfiled(record) is None:
+            body = json.loads(record.body)
+            if body["parameters"].get("model_version") == version:
+                found.append((record, body))
+    return found
 
 
 class StoreFacts:
@@ -138,17 +195,40 @@ class StoreFacts:
         self.store = store
         self.ledger_id = store.ledger_id()
         self.governance = list(store.records(GOVERNANCE))
+        self._seqs = [record.seq for record in self.governance]
         self._authorities: dict[int, Authority] = {}
-        self.end = replay(self.governance, self.ledger_id)
+        self.end = self.authority_at(END)
 
     def authority_at(self, seq: int) -> Authority:
-        if seq not in self._authorities:
-            self._authorities[seq] = replay(self.governance, self.ledger_id, before=seq)
-        return self._authorities[seq]
+        # The authority changes only at governance records: one replay per prefix of them, however many decisions.
+        taken = bisect.bisect_left(self._seqs, seq)
+        if taken not in self._authorities:
+            self._authorities[taken] = replay(self.governance[:taken], self.ledger_id)
+        return self._authorities[taken]
 
     def verdicts(self, version: str, seq: int) -> dict[str, Any] | None:
         first = self.store.first_record(context_id(ContextType.MODEL_VERSION, version), before=seq)
         return None if first is None else _verdicts(json.loads(first.body)["properties"])
+
+    def vouched(self, version: str, seq: int) -> dict[str, Any] | None:
+        for record, body in _decisions_on(self.store, version, before=seq):
+            values = body["parameters"]
+            if is_imported(record, values, self.end):
+                if record.entity_id in self.end.attestations and "gates" in values:
+                    return dict(values["gates"])
+            elif by_pipeline(values) and judge(record, body, self)[0] is None:
+                return dict(values["gates"]) if "gates" in values else self.verdicts(version, record.seq)
+        return None
+
+    def status_before(self, version: str, seq: int) -> str | None:
+        if self.store.first_record(context_id(ContextType.MODEL_VERSION, version), before=seq) is None:
+            return None
+        return version_status(self.store, version, production(self.store, self, before=seq).name, self, before=seq)
+
+    def last_request(self, version: str, seq: int) -> str | None:
+        requests = [record.entity_id for record, body in _decisions_on(self.store, version, before=seq)
+                    if body["parameters"].get("decision") == Decision.OVERRIDE_REQUESTED]  # fmt: skip
+        return requests[-1] if requests else None
 
     def request(self, request_id: str, seq: int) -> tuple[str, PublicKey, str] | str:
         record = self.store.first_record(request_id, before=seq)
@@ -196,6 +276,7 @@ class Production:
     decision: LedgerRecord | None
     refused: list[Refusal] = field(default_factory=list)
     pointer: str | None = None
+    gave_up: bool = False  # MAX_REFUSED decisions that do not hold, newest first: no answer (a flood of forgeries)
 
     @property
     def pointer_disagrees(self) -> bool:
@@ -211,15 +292,16 @@ class Production:
         return lines
 
 
-# The answer for a ledger state, by its head (count and hash): the hash chain makes it the same for every copy
-# of that state, so a long-running reader (retail-serve's poll, the console) judges the decisions once.
+MAX_REFUSED = 10_000  # a reader judges at most this many later production decisions that do not hold
+# The answer for a ledger state, by its last record (seq and hash; never by the head row, which is not chained):
+# a long-running reader (retail-serve's poll, the console) judges the decisions once per state.
 _KNOWN: dict[Head, Production] = {}
 
 
 def production(store: LedgerStore, facts: StoreFacts | None = None, before: int | None = None) -> Production:
     """Which version is in production (just before seq `before`, if given): the latest promotion or rollback
     that holds, newest first; a few reads when the latest one holds, however long the ledger."""
-    head = store.head() if before is None else None
+    head = store.tip() if before is None else None
     if head is not None and head in _KNOWN:
         return _KNOWN[head]
     found = _production(store, facts or StoreFacts(store), before)
@@ -236,15 +318,21 @@ def _production(store: LedgerStore, facts: StoreFacts, before: int | None) -> Pr
     records = store.records(PROMOTIONS, newest_first=True, upto=None if before is None else before - 1)
     try:
         for record in records:
-            body = json.loads(record.body)
-            values = body["parameters"]
-            if values.get("decision") not in MOVES_PRODUCTION or is_imported(record, values, facts.end):
+            body, problem = _parsed(record)
+            values = body.get("parameters") or {}
+            if values.get("decision") not in MOVES_PRODUCTION and problem is None:
                 continue
-            problem, _ = judge(record, body, facts)
+            if problem is None and is_imported(record, values, facts.end):
+                if record.entity_id in facts.end.attestations:
+                    continue  # another ledger's history, brought by an import that holds
+                problem = f"it names ledger {str(values.get('ledger_id'))[:64]}, and no import here brought it"
+            problem = problem or judge(record, body, facts)[0]
             if problem is None:
                 found = record
                 break
             refused.append(Refusal(record.seq, record.entity_id, problem, str(values.get("model_version"))))
+            if len(refused) >= MAX_REFUSED:
+                return Production(None, None, refused, None, gave_up=True)
     finally:
         records.close()  # type: ignore[attr-defined]
     pointer = store.get(PRODUCTION_POINTER)
@@ -253,43 +341,38 @@ def _production(store: LedgerStore, facts: StoreFacts, before: int | None) -> Pr
     return Production(name, found, refused, str(named) if named else None)
 
 
-def version_status(store: LedgerStore, version: Context, current: Production, facts: StoreFacts) -> str:
-    """`version`'s status as the decisions that hold on it imply: candidate until one does; production while
-    it is the production version; archived or rejected when a later promotion or rollback replaced it."""
-    if IMPORTED_FROM in version.properties:
-        return str(version.properties.get("status"))  # another ledger's record: its history, not ours
-    linked = store.edges([version.id], toward="destination")
-    ids = [edge.source_id for edge in linked if edge.association_type == "ContributedTo"]
+def version_status(
+    store: LedgerStore, version: str, current: str | None, facts: StoreFacts, before: int | None = None
+) -> str:
+    """Local version `version`'s status as the decisions that hold on it imply (those before seq `before`, if
+    given, when `current` was in production): candidate until one does; production while it is the production
+    version; archived or rejected when a later promotion or rollback replaced it."""
     status, put_at = ModelStatus.CANDIDATE.value, 0
-    for record in list(store.records(PROMOTIONS, ids=ids)) if ids else []:
-        body = json.loads(record.body)
-        values = body["parameters"]
-        if values.get("model_version") != version.name or is_imported(record, values, facts.end):
+    for record, body in _decisions_on(store, version, before):
+        if is_imported(record, body["parameters"], facts.end) or judge(record, body, facts)[0] is not None:
             continue
-        if judge(record, body, facts)[0] is not None:
-            continue
-        outcome = values.get("decision")
+        outcome = body["parameters"].get("decision")
         if outcome in MOVES_PRODUCTION:
             status, put_at = ModelStatus.PRODUCTION.value, record.seq
         elif outcome == Decision.OVERRIDE_REQUESTED:
             status = ModelStatus.PENDING.value
         elif outcome == Decision.REJECTED:
             status = ModelStatus.REJECTED.value
-    if status == ModelStatus.PRODUCTION and current.name != version.name:
-        status = _replaced(store, put_at, facts)
+    if status == ModelStatus.PRODUCTION and current != version:
+        status = _replaced(store, put_at, facts, before)
     return status
 
 
-def _replaced(store: LedgerStore, since: int, facts: StoreFacts) -> str:
+def _replaced(store: LedgerStore, since: int, facts: StoreFacts, before: int | None) -> str:
     """What became of the production version put there at seq `since` once the next production decision that
     holds replaced it: archived by a promotion, rejected by a rollback."""
-    records = store.records(PROMOTIONS, after=since)
+    records = store.records(PROMOTIONS, after=since, upto=None if before is None else before - 1)
     try:
         for record in records:
-            body = json.loads(record.body)
-            values = body["parameters"]
-            moves = values.get("decision") in MOVES_PRODUCTION and not is_imported(record, values, facts.end)
-            if moves and judge(record, body, facts)[0] is None:
+            body, problem = _parsed(record)
+            values = body.get("parameters") or {}
+            moves = problem is None and values.get("decision") in MOVES_PRODUCTION
+            if moves and not is_imported(record, values, facts.end) and judge(record, body, facts)[0] is None:
                 rolled_back = values["decision"] == Decision.ROLLED_BACK
                 return (ModelStatus.REJECTED if rolled_back else ModelStatus.ARCHIVED).value
     finally:
@@ -297,16 +380,18 @@ def _replaced(store: LedgerStore, since: int, facts: StoreFacts) -> str:
     return ModelStatus.ARCHIVED.value
 
 
+def _parsed(record: LedgerRecord) -> tuple[dict[str, Any], str | None]:
+    """A record's body, or why it cannot be judged (misfiled, or no entity of its kind)."""
+    problem = misfiled(record)
+    return ({}, problem) if problem else (json.loads(record.body), None)
+
+
 def decisions_on(store: LedgerStore, version: Context) -> list[Action]:
     """The Promotion actions on `version`, oldest first, each as first recorded (a later record of the same id
     is a replay or a rewrite, never the decision)."""
-    linked = store.edges([version.id], toward="destination")
-    ids = [edge.source_id for edge in linked]
     found: dict[str, Action] = {}
-    for record in list(store.records(PROMOTIONS, ids=ids)) if ids else []:
-        entity = record.entity()
-        if isinstance(entity, Action) and entity.parameters.get("model_version") == version.name:
-            found.setdefault(record.entity_id, entity)
+    for record, body in _decisions_on(store, version.name):
+        found.setdefault(record.entity_id, Action.model_validate(body))
     return list(found.values())
 
 
@@ -350,7 +435,8 @@ class RegistryCheck:
     """`lineage verify`'s replay of the records that grant authority, use it and state its effects, in seq order:
     each governance record and decision must hold at its point, and each status record and move of the
     production pointer must say what the decisions that hold imply (after the decision it follows, or, in
-    ledgers written before decisions came first, the one that follows it). From `since` on (an incremental
+    ledgers written before decisions came first, the one that follows it); a version's later records never
+    change what its first one says it is (its model, its run, its verdicts). From `since` on (an incremental
     verification), what was recorded up to `since` is read from the ledger through `before`.
 
     Not `strict`, it is the readers' replay instead: what does not hold is passed over, and `status` ends as
@@ -366,8 +452,10 @@ class RegistryCheck:
         self.status: dict[str, str] = {}  # version -> the status the decisions imply
         self.pointer: str | None = None
         self.pointer_known = before is None
-        self.first_verdicts: dict[str, dict[str, Any]] = {}
+        self.identity: dict[str, dict[str, Any]] = {}  # version -> what its first record says it is
+        self.vouches: dict[str, dict[str, Any]] = {}  # version -> the verdicts the pipeline's decision quoted
         self.requests: dict[str, tuple[str, PublicKey, str] | str] = {}
+        self.last_requests: dict[str, str] = {}  # version -> its latest override request
         self.seen: set[str] = set()  # local decisions recorded
         self.unmatched: list[tuple[LedgerRecord, str]] = []  # state records awaiting the decision that follows
 
@@ -377,9 +465,22 @@ class RegistryCheck:
         return self.authority  # the replay is at `seq`
 
     def verdicts(self, version: str, seq: int) -> dict[str, Any] | None:
-        if version in self.first_verdicts:
-            return self.first_verdicts[version]
+        if version in self.identity:
+            return _verdicts(self.identity[version])
         return self.before.verdicts(version, self.since + 1) if self.before else None
+
+    def vouched(self, version: str, seq: int) -> dict[str, Any] | None:
+        if version in self.vouches:
+            return self.vouches[version]
+        return self.before.vouched(version, self.since + 1) if self.before else None
+
+    def status_before(self, version: str, seq: int) -> str | None:
+        return self._status(version)
+
+    def last_request(self, version: str, seq: int) -> str | None:
+        if version in self.last_requests:
+            return self.last_requests[version]
+        return self.before.last_request(version, self.since + 1) if self.before else None
 
     def request(self, request_id: str, seq: int) -> tuple[str, PublicKey, str] | str:
         if request_id in self.requests:
@@ -399,14 +500,17 @@ class RegistryCheck:
         """Check one record (in seq order); False once something does not hold (the report says what)."""
         if not self.report.ok:
             return False
-        body = json.loads(record.body)
-        problem: str | None
-        if record.kind == Kind.ACTION.value and record.entity_type == ActionType.PROMOTION.value:
-            problem = self._decision(record, body)
-        elif (record.kind, record.entity_type) in _GOVERNED:
-            problem = self._governance(record, body)
-        else:
-            problem = self._state(record, body["properties"], body["name"])
+        body, problem = _parsed(record)
+        if problem is None:
+            try:
+                if record.entity_type == ActionType.PROMOTION.value:
+                    problem = self._decision(record, body)
+                elif (record.kind, record.entity_type) in _GOVERNED:
+                    problem = self._governance(record, body)
+                else:
+                    problem = self._state(record, body["properties"], body["name"])
+            except (KeyError, TypeError, AttributeError) as error:
+                problem = f"a malformed record ({type(error).__name__}: {str(error)[:80]})"
         if problem and self.report.ok and self.strict:
             self._fail(record.seq, record.entity_id, problem)
         return self.report.ok
@@ -438,12 +542,15 @@ class RegistryCheck:
 
     def _decision(self, record: LedgerRecord, body: dict[str, Any]) -> str | None:
         values = body["parameters"]
+        version = str(values.get("model_version"))
         if is_imported(record, values, self.authority):
             if self.recorded_before(record.entity_id, record.seq):
                 return "an imported decision that takes the id of a decision this ledger recorded as its own"
             problem = imported_decision_problem(record, values, self.authority)
             if problem is None:
                 self.report.imported += 1
+                if isinstance(values.get("gates"), dict):
+                    self.vouches.setdefault(version, dict(values["gates"]))
             return problem
         problem, key = judge(record, body, self)
         if problem:
@@ -454,9 +561,12 @@ class RegistryCheck:
         else:
             self.report.valid += 1
             self.report.signers.add(str(values.get("signed_by")))
-        outcome, version = values["decision"], str(values.get("model_version"))
+        outcome = values["decision"]
+        if by_pipeline(values):
+            self.vouches.setdefault(version, dict(values.get("gates") or self.verdicts(version, record.seq) or {}))
         if outcome == Decision.OVERRIDE_REQUESTED and key is not None:
             self.requests[record.entity_id] = (str(values.get("signed_by")), key, version)
+            self.last_requests[version] = record.entity_id
         if outcome in MOVES_PRODUCTION:
             current = self._pointer()
             said = values.get("previous_production")
@@ -483,11 +593,16 @@ class RegistryCheck:
         if IMPORTED_FROM in values:
             return None
         if record.entity_type == ContextType.MODEL_VERSION.value:
-            if not again and name not in self.status and not self._known_before(record.entity_id):
+            if not again and name not in self.identity and not self._known_before(record.entity_id):
                 self.status[name] = ModelStatus.CANDIDATE.value  # a new version starts as a candidate
-                self.first_verdicts[name] = _verdicts(values)
+                self.identity[name] = {key: values.get(key) for key in IDENTITY}
+                md5 = values.get("model_md5")
+                if self.strict and isinstance(md5, str) and name != f"model-{md5[:12]}":
+                    return f"a version named {name} for model md5 {md5}: its name is not its model's"
             if not self.strict:
                 return None
+            if not again and (changed := self._changed_identity(name, values)):
+                return f"a later record of {name} changes what it is ({changed}): a version is its first record's"
             implied = self._status(name)
             said = values.get("status")
             problem = None if said == implied else (
@@ -506,6 +621,15 @@ class RegistryCheck:
             self.unmatched.append((record, problem))
             return None
         return problem
+
+    def _changed_identity(self, name: str, values: dict[str, Any]) -> str | None:
+        if name not in self.identity and self.before is not None:
+            record = self.before.store.first_record(context_id(ContextType.MODEL_VERSION, name), self.since + 1)
+            if record is not None:
+                self.identity[name] = {key: json.loads(record.body)["properties"].get(key) for key in IDENTITY}
+        first = self.identity.get(name, {})
+        changed = [key for key in IDENTITY if values.get(key) != first.get(key)]
+        return ", ".join(f"{key} {first.get(key)} -> {values.get(key)}" for key in changed) or None
 
     def _known_before(self, entity_id: str) -> bool:
         return self.before is not None and self.before.recorded_before(entity_id, self.since + 1)

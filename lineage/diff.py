@@ -19,7 +19,7 @@ from typing import Any
 from lineage.configuration import changes, snapshot
 from lineage.entities import Action, ActionType, Artifact, ArtifactType, Context, ContextType, context_id
 from lineage.query import QueryError
-from lineage.registry import get_version, production
+from lineage.registry import first_verdicts, get_version, production
 from lineage.store import LedgerStore
 
 _SHARED = (ArtifactType.CODE, ArtifactType.PARAMS, ArtifactType.IMAGE, ArtifactType.PLATFORM)
@@ -74,7 +74,8 @@ def resolve_run(store: LedgerStore, name: str) -> tuple[Context, str]:
         name = current.name
     found = store.get(name) or store.get(context_id(ContextType.MODEL_VERSION, name))
     if isinstance(found, Context) and found.context_type == ContextType.MODEL_VERSION:
-        found = store.get(context_id(ContextType.PIPELINE_RUN, str(found.properties.get("flow_run_id"))))
+        run = first_verdicts(store, found).properties.get("flow_run_id")  # the run its first record names
+        found = store.get(context_id(ContextType.PIPELINE_RUN, str(run)))
     elif not isinstance(found, Context):
         found = store.get(context_id(ContextType.PIPELINE_RUN, name))
     if not isinstance(found, Context) or found.context_type != ContextType.PIPELINE_RUN:

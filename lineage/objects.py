@@ -153,27 +153,22 @@ class Objects:
                 raise ObjectError(f"cannot store the ledger's anchor in {self.remote_url}: {error}") from None
             return str(fs.unstrip_protocol(path))
 
-    def latest_anchor(self, ledger_id: str) -> tuple[Head, str] | None:
-        """The anchor of ledger `ledger_id` with the highest record count in the remote, and its URL; None where
-        there is no remote or no anchor yet. Two anchors of one count with different hashes are a forked ledger."""
+    def anchors(self, ledger_id: str) -> list[tuple[Head, str]]:
+        """Every anchor of ledger `ledger_id` in the remote, by record count, each with its URL; none where there
+        is no remote or no anchor yet."""
         with self._lock:
             if (place := self._anchors(ledger_id)) is None:
-                return None
+                return []
             fs, folder = place
             try:
                 names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
             except FileNotFoundError:
-                return None
+                return []
             except OSError as error:
                 raise ObjectError(f"cannot list the ledger's anchors in {self.remote_url}: {error}") from None
-        found = sorted((int(m[1]), m[2]) for n in names if (m := _ANCHOR_NAME.fullmatch(n)))
-        if not found:
-            return None
-        count, digest = found[-1]
-        forks = [d for c, d in found if c == count and d != digest]
-        if forks:
-            raise ObjectError(f"two anchors of ledger {ledger_id} name record {count} with different hashes: a fork")
-        return Head(count, digest), f"{self.remote_url}/{ANCHORS}/{ledger_id}/{count:012d}-{digest}.json"
+        found = sorted((int(m[1]), m[2]) for name in names if (m := _ANCHOR_NAME.fullmatch(name)))
+        where = f"{self.remote_url}/{ANCHORS}/{ledger_id}"
+        return [(Head(count, digest), f"{where}/{count:012d}-{digest}.json") for count, digest in found]
 
     def _checked(self, name: str, digest: str, what: str) -> bytes | None:
         """The bytes stored under `name` (an md5; a listing's ends in `.dir`) in the cache, else the remote, or

@@ -133,14 +133,17 @@ def endpoint_update(
 @dataclass(frozen=True)
 class Served:
     """One update of an endpoint, and the version the decisions that hold had put in production when it was
-    recorded: an update that names another was not made by a retail-serve that checks them."""
+    recorded, and since when: an update that names another, or that claims a time before that decision, was not
+    made by a retail-serve that checks them."""
 
     update: Action
     in_production: str | None
+    decided_at: dt.datetime | None
 
     @property
     def verified(self) -> bool:
-        return self.update.parameters.get("model_version") == self.in_production
+        named = self.update.parameters.get("model_version") == self.in_production
+        return named and self.decided_at is not None and self.update.start >= self.decided_at
 
 
 def served(store: LedgerStore, name: str) -> list[Served]:
@@ -155,5 +158,7 @@ def served(store: LedgerStore, name: str) -> list[Served]:
     for record in list(store.records([(Kind.ACTION, ActionType.ENDPOINT_UPDATE.value)], ids=ids)):
         update = record.entity()
         if isinstance(update, Action) and update.id not in found:  # an update as first recorded
-            found[update.id] = Served(update, production(store, facts, before=record.seq).name)
+            state = production(store, facts, before=record.seq)
+            decided = state.decision.entity() if state.decision is not None else None
+            found[update.id] = Served(update, state.name, decided.start if isinstance(decided, Action) else None)
     return sorted(found.values(), key=lambda f: f.update.start)

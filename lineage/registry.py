@@ -45,7 +45,7 @@ from lineage.entities import (
     ModelStatus,
     context_id,
 )
-from lineage.store import Kind, LedgerStore
+from lineage.store import END, Kind, LedgerStore
 
 if TYPE_CHECKING:
     from lineage.signatures import PublicKey, Signer
@@ -107,14 +107,13 @@ class Registry:
         if version.name == self.production_state.name:
             status = ModelStatus.PRODUCTION.value  # the latest production decision that holds names it
         elif status is None:
-            status = decisions.version_status(self.store, version, self.production_state, self.facts)
-        if version.properties.get("status") == status:
-            return version
-        for record in self.store.records(ids=[version.id], newest_first=True):
-            entity = record.entity()
-            if isinstance(entity, Context) and entity.properties.get("status") == status:
-                return entity
-        return with_status(version, ModelStatus(status))
+            status = decisions.version_status(self.store, version.name, self.production_state.name, self.facts)
+        if version.properties.get("status") != status:
+            said = (e for e in self.store.history(version.id) if isinstance(e, Context))
+            version = next((e for e in said if e.properties.get("status") == status), None) or with_status(
+                version, ModelStatus(status)
+            )
+        return first_verdicts(self.store, version)
 
 
 def versions(store: LedgerStore) -> list[Context]:
@@ -205,15 +204,14 @@ def decision(
 
 
 def first_verdicts(store: LedgerStore, version: Context) -> Context:
-    """`version` with the gate verdicts its first record holds (what a decision may rely on: later records
-    of a version change its status, never its verdicts)."""
-    first = store.first_record(version.id, before=store.head().count + 1)
-    if first is None:
+    """`version` as its first record says it is (its model, run and gate verdicts: later records of a version
+    change its status, never what it is, and `lineage verify` names one that tries)."""
+    first = store.first_record(version.id)
+    recorded = first.entity() if first is not None else None
+    if not isinstance(recorded, Context):
         return version
-    recorded = first.entity()
-    assert isinstance(recorded, Context)
-    gates = {gate: recorded.properties.get(gate) for gate in decisions.GATES if gate in recorded.properties}
-    return Context.model_validate({**version.model_dump(mode="json"), "properties": {**version.properties, **gates}})
+    fixed = {key: recorded.properties[key] for key in decisions.IDENTITY if key in recorded.properties}
+    return Context.model_validate({**version.model_dump(mode="json"), "properties": {**version.properties, **fixed}})
 
 
 def promotion(
@@ -313,6 +311,13 @@ def promote(store: LedgerStore, name: str, signer: Signer, reason: str, override
         )
         store.append(_signed(store, signer, [*request, pending]), expected_head=head)
     else:
+        vouched = registry.facts.vouched(name, END)
+        verdicts = {gate: version.properties.get(gate) for gate in decisions.GATES}
+        if registry.facts.end.policy.recorded and gates_passed(version) and vouched != verdicts:
+            raise RegistryError(
+                f"{name}'s gate verdicts ({_verdicts(version)}) are not what a pipeline decision on it quoted "
+                f"({vouched or 'none'}): promote only a version a pipeline run decided on, or request an override"
+            )
         records = promotion(registry.production(), version, signer.principal, reason, ledger_id=ledger_id)
         store.append(_signed(store, signer, records), head)
     return get_version(store, name)

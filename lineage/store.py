@@ -60,7 +60,20 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.sql import Select
 
 from common.redact import error_line, redact_url
-from lineage.entities import Action, Artifact, Association, AssociationType, Context, Entity
+from lineage.entities import (
+    Action,
+    ActionType,
+    Artifact,
+    ArtifactType,
+    Association,
+    AssociationType,
+    Context,
+    ContextType,
+    Entity,
+    artifact_id,
+    association_id,
+    context_id,
+)
 
 GENESIS = "0" * 64
 DEFAULT_URL = "sqlite:///lineage.db"
@@ -154,6 +167,7 @@ class Problem(StrEnum):
     HEAD_MISMATCH = "head_mismatch"  # the chain ends elsewhere than the head (or anchor) says: truncated
     ANCHOR_MISMATCH = "anchor_mismatch"  # the record at an anchor's count no longer has the anchor's hash
     STATE_MISMATCH = "state_mismatch"  # the current-state table does not point at an entity's records
+    MISFILED = "misfiled"  # the record's indexed columns (its id, type, name, ends) are not what its body says
 
 
 _EXPLAIN = {
@@ -162,6 +176,7 @@ _EXPLAIN = {
     Problem.HEAD_MISMATCH: "the chain end does not match the head, records were truncated or added outside the store",
     Problem.ANCHOR_MISMATCH: "record {seq}'s hash differs from the anchor's",
     Problem.STATE_MISMATCH: "the current-state table (ledger_latest) does not match the records",
+    Problem.MISFILED: "the record is filed under columns its body does not say",
 }
 
 
@@ -278,13 +293,15 @@ def _edge(source_id: str, destination_id: str, association_type: str) -> Associa
 # entity exists; any other row is passed over and the entity read from the records themselves.
 _later = records_table.alias("later")
 _CURRENT = (
-    select(latest_table.c.entity_id, records_table.c.kind, records_table.c.body)
+    select(records_table)
     .join(
         records_table,
         (records_table.c.seq == latest_table.c.seq) & (records_table.c.entity_id == latest_table.c.entity_id),
     )
     .where(~exists().where(_later.c.entity_id == latest_table.c.entity_id, _later.c.seq > latest_table.c.seq))
 )
+END = 2**31 - 1  # a seq past every record (`before=END`: all of them)
+_TIP = select(records_table.c.seq, records_table.c.record_hash).order_by(records_table.c.seq.desc()).limit(1)
 # An entity's first record before a seq (prebuilt: readers ask it for every decision they judge).
 _FIRST_BEFORE = (
     select(records_table)
@@ -294,9 +311,7 @@ _FIRST_BEFORE = (
 )
 # The same from the records alone: each entity's record with the highest seq.
 _LAST_SEQ = select(func.max(_later.c.seq)).where(_later.c.entity_id == records_table.c.entity_id).scalar_subquery()
-_FROM_RECORDS = select(records_table.c.entity_id, records_table.c.kind, records_table.c.body).where(
-    records_table.c.seq == _LAST_SEQ
-)
+_FROM_RECORDS = select(records_table).where(records_table.c.seq == _LAST_SEQ)
 
 
 def _latest_from_records() -> Select[Any]:
@@ -568,7 +583,14 @@ class LedgerStore:
         with self._engine.connect() as conn:
             yield from self._stream(conn, of, after, upto, None if ids is None else sorted(set(ids)), newest_first)
 
-    def first_record(self, entity_id: str, before: int) -> LedgerRecord | None:
+    def tip(self) -> Head:
+        """The chain's last record (its seq and hash), whatever the head row says: what identifies the ledger's
+        state for a reader (the head row is not chained, so it must not decide an answer)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(_TIP).first()
+        return Head(0, GENESIS) if row is None else Head(row.seq, row.record_hash)
+
+    def first_record(self, entity_id: str, before: int = END) -> LedgerRecord | None:
         """The entity's first record with seq < `before`, or None: one index probe."""
         with self._engine.connect() as conn:
             row = conn.execute(_FIRST_BEFORE, {"entity_id": entity_id, "before": before}).first()
@@ -618,31 +640,46 @@ class LedgerStore:
 
     def latest(self, entity_ids: Iterable[str], upto: int | None = None) -> dict[str, Entity]:
         """Each id's latest record in the chain (ids the ledger lacks are left out): a few indexed lookups
-        per id, however many records the entity has. The current-state table only says where to look.
-        With `upto`, each id's latest record with seq <= upto."""
+        per id, however many records the entity has. The current-state table only says where to look, and a
+        record filed under an id its body does not give is passed over (`misfiled`). With `upto`, each id's
+        latest record with seq <= upto."""
         found: dict[str, Entity] = {}
         unique = sorted(set(entity_ids))
-        if upto is not None:
-            last = select(func.max(_later.c.seq)).where(_later.c.entity_id == records_table.c.entity_id,
-                                                        _later.c.seq <= upto).scalar_subquery()  # fmt: skip
-            query = select(records_table.c.entity_id, records_table.c.kind, records_table.c.body)
-            with self._engine.connect() as conn:
-                for start in range(0, len(unique), _IN_CHUNK):
-                    chunk = unique[start : start + _IN_CHUNK]
-                    upto_rows = conn.execute(
-                        query.where(records_table.c.entity_id.in_(chunk), records_table.c.seq == last)
-                    )
-                    found.update({row.entity_id: _parse(row.kind, row.body) for row in upto_rows})
-            return found
         with self._engine.connect() as conn:
             for start in range(0, len(unique), _IN_CHUNK):
                 chunk = unique[start : start + _IN_CHUNK]
-                rows = list(conn.execute(_CURRENT.where(latest_table.c.entity_id.in_(chunk))))
-                missed = sorted(set(chunk) - {row.entity_id for row in rows})
-                if missed:  # no row, or a row that does not point at the entity's last record
-                    rows += list(conn.execute(_FROM_RECORDS.where(records_table.c.entity_id.in_(missed))))
-                found.update({row.entity_id: _parse(row.kind, row.body) for row in rows})
+                if upto is not None:
+                    last = select(func.max(_later.c.seq)).where(_later.c.entity_id == records_table.c.entity_id,
+                                                                _later.c.seq <= upto).scalar_subquery()  # fmt: skip
+                    rows = list(conn.execute(select(records_table).where(records_table.c.entity_id.in_(chunk),
+                                                                         records_table.c.seq == last)))  # fmt: skip
+                else:
+                    rows = list(conn.execute(_CURRENT.where(latest_table.c.entity_id.in_(chunk))))
+                    missed = sorted(set(chunk) - {row.entity_id for row in rows})
+                    if missed:  # no row, or a row that does not point at the entity's last record
+                        rows += list(conn.execute(_FROM_RECORDS.where(records_table.c.entity_id.in_(missed))))
+                for row in rows:
+                    entity = _well_filed(LedgerRecord(*row))
+                    if entity is None:  # tampered: the entity's latest record that says what it is filed as
+                        entity = self._latest_well_filed(conn, row.entity_id, upto if upto is not None else row.seq)
+                    if entity is not None:
+                        found[row.entity_id] = entity
         return found
+
+    def history(self, entity_id: str) -> list[Entity]:
+        """The entity's records, newest first (those filed under it that say so)."""
+        with self._engine.connect() as conn:
+            query = select(records_table).where(records_table.c.entity_id == entity_id)
+            rows = conn.execute(query.order_by(records_table.c.seq.desc()))
+            return [entity for row in rows if (entity := _well_filed(LedgerRecord(*row))) is not None]
+
+    @staticmethod
+    def _latest_well_filed(conn: Connection, entity_id: str, upto: int) -> Entity | None:
+        query = select(records_table).where(records_table.c.entity_id == entity_id, records_table.c.seq <= upto)
+        for row in conn.execute(query.order_by(records_table.c.seq.desc())):
+            if (entity := _well_filed(LedgerRecord(*row))) is not None:
+                return entity
+        return None
 
     def find(
         self,
@@ -869,6 +906,54 @@ def _state_holds(state: Any, first_seen: int, last: LedgerRecord, since: Head) -
     return first_ok and same
 
 
+_TYPES = {
+    Kind.ARTIFACT: ("artifact_type", ArtifactType),
+    Kind.ACTION: ("action_type", ActionType),
+    Kind.CONTEXT: ("context_type", ContextType),
+    Kind.ASSOCIATION: ("association_type", AssociationType),
+}
+
+
+@functools.lru_cache(maxsize=8192)
+def _well_filed(record: LedgerRecord) -> Entity | None:
+    """The record's entity, or None where it is misfiled or does not validate."""
+    if misfiled(record) is not None:
+        return None
+    try:
+        return _parse(record.kind, record.body)
+    except ValueError:  # pydantic's ValidationError
+        return None
+
+
+def misfiled(record: LedgerRecord) -> str | None:
+    """Why a record's indexed columns are not what its body says (None if they are): its id (derived from the
+    body where ids are), kind, type, name and ends. Readers find records by these columns, so a body filed under
+    another entity's id, or a decision copied under a fresh id, must never pass for that entity."""
+    try:
+        kind = Kind(record.kind)
+        body = json.loads(record.body)
+        field, types = _TYPES[kind]
+        said: dict[str, Any] = {"entity_type": types(body[field]).value, "name": None, "source_id": None,
+                                "destination_id": None}  # fmt: skip
+        if kind is Kind.ASSOCIATION:
+            said |= {"entity_id": association_id(body["source_id"], body["destination_id"], said["entity_type"]),
+                     "source_id": body["source_id"], "destination_id": body["destination_id"]}  # fmt: skip
+        elif kind is Kind.ARTIFACT:
+            said |= {"entity_id": artifact_id(body["source_uri"], body["md5"]), "name": body["source_uri"]}
+        elif kind is Kind.CONTEXT:
+            said |= {"entity_id": context_id(said["entity_type"], body["name"]), "name": body["name"]}
+        else:
+            said["entity_id"] = body["id"]
+        if kind is not Kind.ASSOCIATION and body.get("id") != said["entity_id"]:
+            return f"its body's id {str(body.get('id'))[:80]!r} is not the id its content gives ({said['entity_id']})"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "its body is not a lineage entity of its kind"
+    for column, value in said.items():
+        if getattr(record, column) != value:
+            return f"its {column} column says {str(getattr(record, column))[:80]!r}, its body {str(value)[:80]!r}"
+    return None
+
+
 def verify_records(
     rows: Iterator[LedgerRecord], head: Head, anchor: Head | None, start: Head = Head(0, GENESIS)
 ) -> VerifyResult:
@@ -889,6 +974,8 @@ def verify_records(
             return bad(expected, Problem.EDITED, "its columns no longer hash to its record_hash", row.entity_id)
         if row.prev_hash != prev:
             return bad(expected, Problem.RELINKED, f"its prev_hash is not seq {count}'s hash", row.entity_id)
+        if (problem := misfiled(row)) is not None:
+            return bad(expected, Problem.MISFILED, problem, row.entity_id)
         if anchor is not None and expected == anchor.count and digest != anchor.head_hash:
             detail = f"found {digest}, the anchor says {anchor.head_hash}"
             return bad(expected, Problem.ANCHOR_MISMATCH, detail, row.entity_id)

@@ -71,10 +71,14 @@ def verify(
     `anchor` and the latest anchor published in `objects`' remote. Nothing is logged: see `Verified.logged`."""
     last = None if full else store.last_verification()
     since = last.head if last is not None and last.record_count else None
-    chain = store.verify(anchor, since)
     problems: list[str] = []
     published = published_anchor(store, objects)
     anchor_line = _published(published, objects, problems)
+    if since is not None and published and published.get("holds") and published["record_count"] < since.count:
+        # The log is not chained: what it says was verified after the latest published anchor is checked again.
+        since = Head(published["record_count"], published["head_hash"])
+        last = Verification(since.count, since.count, since.head_hash, True, "", f"the anchor {published['where']}")
+    chain = store.verify(anchor, since)
     log_line = _log(store, problems) if full else None
     decisions = check_decisions(store, since.count if since else 0) if chain.ok else None
     return Verified(chain, decisions, last if since else None, published, anchor_line, log_line, problems)
@@ -109,24 +113,26 @@ def _merged(earlier: list[LedgerRecord], later: Iterator[LedgerRecord]) -> Itera
 
 
 def published_anchor(store: LedgerStore, objects: Objects | None) -> dict[str, Any] | None:
-    """The latest anchor published for this ledger in `objects`' DVC remote and whether the ledger still holds it
-    (`holds`), or why it cannot be read (`error`); None where there is no remote or no anchor yet."""
+    """Every anchor published for this ledger in `objects`' DVC remote, checked (one record read each: a higher
+    anchor written later never masks an earlier one): the latest, or the first that does not hold (`holds`),
+    with how many were checked; or why they cannot be read (`error`); None where there is no remote or anchor."""
     ledger_id = store.ledger_id()
     if objects is None or ledger_id is None:
         return None
     try:
-        found = objects.latest_anchor(ledger_id)
+        found = objects.anchors(ledger_id)
     except ObjectError as error:
         return {"error": str(error)}
-    if found is None:
+    if not found:
         return None
-    head, url = found
-    failed = store.check_anchor(head)
+    checked = [(head, url, store.check_anchor(head)) for head, url in found]
+    head, url, failed = next((c for c in checked if c[2] is not None), checked[-1])
     return {
         "where": url,
         "record_count": head.count,
         "head_hash": head.head_hash,
         "holds": failed is None,
+        "checked": len(checked),
         "detail": str(failed) if failed else f"record {head.count} still hashes to the published hash",
     }
 
@@ -145,7 +151,8 @@ def _published(anchor: dict[str, Any] | None, objects: Objects | None, problems:
         problems.append(f"the published anchor {anchor['where']} does not hold: {anchor['detail']}")
         return f"anchor FAILED: {anchor['where']}"
     count, digest, where = anchor["record_count"], anchor["head_hash"], anchor["where"]
-    return f"anchor ok: record {count} hashes to {digest}, as published at {where}"
+    earlier = f" (and the {anchor['checked'] - 1} anchors before it)" if anchor["checked"] > 1 else ""
+    return f"anchor ok: record {count} hashes to {digest}, as published at {where}{earlier}"
 
 
 def _log(store: LedgerStore, problems: list[str]) -> str:

@@ -184,7 +184,7 @@ class Endpoint:
                 promoted = _promotion(view.production_state)
                 self.served = Served(scorer, current, now, promoted, untrusted)  # one assignment: never half
                 log.info("retail-serve: now serving %s on %s", current.name, self.settings.endpoint)
-        except LedgerError as error:
+        except (LedgerError, ValueError) as error:  # the ledger unreadable, or a record that does not parse
             log.error("retail-serve: the ledger cannot be read: %s", redact_text(str(error)))
 
     def start(self) -> None:

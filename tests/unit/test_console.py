@@ -54,8 +54,8 @@ class FakeObjects:
     def remote(self) -> str:
         return self.remote_url
 
-    def latest_anchor(self, ledger_id: str) -> None:
-        return None  # no decision published one
+    def anchors(self, ledger_id: str) -> list:
+        return []  # no decision published one
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from lineage import registry
 from lineage.authority import (
     ALLOWED,
     PIPELINE,
+    PREVIOUS,
     REFUSED,
     approver_record,
     approvers,
@@ -174,8 +175,8 @@ def test_alice_alone_cannot_register_a_second_identity(world: World) -> None:
     refused = world.lineage("approvers", "confirm", "ally", "--by", "ally", "--key", str(world.keys["ally"]), ok=False)
     assert refused.stderr.strip() == "lineage: error: 'ally' is not an active approver (see `lineage approvers list`)"
     with world.store() as store:
-        record = finish(approver_record("ally", read_public_key(world.pub("ally")), "alice", str(store.ledger_id())),
-                        [], world.signer("alice"))  # fmt: skip
+        ally = approver_record("ally", read_public_key(world.pub("ally")), "alice", str(store.ledger_id()))
+        record = finish(_in_turn(store, ally), [], world.signer("alice"))
         assert "ally" not in [a.name for a in approvers(store)]
     [seq] = insider.append(world.db, [_context(record)])
     _failed(world, seq, "the registration of 'ally' is signed by 1 approver(s) besides its subject; the policy needs 2")
@@ -184,7 +185,8 @@ def test_alice_alone_cannot_register_a_second_identity(world: World) -> None:
 def test_alice_cannot_take_over_bob_by_rekeying_him(world: World) -> None:
     """Even with carol's signature (two approvers besides bob), a new key for bob needs bob's old key too."""
     with world.store() as store:
-        record = approver_record("bob", read_public_key(world.pub("mallory")), "alice", str(store.ledger_id()))
+        record = _in_turn(store, approver_record("bob", read_public_key(world.pub("mallory")), "alice",
+                                                 str(store.ledger_id())))  # fmt: skip
     forged = finish(record, [cosign(record, world.signer("carol"))], world.signer("alice"))
     [seq] = insider.append(world.db, [_context(forged)])
     _failed(world, seq, "a new key for 'bob' that their old key did not sign: a rotation needs it")
@@ -290,7 +292,7 @@ def test_cutting_off_decisions_after_the_last_anchor_fails_verify(world: World, 
     done = world.lineage("verify", cwd=checkout, ok=False)
     assert f"anchor FAILED: {tmp_path / 'remote'}/ledger-heads/" in done.stdout
     assert f"FAILED: the published anchor {tmp_path / 'remote'}/ledger-heads/" in done.stdout
-    assert f"record {head[0]}'s hash differs from the anchor's (no record" in done.stdout
+    assert "hash differs from the anchor's (no record" in done.stdout
 
     # Where no remote is at hand, the verification log still remembers how long the ledger was.
     insider.truncate(logged, kept)
@@ -304,3 +306,9 @@ def test_verify_refuses_a_ledger_that_does_not_exist(world: World, tmp_path: Pat
     assert done.stderr.strip().startswith("lineage: error: cannot open the lineage ledger at sqlite:///")
     assert done.stderr.strip().endswith("typo.db: no ledger file " + str(tmp_path / "typo.db"))
     assert not (tmp_path / "typo.db").exists()
+
+
+def _in_turn(store: LedgerStore, record: Context) -> Context:
+    """`record` as the next change of its subject (naming the subject's last change), as a careful forger writes it."""
+    values = {**record.properties, PREVIOUS: current(store).previous(record)}
+    return Context.model_validate({**record.model_dump(mode="json"), "properties": values})
