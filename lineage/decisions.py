@@ -163,11 +163,11 @@ def _override_problem(
     requester, requester_key, requested = request
     if requested != version:
         return f"it approves an override request for {requested}, not for {version}"
+    if values.get("signed_by") == requester or key == requester_key:
+        return f"the override was requested and approved by the same person ({requester}): four eyes needed"
     status = facts.status_before(version, record.seq)
     if status != "pending" or facts.last_request(version, record.seq) != request_id:
         return f"it approves {version}'s override request {request_id}, which is not the one pending ({status})"
-    if values.get("signed_by") == requester or key == requester_key:
-        return f"the override was requested and approved by the same person ({requester}): four eyes needed"
     return None
 
 
@@ -635,19 +635,16 @@ class RegistryCheck:
         return self.before is not None and self.before.recorded_before(entity_id, self.since + 1)
 
     def _status(self, version: str) -> str | None:
-        if version not in self.status and self.before is not None:
-            found = self.before.store.latest([context_id(ContextType.MODEL_VERSION, version)], upto=self.since).get(
-                context_id(ContextType.MODEL_VERSION, version)
-            )
-            if isinstance(found, Context):
-                self.status[version] = str(found.properties.get("status"))
+        if version not in self.status and self.before is not None:  # as the decisions up to `since` imply it
+            found = self.before.status_before(version, self.since + 1)
+            if found is not None:
+                self.status[version] = found
         return self.status.get(version)
 
     def _pointer(self) -> str | None:
         if not self.pointer_known and self.before is not None:
-            found = self.before.store.latest([PRODUCTION_POINTER], upto=self.since).get(PRODUCTION_POINTER)
-            named = found.properties.get("model_version") if isinstance(found, Context) else None
-            self.pointer, self.pointer_known = (str(named) if named else None), True
+            self.pointer = production(self.before.store, self.before, before=self.since + 1).name
+            self.pointer_known = True
         return self.pointer
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import (
     Boolean,
     Column,
@@ -62,13 +63,10 @@ from sqlalchemy.sql import Select
 from common.redact import error_line, redact_url
 from lineage.entities import (
     Action,
-    ActionType,
     Artifact,
-    ArtifactType,
     Association,
     AssociationType,
     Context,
-    ContextType,
     Entity,
     artifact_id,
     association_id,
@@ -906,11 +904,12 @@ def _state_holds(state: Any, first_seen: int, last: LedgerRecord, since: Head) -
     return first_ok and same
 
 
-_TYPES = {
-    Kind.ARTIFACT: ("artifact_type", ArtifactType),
-    Kind.ACTION: ("action_type", ActionType),
-    Kind.CONTEXT: ("context_type", ContextType),
-    Kind.ASSOCIATION: ("association_type", AssociationType),
+# Where a body says its entity's type, by kind.
+_TYPE_FIELD = {
+    Kind.ARTIFACT.value: "artifact_type",
+    Kind.ACTION.value: "action_type",
+    Kind.CONTEXT.value: "context_type",
+    Kind.ASSOCIATION.value: "association_type",
 }
 
 
@@ -926,26 +925,27 @@ def _well_filed(record: LedgerRecord) -> Entity | None:
 
 
 def misfiled(record: LedgerRecord) -> str | None:
-    """Why a record's indexed columns are not what its body says (None if they are): its id (derived from the
-    body where ids are), kind, type, name and ends. Readers find records by these columns, so a body filed under
-    another entity's id, or a decision copied under a fresh id, must never pass for that entity."""
+    """Why a record's indexed columns are not what its body says (None if they are): its id (derived from an
+    artifact's source and md5, a context's type and name, an edge's ends), kind, type, name and ends. Readers find
+    records by these columns, so a body filed under another entity's id, or a decision copied under a fresh id,
+    must never pass for that entity."""
     try:
-        kind = Kind(record.kind)
-        body = json.loads(record.body)
-        field, types = _TYPES[kind]
-        said: dict[str, Any] = {"entity_type": types(body[field]).value, "name": None, "source_id": None,
+        body = orjson.loads(record.body)
+        said: dict[str, Any] = {"entity_type": body[_TYPE_FIELD[record.kind]], "name": None, "source_id": None,
                                 "destination_id": None}  # fmt: skip
-        if kind is Kind.ASSOCIATION:
+        if record.kind == Kind.ASSOCIATION.value:
             said |= {"entity_id": association_id(body["source_id"], body["destination_id"], said["entity_type"]),
                      "source_id": body["source_id"], "destination_id": body["destination_id"]}  # fmt: skip
-        elif kind is Kind.ARTIFACT:
-            said |= {"entity_id": artifact_id(body["source_uri"], body["md5"]), "name": body["source_uri"]}
-        elif kind is Kind.CONTEXT:
+        elif record.kind == Kind.CONTEXT.value:
             said |= {"entity_id": context_id(said["entity_type"], body["name"]), "name": body["name"]}
+            if body.get("id") != said["entity_id"]:
+                return f"its body's id {str(body.get('id'))[:80]!r} is not the id its type and name give"
+        elif record.kind == Kind.ARTIFACT.value:
+            said |= {"entity_id": artifact_id(body["source_uri"], body["md5"]), "name": body["source_uri"]}
+            if body.get("id") != said["entity_id"]:
+                return f"its body's id {str(body.get('id'))[:80]!r} is not the id its source and md5 give"
         else:
             said["entity_id"] = body["id"]
-        if kind is not Kind.ASSOCIATION and body.get("id") != said["entity_id"]:
-            return f"its body's id {str(body.get('id'))[:80]!r} is not the id its content gives ({said['entity_id']})"
     except (ValueError, KeyError, TypeError, AttributeError):
         return "its body is not a lineage entity of its kind"
     for column, value in said.items():

@@ -301,7 +301,7 @@ def harness() -> Iterator[None]:
     """A temporary Prefect API for flows run in this process."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # a loaded 2-core machine starts it slowly
         yield
 
 

@@ -143,7 +143,7 @@ def test_push_retries_while_s3_refuses_then_succeeds(
     def push_only() -> Pushed:
         return push("s3")
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):
         started = begin()  # S3 refuses connections for the next 3 seconds
         state = push_only(return_state=True)
         with get_client(sync_client=True) as api:
@@ -169,7 +169,7 @@ def test_report_links_open_in_a_browser_with_their_type_and_name(
     def push_only() -> Pushed:
         return push("s3")
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):
         pushed = push_only()
     assert {report.path for report in pushed.reports} == set(REPORTS)
     for report in pushed.reports:

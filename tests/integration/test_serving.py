@@ -332,6 +332,45 @@ def _updates(world: World) -> int:
     return int(count)
 
 
+def test_a_forged_promotion_moves_nothing_and_the_endpoint_says_so(world: World, endpoint: str) -> None:
+    """With plain SQL and no key: a status record, a pointer move and an unsigned promotion of the previous
+    version, the chain rehashed. The endpoint keeps serving the verified version, and /health says what it
+    refused and why; `lineage verify` names the forged decision."""
+    serving = _wait_for(endpoint, world.previous)["model_version"]  # production since the promotion drill
+    target = world.production
+    version_id = _entity_id(world, target)
+    status = insider.latest_body(world.db, version_id)
+    status["properties"] |= {"status": "production", "status_reason": "approved by the model risk board"}
+    moved = insider.latest_body(world.db, PRODUCTION_POINTER)
+    moved["properties"]["model_version"] = target
+    promotion: dict[str, Any] = {
+        "id": str(uuid.uuid4()), "action_type": "Promotion", "status": "Completed", "command": f"promoted {target}",
+        "start": "2026-12-07T12:00:00Z", "end": "2026-12-07T12:00:00Z", "prefect_task_run_id": None,
+        "metadata": {"repository": None, "commit_id": None, "generated_by": None, "project_id": None},
+        "parameters": {"decision": "promoted", "model_version": target, "previous_production": serving,
+                       "by": "alice", "reason": "approved by the model risk board", "signature": "unsigned"},
+    }  # fmt: skip
+    _, _, seq = insider.append(world.db, [
+        ("context", version_id, "ModelVersion", target, None, None, status),
+        ("context", PRODUCTION_POINTER, "Deployment", "production", None, None, moved),
+        ("action", promotion["id"], "Promotion", None, None, None, promotion),
+    ])  # fmt: skip
+    for _ in range(int(40 * float(POLL_SECONDS) / 0.1)):
+        health = _get(endpoint, "/health")[1]
+        if health["refused"] and health["refused"]["model_version"] == target:
+            break
+        time.sleep(0.1)
+    assert health["model_version"] == serving
+    assert f"seq {seq} (entity {promotion['id']})" in health["refused"]["reason"]
+    assert "unsigned, and the ledger's policy refuses unsigned decisions" in health["refused"]["reason"]
+    connection = http.client.HTTPConnection(endpoint, timeout=60)
+    assert _post(connection, "/predict", {"rows": _rows(world, 1)})[1]["model_version"] == serving
+    done = subprocess.run([str(VENV_BIN / "lineage"), "verify", "--full"], cwd=world.clone, env=world.env(),
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1
+    assert f"signatures FAILED at seq {seq} (entity {promotion['id']})" in done.stdout
+
+
 def test_a_tampered_model_is_refused_and_the_verified_one_keeps_serving(world: World, endpoint: str) -> None:
     serving = _wait_for(endpoint, world.previous)["model_version"]
     target = world.production
@@ -400,45 +439,6 @@ def test_a_ledger_that_cannot_be_opened_is_one_line(world: World, tmp_path: Path
     assert done.returncode == 2
     assert done.stderr.startswith("retail-serve: error: cannot open the lineage ledger at sqlite:///")
     assert len(done.stderr.strip().splitlines()) == 1
-
-
-def test_a_forged_promotion_moves_nothing_and_the_endpoint_says_so(world: World, endpoint: str) -> None:
-    """With plain SQL and no key: a status record, a pointer move and an unsigned promotion of the previous
-    version, the chain rehashed. The endpoint keeps serving the verified version, and /health says what it
-    refused and why; `lineage verify` names the forged decision."""
-    serving = _get(endpoint, "/health")[1]["model_version"]
-    target = world.previous if serving != world.previous else world.production
-    version_id = _entity_id(world, target)
-    status = insider.latest_body(world.db, version_id)
-    status["properties"] |= {"status": "production", "status_reason": "approved by the model risk board"}
-    moved = insider.latest_body(world.db, PRODUCTION_POINTER)
-    moved["properties"]["model_version"] = target
-    promotion: dict[str, Any] = {
-        "id": str(uuid.uuid4()), "action_type": "Promotion", "status": "Completed", "command": f"promoted {target}",
-        "start": "2026-12-07T12:00:00Z", "end": "2026-12-07T12:00:00Z", "prefect_task_run_id": None,
-        "metadata": {"repository": None, "commit_id": None, "generated_by": None, "project_id": None},
-        "parameters": {"decision": "promoted", "model_version": target, "previous_production": serving,
-                       "by": "alice", "reason": "approved by the model risk board", "signature": "unsigned"},
-    }  # fmt: skip
-    _, _, seq = insider.append(world.db, [
-        ("context", version_id, "ModelVersion", target, None, None, status),
-        ("context", PRODUCTION_POINTER, "Deployment", "production", None, None, moved),
-        ("action", promotion["id"], "Promotion", None, None, None, promotion),
-    ])  # fmt: skip
-    for _ in range(int(40 * float(POLL_SECONDS) / 0.1)):
-        health = _get(endpoint, "/health")[1]
-        if health["refused"] and health["refused"]["model_version"] == target:
-            break
-        time.sleep(0.1)
-    assert health["model_version"] == serving
-    assert f"seq {seq} (entity {promotion['id']})" in health["refused"]["reason"]
-    assert "unsigned, and the ledger's policy refuses unsigned decisions" in health["refused"]["reason"]
-    connection = http.client.HTTPConnection(endpoint, timeout=60)
-    assert _post(connection, "/predict", {"rows": _rows(world, 1)})[1]["model_version"] == serving
-    done = subprocess.run([str(VENV_BIN / "lineage"), "verify", "--full"], cwd=world.clone, env=world.env(),
-                          capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 1
-    assert f"signatures FAILED at seq {seq} (entity {promotion['id']})" in done.stdout
 
 
 def _entity_id(world: World, version: str) -> str:

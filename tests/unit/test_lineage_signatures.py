@@ -16,7 +16,7 @@ import pytest
 
 from bench.lineage_workspace import STAGES, write_workspace
 from lineage.authority import REVOKED, AuthorityError, register
-from lineage.entities import Action, ActionStatus, ActionType
+from lineage.entities import Action, ActionStatus, ActionType, Association, AssociationType
 from lineage.recorder import PIPELINE, RunInfo, StageRun, record_run
 from lineage.registry import decision, get_version, production
 from lineage.signatures import (
@@ -210,9 +210,11 @@ def test_checking_from_an_earlier_record_reads_the_approvers_and_requests_record
     version = _run(store, tmp_path, 1)
     heads.append(store.head().count)
     request = sign(_decision(store, version, "override_requested"), alice)[0]
-    [request_seq] = store.append([request])
+    edge = Association(source_id=request.id, destination_id=get_version(store, version).id,
+                       association_type=AssociationType.CONTRIBUTED_TO)  # fmt: skip
+    request_seq, _ = store.append([request, edge])
     register(store, "carol", read_public_key(ssh_keys["mallory"].with_suffix(".pub")), alice)
-    heads += [request_seq, store.head().count]
+    heads += [request_seq + 1, store.head().count]
     register(store, "carol", read_public_key(ssh_keys["mallory"].with_suffix(".pub")), alice, REVOKED)
     good = sign(_decision(store, version, override=True, override_request=request.id), bob)[0]
     [good_seq] = store.append([good])

@@ -37,10 +37,13 @@ from lineage.store import (
     Kind,
     LedgerConflict,
     LedgerError,
+    LedgerRecord,
     LedgerStore,
     Problem,
     Verification,
+    misfiled,
     rebuild_latest,
+    record_columns,
     record_hash,
 )
 from tests.ledger_oracle import assert_reads_match_scan
@@ -163,7 +166,7 @@ def test_an_anchor_catches_a_rewritten_ledger(store: LedgerStore, tmp_path: Path
     assert store.verify(anchor).ok
     # Someone rewrites record 2 and recomputes every hash after it, head row included.
     rows = _rows(tmp_path / "ledger.db")
-    rows[1][BODY] = rows[1][BODY].replace("processed", "forged")
+    rows[1][BODY] = rows[1][BODY].replace("retail-lineage", "forged-lineage")  # its metadata: no column says it
     prev = rows[0][HASH]
     for row in rows[1:]:
         row[PREV] = prev
@@ -339,6 +342,8 @@ def _apply_tampering(data: st.DataObject, raw: sqlite3.Connection, rows: list[li
         raw.execute("UPDATE ledger_records SET record_hash = ? WHERE seq = ?", (record_hash(edited[:HASH]), k))
         if column == "prev_hash":
             return k, Problem.RELINKED
+        if misfiled(LedgerRecord(*edited)) is not None:
+            return k, Problem.MISFILED  # its columns no longer say what its body says: caught at the record
         return (k, Problem.HEAD_MISMATCH) if k == n else (k + 1, Problem.RELINKED)
     if how == "delete":
         k = data.draw(_ends_or_any(1, n), label="seq")
@@ -351,7 +356,8 @@ def _apply_tampering(data: st.DataObject, raw: sqlite3.Connection, rows: list[li
             raw.execute("UPDATE ledger_records SET seq = -seq WHERE seq >= ?", (seq,))
             raw.execute("UPDATE ledger_records SET seq = 1 - seq WHERE seq < 0")
         prev = rows[seq - 2][HASH] if 2 <= seq <= n + 1 else GENESIS
-        forged = [seq, "context", "forged", "PipelineRun", "forged", None, None, '{"forged":true}', prev]
+        columns = record_columns(Context(context_type=ContextType.PIPELINE_RUN, name="forged"))
+        forged = [seq, *(columns[c] for c in COLUMNS[1:-2]), prev]  # a record that says what it is filed as
         digest = record_hash(forged) if well_forged else "f" * 64
         raw.execute(f"INSERT INTO ledger_records VALUES ({', '.join('?' * len(COLUMNS))})", (*forged, digest))
         if seq <= 0:
@@ -430,7 +436,7 @@ def test_verifying_from_an_earlier_head_catches_an_edit_after_it_and_leaves_earl
     # An edit before `since`, rehashed and relinked up to it, is not looked for: `since` vouches for
     # what came before it. Verifying everything catches it.
     rows = _rows(tmp_path / "ledger.db")
-    rows[2][BODY] = rows[2][BODY].replace("models/model.pt", "models/forged.pt")
+    rows[2][BODY] = rows[2][BODY].replace('"size":2048', '"size":4096')
     rows[2][HASH] = record_hash(rows[2][:HASH])
     with sqlite3.connect(tmp_path / "ledger.db") as raw:
         raw.execute("UPDATE ledger_records SET body = ?, record_hash = ? WHERE seq = 3", (rows[2][BODY], rows[2][HASH]))
