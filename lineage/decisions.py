@@ -175,9 +175,13 @@ def _verdicts(properties: dict[str, Any]) -> dict[str, Any]:
     return {gate: properties.get(gate) for gate in GATES}
 
 
-def _decisions_on(store: LedgerStore, version: str, before: int | None = None) -> list[tuple[LedgerRecord, dict]]:
-    """The well-filed Promotion records on `version` (by the edges into it), with their bodies, in seq order."""
-    version_id = context_id(ContextType.MODEL_VERSION, version)
+def _decisions_on(
+    store: LedgerStore, version: str, before: int | None = None, imported_from: str | None = None
+) -> list[tuple[LedgerRecord, dict]]:
+    """The well-filed Promotion records on `version` (by the edges into it; with `imported_from`, into that
+    ledger's record of it, as an import brought them), with their bodies, in seq order."""
+    context = f"{version}@{imported_from[:12]}" if imported_from else version
+    version_id = context_id(ContextType.MODEL_VERSION, context)
     ids = [edge.source_id for edge in store.edges([version_id], toward="destination")]
     found = []
     for record in list(store.records(PROMOTIONS, ids=ids, upto=None if before is None else before - 1)) if ids else []:
@@ -211,7 +215,12 @@ class StoreFacts:
         return None if first is None else _verdicts(json.loads(first.body)["properties"])
 
     def vouched(self, version: str, seq: int) -> dict[str, Any] | None:
-        for record, body in _decisions_on(self.store, version, before=seq):
+        first = self.store.first_record(context_id(ContextType.MODEL_VERSION, version), before=seq)
+        trained_in = json.loads(first.body)["properties"].get("trained_in") if first is not None else None
+        found = _decisions_on(self.store, version, before=seq)
+        if isinstance(trained_in, str):  # a version imported from the ledger it was trained in
+            found += _decisions_on(self.store, version, seq, trained_in)
+        for record, body in sorted(found, key=lambda pair: pair[0].seq):
             values = body["parameters"]
             if is_imported(record, values, self.end):
                 if record.entity_id in self.end.attestations and "gates" in values:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -597,3 +598,59 @@ def receiver() -> Iterator[Receiver]:
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+def pipeline_runs(store: Any, folder: Path, signer: Any, weeks: list[tuple[int, bool]]) -> list[str]:
+    """Weeks recorded as pipeline runs on the stand-in workspace at `folder` ((week, fairness passes) each), signed
+    by `signer` (the pipeline's key, or None): their model versions."""
+    from bench.lineage_workspace import STAGES, write_workspace
+    from lineage.entities import ActionStatus
+    from lineage.recorder import RunInfo, StageRun, record_run
+
+    now = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+    versions = []
+    for week, fair in weeks:
+        write_workspace(folder, week, fair=fair)
+        stages = [StageRun(s, ActionStatus.COMPLETED, now, now, str(uuid.uuid4())) for s in STAGES]
+        info = RunInfo(str(uuid.uuid4()), stages, now, now, None if fair else "fairness check failed", "runs/x")
+        recorded = record_run(store, info, folder, signer=signer)
+        assert recorded.model_version is not None
+        versions.append(recorded.model_version.name)
+    return versions
+
+
+def deploy(store: Any, keys: dict[str, Path]) -> None:
+    """A deployed ledger's authority: alice's `lineage init` (unsigned decisions refused, four eyes), bob added by
+    her alone (she is the only other approver), carol and the pipeline's key by alice and bob (four eyes)."""
+    from lineage.authority import PIPELINE, REFUSED, approver_record, confirm, initialise, propose, register
+    from lineage.signatures import Signer, read_public_key
+
+    alice, bob = Signer("alice", keys["alice"]), Signer("bob", keys["bob"])
+    initialise(store, alice, REFUSED, four_eyes=True)
+    register(store, "bob", read_public_key(keys["bob"].with_suffix(".pub")), alice)
+    for name in ("carol", PIPELINE):
+        record = approver_record(name, read_public_key(keys[name].with_suffix(".pub")), "alice", store.ledger_id())
+        _, proposed = propose(store, record, alice)
+        assert proposed is not None
+        done, _ = confirm(store, proposed, bob)
+        assert done is not None
+
+
+def copy_to_postgres(db: Path, url: str) -> None:
+    """The SQLite ledger at `db`, record for record, in the PostgreSQL database at `url` (the chain does not depend
+    on the backend), its tables created as the pipeline's role creates them."""
+    from sqlalchemy import create_engine, update
+
+    from lineage.store import LedgerStore, head_table, rebuild_latest, records_table
+
+    LedgerStore(url).close()
+    with sqlite3.connect(db) as source:
+        rows = source.execute("SELECT * FROM ledger_records ORDER BY seq").fetchall()
+        count, digest = source.execute("SELECT record_count, head_hash FROM ledger_head").fetchone()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        names = records_table.columns.keys()
+        conn.execute(records_table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+        conn.execute(update(head_table).values(record_count=count, head_hash=digest))
+        rebuild_latest(conn)
+    engine.dispose()

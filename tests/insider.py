@@ -23,6 +23,13 @@ def digest(columns: list[Any]) -> str:
     return hashlib.sha256(canonical(columns).encode()).hexdigest()
 
 
+def rows_hash(db: Path, seq: int) -> str:
+    """The record_hash of record `seq` (record 1's is the ledger's id)."""
+    with sqlite3.connect(db) as raw:
+        (found,) = raw.execute("SELECT record_hash FROM ledger_records WHERE seq = ?", (seq,)).fetchone()
+    return str(found)
+
+
 def latest_body(db: Path, entity_id: str) -> dict[str, Any]:
     """The body of an entity's latest record, to copy and edit."""
     with sqlite3.connect(db) as raw:

@@ -28,6 +28,7 @@ from tests.conftest import (
     POSTGRES_PSYCOPG,
     REPO,
     VENV_BIN,
+    copy_to_postgres,
     free_port,
     postgres_database,
     prefect_server,
@@ -251,25 +252,6 @@ def _start(world: World, **env: str) -> tuple[subprocess.Popen[str], str]:
     pytest.fail("retail-serve did not answer")
 
 
-def _copy_to_postgres(db: Path, url: str) -> None:
-    """The world's ledger, record for record, in a PostgreSQL database (the chain does not depend on the backend)."""
-    from sqlalchemy import create_engine, update
-
-    from lineage.store import LedgerStore, head_table, rebuild_latest, records_table
-
-    LedgerStore(url).close()  # its tables, as the pipeline's role creates them
-    with sqlite3.connect(db) as source:
-        rows = source.execute("SELECT * FROM ledger_records ORDER BY seq").fetchall()
-        count, digest = source.execute("SELECT record_count, head_hash FROM ledger_head").fetchone()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        names = records_table.columns.keys()
-        conn.execute(records_table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
-        conn.execute(update(head_table).values(record_count=count, head_hash=digest))
-        rebuild_latest(conn)
-    engine.dispose()
-
-
 def _psql(database: str, *args: str, user: str = "postgres") -> subprocess.CompletedProcess[str]:
     return subprocess.run(["psql", "-h", "127.0.0.1", "-U", user, "-d", database, "-v", "ON_ERROR_STOP=1", *args],
                           capture_output=True, text=True, check=False)  # fmt: skip
@@ -284,7 +266,7 @@ def test_the_endpoint_records_its_updates_through_a_role_that_cannot_write_decis
     role = f"serve_{uuid.uuid4().hex[:10]}"
     with postgres_database("serving_role") as database:
         owner = POSTGRES_PSYCOPG.format(database=database)
-        _copy_to_postgres(world.db, owner)
+        copy_to_postgres(world.db, owner)
         assert _psql(database, "-c", f"CREATE ROLE {role} LOGIN").returncode == 0
         try:
             granted = _psql(database, "-v", f"serving={role}", "-f", str(REPO / "deployments/ledger-roles.sql"))
@@ -348,7 +330,8 @@ def test_a_forged_promotion_moves_nothing_and_the_endpoint_says_so(world: World,
         "start": "2026-12-07T12:00:00Z", "end": "2026-12-07T12:00:00Z", "prefect_task_run_id": None,
         "metadata": {"repository": None, "commit_id": None, "generated_by": None, "project_id": None},
         "parameters": {"decision": "promoted", "model_version": target, "previous_production": serving,
-                       "by": "alice", "reason": "approved by the model risk board", "signature": "unsigned"},
+                       "by": "alice", "reason": "approved by the model risk board", "signature": "unsigned",
+                       "ledger_id": insider.rows_hash(world.db, 1)},
     }  # fmt: skip
     _, _, seq = insider.append(world.db, [
         ("context", version_id, "ModelVersion", target, None, None, status),

@@ -5,7 +5,6 @@ names the forged record, and the readers keep answering what the decisions that 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import sqlite3
@@ -17,32 +16,27 @@ from pathlib import Path
 import pytest
 
 from bench.bundle_world import dvc_repository
-from bench.lineage_workspace import STAGES, write_workspace
 from lineage import registry
 from lineage.authority import (
     ALLOWED,
     PIPELINE,
     PREVIOUS,
-    REFUSED,
     approver_record,
     approvers,
-    confirm,
     cosign,
     current,
     finish,
     initialise,
-    propose,
     register,
 )
 from lineage.decisions import PRODUCTION_POINTER
-from lineage.entities import ActionStatus, Context, ContextType, context_id
-from lineage.recorder import RunInfo, StageRun, record_run
+from lineage.entities import Context, ContextType, context_id
 from lineage.signatures import Signer, read_public_key, signer_from_text
 from lineage.store import LedgerStore
 from tests import insider
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, deploy, pipeline_runs
 
-NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+WEEKS = [(1, True), (2, False)]  # week 1 passes both gates, week 2 fails fairness
 
 
 @dataclass(frozen=True)
@@ -77,16 +71,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, Path]) -
     folder = tmp_path_factory.mktemp("deployed")
     world = World(folder / "ledger.db", ssh_keys, "", "")
     with world.store() as store:
-        initialise(store, world.signer("alice"), REFUSED, four_eyes=True)
-        register(store, "bob", read_public_key(world.pub("bob")), world.signer("alice"))  # alice is the only other
-        for name in ("carol", PIPELINE):  # now two others must sign
-            _, proposed = propose(store, approver_record(name, read_public_key(world.pub(name)), "alice",
-                                                         str(store.ledger_id())), world.signer("alice"))  # fmt: skip
-            assert proposed is not None
-            done, _ = confirm(store, proposed, world.signer("bob"))
-            assert done is not None
+        deploy(store, ssh_keys)
         with signer_from_text(PIPELINE, ssh_keys[PIPELINE].read_text()) as pipeline:
-            versions = _runs(store, folder, pipeline)
+            versions = pipeline_runs(store, folder, pipeline, WEEKS)
         registry.promote(store, versions[1], world.signer("alice"), "an exception", override=True)
     world = World(world.db, ssh_keys, *versions)
     assert world.lineage("verify", "--full").stdout.count("ok") >= 2
@@ -205,7 +192,7 @@ def test_a_signed_decision_replayed_into_another_ledger_is_refused(world: World,
     with LedgerStore(f"sqlite:///{other}") as store:
         initialise(store, world.signer("alice"), ALLOWED, four_eyes=False)
         register(store, "bob", read_public_key(world.pub("bob")), world.signer("alice"))
-        _runs(store, tmp_path)
+        pipeline_runs(store, tmp_path, None, WEEKS)
         registry.promote(store, world.pending, world.signer("alice"), "an exception", override=True)
     with world.store() as store:
         registry.approve(store, world.pending, world.signer("bob"), "reviewed")
@@ -250,19 +237,6 @@ def test_an_edited_current_state_row_changes_no_answer_and_verify_names_it(world
     world.lineage("verify")  # it checks the records appended since the last verification: none, and no answer moved
     done = world.lineage("verify", "--full", ok=False)
     assert "the current-state table (ledger_latest) does not match the records" in done.stdout
-
-
-def _runs(store: LedgerStore, folder: Path, signer: Signer | None = None) -> list[str]:
-    """Weeks 1 (both gates pass) and 2 (fairness fails) recorded as pipeline runs: their model versions."""
-    versions = []
-    for week, fair in ((1, True), (2, False)):
-        write_workspace(folder, week, fair=fair)
-        stages = [StageRun(s, ActionStatus.COMPLETED, NOW, NOW, str(uuid.uuid4())) for s in STAGES]
-        info = RunInfo(str(uuid.uuid4()), stages, NOW, NOW, None if fair else "fairness check failed", "runs/x")
-        recorded = record_run(store, info, folder, signer=signer)
-        assert recorded.model_version is not None
-        versions.append(recorded.model_version.name)
-    return versions
 
 
 def _context(context: Context) -> insider.Record:

@@ -33,7 +33,6 @@ from typing import Any
 import pytest
 
 from bench.bundle_world import dvc_repository
-from bench.lineage_workspace import STAGES, write_workspace
 from lineage import registry
 from lineage.authority import (
     ALLOWED,
@@ -52,7 +51,6 @@ from lineage.authority import (
 from lineage.decisions import PRODUCTION_POINTER, production
 from lineage.entities import (
     Action,
-    ActionStatus,
     Context,
     ContextType,
     Entity,
@@ -60,14 +58,11 @@ from lineage.entities import (
 )
 from lineage.objects import Objects
 from lineage.predictions import endpoint_update, scoring_files
-from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.signatures import Signer, read_public_key, sign, signer_from_text
 from lineage.store import LedgerStore, record_columns
 from tasks.score import FILES
 from tests import insider
-from tests.conftest import VENV_BIN
-
-NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
+from tests.conftest import VENV_BIN, deploy, pipeline_runs
 
 
 @dataclass(frozen=True)
@@ -108,37 +103,18 @@ class World:
         return None if found is None else found.name
 
 
-def _runs(store: LedgerStore, folder: Path, signer: Signer | None, weeks: list[tuple[int, bool]]) -> list[str]:
-    versions = []
-    for week, fair in weeks:
-        write_workspace(folder, week, fair=fair)
-        stages = [StageRun(s, ActionStatus.COMPLETED, NOW, NOW, str(uuid.uuid4())) for s in STAGES]
-        info = RunInfo(str(uuid.uuid4()), stages, NOW, NOW, None if fair else "fairness check failed", "runs/x")
-        recorded = record_run(store, info, folder, signer=signer)
-        assert recorded.model_version is not None
-        versions.append(recorded.model_version.name)
-    return versions
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, ssh_keys: dict[str, Path]) -> World:
     folder = tmp_path_factory.mktemp("redteam")
     world = World(folder / "ledger.db", ssh_keys, ("", "", ""))
     with world.store() as store:
-        initialise(store, world.signer("alice"), REFUSED, four_eyes=True)
-        register(store, "bob", read_public_key(world.pub("bob")), world.signer("alice"))
-        for name in ("carol", PIPELINE):
-            record = approver_record(name, read_public_key(world.pub(name)), "alice", str(store.ledger_id()))
-            _, proposed = propose(store, record, world.signer("alice"))
-            assert proposed is not None
-            done, _ = confirm(store, proposed, world.signer("bob"))
-            assert done is not None
+        deploy(store, ssh_keys)
         with signer_from_text(PIPELINE, ssh_keys[PIPELINE].read_text()) as pipeline:
-            a, b = _runs(store, folder, pipeline, [(1, True), (2, False)])
+            a, b = pipeline_runs(store, folder, pipeline, [(1, True), (2, False)])
             registry.promote(store, b, world.signer("alice"), "an exception", override=True)
             registry.approve(store, b, world.signer("bob"), "reviewed")
             registry.rollback(store, world.signer("alice"), "B misbehaves in production")
-            [c] = _runs(store, folder, pipeline, [(3, False)])
+            [c] = pipeline_runs(store, folder, pipeline, [(3, False)])
     world = World(world.db, ssh_keys, (a, b, c))
     assert world.production() == a
     assert world.lineage("verify", "--full").returncode == 0
@@ -575,23 +551,11 @@ def test_the_endpoints_database_role_cannot_change_the_production_version(world:
     right): every reader looks A up by id and gets B, retail-serve loads B, and verify does not check the record."""
     from sqlalchemy import create_engine, text
 
-    from tests.conftest import POSTGRES_PSYCOPG, REPO, postgres_database
+    from tests.conftest import POSTGRES_PSYCOPG, REPO, copy_to_postgres, postgres_database
 
     with postgres_database("redteam_role") as database:
         owner = POSTGRES_PSYCOPG.format(database=database)
-        LedgerStore(owner).close()
-        with sqlite3.connect(world.db) as source:
-            rows = source.execute("SELECT * FROM ledger_records ORDER BY seq").fetchall()
-            count, digest = source.execute("SELECT record_count, head_hash FROM ledger_head").fetchone()
-        engine = create_engine(owner)
-        from lineage.store import head_table, rebuild_latest, records_table
-
-        with engine.begin() as conn:
-            names = records_table.columns.keys()
-            conn.execute(records_table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
-            conn.execute(head_table.update().values(record_count=count, head_hash=digest))
-            rebuild_latest(conn)
-        engine.dispose()
+        copy_to_postgres(world.db, owner)
         role = f"serve_{uuid.uuid4().hex[:10]}"
 
         def psql(*args: str) -> subprocess.CompletedProcess[str]:
