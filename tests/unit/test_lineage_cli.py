@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -172,20 +173,23 @@ def test_query_outputs(ledger: tuple[Path, list[str], list[str]]) -> None:
 
 def test_verify_exits_1_and_names_the_tampered_record(db: Path) -> None:
     first = lineage(db, "verify").stdout.splitlines()
-    assert first[0].startswith("chain ok: 340 records, head ")
+    counted = re.match(r"chain ok: (\d+) records, head ", first[0])
+    assert counted, first[0]
+    records = int(counted.group(1))  # two weeks of the stand-in workspace: one per dvc.yaml dep and more
+    assert records > 300
     assert first[-1] == "checked: every record"
     with sqlite3.connect(db) as raw:
         raw.execute("UPDATE ledger_records SET body = body || ' ' WHERE seq = 200")
     # Verifying again checks what was appended since, and says so: the edit before that is --full's.
     again = lineage(db, "verify").stdout.splitlines()
     assert again[-1].startswith("checked: nothing appended since the verification of ")
-    assert again[-1].endswith("(which ended at record 340); --full rehashes every record")
+    assert again[-1].endswith(f"(which ended at record {records}); --full rehashes every record")
     failed = lineage(db, "verify", "--full", ok=False)
     assert failed.stdout.startswith("chain FAILED at seq 200 (entity ")
     assert "hash mismatch, the record was edited" in failed.stdout
     log = json.loads(lineage(db, "verifications", "--format", "json").stdout)
     checked = [(v["from_count"], v["record_count"], v["ok"]) for v in log]
-    assert checked == [(0, 340, True), (340, 340, True), (0, 340, False)]
+    assert checked == [(0, records, True), (records, records, True), (0, records, False)]
     assert "FAILED at seq 200" in log[-1]["result"]
     assert error_line(lineage(db, "verify", "--anchor-count", "3", ok=False)) == (
         "lineage: error: --anchor-count and --anchor-hash go together"
