@@ -51,11 +51,12 @@ def stage_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
 
 
-def run_stage(workspace: Path, stage: str, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB, largest process in the tree) of one `dvc repro` of `stage`."""
+def run_stage(workspace: Path, stage: str, env: dict[str, str], force: bool = False) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB, largest process in the tree) of one `dvc repro` of `stage` (`force`: even
+    when DVC would skip it as unchanged)."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        ["dvc", "repro", "--single-item", stage], cwd=workspace, env=env,
+        ["dvc", "repro", "--single-item", *(["--force"] if force else []), stage], cwd=workspace, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     _, status, usage = os.wait4(process.pid, 0)  # maxrss covers reaped descendants too

@@ -71,8 +71,8 @@ class Expected:
 
 
 # Facts the numeric platform (tasks/__init__.py) makes irrelevant to the bytes: it caps every
-# library's dispatch at one level, whatever the CPU offers above it.
-_PINNED_AWAY = ("cpu", "cpu_level")
+# library's dispatch at one level, whatever the CPU offers above it, and runs MKL in its vendor-neutral branch.
+_PINNED_AWAY = ("cpu", "cpu_level", "cpu_vendor")
 
 
 @dataclass(frozen=True)
@@ -348,12 +348,17 @@ def examine(tree: Path, want: Expected, rows: list[Row]) -> Findings:
     """The first artifact that differs, in pipeline order (a stage's deps before its outs), every output
     downstream of it (what that one difference explains), and the recorded platform against this one."""
     platform = PlatformComparison(want.platform, this_platform(tree))
-    different = {row.artifact for row in rows if not row.match}
-    stages = _lock_stages(tree)
+    first, downstream = first_difference(_lock_stages(tree), {row.artifact for row in rows if not row.match})
+    return Findings(first, downstream, platform)
+
+
+def first_difference(stages: list[dict[str, Any]], different: set[str]) -> tuple[str | None, list[str]]:
+    """Of the paths in `different`, the first in pipeline order (dvc.lock's stages, a stage's deps before its
+    outs), and every output downstream of it, in order; (None, []) when none differs."""
     order = [entry["path"] for stage in stages for entry in stage.get("deps", []) + stage.get("outs", [])]
     first = next((path for path in order if path in different), None)
     if first is None:
-        return Findings(None, [], platform)
+        return None, []
     reached, downstream = {first}, []
     for stage in stages:  # outputs of the stages that read it, and of those that read theirs
         if any(entry["path"] in reached for entry in stage.get("deps", [])):
@@ -361,7 +366,7 @@ def examine(tree: Path, want: Expected, rows: list[Row]) -> Findings:
                 if out["path"] not in reached:
                     reached.add(out["path"])
                     downstream.append(out["path"])
-    return Findings(first, downstream, platform)
+    return first, downstream
 
 
 def this_platform(tree: Path) -> dict[str, str] | None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasks import mkl_refusal
 from tasks.stage import InputError, atomic_path, verify_against_lock
 
 
@@ -51,12 +52,15 @@ class DemandNet(nn.Module):
 
 
 def make_deterministic(seed: int, threads: int) -> None:
-    """Seed every generator and pin the thread count: same inputs, same weights, same bytes."""
+    """Seed every generator and pin the thread count: same inputs, same weights, same bytes. Refuses, in
+    one line, to compute where MKL runs another branch than the numeric platform's (tasks/__init__.py)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
+    if (refusal := mkl_refusal()) is not None:
+        raise InputError(refusal)
 
 
 def _optimizer(model: nn.Module, hyperparameters: Hyperparameters) -> torch.optim.Optimizer:

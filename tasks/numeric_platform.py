@@ -1,5 +1,7 @@
 """What the stages' numeric results can depend on, as a stage process sees it: `python -m tasks.numeric_platform`
-prints it as JSON (run by the flow for the ledger, and by `lineage reproduce` to explain a mismatch).
+prints it as JSON (run by the flow for the ledger, and by `lineage reproduce` to explain a mismatch), MKL's
+own report of the branch it runs included; where MKL runs another branch than the platform's it refuses, in
+one line, as the stages would.
 
 It starts like a stage, on the numeric platform tasks/__init__.py sets up, so the dispatch it reports is
 the stages' own. It is no stage: nothing it prints goes into a versioned output.
@@ -78,17 +80,23 @@ def describe() -> dict[str, Any]:
     return {
         "architecture": platform.machine(),
         "cpu": cpuinfo("model name") or platform.processor() or "unknown",
+        "cpu_vendor": cpuinfo("vendor_id") or "unknown",
         "cpu_level": _native_level(),
         "numeric_level": tasks.NUMERIC_LEVEL,
         "numpy_dispatch": max(enabled, key=__cpu_dispatch__.index, default="baseline"),
         "torch_capability": str(torch.backends.cpu.get_cpu_capability()),
         "blas": "; ".join(blas),
-        "torch_blas": f"{mkl} (MKL_CBWR={os.environ.get('MKL_CBWR', 'unset')})",
+        "torch_blas": mkl,
+        "mkl_cnr": tasks.mkl_branch() or "no MKL",  # the branch MKL reports it runs, not the one asked for
         "python": platform.python_version(),
         **{f"version.{package}": _version(package) for package in LIBRARIES},
     }
 
 
 if __name__ == "__main__":
+    if (refusal := tasks.mkl_refusal()) is not None:  # the flow then runs no stage: each would refuse
+        print(f"numeric_platform: error: {refusal}", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(65)  # tasks.stage.EXIT_BAD_INPUT, as the stages' refusal
     print(json.dumps(describe(), indent=2, sort_keys=True))
     sys.stdout.flush()

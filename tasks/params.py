@@ -112,8 +112,9 @@ class TuneParams(_Strict):
 
     n_trials: Annotated[int, Field(gt=0)] = 20
     # Trials decided together, then evaluated anywhere (in order, or on several workers at once) before
-    # any of their results is told: results depend on it, never on the number of workers. 1: sequential.
-    parallel_trials: Annotated[int, Field(gt=0)] = 1
+    # any of their results is told: results depend on it, never on the number of workers. 1: sequential;
+    # 2, so that the stage's own two processes on a 2-core machine each evaluate one trial of a batch.
+    parallel_trials: Annotated[int, Field(gt=0)] = 2
     max_epochs: Annotated[int, Field(gt=0)] = 30
     patience: Annotated[int, Field(gt=0)] = 4  # epochs without validation improvement before stopping
     trial_rows: Annotated[int, Field(ge=0)] = 60_000  # trials train on a seeded sample this size; 0 = all

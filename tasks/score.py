@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from sklearn.compose import ColumnTransformer
 
+from tasks import mkl_refusal
 from tasks.data import UCI_HEADERS, load_transactions
 from tasks.etl import max_price_so_far, row_features
 from tasks.metrics import to_quantity
@@ -212,6 +213,8 @@ def main() -> None:
         parser.add_argument(f"--{role}-md5", required=True, help="its md5 in the ledger: checked before loading")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
+    if (refusal := mkl_refusal()) is not None:  # predictions are versioned: computed as the stages do
+        raise InputError(refusal)
     files, md5s = {}, {}
     for role in FILES:
         path = getattr(arguments, role)

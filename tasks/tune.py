@@ -24,6 +24,7 @@ from tasks.model import Hyperparameters, make_deterministic, predict, save_model
 from tasks.params import Params, SearchSpace, TuneParams, load_params
 from tasks.sampling import seeded_rows
 from tasks.stage import InputError, atomic_path, file_md5, run_stage, write_json
+from tasks.tune_processes import Workers, local_workers, worker_processes
 from tasks.tune_settings import (
     FEATURES_DIR,
     OPTUNA_STORAGE_URL_ENV,
@@ -304,6 +305,24 @@ def baseline(train_x: pd.DataFrame, train_y: np.ndarray, max_iter: int, seed: in
     )
 
 
+def baseline_report(
+    train_x: pd.DataFrame,
+    train_y: np.ndarray,
+    evaluated: dict[str, tuple[pd.DataFrame, np.ndarray]],
+    max_iter: int,
+    seed: int,
+) -> dict[str, object]:
+    """The baseline, fitted, and its metrics on each evaluated split: what metrics/tune.json says of it."""
+    from tasks.metrics import regression_metrics, to_quantity
+
+    reference = baseline(train_x, train_y, max_iter, seed)
+    scores = {
+        name: regression_metrics(to_quantity(y), to_quantity(reference.predict(x)))
+        for name, (x, y) in evaluated.items()
+    }
+    return {"model": "HistGradientBoostingRegressor", **scores}
+
+
 def _sample(features: pd.DataFrame, target: np.ndarray, rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """A seeded sample of training rows for the trials (all rows when `rows` is 0 or more than there are)."""
     if rows == 0:
@@ -343,8 +362,11 @@ def _runner(
     val_x: pd.DataFrame,
     val_y: np.ndarray,
     storage: optuna.storages.RDBStorage | None,
-) -> TrialRunner:
-    """In this process, unless TUNE_TRIAL_DEPLOYMENT names a Prefect deployment whose workers run the trials."""
+    workers: Workers,
+) -> tuple[TrialRunner, optuna.storages.BaseStorage | None]:
+    """The trial runner and the study's storage: the stage's worker processes when it has several and a batch
+    has several trials (sharing the study through `storage`, else a journal file), else this process; unless
+    TUNE_TRIAL_DEPLOYMENT names a Prefect deployment whose workers run the trials."""
     deployment = os.environ.get(TUNE_TRIAL_DEPLOYMENT_ENV)
     where = redact_url(str(storage.url)) if storage else "memory"
     if storage is not None and job.study_name in optuna.study.get_all_study_names(storage):
@@ -352,8 +374,13 @@ def _runner(
         optuna.delete_study(study_name=job.study_name, storage=storage)
         print(f"tune: deleted study {job.study_name}, left by an earlier attempt of this run", flush=True)
     if not deployment:
+        if workers.count > 1 and job.params.parallel_trials > 1:
+            shared = storage or workers.journal()
+            where = where if storage else "a journal file"
+            print(f"tune: study {job.study_name} in {where}; trials run in {workers.count} processes", flush=True)
+            return workers.trial_runner(shared), shared
         print(f"tune: study {job.study_name} in {where}; trials run in this process", flush=True)
-        return in_process_runner(*trial_data(train_x, train_y, val_x, val_y, job.params, job.seed))
+        return in_process_runner(*trial_data(train_x, train_y, val_x, val_y, job.params, job.seed)), storage
     if storage is None:
         raise InputError(
             f"{TUNE_TRIAL_DEPLOYMENT_ENV}={deployment} needs {OPTUNA_STORAGE_URL_ENV}: workers share trials through it"
@@ -361,7 +388,7 @@ def _runner(
     print(f"tune: study {job.study_name} in {where}; trials run by deployment {deployment}", flush=True)
     if job.params.parallel_trials == 1:
         print("tune: tune.parallel_trials is 1, so the workers take one trial at a time; raise it to run several")
-    return _installed_runner(deployment)
+    return _installed_runner(deployment), storage
 
 
 def _installed_runner(deployment: str) -> TrialRunner:
@@ -378,10 +405,16 @@ def _installed_runner(deployment: str) -> TrialRunner:
 
 
 def main() -> None:
-    from tasks.metrics import regression_metrics, to_quantity
-
     params: Params = load_params()
     make_deterministic(params.seed, params.tune.threads)
+    # A process per trial of a batch, and at least one for the baseline beside the final fit, as far as the cores go.
+    with worker_processes(local_workers(max(params.tune.parallel_trials, 2))) as workers:
+        _main(params, workers)
+
+
+def _main(params: Params, workers: Workers) -> None:
+    from tasks.metrics import regression_metrics, to_quantity
+
     train_x, train_y = read_split("train")
     val_x, val_y = read_split("val")
     test_x, test_y = read_split("test")
@@ -394,17 +427,20 @@ def main() -> None:
         params=params.tune,
         features={split: file_md5(FEATURES_DIR / f"{split}.parquet") for split in TRIAL_SPLITS},
     )
-    storage = _shared_storage()
-    study = search(job, _runner(job, train_x, train_y, val_x, val_y, storage), storage)
+    runner, storage = _runner(job, train_x, train_y, val_x, val_y, _shared_storage(), workers)
+    study = search(job, runner, storage)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise InputError(f"tune: all {len(study.trials)} trials were pruned or failed; widen tune.search_space")
     chosen = best_hyperparameters(study, params.tune.search_space)
+    evaluated = {"validation": (val_x, val_y), "test": (test_x, test_y)}  # the baseline needs no trial: it fits
+    reference = workers.submit(  # in a worker process while this one trains the final model
+        baseline_report, train_x, train_y, evaluated, params.tune.baseline_max_iter, params.seed
+    )
     final = train(
         *_tensors(train_x, train_y), *_tensors(val_x, val_y), chosen,
         seed=params.seed, max_epochs=params.tune.max_epochs, patience=params.tune.patience,
     )  # fmt: skip
     val_pred = predict(final.model, _tensors(val_x, val_y)[0]).numpy()
-    reference = baseline(train_x, train_y, params.tune.baseline_max_iter, params.seed)
 
     save_model(MODEL_OUT, final.model, chosen, list(train_x.columns))
     with atomic_path(TRIALS_OUT) as tmp:
@@ -425,11 +461,7 @@ def main() -> None:
                 "pruned": states.count(optuna.trial.TrialState.PRUNED),
             },
             "final_training": {"epochs_run": final.epochs_run, "best_epoch": final.best_epoch},
-            "baseline": {
-                "model": "HistGradientBoostingRegressor",
-                "validation": regression_metrics(to_quantity(val_y), to_quantity(reference.predict(val_x))),
-                "test": regression_metrics(to_quantity(test_y), to_quantity(reference.predict(test_x))),
-            },
+            "baseline": reference(),
         },
     )
     print(f"tune: best {chosen}; validation RMSLE {network_val['rmsle']:.4f}; model {MODEL_OUT}")

@@ -16,3 +16,6 @@ TRIAL_RUNNERS = "retail_lineage.trial_runners"
 
 FEATURES_DIR = Path("data/features")
 TRIAL_SPLITS = ("train", "val")  # the features every trial reads: what workers elsewhere must have
+# How many processes the tune stage runs its trials (and its baseline) in, on this machine; unset: one per core.
+# Results never depend on it (tasks/tune_processes.py), so it is a setting of the machine, not a param.
+TUNE_WORKERS_ENV = "TUNE_WORKERS"

@@ -111,7 +111,11 @@ def ran(output: str) -> list[str]:
 @pytest.fixture(scope="session")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git repository holding the project's files as they are in this working tree."""
-    origin = tmp_path_factory.mktemp("origin")
+    return snapshot(tmp_path_factory.mktemp("origin"))
+
+
+def snapshot(origin: Path) -> Path:
+    """Make `origin` a git repository holding the project's files as they are in this working tree."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO,

@@ -37,7 +37,8 @@ def executed_modules(stage: str) -> frozenset[str]:
         roots |= {value.split(":")[0] for value in PYPROJECT["project"]["entry-points"][group].values()}
     modules = roots | {upstream for root in roots for upstream in graph.find_upstream_modules(root)}
     packages = {module.split(".")[0] for module in modules}
-    files = {module.replace(".", "/") + ".py" for module in modules}
+    paths = {module.replace(".", "/") for module in modules}
+    files = {f"{path}/__init__.py" if (REPO / path).is_dir() else f"{path}.py" for path in paths}  # a package: its init
     return frozenset(files | {f"{package}/__init__.py" for package in packages})
 
 

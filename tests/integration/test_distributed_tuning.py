@@ -50,9 +50,10 @@ def test_trials_on_two_workers_give_the_in_process_bytes(
     reference = Path(shutil.copytree(built[0], tmp_path / "reference", symlinks=True))
     for workspace in (built_copy, reference):
         set_params(workspace, tune=TUNE)
-    # In process, with an in-memory study: no server, no storage. Runs while the server starts.
+    # In process (no worker processes either), with an in-memory study: no server, no storage. Runs while the
+    # server starts.
     in_process = subprocess.Popen(
-        [str(VENV_BIN / "dvc"), "repro", "tune"], cwd=reference, env=stage_env(),
+        [str(VENV_BIN / "dvc"), "repro", "tune"], cwd=reference, env=stage_env(TUNE_WORKERS="1"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

@@ -81,3 +81,4 @@ def test_the_flow_refuses_such_a_cpu_before_any_stage_and_records_the_platform_o
         (platform,) = store.find(Kind.ARTIFACT, "Platform")
     assert platform.properties["numeric_level"] == "avx2"  # type: ignore[union-attr]
     assert platform.properties["architecture"] == "x86_64"  # type: ignore[union-attr]
+    assert platform.properties["mkl_cnr"] == "COMPATIBLE,STRICT"  # type: ignore[union-attr]  # MKL's word, not ours

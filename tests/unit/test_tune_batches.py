@@ -26,6 +26,7 @@ from tasks.tune import (
     search,
     trials_table,
 )
+from tasks.tune_processes import Workers
 from tasks.tune_settings import OPTUNA_STORAGE_URL_ENV, TUNE_TRIAL_DEPLOYMENT_ENV
 
 # 14 trials in batches of 4: random start-up trials, then TPE; pruning from the third batch.
@@ -252,4 +253,4 @@ def test_workers_without_a_shared_storage_are_refused(monkeypatch: pytest.Monkey
     features = pd.DataFrame({"x": [0.0, 1.0]})
     target = features["x"].to_numpy()
     with pytest.raises(InputError, match=r"^TUNE_TRIAL_DEPLOYMENT=tune-trial/workers needs OPTUNA_STORAGE_URL"):
-        tune._runner(TrialJob("t", 0, PARAMS, {}), features, target, features, target, None)
+        tune._runner(TrialJob("t", 0, PARAMS, {}), features, target, features, target, None, Workers(None, 1, None))

@@ -1,0 +1,85 @@
+"""The reproducibility fixture (tests/platform_fixture.py): a small run of all six stages here gives every
+output the md5 in the committed table, which another machine made (its platform is in the table: which CPU,
+which vendor); again with more trial processes than cores, under load, so that neither the worker count nor
+the scheduling can show. On a difference it fails with the first output that differs and the platform diff,
+as `lineage reproduce` explains one. It never skips: a machine that gives other bytes is the news."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import stage_env
+from tests.platform_fixture import PARAMS, fake_intel_env, load_table, mismatch, run_small_pipeline
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def load() -> Iterator[int]:
+    """A spinning process per core for the block, as other work on a shared machine; yields how many."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        yield len(spinners)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def test_the_table_is_of_these_params_on_the_platform() -> None:
+    table = load_table()
+    assert table["params"] == PARAMS, "PARAMS changed: remake the table (python -m tests.platform_fixture)"
+    assert table["made_on"]["mkl_cnr"] == "COMPATIBLE,STRICT"
+    assert len(table["outputs"]) == 26  # every stage's outs, metrics and plots
+
+
+def test_a_small_run_here_gives_every_output_the_tables_md5(origin: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    found, output = run_small_pipeline(origin, clone)
+    assert "trials run in" in output  # the default: the stage's own processes, batches of two
+    table = load_table()
+    assert (problem := mismatch(table, clone, found)) is None, problem
+
+    # What a failure says, on this run's own outputs: one upstream difference, and another machine's platform.
+    other = copy.deepcopy(table)
+    other["outputs"] |= {"data/features/train.parquet": "0" * 32, "models/model.pt": "1" * 32}
+    other["made_on"] |= {"cpu_vendor": "GenuineIntel", "mkl_cnr": "AVX2,STRICT"}
+    said = mismatch(other, clone, found)
+    assert said is not None
+    assert said.splitlines()[:3] == [
+        f"2 of {len(found)} outputs differ from tests/fixtures/small_pipeline_md5.json",
+        f"first difference: data/features/train.parquet: {'0' * 32} in the table, "
+        f"{found['data/features/train.parquet']} here",
+        "downstream of it: models/model.pt",
+    ]
+    assert "platform differs: mkl_cnr AVX2,STRICT recorded, COMPATIBLE,STRICT here" in said
+    assert "platform differs in cpu_vendor, which the numeric platform keeps from the bytes" in said
+
+
+def test_three_trial_processes_under_load_give_the_same_bytes(origin: Path, tmp_path: Path, load: int) -> None:
+    clone = tmp_path / "clone"
+    found, output = run_small_pipeline(origin, clone, {"TUNE_WORKERS": "3"})
+    assert "trials run in 3 processes" in output
+    assert (problem := mismatch(load_table(), clone, found)) is None, f"under {load} spinning processes:\n{problem}"
+
+
+def test_with_mkl_dispatching_as_on_an_intel_cpu_the_bytes_are_the_same(origin: Path, tmp_path: Path) -> None:
+    """MKL is the one library that asks the CPU's vendor. Told it runs on Intel's, it honours AVX2,STRICT (as it
+    does on an Intel CPU; on others it runs AUTO): the harness works. Its COMPATIBLE branch then computes the
+    table's bytes: on this machine, the vendor cannot show through MKL."""
+    intel = fake_intel_env()
+    asked = stage_env(**intel, MKL_CBWR="AVX2,STRICT")
+    probe = subprocess.run(
+        [sys.executable, "-c", "import tasks; print(tasks.mkl_branch())"], env=asked, capture_output=True, text=True
+    )  # fmt: skip
+    assert probe.stdout.strip() == "AVX2,STRICT", probe.stderr
+    clone = tmp_path / "clone"
+    found, _ = run_small_pipeline(origin, clone, intel)
+    assert (problem := mismatch(load_table(), clone, found)) is None, f"with MKL dispatching as on Intel:\n{problem}"
