@@ -136,6 +136,7 @@ class Served:
     since: dt.datetime | None = None
     promotion: dict[str, Any] | None = None  # the decision that put the version in production
     refused: dict[str, str] | None = None
+    unloadable: int | None = None  # seq of the decision whose version would not load: retried only after a new one
     unavailable: str = "starting"
 
 
@@ -168,13 +169,16 @@ class Endpoint:
                     self.served.version = current  # its latest record: status, reasons
                     self.served.refused = untrusted  # a file refusal says nothing once production is back on it
                     return
-                if refused is not None and refused["model_version"] == current.name:
-                    return  # refused already; a new promotion or rollback moves the pointer again
+                decided = view.production_state.decision
+                decided_at = decided.seq if decided is not None else None
+                if refused and refused["model_version"] == current.name and self.served.unloadable == decided_at:
+                    return  # refused already; a new promotion or rollback of it is tried again
                 try:
                     scorer = load_scorer(store, self.objects, current.name)
                 except (NotServable, QueryError) as error:
                     reason = redact_text(str(error))  # shown by /health and the log: no remote's credentials
                     self.served.refused = {"model_version": current.name, "reason": reason}
+                    self.served.unloadable = decided_at
                     if served is None:
                         self.served.unavailable = f"refused {current.name}"
                     log.error("retail-serve: refused %s: %s", current.name, reason)

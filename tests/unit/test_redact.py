@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bench.lineage_workspace import STAGES, write_workspace
@@ -184,6 +184,7 @@ TEMPLATES = [
     encode=st.booleans(),
 )
 def test_a_secret_never_survives_in_any_form(secret: str, template: str, encode: bool) -> None:
+    assume(secret not in template.format("***"))  # text the masked URL shows anyway, such as "://"
     in_userinfo = "{}@" in template
     url = template.format(quote(secret, safe="") if encode or not in_userinfo else secret)
     _absent(secret, redact_url(url))
