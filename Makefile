@@ -98,6 +98,7 @@ bench: install
 	python -m bench.bench_console
 	python -m bench.bench_serving
 	python -m bench.bench_interop
+	python -m bench.bench_image  # needs a Docker engine
 	python -m bench.report  # docs/benchmarks.md from bench/results/*.json
 
 # Recompile the locks from pyproject.toml with uv. uv keeps the versions an output file already pins

@@ -292,7 +292,12 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
             source_uri="params.yaml",
             md5=hashlib.md5(params_file.read_bytes()).hexdigest() if params_file.is_file() else "missing",
         ),
-        Artifact(artifact_type=ArtifactType.IMAGE, source_uri=provenance.image_uri, md5=provenance.image_revision),
+        # By the registry's digest where the deployment pulled the image by one (IMAGE_URI=REPOSITORY@sha256:...).
+        Artifact(
+            artifact_type=ArtifactType.IMAGE,
+            source_uri=provenance.image_uri,
+            md5=provenance.image_uri.partition("@")[2] or provenance.image_revision,
+        ),
     ]
     if info.platform:  # content-addressed: runs on the same platform share one artifact
         facts = json.dumps(info.platform, sort_keys=True).encode()

@@ -68,6 +68,12 @@ class Expected:
     hashes: dict[str, str]  # path -> md5 of every dep and out of every stage
     originals: dict[str, Artifact]  # path -> the recorded artifact
     platform: dict[str, str] | None  # the recorded numeric platform, if the run recorded one
+    image: str = "unknown"  # the image the run ran in (REPOSITORY@sha256:... when pulled by digest)
+
+
+def image_here() -> str:
+    """The image this process runs in, as its deployment names it (the worker image's IMAGE_URI)."""
+    return os.environ.get("IMAGE_URI") or "none (this machine's environment)"
 
 
 # Facts the numeric platform (tasks/__init__.py) makes irrelevant to the bytes: it caps every
@@ -163,7 +169,8 @@ class Report:
             others = [r.artifact for r in self.rows if not r.match and r.artifact not in reached]
             if others:
                 lines.append(f"also different, not downstream of it: {', '.join(others)}")
-        return lines + found.platform.lines(self.ok)
+        image = f"image: the run's {self.expected.image}, this reproduction's {image_here()}"
+        return [*lines, *found.platform.lines(self.ok), image]
 
     def as_dict(self) -> dict[str, Any]:
         """The report as `lineage reproduce --format json` prints it."""
@@ -181,6 +188,7 @@ class Report:
                 "here": self.findings.platform.here,
                 "differences": {k: list(v) for k, v in self.findings.platform.differences.items()},
             },
+            "image": {"recorded": self.expected.image, "here": image_here()},
             "explanation": self.explanation(),
         }
 
@@ -238,6 +246,7 @@ def expected(store: LedgerStore, version_name: str) -> Expected:
             ),
             None,
         ),
+        image=str(run.properties.get("image_uri", "unknown")),
     )
 
 
@@ -394,6 +403,7 @@ def record(store: LedgerStore, want: Expected, rows: list[Row], start: dt.dateti
             "commit": want.commit,
             "matched": sum(row.match for row in rows),
             "mismatched": [row.artifact for row in rows if not row.match],
+            "image": image_here(),
         },
     )
     entities: list[Entity] = [

@@ -87,8 +87,9 @@ def test_a_version_reproduces_byte_for_byte_after_the_code_moved_on(
     text = reproduce(built_copy, version.name)
     assert text.returncode == 0
     lines = text.stdout.strip().splitlines()
-    assert lines[-2] == f"{version.name}: reproduced byte for byte"
-    equal = lines[-1].removeprefix("platform equal: ").split(", ")  # which platform facts were equal
+    assert lines[-3] == f"{version.name}: reproduced byte for byte"
+    equal = lines[-2].removeprefix("platform equal: ").split(", ")  # which platform facts were equal
+    assert lines[-1] == "image: the run's local, this reproduction's none (this machine's environment)"
     assert {"architecture", "numeric_level", "numpy_dispatch", "torch_capability", "version.torch"} <= set(equal)
 
 

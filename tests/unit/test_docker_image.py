@@ -62,9 +62,14 @@ def build_context(root: Path = REPO) -> list[str]:
     return sorted(path for path in paths if (root / path).is_file())
 
 
-def test_base_image_is_slim_python_3_11() -> None:
-    (base,) = _arguments("FROM")
+def test_base_image_is_slim_python_3_11_and_packages_come_from_a_build_stage() -> None:
+    packages, base = _arguments("FROM")
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+    assert packages == f"{base} AS packages"  # the same Python: the virtualenv is copied over as it is
+    keywords = instructions()
+    final = keywords.index(("FROM", base))
+    assert ("COPY", "--from=packages /opt/venv /opt/venv") in keywords[final:]
+    assert not [arguments for _, arguments in keywords[final:] if "binutils" in arguments]  # stays in the stage
 
 
 def test_runs_as_a_non_root_user_set_before_the_entrypoint() -> None:
@@ -92,16 +97,25 @@ def test_installs_the_runtime_locks_with_hashes_then_the_project_without_deps() 
     (lock_install,) = [run for run in runs if "-r requirements/" in run]
     steps = [step.strip() for step in lock_install.split("&&")]
     # torch's own lock first (it names PyTorch's CPU index, asked for torch alone), then PyPI's.
-    assert steps == [
-        "pip install --no-cache-dir --require-hashes --no-deps -r requirements/torch-cpu.lock",
-        "pip install --no-cache-dir --require-hashes --no-deps -r requirements/runtime.lock",
+    assert steps[:2] == [
+        "pip install --no-cache-dir --no-compile --require-hashes --no-deps -r requirements/torch-cpu.lock",
+        "pip install --no-cache-dir --no-compile --require-hashes --no-deps -r requirements/runtime.lock",
     ]
+    # What the run never reads goes in the same layer; bytecode is cached per container instead.
+    trims = ("site=", "for package in ", "find ", "rm -rf ", "strip --strip-unneeded ", "python -B -c ")
+    assert all(step.startswith(trims) for step in steps[2:]), steps
+    assert not [step for step in steps if "torch/bin" in step and "rm -rf" in step], "import torch needs torch/bin"
+    assert not [step for step in steps if "evidently" in step], "evidently imports its own tests package"
+    assert [env for env in _arguments("ENV") if "PYTHONPYCACHEPREFIX=/tmp/pycache" in env]
     assert not [run for run in runs if "index-url" in run or "find-links" in run]
     assert ("COPY", "requirements/torch-cpu.lock requirements/runtime.lock ./requirements/") in instructions()
     project_install = [run for run in runs if run.startswith("pip install") and " ." in run]
     assert len(project_install) == 1
-    assert project_install[0].split("&&")[0].strip() == "pip install --no-cache-dir --no-deps --no-build-isolation ."
+    assert project_install[0].split("&&")[0].strip() == (
+        "pip install --no-cache-dir --no-compile --no-deps --no-build-isolation ."
+    )
     assert "pip check" in project_install[0]
+    assert "/tmp/pycache" in project_install[0]  # root's, left there, would keep the worker user's bytecode out
     # The locks are installed before the project is copied, so a code change reuses the dependency layer.
     keywords = instructions()
     copy_all = keywords.index(("COPY", "--chown=worker:worker . ."))
@@ -130,7 +144,7 @@ def test_no_secret_is_baked_into_the_image() -> None:
 def test_entrypoint_is_the_executable_script_that_execs_its_arguments() -> None:
     (entrypoint,) = _arguments("ENTRYPOINT")
     assert json.loads(entrypoint) == ["/opt/pipeline/docker/entrypoint.sh"]
-    assert _arguments("WORKDIR") == ["/opt/pipeline"]  # the project is copied there
+    assert _arguments("WORKDIR")[-1] == "/opt/pipeline"  # the project is copied there
     assert os.access(ENTRYPOINT, os.X_OK)
     lines = [line.strip() for line in ENTRYPOINT.read_text().splitlines() if line.strip()]
     assert lines[0] == "#!/bin/sh"

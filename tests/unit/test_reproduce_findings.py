@@ -4,6 +4,7 @@ and what differs between the recorded platform and this one (or which facts were
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -100,11 +101,24 @@ def test_another_architecture_is_said_in_one_line(tmp_path: Path) -> None:
 def test_a_match_says_which_facts_were_equal_and_an_unrecorded_platform_says_so(tmp_path: Path) -> None:
     matched = _report(tmp_path, [Row("models/model.pt", "m", "m")], PLATFORM, PLATFORM)
     assert matched.ok
-    assert matched.table().splitlines()[-2:] == [
+    assert matched.table().splitlines()[-3:] == [
         "model-abc: reproduced byte for byte",
         "platform equal: architecture, cpu, cpu_level, numeric_level, numpy_dispatch, torch_capability, version.torch",
+        "image: the run's unknown, this reproduction's none (this machine's environment)",
     ]
     unknown = _report(tmp_path, [Row("models/model.pt", "m", "m")], None, PLATFORM)
-    assert unknown.table().splitlines()[-1] == "platform: the run recorded none (recorded before the ledger kept it)"
+    assert unknown.table().splitlines()[-2] == "platform: the run recorded none (recorded before the ledger kept it)"
     assert isinstance(unknown.findings, Findings)
     assert isinstance(unknown.findings.platform, PlatformComparison)
+
+
+def test_the_report_names_the_image_by_digest_the_run_and_the_reproduction_ran_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = "registry.example/retail-lineage-worker@sha256:" + "a" * 64
+    here = recorded.replace("a" * 64, "b" * 64)
+    monkeypatch.setenv("IMAGE_URI", here)
+    report = _report(tmp_path, [Row("models/model.pt", "m", "m")], PLATFORM, PLATFORM)
+    report = Report(replace(report.expected, image=recorded), report.rows, report.action, report.findings)
+    assert report.table().splitlines()[-1] == f"image: the run's {recorded}, this reproduction's {here}"
+    assert report.as_dict()["image"] == {"recorded": recorded, "here": here}
