@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,24 +281,22 @@ def test_a_missing_openlineage_config_file_is_named_then_the_usual_places_count(
     assert _warnings(caplog) == [f"OPENLINEAGE_CONFIG={missing}: no readable file there; looking in the usual places"]
 
 
-def _timed_run(caplog: pytest.LogCaptureFixture) -> tuple[float, Emitter, EmitReport]:
-    """from_config, 12 emits and close with the default budget; the seconds it cost the caller."""
+def _budgeted_run(caplog: pytest.LogCaptureFixture) -> tuple[Emitter, EmitReport]:
+    """from_config, 12 emits and close with a 0.5 s budget. What that costs the caller in seconds is
+    bench/bench_interop.py's to measure (receiver down, and one that never answers); here, what was tried."""
     caplog.set_level(logging.DEBUG)
-    start = time.perf_counter()
     emitter = _emitter(api_key=API_KEY, budget=0.5)
     for event in EVENTS:
         emitter.emit(event)
-    report = emitter.close()
-    return time.perf_counter() - start, emitter, report
+    return emitter, emitter.close()
 
 
-def test_a_receiver_that_is_down_costs_under_a_second_and_one_line(
+def test_a_receiver_that_is_down_costs_one_attempt_and_one_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = _closed_port_url()
     monkeypatch.setenv("OPENLINEAGE_URL", url)
-    elapsed, _, report = _timed_run(caplog)
-    assert elapsed < 1.0
+    _, report = _budgeted_run(caplog)
     assert (report.sent, report.failed, report.dropped, report.undelivered) == (0, 1, 11, 12)
     assert report.error is not None
     assert "Connection refused" in report.error
@@ -315,13 +312,12 @@ def test_a_receiver_that_is_down_costs_under_a_second_and_one_line(
     assert API_KEY not in repr(report)
 
 
-def test_a_receiver_that_answers_500_costs_under_a_second_one_request_and_one_line(
+def test_a_receiver_that_answers_500_costs_one_request_and_one_line(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver.status = 500
     monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
-    elapsed, _, report = _timed_run(caplog)
-    assert elapsed < 1.0
+    _, report = _budgeted_run(caplog)
     assert len(receiver.requests) == 1  # no retries, then the breaker: the other 11 are not attempted
     assert (report.sent, report.failed, report.dropped) == (0, 1, 11)
     [warning] = _warnings(caplog)
@@ -329,12 +325,11 @@ def test_a_receiver_that_answers_500_costs_under_a_second_one_request_and_one_li
     assert API_KEY not in caplog.text + repr(report)
 
 
-def test_a_receiver_that_hangs_costs_under_a_second_and_one_line(
+def test_a_receiver_that_hangs_is_given_up_at_the_close_budget_in_one_line(
     hanging: Hanging, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("OPENLINEAGE_URL", hanging.url)
-    elapsed, emitter, report = _timed_run(caplog)
-    assert elapsed < 1.0
+    emitter, report = _budgeted_run(caplog)
     assert report == EmitReport(sent=0, failed=0, dropped=12, error="no answer within the 0.5 s close budget")
     assert _warnings(caplog) == [
         f"12 of 12 OpenLineage events not delivered to {hanging.url}/api/v1/lineage "
@@ -355,8 +350,7 @@ def test_an_unwritable_file_is_one_line_and_no_exception(
     (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
     target = tmp_path / "a-file" / "events.jsonl"  # unwritable even for root: its parent is a file
     _write_yaml(Path("openlineage.yml"), {"transport": {"type": "file", "log_file_path": str(target), "append": True}})
-    elapsed, _, report = _timed_run(caplog)
-    assert elapsed < 1.0
+    _, report = _budgeted_run(caplog)
     assert (report.sent, report.failed, report.dropped) == (0, 1, 11)
     [warning] = _warnings(caplog)
     assert f"OpenLineage events to file {target} stopped after a failure: RuntimeError" in warning
@@ -368,8 +362,7 @@ def test_credentials_in_the_url_stay_out_of_lines_and_reports(
 ) -> None:
     receiver.status = 401
     monkeypatch.setenv("OPENLINEAGE_URL", receiver.url.replace("http://", "http://admin:hunter2@"))
-    elapsed, emitter, report = _timed_run(caplog)
-    assert elapsed < 1.0
+    emitter, report = _budgeted_run(caplog)
     assert emitter.describe() == f"{receiver.url.replace('http://', 'http://admin:***@')}/api/v1/lineage"
     assert "401" in (report.error or "")
     assert "hunter2" not in caplog.text + repr(report)

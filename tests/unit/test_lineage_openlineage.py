@@ -163,7 +163,9 @@ def test_start_and_complete_or_fail_per_stage_none_when_not_run(ledger: Ledger) 
 
 
 def test_every_event_validates(ledger: Ledger) -> None:
-    for event in _dicts(ledger.events):
+    events = _dicts(ledger.events)
+    assert len(events) == 2 * len(STAGES) * 2 + 3 * 2  # every stage's START and end, of both runs: none skipped
+    for event in events:
         validate(event)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine, event
 
 from lineage.entities import (
     Action,
@@ -260,9 +260,36 @@ def test_an_unopenable_url_is_one_clear_line_without_the_password(url: str) -> N
     assert url.replace("s3cret", "***") in message
 
 
-def test_the_store_has_no_way_to_update_or_delete() -> None:
-    names = [name for name in dir(LedgerStore) if not name.startswith("__")]
-    assert not [name for name in names if name.lstrip("_").startswith(("update", "delete", "remove", "edit"))]
+def test_nothing_the_store_sends_updates_or_deletes_a_chained_record(tmp_path: Path) -> None:
+    """Every statement the store sends over a ledger's life (create, append, every read, verify, and a reopen that
+    rebuilds the current-state table, which is only a hint derived from the chain) leaves `ledger_records`
+    append-only: no UPDATE or DELETE of it, and every record read back as it was written."""
+    sent: list[str] = []
+
+    def spy(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(" ".join(statement.split()).upper())
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    event.listen(Engine, "before_cursor_execute", spy)
+    try:
+        with LedgerStore(url) as store:
+            store.append(_run("run-1"))
+            store.append(_run("run-2", data_md5="d" * 32))
+            written = list(store.records())
+            for record in store.records():
+                store.get(record.entity_id)
+                store.history(record.entity_id)
+            assert store.verify().ok
+        with closing(sqlite3.connect(tmp_path / "ledger.db")) as raw, raw:
+            raw.execute("DELETE FROM ledger_latest")  # as a ledger from before that table: the store rebuilds it
+        with LedgerStore(url) as store:
+            assert list(store.records()) == written
+            assert store.verify().ok
+    finally:
+        event.remove(Engine, "before_cursor_execute", spy)
+    assert any(statement.startswith("DELETE FROM LEDGER_LATEST") for statement in sent)  # the spy saw the rebuild
+    touching = [s for s in sent if s.startswith(("UPDATE LEDGER_RECORDS", "DELETE FROM LEDGER_RECORDS"))]
+    assert touching == []
 
 
 # -- tamper detection, property-based -------------------------------------------------------------------
