@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-import networkx as nx
-import yaml
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import State
@@ -24,14 +22,13 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from common.redact import error_line, redact_text, redact_url
+from flows.dvc_lock import LOCK_FILE, PARAMS_FILE, lock_stages, stage_outs
 from flows.retry import GATE_FAILED, RETRIES, SKIPPED, Rejected, TransientFailure
 from flows.summary import describe, gate_verdict, read_metrics
 from gates.rules import DriftPolicy
 from tasks.stage import file_md5
 from tasks.tune_settings import FEATURES_DIR, TRIAL_SPLITS
 
-LOCK_FILE = Path("dvc.lock")
-PARAMS_FILE = Path("params.yaml")
 DVC_LOCK_ERROR = "Unable to acquire lock"  # DVC's message when another process holds .dvc/tmp/lock
 DVC_LOCKED = "another DVC process holds this repository's lock (.dvc/tmp/lock)"  # what we say instead
 _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")  # what tasks/tune.py prints as each trial is told
@@ -39,31 +36,6 @@ _TRIAL_LINE = re.compile(r"^tune: trial (\d+) of (\d+) ")  # what tasks/tune.py 
 # it is noise.
 _DVC_ADVICE = ("To track the changes with git, run:", "git add dvc.lock", "To enable auto staging, run:",
                "dvc config core.autostage true", "Use `dvc push` to send your updates to remote storage.")  # fmt: skip
-
-
-def stage_order(root: Path = Path(".")) -> list[str]:
-    """dvc.yaml's stages in DVC's own dependency order (upstream first)."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        order = list(reversed(list(nx.lexicographical_topological_sort(graph, key=lambda s: s.addressing))))
-        return [stage.name for stage in order if getattr(stage, "name", None)]
-
-
-def locked_outs(stage: str) -> dict[str, str]:
-    """A stage's outputs and their md5 as dvc.lock records them."""
-    return _outs(_lock_stages().get(stage, {}))
-
-
-def _lock_stages() -> dict[str, Any]:
-    if not LOCK_FILE.is_file():
-        return {}
-    return dict((yaml.safe_load(LOCK_FILE.read_text(encoding="utf-8")) or {}).get("stages", {}))
-
-
-def _outs(locked: dict[str, Any]) -> dict[str, str]:
-    return {out["path"]: out["md5"] for out in locked.get("outs", [])}
 
 
 @task(name="prepare-workspace", task_run_name="prepare-workspace", **RETRIES)
@@ -103,7 +75,7 @@ def prepare_workspace(remote: str | None) -> set[str]:
 def _changed_outside_dvc(error: str) -> str:
     """One line naming each tracked file that differs from what dvc.lock records, and how to restore it."""
     paths = [os.path.relpath(line.strip()) for line in error.splitlines()[1:] if line.strip()]
-    recorded = {path: md5 for stage in _lock_stages().values() for path, md5 in _outs(stage).items()}
+    recorded = {path: md5 for stage in lock_stages().values() for path, md5 in stage_outs(stage).items()}
     found = [f"{path}: md5 {file_md5(Path(path))} differs from {recorded.get(path, 'none')}" for path in paths]
     return (
         f"{', '.join(found)} recorded in dvc.lock (changed outside DVC); refusing to overwrite or use it; "
@@ -123,10 +95,10 @@ def run_stage(stage: str, env: dict[str, str], changed: bool, upstream_ran: bool
     if not changed and not upstream_ran:
         get_run_logger().info("Stage '%s' didn't change, skipping", stage)
         return stage_state(stage, False, "unchanged since dvc.lock", drift)
-    before = _lock_stages().get(stage)
+    before = lock_stages().get(stage)
     code, output = _repro(stage, env, _progress(stage))
     if code == 0:
-        ran = changed or _lock_stages().get(stage) != before
+        ran = changed or lock_stages().get(stage) != before
         return stage_state(stage, ran, "its inputs came out the same bytes", drift)
     own = [line for line in output.splitlines() if line.startswith((f"{stage}: error: ", f"{stage}: refused: "))]
     if own:  # tasks.stage.run_stage printed why it refused its input: retrying cannot help
@@ -271,7 +243,7 @@ def store_in_run_record(repo: Any, remote: str | None, files: dict[str, bytes]) 
 def _reports(target: Any) -> list[Report]:
     """Each report this run's dvc.lock names, as the remote `target` keeps it; on S3 with an HTTPS link
     signed with this run's own credentials, served with the report's type and file name."""
-    outs = {path: md5 for stage in _lock_stages().values() for path, md5 in _outs(stage).items()}
+    outs = {path: md5 for stage in lock_stages().values() for path, md5 in stage_outs(stage).items()}
     expires = dt.datetime.now(dt.UTC) + LINK_EXPIRY
     found = []
     for path, (key, content_type) in REPORTS.items():
@@ -306,11 +278,6 @@ def _presigned(fs_args: dict[str, Any], stored: str, content_type: str, name: st
             ExpiresIn=int(LINK_EXPIRY.total_seconds()),
         )
     )  # fmt: skip
-
-
-def locked_deps() -> dict[str, str]:
-    """Every dependency dvc.lock records, path -> md5, over all stages."""
-    return {dep["path"]: dep["md5"] for stage in _lock_stages().values() for dep in stage.get("deps", [])}
 
 
 def remote_name(repo: Any, remote: str | None) -> str:

@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.dvc_ops import PARAMS_FILE, Pushed, locked_deps, locked_outs
+from flows.dvc_lock import PARAMS_FILE, locked_deps, locked_outs
+from flows.dvc_ops import Pushed
 from flows.summary import describe, read_metrics
 from gates.criteria import criteria
 from gates.rules import DriftPolicy, drift_verdict, fairness_verdict

@@ -111,7 +111,7 @@ def summary(stages: list[str], root: Path = Path(".")) -> str:
 
 
 if __name__ == "__main__":
-    from flows.dvc_ops import stage_order
+    from flows.dvc_lock import stage_order
 
     try:
         print(summary(stage_order()))

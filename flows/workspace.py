@@ -13,7 +13,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.dvc_ops import PARAMS_FILE, first_line, stage_order
+from flows.dvc_lock import PARAMS_FILE, stage_order
+from flows.dvc_ops import first_line
 from flows.retry import RETRIES, Rejected, TransientFailure
 from lineage.model_card import FILE as CARD_FILE
 from lineage.model_card import CardError

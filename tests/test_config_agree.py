@@ -43,7 +43,7 @@ def executed_modules(stage: str) -> frozenset[str]:
 
 
 def test_stage_names_are_the_fixed_ones_in_dvc_s_order() -> None:
-    from flows.dvc_ops import stage_order
+    from flows.dvc_lock import stage_order
 
     assert list(_stages()) == STAGE_NAMES
     assert stage_order(REPO) == STAGE_NAMES  # DVC's own dependency order is the order they are written in
