@@ -32,6 +32,7 @@ from lineage.console.app import Links, environment
 from lineage.console.charts import tuning_chart
 from lineage.console.graph import to_dot
 from lineage.entities import Artifact
+from lineage.errors import LineageError
 from lineage.model_card import FILE as CARD_FILE
 from lineage.model_card import CardError, parse, recorded
 from lineage.objects import ObjectError, Objects
@@ -42,7 +43,7 @@ MANIFEST = "MANIFEST.sha256"
 CSS = Path(__file__).parent / "console" / "static" / "console.css"
 
 
-class EvidenceError(ValueError):
+class EvidenceError(LineageError):
     """A pack that cannot be built: the folder, the model card, Chromium; one line."""
 
 
