@@ -28,9 +28,9 @@ from markupsafe import Markup
 
 from common.files import TargetError, atomic_folder
 from lineage import chromium, views
-from lineage.console.app import Links, environment
 from lineage.console.charts import tuning_chart
 from lineage.console.graph import to_dot
+from lineage.console.templates import Links, environment
 from lineage.entities import Artifact
 from lineage.errors import LineageError
 from lineage.model_card import FILE as CARD_FILE
