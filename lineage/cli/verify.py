@@ -8,16 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lineage.cli.root import (
-    Db,
-    Format,
-    Output,
-    Remote,
-    Repository,
-    fail,
-    ledger,
-    show,
-)
+from lineage.cli.root import Db, Format, Output, Remote, Repository, fail, ledger, show
 from lineage.store import Head, LedgerError
 
 
