@@ -16,11 +16,15 @@ from lineage.cli.root import app
 BUG = 70  # EX_SOFTWARE (sysexits.h): an internal error, not something the user can fix
 
 # Registered here, in the order `lineage --help` lists them.
-for command in (verify.verify, verify.verifications, query.diff, authority.init, query.query):
-    app.command()(command)
+app.command()(verify.verify)
+app.command()(verify.verifications)
+app.command()(query.diff)
+app.command()(authority.init)
+app.command()(query.query)
 app.command("reproduce")(evidence.reproduce_version)
-for command in (evidence.evidence, runs.served, console.ui):
-    app.command()(command)
+app.command()(evidence.evidence)
+app.command()(runs.served)
+app.command()(console.ui)
 app.add_typer(models.models_app, name="models")
 app.add_typer(transfer.export_app, name="export")
 app.add_typer(transfer.import_app, name="import")
