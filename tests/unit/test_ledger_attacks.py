@@ -234,7 +234,8 @@ def test_the_console_and_evidence_packs_fail_an_unsigned_decision_as_verify_does
         assert check["ran"]
         assert not check["ok"]
         assert named in check["detail"], check
-        page = TestClient(create_app(store)).get("/ledger", params={"format": "json"}).json()["check"]
+        console = TestClient(create_app(store), base_url="http://127.0.0.1")  # no credentials: loopback hosts only
+        page = console.get("/ledger", params={"format": "json"}).json()["check"]
         assert not page["ok"]
         assert named in page["detail"], page
         run = registry.get_version(store, world.production).properties["flow_run_id"]
