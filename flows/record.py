@@ -19,10 +19,11 @@ from flows.retry import RETRIES, TransientFailure
 from flows.settings import read_secret
 from flows.workspace import NotStarted
 from gates.rules import DriftPolicy
+from lineage.errors import LineageError
 from lineage.objects import Objects
 from lineage.recorder import PIPELINE, Recorded, RunInfo, StageRun, record_run, signing_problem
 from lineage.signatures import Signer, signer_from_text
-from lineage.store import LedgerError, LedgerStore
+from lineage.store import LedgerStore
 from tasks.etl import COLUMN_LINEAGE
 
 
@@ -67,7 +68,7 @@ def check_signing(ledger_url: str | None, signing_key_block: str | None) -> None
     try:
         with LedgerStore(ledger_url) as store, pipeline_signer(signing_key_block) as signer:
             problem = signing_problem(store, signer)
-    except (LedgerError, ValueError) as error:
+    except (LineageError, ValueError) as error:  # ValueError: Prefect's, for a Secret block that does not exist
         raise NotStarted(str(error)) from None
     if problem:
         raise NotStarted(problem)

@@ -23,6 +23,7 @@ from typing import IO
 from common.files import TargetError, atomic_path
 from lineage.bounded import Refused, open_regular
 from lineage.decisions import DecisionReport
+from lineage.errors import LineageError
 from lineage.store import HASHED_COLUMNS, Head, LedgerRecord, LedgerStore, VerifyResult, verify_records
 
 FORMAT = "lineage-ledger-archive"
@@ -33,7 +34,7 @@ COLUMNS = [*HASHED_COLUMNS, "record_hash"]
 MAX_LINE_CHARS = 16 * 2**20
 
 
-class ArchiveError(ValueError):
+class ArchiveError(LineageError):
     """An archive that cannot be written or read; the message is one line naming the file."""
 
 

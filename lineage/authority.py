@@ -45,6 +45,7 @@ from lineage.entities import (
     Entity,
     PropertyValue,
 )
+from lineage.errors import LineageError
 from lineage.signatures import (
     SIGNATURE,
     UNSIGNED,
@@ -75,7 +76,7 @@ GOVERNANCE = [
 ]
 
 
-class AuthorityError(ValueError):
+class AuthorityError(LineageError):
     """A change of approvers or policy that the rules refuse; the message is one line."""
 
 

@@ -12,11 +12,13 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from lineage.errors import LineageError
+
 _KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
           stat.S_IFSOCK: "a socket"}  # fmt: skip
 
 
-class Refused(ValueError):
+class Refused(LineageError):
     """Why a file is not read: a reason without the file's name (the caller's message has it)."""
 
 

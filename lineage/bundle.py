@@ -68,6 +68,7 @@ from lineage.entities import (
     ModelStatus,
     context_id,
 )
+from lineage.errors import LineageError
 from lineage.objects import AlteredObject, ObjectError, Objects
 from lineage.query import Direction, query_lineage, resolve
 from lineage.signatures import (
@@ -102,7 +103,7 @@ GATES = {ActionType.DRIFT_GATE, ActionType.FAIRNESS_GATE}
 _EVERY_HOP = 1_000_000  # a walk ends where nothing new is reached, long before this
 
 
-class BundleError(ValueError):
+class BundleError(LineageError):
     """A bundle that cannot be written, read, trusted or imported; the message is one line."""
 
 

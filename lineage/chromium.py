@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lineage.errors import LineageError
+
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # No network, no first-run or background services, no GPU; --no-sandbox because CI runs as root.
 FLAGS = [
@@ -32,7 +34,7 @@ FLAGS = [
 WAIT_SECONDS = 120  # for any one answer: a browser that hangs is a failure, not a wait forever
 
 
-class ChromiumError(RuntimeError):
+class ChromiumError(LineageError):
     """No Chromium, or Chromium could not do what was asked; one line."""
 
 

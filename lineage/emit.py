@@ -35,6 +35,7 @@ from openlineage.client.transport.http import HttpTransport
 from openlineage.client.utils import deep_merge_dicts
 
 from common.redact import redact_text, redact_url
+from lineage.errors import LineageError
 
 log = logging.getLogger("lineage.emit")
 
@@ -71,7 +72,7 @@ class _NoUrlCredentials(logging.Filter):
 logging.getLogger("openlineage.client.transport.http").addFilter(_NoUrlCredentials())
 
 
-class _ConfigError(ValueError):
+class _ConfigError(LineageError):
     """The OpenLineage configuration cannot be used; the message is one line without secrets."""
 
 

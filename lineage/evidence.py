@@ -28,10 +28,11 @@ from markupsafe import Markup
 
 from common.files import TargetError, atomic_folder
 from lineage import chromium, views
-from lineage.console.app import Links, environment
 from lineage.console.charts import tuning_chart
 from lineage.console.graph import to_dot
+from lineage.console.templates import Links, environment
 from lineage.entities import Artifact
+from lineage.errors import LineageError
 from lineage.model_card import FILE as CARD_FILE
 from lineage.model_card import CardError, parse, recorded
 from lineage.objects import ObjectError, Objects
@@ -42,7 +43,7 @@ MANIFEST = "MANIFEST.sha256"
 CSS = Path(__file__).parent / "console" / "static" / "console.css"
 
 
-class EvidenceError(ValueError):
+class EvidenceError(LineageError):
     """A pack that cannot be built: the folder, the model card, Chromium; one line."""
 
 

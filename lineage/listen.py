@@ -7,8 +7,10 @@ import re
 import socket
 from typing import Any
 
+from lineage.errors import LineageError
 
-class ListenError(ValueError):
+
+class ListenError(LineageError):
     """The address cannot be listened on; one line."""
 
 

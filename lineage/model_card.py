@@ -14,12 +14,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from lineage.entities import Artifact
+from lineage.errors import LineageError
 
 FILE = "model_card.yaml"
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-class CardError(ValueError):
+class CardError(LineageError):
     """A model card that does not validate; one line naming the file and the key."""
 
 

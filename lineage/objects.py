@@ -21,6 +21,7 @@ from typing import Any
 
 from common.redact import redact_text, redact_url
 from lineage.entities import Artifact
+from lineage.errors import LineageError
 from lineage.store import Head
 
 MD5 = re.compile(r"[0-9a-f]{32}")
@@ -28,7 +29,7 @@ ANCHORS = "ledger-heads"
 _ANCHOR_NAME = re.compile(r"(\d{12})-([0-9a-f]{64})\.json")
 
 
-class ObjectError(ValueError):
+class ObjectError(LineageError):
     """A stored object that does not hash to its md5, or a remote that cannot be read; one line."""
 
 

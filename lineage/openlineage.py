@@ -85,6 +85,7 @@ from lineage.entities import (
     context_id,
     stage_run_id,
 )
+from lineage.errors import LineageError
 from lineage.recorder import Provenance, artifact_type
 from lineage.store import Kind, LedgerStore
 
@@ -346,7 +347,7 @@ def _pipeline_runs(store: LedgerStore, flow_run_id: str | None) -> list[Context]
     found = store.latest([context_id(ContextType.PIPELINE_RUN, flow_run_id)]).values()
     runs = [c for c in found if isinstance(c, Context)]
     if not runs:
-        raise ValueError(f"no pipeline run with flow run id {flow_run_id!r} in the ledger")
+        raise OpenLineageError(f"no pipeline run with flow run id {flow_run_id!r} in the ledger")
     return runs
 
 
@@ -369,7 +370,7 @@ def _failure(run: Context) -> str | None:
 
 def run_events(store: LedgerStore, flow_run_id: str | None = None) -> list[RunEvent]:
     """START and COMPLETE/FAIL RunEvents for every stage of every pipeline run (or of `flow_run_id`), sorted
-    by (eventTime, START first, job name). NotRun stages get none. Raises ValueError for an unknown id."""
+    by (eventTime, START first, job name). NotRun stages get none. Raises OpenLineageError for an unknown id."""
     keyed: list[tuple[dt.datetime, int, str, str, RunEvent]] = []
     for run in _pipeline_runs(store, flow_run_id):
         linked = store.linked([run.id], "destination", {AssociationType.CONTRIBUTED_TO})[run.id]
@@ -559,7 +560,7 @@ def _first_problem(validator: jsonschema.Draft202012Validator, instance: Any, pr
 
 def validate(event_json: dict[str, Any]) -> None:
     """Check a serialized RunEvent against the official OpenLineage.json and each facet against its own
-    schema (official or ours, vendored: no network), which its `_schemaURL` must name; raise ValueError
+    schema (official or ours, vendored: no network), which its `_schemaURL` must name; raise OpenLineageError
     naming the first problem."""
     event_validator = _validator(RUN_EVENT)
     assert event_validator is not None, "lineage/openlineage_spec/OpenLineage.json is missing"
@@ -577,10 +578,14 @@ def validate(event_json: dict[str, Any]) -> None:
         if problem:
             break
     if problem is not None:
-        raise ValueError(f"invalid OpenLineage RunEvent at {problem}")
+        raise OpenLineageError(f"invalid OpenLineage RunEvent at {problem}")
 
 
-class SendError(RuntimeError):
+class OpenLineageError(LineageError):
+    """No such run to export, or an event the OpenLineage schemas refuse; the message is one line."""
+
+
+class SendError(LineageError):
     """Sending events failed; the message is one line, without the API key or URL credentials."""
 
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from lineage.entities import Action, ActionType, Artifact, Association, Context, ContextType, Entity, context_id
+from lineage.errors import LineageError
 from lineage.store import Kind, LedgerStore
 
 
@@ -28,7 +29,7 @@ class Direction(StrEnum):
     BOTH = "both"
 
 
-class QueryError(ValueError):
+class QueryError(LineageError):
     """The start cannot be found or the arguments make no query; the message is one line."""
 
 

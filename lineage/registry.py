@@ -45,13 +45,14 @@ from lineage.entities import (
     ModelStatus,
     context_id,
 )
+from lineage.errors import LineageError
 from lineage.store import END, Kind, LedgerStore
 
 if TYPE_CHECKING:
     from lineage.signatures import PublicKey, Signer
 
 
-class RegistryError(ValueError):
+class RegistryError(LineageError):
     """A registry request that the rules or the ledger refuse; the message is one line."""
 
 

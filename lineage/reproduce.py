@@ -48,12 +48,13 @@ from lineage.entities import (
     Entity,
     context_id,
 )
+from lineage.errors import LineageError
 from lineage.query import resolve
 from lineage.recorder import artifact_type
 from lineage.store import LedgerStore
 
 
-class ReproduceError(ValueError):
+class ReproduceError(LineageError):
     """Reproduction cannot start or finish; the message is one line naming what is wrong."""
 
 

@@ -35,6 +35,7 @@ import sshsig
 from sshsig.ssh_public_key import PublicKey
 
 from lineage.entities import IMPORTED_FROM, ORIGIN_NAME, Action, Context, Entity, context_id
+from lineage.errors import LineageError
 from lineage.store import canonical_json
 
 NAMESPACE = "lineage-ledger"
@@ -44,7 +45,7 @@ _FIELDS = {"action": "parameters", "context": "properties"}  # where each kind k
 ATTESTS = "lineage-bundle"  # an attestation's `attests`: what its signature vouches for (never a record)
 
 
-class SignatureError(ValueError):
+class SignatureError(LineageError):
     """A key that cannot sign, or a signature that does not check; the message is one line."""
 
 

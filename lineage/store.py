@@ -72,6 +72,7 @@ from lineage.entities import (
     association_id,
     context_id,
 )
+from lineage.errors import LineageError
 
 GENESIS = "0" * 64
 DEFAULT_URL = "sqlite:///lineage.db"
@@ -151,7 +152,7 @@ _MODELS: dict[Kind, type[Entity]] = {
 _REUSED = (Kind.ARTIFACT, Kind.ASSOCIATION)
 
 
-class LedgerError(Exception):
+class LedgerError(LineageError):
     """The ledger cannot be opened or written; the message is one line, without passwords."""
 
 

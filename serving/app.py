@@ -38,10 +38,11 @@ from common.redact import redact_text
 from lineage import registry
 from lineage.decisions import Production
 from lineage.entities import Action, Context
+from lineage.errors import LineageError
 from lineage.objects import Objects
 from lineage.predictions import endpoint_update
 from lineage.query import QueryError
-from lineage.store import LedgerError, LedgerStore
+from lineage.store import LedgerStore
 from serving.loader import NotServable, load_scorer
 from tasks.score import REQUIRED, Scorer
 from tasks.stage import InputError
@@ -188,7 +189,8 @@ class Endpoint:
                 promoted = _promotion(view.production_state)
                 self.served = Served(scorer, current, now, promoted, untrusted)  # one assignment: never half
                 log.info("retail-serve: now serving %s on %s", current.name, self.settings.endpoint)
-        except (LedgerError, ValueError) as error:  # the ledger unreadable, or a record that does not parse
+        # LineageError: the ledger unreadable, or a refusal; ValueError: a record that does not parse (pydantic).
+        except (LineageError, ValueError) as error:
             log.error("retail-serve: the ledger cannot be read: %s", redact_text(str(error)))
 
     def start(self) -> None:

@@ -23,6 +23,8 @@ from importlib.metadata import entry_points
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from lineage.errors import LineageError
+
 MIN_SECRET = 16  # characters: a token or password shorter than this guards nothing on a network
 SECRET_SOURCES = "retail_lineage.secrets"  # entry points that read a named secret (flows.settings: Prefect)
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -49,7 +51,7 @@ STORED_REPORT_POLICY = (
 )
 
 
-class SecurityError(ValueError):
+class SecurityError(LineageError):
     """Credentials that cannot be used, or a bind the configuration does not allow; one line."""
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from bench.bundle_world import dvc_repository
-from lineage import registry
+from lineage import evidence, registry, views
 from lineage.authority import (
     ALLOWED,
     PIPELINE,
@@ -29,6 +30,7 @@ from lineage.authority import (
     initialise,
     register,
 )
+from lineage.console.app import create_app
 from lineage.decisions import PRODUCTION_POINTER
 from lineage.entities import Context, ContextType, context_id
 from lineage.signatures import Signer, read_public_key, signer_from_text
@@ -216,6 +218,30 @@ def test_an_unsigned_decision_under_a_signed_only_policy_fails_verify(world: Wor
     held["parameters"] = {**held["parameters"], "decision": "held", "signature": "unsigned"}
     [seq] = insider.append(world.db, [("action", held["id"], "Promotion", None, None, None, held)])
     _failed(world, seq, "it is unsigned, and the ledger's policy refuses unsigned decisions")
+
+
+def test_the_console_and_evidence_packs_fail_an_unsigned_decision_as_verify_does(world: World) -> None:
+    """One verification (lineage/verification.py) for `lineage verify`, the console's health page and the evidence
+    pack's verification section: a forged unsigned decision fails all three, named by its seq."""
+    held = insider.latest_body(world.db, _promotion_id(world, world.production))
+    held["id"] = str(uuid.uuid4())
+    held["parameters"] = {**held["parameters"], "decision": "held", "signature": "unsigned"}
+    [seq] = insider.append(world.db, [("action", held["id"], "Promotion", None, None, None, held)])
+    named = f"FAILED at seq {seq} "
+    assert named in world.lineage("verify", ok=False).stdout
+    with LedgerStore(f"sqlite:///{world.db}", read_only=True) as store:
+        check = views.health_view(store)["check"]
+        assert check["ran"]
+        assert not check["ok"]
+        assert named in check["detail"], check
+        console = TestClient(create_app(store), base_url="http://127.0.0.1")  # no credentials: loopback hosts only
+        page = console.get("/ledger", params={"format": "json"}).json()["check"]
+        assert not page["ok"]
+        assert named in page["detail"], page
+        run = registry.get_version(store, world.production).properties["flow_run_id"]
+        section = evidence.verification(store, None, {"run": {"flow_run_id": run}}, full=False)
+        assert not section["ok"]
+        assert named in section["signatures"], section
 
 
 def test_an_edited_current_state_row_changes_no_answer_and_verify_names_it(world: World) -> None:

@@ -34,6 +34,7 @@ from lineage.openlineage import (
     GateVerdictsRunFacet,
     GitRunFacet,
     ImageRunFacet,
+    OpenLineageError,
     SendError,
     run_events,
     send,
@@ -195,7 +196,7 @@ def test_validate_rejects_broken_events(ledger: Ledger, path: tuple[Any, ...], v
         del target[path[-1]]
     else:
         target[path[-1]] = value
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(OpenLineageError, match=message):
         validate(event)
 
 
@@ -382,7 +383,7 @@ def test_one_flow_run_and_unknown_id(ledger: Ledger, monkeypatch: pytest.MonkeyP
     assert len(only) == 6
     assert {e.job.namespace for e in only} == {"prod"}
     assert {_facet(e, "parent").run.runId for e in only} == {_flow_run(PARTIAL)}
-    with pytest.raises(ValueError, match="no-such-run") as caught:
+    with pytest.raises(OpenLineageError, match="no-such-run") as caught:
         run_events(ledger.store, "no-such-run")
     assert "\n" not in str(caught.value)
 
@@ -460,7 +461,7 @@ def test_validate_rejects_a_schema_field_without_a_name(ledger: Ledger) -> None:
     index = next(i for i, d in enumerate(end["outputs"]) if "schema" in d["facets"])
     del end["outputs"][index]["facets"]["schema"]["fields"][1]["name"]
     where = f"outputs/{index}/facets/schema/fields/1"
-    with pytest.raises(ValueError, match=rf"^invalid OpenLineage RunEvent at {where}: ") as caught:
+    with pytest.raises(OpenLineageError, match=rf"^invalid OpenLineage RunEvent at {where}: ") as caught:
         validate(end)
     assert "'name' is a required property" in str(caught.value)
     assert "\n" not in str(caught.value)
