@@ -27,7 +27,8 @@ NAMES = ("alice", "bob", "carol", "lineage-pipeline")
 
 def _keys(folder: Path) -> dict[str, Path]:
     for name in NAMES:
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / name)], check=True)
+        command = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / name)]
+        subprocess.run(command, check=True)
     return {name: folder / name for name in NAMES}
 
 
