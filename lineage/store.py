@@ -1050,6 +1050,8 @@ def misfiled(record: LedgerRecord) -> str | None:
             said["entity_id"] = body["id"]
     except (ValueError, KeyError, TypeError, AttributeError):
         return "its body is not a lineage entity of its kind"
+    if ledger_format.declared_version(record.kind, record.entity_type, record.body) == 0:
+        return "a format declaration that names no version"
     for column, value in said.items():
         if getattr(record, column) != value:
             return f"its {column} column says {str(getattr(record, column))[:80]!r}, its body {str(value)[:80]!r}"

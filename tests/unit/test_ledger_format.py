@@ -6,6 +6,7 @@ line (lineage/ledger_format.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -19,8 +20,7 @@ import pytest
 from pydantic import Field
 
 from lineage import ledger_format, store
-from lineage.entities import Action, ActionStatus, ActionType, Artifact, Context, ContextType
-from lineage.registry import get_version
+from lineage.entities import Action, ActionStatus, ActionType, Artifact, ContextType
 from lineage.reproduce import expected
 from lineage.store import Kind, LedgerStore, NewerFormat
 from tests.conftest import VENV_BIN
@@ -96,7 +96,8 @@ def test_the_old_ledger_verifies_in_full_against_its_anchor(old: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"chain ok: {ANCHOR['record_count']} records, head {ANCHOR['head_hash']}" in done.stdout
     assert f"anchor ok: record {ANCHOR['record_count']} hashes to the given" in done.stdout
-    assert "signatures ok: " in done.stdout and "checked: every record" in done.stdout
+    assert "signatures ok: " in done.stdout
+    assert "checked: every record" in done.stdout
 
 
 def test_the_old_ledger_answers_queries_listings_and_diffs(old: Path) -> None:
@@ -107,7 +108,8 @@ def test_the_old_ledger_answers_queries_listings_and_diffs(old: Path) -> None:
     models = lineage(old, "models", "list", "--format", "json")
     assert models.returncode == 0, models.stderr
     statuses = {row["name"]: row["status"] for row in json.loads(models.stdout)}
-    assert statuses[week1] == "production" and statuses[week2] == "rejected"  # overridden, then rolled back
+    assert statuses[week1] == "production"
+    assert statuses[week2] == "rejected"
     diff = lineage(old, "diff", week1, week2, "--format", "json")
     assert diff.returncode == 0, diff.stderr
     assert json.loads(diff.stdout)
@@ -116,8 +118,10 @@ def test_the_old_ledger_answers_queries_listings_and_diffs(old: Path) -> None:
 def test_reproduce_reads_what_an_old_run_used(old: Path) -> None:
     with LedgerStore(f"sqlite:///{old}") as ledger:
         want = expected(ledger, ANCHOR["versions"][0])
-    assert want.version.name == ANCHOR["versions"][0] and want.flow_run_id
-    assert want.hashes and want.originals
+    assert want.version.name == ANCHOR["versions"][0]
+    assert want.flow_run_id
+    assert want.hashes
+    assert want.originals
     assert all(isinstance(artifact, Artifact) for artifact in want.originals.values())
 
 
@@ -126,9 +130,11 @@ def test_a_renamed_field_reads_from_old_records_under_its_new_name(old: Path) ->
     with LedgerStore(f"sqlite:///{old}") as ledger:
         artifacts = [e for r in ledger.records() if isinstance(e := r.entity(), Artifact)]
         sizes = [a.size_bytes for a in artifacts if isinstance(a, _RenamedArtifact)]
-        assert len(sizes) == len(artifacts) and any(size for size in sizes)
+        assert len(sizes) == len(artifacts)
+        assert any(size for size in sizes)
         stored = json.loads(next(r.body for r in ledger.records() if r.kind == Kind.ARTIFACT.value))
-        assert "size" in stored and "size_bytes" not in stored  # the bytes on disk are as they were written
+        assert "size" in stored
+        assert "size_bytes" not in stored
 
 
 @pytest.mark.usefixtures("format_2")
@@ -142,8 +148,10 @@ def test_appending_declares_the_format_and_changes_no_old_byte(old: Path) -> Non
         assert ledger.append([artifact]) == [count + 2]  # after the declaration
         ledger.append([artifact])  # already there: nothing, and no second declaration
         declaration = ledger.record(count + 1)
-        assert declaration is not None and declaration.entity_type == ContextType.LEDGER_FORMAT.value
-        assert json.loads(declaration.body)["properties"]["version"] == 2 and ledger.head().count == count + 2
+        assert declaration is not None
+        assert declaration.entity_type == ContextType.LEDGER_FORMAT.value
+        assert json.loads(declaration.body)["properties"]["version"] == 2
+        assert ledger.head().count == count + 2
         assert [r.format for r in ledger.records(after=count - 1)] == [1, 1, 2]
         assert all(r.entity() for r in ledger.records())
         assert ledger.get(artifact.id) == artifact
@@ -156,7 +164,8 @@ def test_appending_declares_the_format_and_changes_no_old_byte(old: Path) -> Non
 
 
 def _action() -> Action:
-    return Action(action_type=ActionType.STAGE, status=ActionStatus.COMPLETED, start="2026-12-07T10:00:00Z")
+    at = dt.datetime(2026, 12, 7, 10, tzinfo=dt.UTC)
+    return Action(action_type=ActionType.STAGE, status=ActionStatus.COMPLETED, start=at)
 
 
 def test_a_newer_format_than_the_code_knows_is_refused_in_one_line(old: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,3 +197,86 @@ def test_a_format_declaration_is_the_stores_own(tmp_path: Path) -> None:
         with pytest.raises(store.LedgerError, match="format declaration is the store's own record"):
             ledger.append([ledger_format.declaration(1)])
         assert ledger.head().count == 0
+
+
+@pytest.fixture
+def upgrades_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Format 2 with an upgrade step that changes nothing but notes the id of every body it upgrades."""
+    seen: list[str] = []
+
+    def step(_kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(str(body.get("id") or body.get("source_id")))
+        return body
+
+    monkeypatch.setattr(ledger_format, "CURRENT", 2)
+    monkeypatch.setitem(ledger_format.UPGRADES, 1, step)
+    _clear_caches()
+    yield seen
+    _clear_caches()
+
+
+def test_an_archive_of_a_ledger_in_two_formats_verifies_offline(old: Path, upgrades_seen: list[str]) -> None:
+    from lineage.archive import export, verify_archive
+
+    with LedgerStore(f"sqlite:///{old}") as ledger:
+        ledger.append([_action()])
+        head = export(ledger, old.parent / "ledger.jsonl.gz")
+    result, signatures, stated = verify_archive(old.parent / "ledger.jsonl.gz", head)
+    assert result.ok
+    assert signatures is not None
+    assert signatures.ok
+    assert stated == head
+
+
+def test_a_bundle_carries_its_ledgers_formats_and_its_old_records_import_unchanged(
+    tmp_path: Path, ssh_keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.bundle_world import dvc_repository, record_weeks
+    from lineage.authority import register
+    from lineage.bundle import build_bundle, export_bundle, import_bundle
+    from lineage.objects import Objects
+    from lineage.signatures import Signer, read_public_key
+
+    def key(name: str) -> Any:
+        return read_public_key(ssh_keys[name].with_suffix(".pub"))
+
+    alice, bob = Signer("alice", ssh_keys["alice"]), Signer("bob", ssh_keys["bob"])
+    dev, prod = LedgerStore(f"sqlite:///{tmp_path / 'dev.db'}"), LedgerStore(f"sqlite:///{tmp_path / 'prod.db'}")
+    register(dev, "alice", key("alice"), alice)
+    register(dev, "lineage-pipeline", key("lineage-pipeline"), alice)
+    (tmp_path / "dev").mkdir()
+    pipeline = Signer("lineage-pipeline", ssh_keys["lineage-pipeline"])
+    [(first, _)] = record_weeks(dev, tmp_path / "dev", tmp_path / "remote", pipeline, True)
+    old_rows = _rows(tmp_path / "dev.db", dev.head().count)
+    seen: list[str] = []
+    monkeypatch.setattr(ledger_format, "CURRENT", 2)  # the code changes format, dev records another run in it
+
+    def step(_kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(str(body.get("id")))
+        return body
+
+    monkeypatch.setitem(ledger_format.UPGRADES, 1, step)
+    _clear_caches()
+    dev = LedgerStore(dev.url)
+    [(second, _)] = record_weeks(dev, tmp_path / "dev", tmp_path / "remote", pipeline, True, first=2)
+    register(prod, "bob", key("bob"), bob)
+    register(prod, "dev-alice", key("alice"), bob)
+    bundle = build_bundle(dev, second, alice)
+    carried = [r for r in bundle["records"] if r["entity_type"] == ContextType.LEDGER_FORMAT.value]
+    assert [json.loads(r["body"])["properties"]["version"] for r in carried] == [2]
+    stored = {row[0]: row for row in _rows(tmp_path / "dev.db", dev.head().count)}
+    assert all(tuple(r.values()) == stored[r["seq"]] for r in bundle["records"])  # as stored, byte for byte
+    export_bundle(dev, second, tmp_path / "b.json", alice)
+    seen.clear()
+    _clear_caches()  # parses are kept by text: read the bundle afresh
+    done = import_bundle(prod, tmp_path / "b.json", Objects(dvc_repository(tmp_path / "prod", tmp_path / "remote")))
+    assert done.appended
+    assert seen
+    assert set(seen) <= {str(json.loads(row[7]).get("id")) for row in old_rows}
+    assert _rows(tmp_path / "dev.db", len(old_rows)) == old_rows
+    declarations = list(prod.records(of=[(Kind.CONTEXT, ContextType.LEDGER_FORMAT.value)]))
+    assert len(declarations) == 1
+    assert declarations[0].seq == 1
+    assert prod.verify().ok
+    assert dev.verify().ok
+    assert first != second
