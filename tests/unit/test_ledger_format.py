@@ -280,3 +280,17 @@ def test_a_bundle_carries_its_ledgers_formats_and_its_old_records_import_unchang
     assert prod.verify().ok
     assert dev.verify().ok
     assert first != second
+
+
+def test_the_console_shows_a_ledger_with_a_format_declaration(old: Path, upgrades_seen: list[str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from lineage.console.app import create_app
+
+    with LedgerStore(f"sqlite:///{old}") as ledger:
+        ledger.append([_action()])
+        assert ledger.count(Kind.CONTEXT, ContextType.LEDGER_FORMAT) == 1
+        client = TestClient(create_app(ledger, repository=old.parent), base_url="http://127.0.0.1")
+        for path in ("/models", f"/models/{ANCHOR['versions'][0]}", "/ledger"):
+            assert client.get(path).status_code == 200, path
+    assert upgrades_seen  # the old records it showed were read through the upgrade step
