@@ -240,7 +240,8 @@ def along_chain(records: Iterable[LedgerRecord], version: int = ledger_format.FI
         found = LedgerRecord(*record)
         found.format = version
         yield found
-        version = ledger_format.declared_version(record.kind, record.entity_type, record.body) or version
+        declared = ledger_format.declared_version(record.kind, record.entity_type, record.body)
+        version = version if declared is None else declared
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,9 @@ def write(target: Path = FIXTURE) -> None:
         registry.approve(store, week2, bob, "second approver for the fixture")
         registry.rollback(store, alice, "back to the version before the override")
 
-        trusted = approver_record("dev-alice", read_public_key(keys["alice"].with_suffix(".pub")), "alice",
-                                  store.ledger_id())  # fmt: skip
+        ledger_id = store.ledger_id()
+        assert ledger_id is not None
+        trusted = approver_record("dev-alice", read_public_key(keys["alice"].with_suffix(".pub")), "alice", ledger_id)
         _, proposed = propose(store, trusted, alice)
         assert proposed is not None
         done, _ = confirm(store, proposed, bob)
