@@ -216,6 +216,12 @@ class LedgerRecord(_Columns):
 
     format: int | None = None  # not a column: unknown until the chain says
 
+    def _replace(self, **columns: Any) -> LedgerRecord:
+        """The record with other columns, in the same format."""
+        replaced = super()._replace(**columns)
+        replaced.format = self.format
+        return replaced
+
     def entity(self) -> Entity:
         """The entity this record holds, its body upgraded in memory from its format to the code's."""
         return _parse(self.kind, self.body, _readable(self))
@@ -240,7 +246,7 @@ def along_chain(records: Iterable[LedgerRecord], version: int = ledger_format.FI
         found = LedgerRecord(*record)
         found.format = version
         yield found
-        declared = ledger_format.declared_version(record.kind, record.entity_type, record.body)
+        declared = ledger_format.declared_version(found.kind, found.entity_type, found.body)
         version = version if declared is None else declared
 
 
