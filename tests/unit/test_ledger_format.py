@@ -22,7 +22,8 @@ from pydantic import Field
 from lineage import ledger_format, store
 from lineage.entities import Action, ActionStatus, ActionType, Artifact, ContextType
 from lineage.reproduce import expected
-from lineage.store import Kind, LedgerStore, NewerFormat
+from lineage.store import Head, Kind, LedgerStore, NewerFormat
+from lineage.verification import verify
 from tests.conftest import VENV_BIN
 
 ROOT = Path(__file__).parents[2]
@@ -156,7 +157,9 @@ def test_appending_declares_the_format_and_changes_no_old_byte(old: Path) -> Non
         assert all(r.entity() for r in ledger.records())
         assert ledger.get(artifact.id) == artifact
         assert json.loads(ledger.record(count + 2).body)["size_bytes"] == 10  # type: ignore[union-attr]
-        assert ledger.verify().ok
+        anchor = Head(count, ANCHOR["head_hash"])
+        verified = verify(ledger, full=True, anchor=anchor)  # chain, anchor, signatures, decisions: lineage verify
+        assert verified.ok, verified.lines()
     assert _rows(old, count) == before
     with LedgerStore(f"sqlite:///{old}") as again:  # a store that did not write it reads the declaration too
         assert again.append([_action()]) == [count + 3]
