@@ -56,6 +56,7 @@ from lineage.store import (
     Kind,
     LedgerRecord,
     LedgerStore,
+    along_chain,
     canonical_json,
     head_table,
     latest_table,
@@ -448,8 +449,7 @@ def _real_rows(runs: Sequence[Sequence[LedgerRecord]]) -> list[tuple[Any, ...]]:
 def _check(rows: Sequence[tuple[Any, ...]]) -> None:
     """Rows of the first replicated runs, checked the slow way: the store's own hash, and every record
     parses into the entity its entity_id names."""
-    for row in rows:
-        record = LedgerRecord(*row)
+    for record in along_chain(LedgerRecord(*row) for row in rows):
         if record_hash(record[:-1]) != record.record_hash:
             raise BulkError(f"seq {record.seq}: the assembled hash differs from record_hash's")
         entity = record.entity()

@@ -24,7 +24,7 @@ from common.files import TargetError, atomic_path
 from lineage.bounded import Refused, open_regular
 from lineage.decisions import DecisionReport
 from lineage.errors import LineageError
-from lineage.store import HASHED_COLUMNS, Head, LedgerRecord, LedgerStore, VerifyResult, verify_records
+from lineage.store import HASHED_COLUMNS, Head, LedgerRecord, LedgerStore, VerifyResult, along_chain, verify_records
 
 FORMAT = "lineage-ledger-archive"
 VERSION = 1
@@ -93,6 +93,11 @@ def export(store: LedgerStore, path: Path) -> Head:
 
 
 def _records(lines: Iterator[str], path: Path) -> Iterator[LedgerRecord]:
+    """The archive's records, each with its format (every record is there, the format declarations too)."""
+    yield from along_chain(_rows(lines, path))
+
+
+def _rows(lines: Iterator[str], path: Path) -> Iterator[LedgerRecord]:
     for number, line in enumerate(lines, start=2):
         try:
             columns = json.loads(line)

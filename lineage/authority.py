@@ -35,6 +35,7 @@ from typing import Any
 import sshsig
 from sshsig.ssh_public_key import PublicKey
 
+from lineage import ledger_format
 from lineage.entities import (
     IMPORTED_FROM,
     Action,
@@ -474,6 +475,7 @@ def _sign_change(
     body = canonical_json(final.model_dump(mode="json"))
     trial = LedgerRecord(head.count + 1, Kind.CONTEXT.value, final.id, final.context_type.value, final.name, None,
                          None, body, "", "")  # fmt: skip
+    trial.format = ledger_format.CURRENT  # written by this code
     problem = authority.take(trial)
     if problem is None:
         closing = [] if action is None else [_proposal(action, record, cosignatures, ActionStatus.COMPLETED)]

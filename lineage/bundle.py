@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from common.files import TargetError, output_target, write_atomic
+from lineage import ledger_format
 from lineage.authority import ACTIVE, PIPELINE, approver, current
 from lineage.bounded import Refused, read_limited
 from lineage.entities import (
@@ -84,7 +85,18 @@ from lineage.signatures import (
     public_key,
     record_signature_problem,
 )
-from lineage.store import GENESIS, Head, Kind, LedgerRecord, LedgerStore, canonical_json, record_columns, record_hash
+from lineage.store import (
+    GENESIS,
+    Head,
+    Kind,
+    LedgerError,
+    LedgerRecord,
+    LedgerStore,
+    along_chain,
+    canonical_json,
+    record_columns,
+    record_hash,
+)
 
 if TYPE_CHECKING:
     from sshsig.ssh_public_key import PublicKey
@@ -197,7 +209,9 @@ def collect(store: LedgerStore, version: str) -> tuple[Context, set[str]]:
     # A bundle carries its own ledger's records: what this ledger imported from a third is left out.
     foreign = {i for i, e in entities.items() if isinstance(e, Context) and IMPORTED_FROM in e.properties}
     edges = [e for e in edges if e.source_id not in foreign and e.destination_id not in foreign]
-    return found, (set(entities) - foreign) | {edge.id for edge in edges}
+    # The ledger's format declarations go too: the importing side reads each record in the format they say.
+    formats = context_id(ContextType.LEDGER_FORMAT, ledger_format.NAME)
+    return found, (set(entities) - foreign) | {edge.id for edge in edges} | {formats}
 
 
 def attestation(source: dict[str, Any], version: str, records: list[LedgerRecord]) -> dict[str, Any]:
@@ -324,15 +338,17 @@ def read_bundle(path: Path, limit: int = MAX_BUNDLE_BYTES) -> tuple[Bundle, dict
     return bundle, data, raw
 
 
-def _entity(record: BundleRecord, where: str) -> Entity:
-    """The record's entity, its columns checked against its body."""
+def _entity(record: BundleRecord, where: str, chained: LedgerRecord) -> Entity:
+    """The record's entity (`chained`: its columns with its format), its columns checked against its body."""
     label = f"{where}: record seq {record.seq} (entity {record.entity_id[:200]})"
     try:
-        entity = record.columns().entity()
-    except (ValueError, KeyError) as error:  # pydantic's ValidationError is a ValueError
+        entity = chained.entity()
+    except (ValueError, KeyError, LedgerError) as error:  # pydantic's ValidationError is a ValueError
         first = str(error).strip().splitlines()
         raise BundleError(f"{label}: its body is not a valid {record.kind[:40]} ({' '.join(first[:3])})") from None
     expected = record_columns(entity)
+    if chained.format != ledger_format.CURRENT:  # an older body, upgraded in memory: it is not today's text
+        expected.pop("body")
     for column, value in expected.items():
         if getattr(record, column) != value:
             said = str(getattr(record, column))[:80]
@@ -351,7 +367,7 @@ def check_records(bundle: Bundle, where: str) -> dict[str, tuple[BundleRecord, E
         raise BundleError(f"{where}: tampered: the ledger id is not the hash of the ledger's first record")
     latest: dict[str, tuple[BundleRecord, Entity]] = {}
     previous: BundleRecord | None = None
-    for record in bundle.records:
+    for record, chained in zip(bundle.records, along_chain(r.columns() for r in bundle.records), strict=True):
         label = f"{where}: tampered: record seq {record.seq} (entity {record.entity_id[:200]})"
         digest = record_hash(record.columns()[:-1])
         if digest != record.record_hash:
@@ -366,9 +382,11 @@ def check_records(bundle: Bundle, where: str) -> dict[str, tuple[BundleRecord, E
             raise BundleError(f"{label}: it is the head record, but its hash is not the head's")
         if record.seq == 1 and record != genesis:
             raise BundleError(f"{label}: it is not the ledger's first record")
-        latest.pop(record.entity_id, None)  # re-inserted: the order is that of each entity's latest record
-        latest[record.entity_id] = (record, _entity(record, where))
         previous = record
+        if ledger_format.declared_version(record.kind, record.entity_type, record.body) is not None:
+            continue  # says how to read the records after it; not an entity to import
+        latest.pop(record.entity_id, None)  # re-inserted: the order is that of each entity's latest record
+        latest[record.entity_id] = (record, _entity(record, where, chained))
     if bundle.version_id not in latest:
         raise BundleError(f"{where}: the bundle holds no record of its version {bundle.version[:200]}")
     return latest
@@ -582,7 +600,8 @@ def plan(store: LedgerStore, bundle: Bundle, latest: dict[str, tuple[BundleRecor
     carried = [_carried(entity, renamed, origin) for entity in entities.values()]
     dev_version = entities[bundle.version_id]
     assert isinstance(dev_version, Context)  # check_records read it from the bundle's own version id
-    first = next(r.columns().entity() for r in bundle.records if r.entity_id == bundle.version_id)
+    chained = along_chain(r.columns() for r in bundle.records)
+    first = next(r.entity() for r in chained if r.entity_id == bundle.version_id)
     assert isinstance(first, Context)
     local_id = context_id(ContextType.MODEL_VERSION, dev_version.name)
     # What the version is comes from its first record there: a later one never changes its model or verdicts.

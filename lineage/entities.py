@@ -87,6 +87,7 @@ class ContextType(StrEnum):
     ENDPOINT = "Endpoint"  # a prediction endpoint (retail-serve), named by its operator
     LEDGER = "Ledger"  # the first record of a ledger `lineage init` creates: its id is that record's hash
     POLICY = "LedgerPolicy"  # the signing policy: may decisions be unsigned, do approver changes need two
+    LEDGER_FORMAT = "LedgerFormat"  # the format the records after it are written in (lineage/ledger_format.py)
 
 
 class ModelStatus(StrEnum):

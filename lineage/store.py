@@ -22,11 +22,13 @@ other SQLAlchemy URL, e.g. `postgresql+psycopg://user@host:5432/lineage`.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,12 +63,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.sql import Select
 
 from common.redact import error_line, redact_url
+from lineage import ledger_format
 from lineage.entities import (
     Action,
     Artifact,
     Association,
     AssociationType,
     Context,
+    ContextType,
     Entity,
     artifact_id,
     association_id,
@@ -160,6 +164,10 @@ class LedgerConflict(LedgerError):
     """Another writer appended between a read and the append that depended on it."""
 
 
+class NewerFormat(LedgerError):
+    """A record written in a ledger format this code does not know (lineage/ledger_format.py): newer code wrote it."""
+
+
 class Problem(StrEnum):
     EDITED = "edited"  # the record's columns no longer hash to its record_hash
     RELINKED = "relinked"  # seq or prev_hash out of line: a record was inserted, deleted or reordered
@@ -187,7 +195,7 @@ class Head:
     head_hash: str
 
 
-class LedgerRecord(NamedTuple):
+class _Columns(NamedTuple):
     """One stored row, its columns in table order."""
 
     seq: int
@@ -201,9 +209,46 @@ class LedgerRecord(NamedTuple):
     prev_hash: str
     record_hash: str
 
+
+class LedgerRecord(_Columns):
+    """One stored row, its columns in table order (all that is hashed and compared), and `format`: the ledger format
+    its body is written in, which the chain's format declarations before it say (lineage/ledger_format.py). The store
+    sets it on what it reads; `along_chain` on records read from elsewhere (an archive, a bundle)."""
+
+    format: int | None = None  # not a column: unknown until the chain says
+
+    def _replace(self, **columns: Any) -> LedgerRecord:
+        """The record with other columns, in the same format."""
+        replaced = super()._replace(**columns)
+        replaced.format = self.format
+        return replaced
+
     def entity(self) -> Entity:
-        """The entity this record holds."""
-        return _parse(self.kind, self.body)
+        """The entity this record holds, its body upgraded in memory from its format to the code's."""
+        return _parse(self.kind, self.body, _readable(self))
+
+
+def _readable(record: LedgerRecord) -> int:
+    """The record's format, if this code can read it."""
+    if record.format is None:
+        raise LedgerError(f"record {record.seq}: its ledger format is unknown (read it through a store or along_chain)")
+    if not ledger_format.FIRST <= record.format <= ledger_format.CURRENT:
+        raise NewerFormat(
+            f"record {record.seq} is written in ledger format {record.format}, and this code reads formats "
+            f"{ledger_format.FIRST} to {ledger_format.CURRENT}: read the ledger with a newer release"
+        )
+    return record.format
+
+
+def along_chain(records: Iterable[LedgerRecord], version: int = ledger_format.FIRST) -> Iterator[LedgerRecord]:
+    """`records` in seq order (every format declaration among them, as in an archive or a bundle), each with the
+    format the declarations before it say; `version`: the format before the first of them."""
+    for record in records:
+        found = LedgerRecord(*record)
+        found.format = version
+        yield found
+        declared = ledger_format.declared_version(found.kind, found.entity_type, found.body)
+        version = version if declared is None else declared
 
 
 @dataclass(frozen=True)
@@ -274,10 +319,14 @@ def _kind(entity: Entity) -> Kind:
 
 
 # Parsing and validating a record is most of a read's cost. Entities are frozen and a record's text
-# never changes, so a parse is kept by the text itself: an edited record is a different key.
+# never changes, so a parse is kept by the text itself (and its format): an edited record is a different key.
 @functools.lru_cache(maxsize=8192)
-def _parse(kind: str, body: str) -> Entity:
-    return _MODELS[Kind(kind)].model_validate_json(body)
+def _parse(kind: str, body: str, version: int) -> Entity:
+    model = _MODELS[Kind(kind)]
+    if version == ledger_format.CURRENT:
+        return model.model_validate_json(body)
+    # An older body in today's shape, in memory only: the stored text (what is hashed and signed) stays as it is.
+    return model.model_validate_json(orjson.dumps(ledger_format.upgraded(kind, orjson.loads(body), version)))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -364,6 +413,11 @@ class LedgerStore:
         PostgreSQL's read-only transactions): what the console and evidence packs read through. With
         `create` false, a ledger that does not exist yet is an error (`lineage verify` of a mistyped path)."""
         self.url = url or os.environ.get("LINEAGE_DB_URL") or DEFAULT_URL
+        # The ledger's format declarations, (seq, version) in seq order, known up to a seq: read once, then only
+        # the newer ones (a declaration is never undone). The latest declared version, once it is the code's.
+        self._declared: tuple[int, list[tuple[int, int]]] = (0, [])
+        self._declared_current = False
+        self._formats_lock = threading.Lock()
         try:
             self._engine = self._create_engine(self.url, read_only or not create)
             if read_only or not create:
@@ -456,11 +510,15 @@ class LedgerStore:
         `expected_head`: refuse (LedgerConflict) if anything was appended since the caller read this
         head, so a decision taken on what the ledger said is never recorded on top of a newer state.
         """
+        if any(isinstance(e, Context) and e.context_type == ContextType.LEDGER_FORMAT for e in entities):
+            raise LedgerError("a format declaration is the store's own record: it writes one when the format changes")
         try:
             with self._engine.connect().execution_options(ledger_write=True) as conn, conn.begin():
-                return self._append(conn, entities, expected_head)
+                seqs = self._append(conn, entities, expected_head)
         except (SQLAlchemyError, ValueError) as exc:  # ValueError: a value JSON cannot hold, e.g. NaN
             raise LedgerError(f"append to {_redact(self.url)} failed: {_one_line(exc, self.url)}") from exc
+        self._declared_current = True  # committed: the ledger now declares (or already declared) the code's format
+        return seqs
 
     def _append(self, conn: Connection, entities: Sequence[Entity], expected_head: Head | None) -> list[int]:
         # The head row lock (FOR UPDATE on PostgreSQL; BEGIN IMMEDIATE already holds SQLite's write
@@ -477,6 +535,9 @@ class LedgerStore:
             raise LedgerConflict(
                 f"the ledger changed since it was read ({expected_head.count} -> {count} records): retry"
             )
+        declare = not self._declared_current and self._declared_version(conn) < ledger_format.CURRENT
+        if declare:  # the records after it are written in the code's format, those before it in older ones
+            entities = [ledger_format.declaration(ledger_format.CURRENT), *entities]
         kinds = [_kind(entity) for entity in entities]
         known = self._first_seqs(conn, [entity.id for entity in entities])  # entity id -> its first seq
         first_new = count + 1
@@ -517,7 +578,50 @@ class LedgerStore:
             conn.execute(
                 update(head_table).where(head_table.c.id == _HEAD_ID).values(record_count=count, head_hash=prev)
             )
-        return seqs
+        return seqs[1:] if declare else seqs
+
+    def _declared_version(self, conn: Connection) -> int:
+        """The ledger's latest declared format (FIRST without a declaration); refused if it is newer than the
+        code's, whose records would follow it in an older format."""
+        c = records_table.c
+        query = select(c.seq, c.kind, c.entity_type, c.body).where(
+            c.kind == Kind.CONTEXT.value, c.entity_type == ContextType.LEDGER_FORMAT.value
+        )
+        row = conn.execute(query.order_by(c.seq.desc()).limit(1)).first()
+        version = ledger_format.FIRST if row is None else ledger_format.declared_version(*row[1:])
+        if version is None or not ledger_format.FIRST <= version <= ledger_format.CURRENT:
+            raise NewerFormat(
+                f"record {row and row.seq} declares ledger format {version}, and this code writes format "
+                f"{ledger_format.CURRENT}: append with a newer release"
+            )
+        return version
+
+    def _format_of(self, seq: int) -> int:
+        """The format of the record at `seq`: that of the latest declaration before it (FIRST without one)."""
+        upto, declared = self._declared
+        if seq - 1 > upto:  # records this store has not seen yet: read the declarations among them
+            with self._formats_lock:
+                upto, declared = self._declared
+                if seq - 1 > upto:
+                    c = records_table.c
+                    with self._engine.connect() as conn:
+                        tip = conn.execute(select(func.max(c.seq))).scalar() or 0
+                        query = select(c.seq, c.kind, c.entity_type, c.body).where(
+                            c.kind == Kind.CONTEXT.value, c.entity_type == ContextType.LEDGER_FORMAT.value,
+                            c.seq > upto, c.seq <= tip,
+                        )  # fmt: skip
+                        found = [(row.seq, ledger_format.declared_version(*row[1:])) for row in conn.execute(query)]
+                    declared = sorted([*declared, *((s, v) for s, v in found if v is not None)])
+                    upto = max(upto, tip)
+                    self._declared = (upto, declared)
+        at = bisect.bisect_left(declared, (seq, 0))  # the declarations before seq
+        return declared[at - 1][1] if at else ledger_format.FIRST
+
+    def _record(self, row: Sequence[Any]) -> LedgerRecord:
+        """A stored row as a record, with its format."""
+        record = LedgerRecord(*row)
+        record.format = self._format_of(record.seq)
+        return record
 
     @staticmethod
     def _first_seqs(conn: Connection, ids: list[str]) -> dict[str, int]:
@@ -580,7 +684,9 @@ class LedgerStore:
         pairs, with seq in (after, upto], or of these entity ids. The read stays open while it is consumed:
         finish it (or take a list) before writing to a SQLite ledger."""
         with self._engine.connect() as conn:
-            yield from self._stream(conn, of, after, upto, None if ids is None else sorted(set(ids)), newest_first)
+            for record in self._stream(conn, of, after, upto, None if ids is None else sorted(set(ids)), newest_first):
+                record.format = self._format_of(record.seq)
+                yield record
 
     def tip(self) -> Head:
         """The chain's last record (its seq and hash), whatever the head row says: what identifies the ledger's
@@ -593,13 +699,13 @@ class LedgerStore:
         """The entity's first record with seq < `before`, or None: one index probe."""
         with self._engine.connect() as conn:
             row = conn.execute(_FIRST_BEFORE, {"entity_id": entity_id, "before": before}).first()
-        return None if row is None else LedgerRecord(*row)
+        return None if row is None else self._record(row)
 
     def record(self, seq: int) -> LedgerRecord | None:
         """The record at `seq`, or None."""
         with self._engine.connect() as conn:
             row = conn.execute(select(records_table).where(records_table.c.seq == seq)).first()
-        return None if row is None else LedgerRecord(*row)
+        return None if row is None else self._record(row)
 
     def ledger_id(self) -> str | None:
         """The ledger's id: the hash of its first record (fixed at genesis, the same wherever it is copied), or
@@ -658,7 +764,7 @@ class LedgerStore:
                     if missed:  # no row, or a row that does not point at the entity's last record
                         rows += list(conn.execute(_FROM_RECORDS.where(records_table.c.entity_id.in_(missed))))
                 for row in rows:
-                    entity = _well_filed(LedgerRecord(*row))
+                    entity = _well_filed(self._record(row))
                     if entity is None:  # tampered: the entity's latest record that says what it is filed as
                         entity = self._latest_well_filed(conn, row.entity_id, upto if upto is not None else row.seq)
                     if entity is not None:
@@ -670,13 +776,12 @@ class LedgerStore:
         with self._engine.connect() as conn:
             query = select(records_table).where(records_table.c.entity_id == entity_id)
             rows = conn.execute(query.order_by(records_table.c.seq.desc()))
-            return [entity for row in rows if (entity := _well_filed(LedgerRecord(*row))) is not None]
+            return [entity for row in rows if (entity := _well_filed(self._record(row))) is not None]
 
-    @staticmethod
-    def _latest_well_filed(conn: Connection, entity_id: str, upto: int) -> Entity | None:
+    def _latest_well_filed(self, conn: Connection, entity_id: str, upto: int) -> Entity | None:
         query = select(records_table).where(records_table.c.entity_id == entity_id, records_table.c.seq <= upto)
         for row in conn.execute(query.order_by(records_table.c.seq.desc())):
-            if (entity := _well_filed(LedgerRecord(*row))) is not None:
+            if (entity := _well_filed(self._record(row))) is not None:
                 return entity
         return None
 
@@ -914,13 +1019,17 @@ _TYPE_FIELD = {
 }
 
 
-@functools.lru_cache(maxsize=8192)
 def _well_filed(record: LedgerRecord) -> Entity | None:
-    """The record's entity, or None where it is misfiled or does not validate."""
+    """The record's entity, or None where it is misfiled or does not validate (one of a newer format is refused)."""
+    return _well_filed_at(record, _readable(record))
+
+
+@functools.lru_cache(maxsize=8192)
+def _well_filed_at(record: LedgerRecord, version: int) -> Entity | None:
     if misfiled(record) is not None:
         return None
     try:
-        return _parse(record.kind, record.body)
+        return _parse(record.kind, record.body, version)
     except ValueError:  # pydantic's ValidationError
         return None
 
@@ -949,6 +1058,8 @@ def misfiled(record: LedgerRecord) -> str | None:
             said["entity_id"] = body["id"]
     except (ValueError, KeyError, TypeError, AttributeError):
         return "its body is not a lineage entity of its kind"
+    if ledger_format.declared_version(record.kind, record.entity_type, record.body) == 0:
+        return "a format declaration that names no version"
     for column, value in said.items():
         if getattr(record, column) != value:
             return f"its {column} column says {str(getattr(record, column))[:80]!r}, its body {str(value)[:80]!r}"

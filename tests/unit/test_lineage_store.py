@@ -316,7 +316,7 @@ _ENTITIES: st.SearchStrategy[Entity] = st.one_of(
     ),
     st.builds(
         Context,
-        context_type=st.sampled_from(ContextType),
+        context_type=st.sampled_from([t for t in ContextType if t != ContextType.LEDGER_FORMAT]),  # the store's own
         name=st.sampled_from(["run-1", "demand/1", "weekly"]),
         properties=_PROPERTIES,
     ),
