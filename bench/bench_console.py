@@ -4,7 +4,7 @@ first page) <= 200 ms, and the evidence pack of the production version (`lineage
 <= 10 s. Also reported, without targets: the version page's JSON twin and its full graph, a run page,
 /ledger, the first `lineage verify --full` and an evidence pack built with `--full`.
 
-The ledger is built by bench/bulk_ledger.py, then verified once and logged as `lineage verify --full`
+The ledger is built by tests/bulk_ledger.py, then verified once and logged as `lineage verify --full`
 does, since a pack verifies only the records appended after the last logged verification. Pages are
 measured on the server side, in process: FastAPI's TestClient around `create_app` on the ledger opened
 read-only, one warm-up request, then the median (and the max) of 15, each response checked to be 200.
@@ -26,13 +26,13 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from bench.bulk_ledger import build
 from bench.report import save_results, table
 from lineage import chromium, evidence
 from lineage.console.app import create_app
 from lineage.objects import Objects
 from lineage.store import LedgerStore, Verification
 from lineage.verification import check_decisions
+from tests.bulk_ledger import build
 
 # The pages measured (path -> label), first the two with targets.
 PAGES = {

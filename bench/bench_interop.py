@@ -5,10 +5,10 @@ and bundles from a ledger holding 10,000 runs, and importing a bundle.
   (`stage_event`: dvc.lock, Parquet schemas, git) and sent by `Emitter`, as flows/live_lineage.py does;
   the time the run itself spends, to a loopback receiver that answers, to a closed port and to a receiver
   that never answers. Target: <= 1 s in all with the receiver down (the issue's bound).
-- On a bulk ledger of `--runs` runs (bench/bulk_ledger.py): `lineage export openlineage --flow-run <the
+- On a bulk ledger of `--runs` runs (tests/bulk_ledger.py): `lineage export openlineage --flow-run <the
   production version's run>` (events built and validated against the vendored schemas) <= 1 s, and the
   production version's bundle (`lineage export bundle`: ascendants, records, unsigned) <= 2 s.
-- Import: a dev ledger of `--weeks` runs with real objects (bench/bundle_world.py), the last promoted
+- Import: a dev ledger of `--weeks` runs with real objects (tests/bundle_world.py), the last promoted
   version's signed bundle imported into an empty prod ledger (every check: hashes, signature and trust,
   decisions, every object's bytes) <= 5 s, then imported again (adds nothing).
 Median of 5 (import: of 3, each into a fresh ledger). `python -m bench.bench_interop [--runs N] [--weeks W]`.
@@ -34,9 +34,6 @@ from typing import Any
 
 from openlineage.client.event_v2 import RunState
 
-from bench.bulk_ledger import build
-from bench.bundle_world import dvc_repository, record_weeks
-from bench.lineage_workspace import REPO, STAGES
 from bench.report import save_results, table
 from lineage import bundle, openlineage, registry
 from lineage.authority import register
@@ -45,6 +42,9 @@ from lineage.objects import Objects
 from lineage.recorder import Provenance
 from lineage.signatures import Signer, read_public_key
 from lineage.store import LedgerStore
+from tests.bulk_ledger import build
+from tests.bundle_world import dvc_repository, record_weeks
+from tests.lineage_workspace import REPO, STAGES
 
 TARGETS = {"down": 1.0, "events": 1.0, "bundle": 2.0, "import": 5.0}
 REPEAT = 5

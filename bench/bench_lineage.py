@@ -10,39 +10,19 @@ version and a promotion decision per run. `python -m bench.bench_lineage [--runs
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from bench.lineage_workspace import STAGES, write_workspace
 from bench.report import save_results, table
 from lineage.diff import diff
-from lineage.entities import ActionStatus
 from lineage.query import Direction, query_lineage
-from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import LedgerStore
 from lineage.verification import check_decisions
+from tests.lineage_workspace import record_week
 
 TARGETS = {"query": 0.100, "diff": 0.200, "verify": 10.0, "since": 1.0, "record": 1.0}
-
-
-def run_info(week: int) -> RunInfo:
-    start = dt.datetime(2026, 1, 5, 6, tzinfo=dt.UTC) + dt.timedelta(weeks=week)
-    stages = [
-        StageRun(stage, ActionStatus.COMPLETED, start, start + dt.timedelta(minutes=index + 1), str(uuid.uuid4()))
-        for index, stage in enumerate(STAGES)
-    ]
-    return RunInfo(str(uuid.uuid4()), stages, start, start + dt.timedelta(minutes=7), pushed_to=f"runs/{week}")
-
-
-def record_week(store: LedgerStore, root: Path, week: int) -> float:
-    write_workspace(root, week, fair=week % 10 != 3)  # one run in ten fails the fairness gate
-    began = time.perf_counter()
-    record_run(store, run_info(week), root)
-    return time.perf_counter() - began
 
 
 def main() -> None:

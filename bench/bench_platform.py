@@ -30,19 +30,10 @@ import yaml
 
 from bench.bench_stages import REPO, STAGES, run_stage, scratch_copy, stage_env
 from bench.report import Cell, save_results, table
+from tests.platform_fixture import BEFORE
 
 WHOLE, PER_STAGE = 1.0, 1.5
 DEFAULT_ROWS = 541_909
-# tasks/__init__.py as it was before issue 36; each replacement must apply, or the benchmark stops.
-BEFORE = [
-    ('MKL_BRANCH = "COMPATIBLE,STRICT"', 'MKL_BRANCH = "AVX2,STRICT"'),
-    ('    "OMP_WAIT_POLICY": "PASSIVE",\n', ""),
-    ('    "ARROW_USER_SIMD_LEVEL": "AVX2",', ""),
-    (
-        "def mkl_refusal() -> str | None:\n",
-        "def mkl_refusal() -> str | None:\n    return None  # no such check before\n",
-    ),
-]
 
 
 @dataclass

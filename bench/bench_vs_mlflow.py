@@ -5,7 +5,7 @@ Each MLflow run logs 30 params, 20 metrics and 10 datasets (`mlflow.log_input`),
 artifact, registers it as a new version of the `demand` model and moves the `production` alias to it
 (bench/mlflow_side.py, run in its own virtualenv, created when missing outside the repository). Each of our
 runs is what `record_run` records of a pipeline run on the stand-in workspace (bench/bench_lineage.py):
-the ledgers are built by bench/bulk_ledger.py, then runs are recorded with `record_run`.
+the ledgers are built by tests/bulk_ledger.py, then runs are recorded with `record_run`.
 
 Measured on each side, warm, median of 7: (a) recording one run; (b) the production model's provenance:
 ours `query_lineage(store, "production", ASCENDANTS, depth=10)`, MLflow alias -> version -> run -> params,
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_lineage import record_week
-from bench.bulk_ledger import build
 from bench.report import REPO, save_results, table
 from lineage.query import Direction, query_lineage
 from lineage.registry import production
 from lineage.store import LedgerStore
+from tests.bulk_ledger import build
 
 MLFLOW = "mlflow==3.17.2"
 MLFLOW_SIDE = REPO / "bench" / "mlflow_side.py"
@@ -257,7 +257,7 @@ def main() -> None:
             table(["measure", "measured", "target", "ratio", "verdict"], large_rows,
                   f"Ours alone at {arguments.large:,} runs (warm, median of 7; verify: median of 3)")
         )  # fmt: skip
-    tables.append(table(["runs", "ledger records", "bulk build (bench/bulk_ledger.py)"], built_rows, "Our ledgers"))
+    tables.append(table(["runs", "ledger records", "bulk build (tests/bulk_ledger.py)"], built_rows, "Our ledgers"))
     save_results(
         "bench_vs_mlflow",
         "Our ledger beside MLflow",

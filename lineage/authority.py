@@ -358,6 +358,8 @@ def genesis() -> Context:
 
 def approver_record(name: str, key: PublicKey, registered_by: str, ledger_id: str, status: str = ACTIVE) -> Context:
     """An Approver context: `name` may (or, revoked, may no longer) sign with `key` (unsigned until signed)."""
+    if not name.strip():
+        raise AuthorityError("an approver needs a name: got an empty one")
     return Context(
         context_type=ContextType.APPROVER,
         name=name,

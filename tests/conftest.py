@@ -519,9 +519,9 @@ def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def record_two_weeks(store: Any, root: Path) -> tuple[list[str], list[str]]:
     """Two runs recorded on the stand-in workspace at `root` (week 1 promoted, week 2 rejected by
     fairness): their model versions and flow run ids."""
-    from bench.lineage_workspace import STAGES, write_workspace
     from lineage.entities import ActionStatus
     from lineage.recorder import RunInfo, StageRun, record_run
+    from tests.lineage_workspace import STAGES, write_workspace
 
     now = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
     versions, flow_runs = [], []
@@ -616,9 +616,9 @@ def receiver() -> Iterator[Receiver]:
 def pipeline_runs(store: Any, folder: Path, signer: Any, weeks: list[tuple[int, bool]]) -> list[str]:
     """Weeks recorded as pipeline runs on the stand-in workspace at `folder` ((week, fairness passes) each), signed
     by `signer` (the pipeline's key, or None): their model versions."""
-    from bench.lineage_workspace import STAGES, write_workspace
     from lineage.entities import ActionStatus
     from lineage.recorder import RunInfo, StageRun, record_run
+    from tests.lineage_workspace import STAGES, write_workspace
 
     now = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
     versions = []

@@ -34,7 +34,6 @@ def _keys(folder: Path) -> dict[str, Path]:
 
 def write(target: Path = FIXTURE) -> None:
     """Write the fixture ledger (ledger.db) and its anchor (anchor.json) into `target`."""
-    from bench.bundle_world import dvc_repository, record_weeks
     from lineage import registry
     from lineage.authority import PIPELINE, approver_record, confirm, propose, register
     from lineage.bundle import export_bundle, import_bundle
@@ -42,6 +41,7 @@ def write(target: Path = FIXTURE) -> None:
     from lineage.predictions import endpoint_update
     from lineage.signatures import Signer, read_public_key
     from lineage.store import LedgerStore
+    from tests.bundle_world import dvc_repository, record_weeks
     from tests.conftest import deploy, pipeline_runs
 
     with tempfile.TemporaryDirectory() as scratch:

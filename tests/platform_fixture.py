@@ -5,7 +5,7 @@ that made it), and compared by tests/integration/test_platform_fixture.py on wha
 `python -m tests.platform_fixture` remakes the table from this working tree, in a scratch clone: run it, and
 commit the table, after a change meant to change outputs (the same change re-locks dvc.lock).
 `python -m tests.platform_fixture --vendor-split` shows what the fixture is for: at the table's params, the
-platform as it was before issue 36 (bench/bench_platform.py BEFORE), run with MKL as on this CPU and with MKL
+platform as it was before issue 36 (BEFORE, below), run with MKL as on this CPU and with MKL
 dispatching as on an Intel CPU (tests/fake_intel), and the outputs in which the two differ.
 """
 
@@ -32,6 +32,18 @@ PARAMS: dict[str, dict[str, object]] = {
     "inference": {"shap_background": 50, "shap_explained": 100},
     "fairness": {"max_error_ratio": 2.0},
 }
+
+
+# tasks/__init__.py as it was before issue 36; each replacement must apply, or the benchmark stops.
+BEFORE = [
+    ('MKL_BRANCH = "COMPATIBLE,STRICT"', 'MKL_BRANCH = "AVX2,STRICT"'),
+    ('    "OMP_WAIT_POLICY": "PASSIVE",\n', ""),
+    ('    "ARROW_USER_SIMD_LEVEL": "AVX2",', ""),
+    (
+        "def mkl_refusal() -> str | None:\n",
+        "def mkl_refusal() -> str | None:\n    return None  # no such check before\n",
+    ),
+]
 
 
 def run_small_pipeline(
@@ -103,8 +115,6 @@ def mismatch(table: dict[str, Any], clone: Path, found: dict[str, str]) -> str |
 
 def vendor_split() -> None:
     """The platform before issue 36 at the table's params, MKL as on this CPU and as on an Intel CPU."""
-    from bench.bench_platform import BEFORE
-
     with tempfile.TemporaryDirectory() as scratch:
         origin = snapshot(Path(scratch) / "origin")
         here, _ = run_small_pipeline(origin, Path(scratch) / "here", patches=BEFORE)

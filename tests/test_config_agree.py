@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from typing import Any
 
@@ -149,3 +150,12 @@ def test_prefect_yaml_deployments_point_at_the_flow_and_the_bootstrap_pools() ->
     assert set(weekly_params) <= set(inspect.signature(lineage_pipeline.fn).parameters)
     assert weekly_params["remote"] == "s3"
     assert weekly_params["lineage_db_block"]  # the container's ledger must outlive it
+
+
+def test_tests_import_nothing_from_bench() -> None:
+    """Fixtures live under tests/; the benchmarks import them from there, never the other way round."""
+    importing = re.compile(r"^\s*(from|import) bench\b", re.MULTILINE)
+    found = [
+        str(path.relative_to(REPO)) for path in (REPO / "tests").rglob("*.py") if importing.search(path.read_text())
+    ]
+    assert found == []

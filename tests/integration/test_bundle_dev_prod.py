@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.bundle_world import dvc_repository, object_path, record_weeks
 from lineage import registry
 from lineage.bundle import ledger_id, read_bundle
 from lineage.reproduce import expected
 from lineage.signatures import Signer
 from lineage.store import LedgerStore, canonical_json
+from tests.bundle_world import dvc_repository, object_path, record_weeks
 from tests.conftest import (
     POSTGRES_PSYCOPG,
     REPO,

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bench.lineage_workspace import STAGES, write_workspace
 from lineage import registry
 from lineage.entities import (
     Action,
@@ -34,6 +33,7 @@ from lineage.store import Kind, LedgerError, LedgerStore, Problem, Verification
 from lineage.verification import check_decisions
 from tests.conftest import POSTGRES_PSYCOPG, postgres_database, register_approvers
 from tests.ledger_oracle import assert_reads_match_scan
+from tests.lineage_workspace import STAGES, write_workspace
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,6 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from bench.lineage_workspace import write_workspace
 from lineage import registry
 from lineage.entities import Action, ActionStatus
 from lineage.query import query_lineage
@@ -54,6 +53,7 @@ from tests.conftest import (
     set_params,
 )
 from tests.ledger_oracle import assert_reads_match_scan
+from tests.lineage_workspace import write_workspace
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)

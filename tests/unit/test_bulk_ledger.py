@@ -1,4 +1,4 @@
-"""bench/bulk_ledger.py: a ledger built by replicating template runs is one `record_run` could have
+"""tests/bulk_ledger.py: a ledger built by replicating template runs is one `record_run` could have
 written: the chain and the current-state table verify, every record validates, one model version per
 run, the production model's lineage has a recorded run's shape, and the same runs give the same head."""
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.bulk_ledger import CYCLE, FIRST_TEMPLATE, REAL_WEEKS, build
 from lineage.query import Direction, query_lineage
 from lineage.registry import production, versions
 from lineage.store import LedgerStore
+from tests.bulk_ledger import CYCLE, FIRST_TEMPLATE, REAL_WEEKS, build
 from tests.conftest import POSTGRES_PSYCOPG, postgres_database
 
 RUNS = REAL_WEEKS + CYCLE + 3  # every template replicated at least once, the first few twice

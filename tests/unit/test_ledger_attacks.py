@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.bundle_world import dvc_repository
 from lineage import evidence, registry, views
 from lineage.authority import (
     ALLOWED,
@@ -36,6 +35,7 @@ from lineage.entities import Context, ContextType, context_id
 from lineage.signatures import Signer, read_public_key, signer_from_text
 from lineage.store import LedgerStore
 from tests import insider
+from tests.bundle_world import dvc_repository
 from tests.conftest import VENV_BIN, deploy, pipeline_runs
 
 WEEKS = [(1, True), (2, False)]  # week 1 passes both gates, week 2 fails fairness

@@ -234,11 +234,11 @@ def test_an_archive_of_a_ledger_in_two_formats_verifies_offline(old: Path, upgra
 def test_a_bundle_carries_its_ledgers_formats_and_its_old_records_import_unchanged(
     tmp_path: Path, ssh_keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench.bundle_world import dvc_repository, record_weeks
     from lineage.authority import register
     from lineage.bundle import build_bundle, export_bundle, import_bundle
     from lineage.objects import Objects
     from lineage.signatures import Signer, read_public_key
+    from tests.bundle_world import dvc_repository, record_weeks
 
     def key(name: str) -> Any:
         return read_public_key(ssh_keys[name].with_suffix(".pub"))

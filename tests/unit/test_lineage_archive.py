@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.lineage_workspace import STAGES, write_workspace
 from lineage.archive import ArchiveError, export, verify_archive
 from lineage.entities import ActionStatus
 from lineage.recorder import RunInfo, StageRun, record_run
@@ -19,6 +18,7 @@ from lineage.registry import promote
 from lineage.signatures import Signer
 from lineage.store import Head, LedgerStore, Problem
 from tests.conftest import register_approvers
+from tests.lineage_workspace import STAGES, write_workspace
 
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
 

@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import JsonValue
 
-from bench.bundle_world import dvc_repository, object_path, record_weeks
 from lineage import registry
 from lineage.authority import approver, approver_record, approvers, register
 from lineage.bundle import BundleError, build_bundle, export_bundle, import_bundle, ledger_id, read_bundle, to_bytes
@@ -43,6 +42,7 @@ from lineage.reproduce import expected
 from lineage.signatures import Signer, body_sha256, read_public_key, sign
 from lineage.store import HASHED_COLUMNS, Kind, LedgerStore, canonical_json, record_columns, record_hash
 from lineage.verification import check_decisions
+from tests.bundle_world import dvc_repository, object_path, record_weeks
 
 
 @dataclass

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.lineage_workspace import STAGES
 from lineage.openlineage import validate
 from lineage.store import LedgerStore
 from tests.conftest import VENV_BIN, record_two_weeks
 from tests.ledger_oracle import assert_reads_match_scan
+from tests.lineage_workspace import STAGES
 
 
 def lineage(db: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.lineage_workspace import REPO, STAGES, write_workspace
 from lineage.diff import diff, table
 from lineage.entities import Action, ActionStatus, ActionType
 from lineage.query import QueryError
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import LedgerStore
 from tests.conftest import GIT_ENV
+from tests.lineage_workspace import REPO, STAGES, write_workspace
 
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
 DEPLOYMENT = "lineage-pipeline/weekly"

@@ -22,7 +22,6 @@ import yaml
 from openlineage.client.event_v2 import RunEvent, RunState
 from openlineage.client.serde import Serde
 
-from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
 from lineage.dvc_workspace import host, remote_object, remote_of_run_record
 from lineage.entities import Action, ActionStatus, Context, ContextType, context_id, stage_run_id
 from lineage.openlineage import (
@@ -46,6 +45,7 @@ from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import Kind, LedgerStore
 from tasks.etl import COLUMN_LINEAGE
 from tests.conftest import Receiver
+from tests.lineage_workspace import ALLOWED, STAGES, write_workspace
 
 T0 = dt.datetime(2024, 3, 4, 6, 0, tzinfo=dt.UTC)
 COMPLETED = str(uuid.UUID(int=1))

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.lineage_workspace import ALLOWED, STAGES, write_workspace
 from lineage import registry
 from lineage.authority import register
 from lineage.entities import Action, ActionStatus, ActionType, Artifact, ArtifactType, Context, ContextType
@@ -25,6 +24,7 @@ from lineage.signatures import Signer, read_public_key
 from lineage.store import Kind, LedgerConflict, LedgerStore
 from lineage.verification import check_decisions
 from tests.conftest import register_approvers
+from tests.lineage_workspace import ALLOWED, STAGES, write_workspace
 
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from bench.lineage_workspace import STAGES, write_workspace
 from lineage.authority import REVOKED, AuthorityError, register
 from lineage.entities import Action, ActionStatus, ActionType, Association, AssociationType
 from lineage.recorder import PIPELINE, RunInfo, StageRun, record_run
@@ -32,6 +31,7 @@ from lineage.store import LedgerStore
 from lineage.verification import check_decisions
 from tests import insider
 from tests.conftest import register_approvers
+from tests.lineage_workspace import STAGES, write_workspace
 
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
 

@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bench.lineage_workspace import STAGES, write_workspace
 from common.redact import MASK, error_line, redact_text, redact_url, secret_key, url_secrets
 from lineage.console.app import create_app
 from lineage.entities import ActionStatus
 from lineage.recorder import Provenance, RunInfo, StageRun, record_run
 from lineage.store import LedgerStore
 from tests.conftest import GIT_ENV, VENV_BIN, crawl, free_port, record_two_weeks
+from tests.lineage_workspace import STAGES, write_workspace
 
 SECRET = "Hunter2-s3cret"
 # Split where the repository's secret scanner (test_no_secrets.py) would take a stand-in for a real one.

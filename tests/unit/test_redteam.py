@@ -32,7 +32,6 @@ from typing import Any
 
 import pytest
 
-from bench.bundle_world import dvc_repository
 from lineage import registry
 from lineage.authority import (
     ALLOWED,
@@ -62,6 +61,7 @@ from lineage.signatures import Signer, read_public_key, sign, signer_from_text
 from lineage.store import LedgerStore, record_columns
 from tasks.score import FILES
 from tests import insider
+from tests.bundle_world import dvc_repository
 from tests.conftest import VENV_BIN, deploy, pipeline_runs
 
 
@@ -606,8 +606,8 @@ def test_an_import_does_not_take_a_versions_verdicts_from_a_forged_later_record(
     status unchanged, so dev's verify passes). alice exports B honestly; prod, which trusts her key, imports it: the
     local candidate takes the verdicts of the bundle's latest record of B, not its first one nor its FairnessGate
     action (failed), so bob alone promotes a model that failed fairness in prod, without an override."""
-    from bench.bundle_world import record_weeks
     from lineage.bundle import export_bundle, import_bundle
+    from tests.bundle_world import record_weeks
 
     alice, bob = Signer("alice", ssh_keys["alice"]), Signer("bob", ssh_keys["bob"])
     dev_db, prod_db = tmp_path / "dev.db", tmp_path / "prod.db"

@@ -2,7 +2,7 @@
 empty ledger with `runs` weekly runs of the real shape without calling `record_run` once per run.
 
 How: the first 2 x CYCLE + 1 weeks are recorded with `record_run` on the stand-in workspace
-(bench/lineage_workspace.py), exactly as bench/bench_lineage.py records them, into a scratch ledger.
+(tests/lineage_workspace.py), exactly as bench/bench_lineage.py records them, into a scratch ledger.
 Weeks CYCLE+1 .. 2 x CYCLE are the templates (steady state: week 0 also records the shared code
 artifacts and configuration; one week in ten fails the fairness gate, as in bench_lineage). Comparing
 each template week with the week CYCLE before it, whose records have the same shape, tells which tokens
@@ -19,7 +19,7 @@ SQLAlchemy core, the secondary indexes dropped meanwhile and rebuilt after, then
 `rebuild_latest` writes the current-state table. Same `runs` and `root` (the workspace's path is in the
 records), same head hash. Timestamps other than uuids and hashes keep the template week's values.
 
-`python -m bench.bulk_ledger --runs N --db URL` (default: a SQLite file in a temp dir, deleted after).
+`python -m tests.bulk_ledger --runs N --db URL` (default: a SQLite file in a temp dir, deleted after).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from unittest import mock
 
 from sqlalchemy import Connection, Engine, create_engine, event, update
 
-from bench.bench_lineage import record_week, run_info
 from lineage.entities import Action, artifact_id, association_id, context_id
 from lineage.store import (
     GENESIS,
@@ -64,6 +63,7 @@ from lineage.store import (
     record_hash,
     records_table,
 )
+from tests.lineage_workspace import record_week, run_info
 
 CYCLE = 10  # template weeks; week % 10 == 3 fails the fairness gate (bench_lineage.record_week)
 # Weeks 0 and 1 differ from the rest (week 0 records the shared artifacts, week 1 archives a version that

@@ -7,14 +7,20 @@ so code artifacts are shared across weeks, as in a real ledger.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gates.rules import DriftOverride
+from lineage.entities import ActionStatus
+from lineage.recorder import RunInfo, StageRun, record_run
+from lineage.store import LedgerStore
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
@@ -137,3 +143,19 @@ def write_workspace(
             "outs": outs,
         }
     (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False), encoding="utf-8")
+
+
+def run_info(week: int) -> RunInfo:
+    start = dt.datetime(2026, 1, 5, 6, tzinfo=dt.UTC) + dt.timedelta(weeks=week)
+    stages = [
+        StageRun(stage, ActionStatus.COMPLETED, start, start + dt.timedelta(minutes=index + 1), str(uuid.uuid4()))
+        for index, stage in enumerate(STAGES)
+    ]
+    return RunInfo(str(uuid.uuid4()), stages, start, start + dt.timedelta(minutes=7), pushed_to=f"runs/{week}")
+
+
+def record_week(store: LedgerStore, root: Path, week: int) -> float:
+    write_workspace(root, week, fair=week % 10 != 3)  # one run in ten fails the fairness gate
+    began = time.perf_counter()
+    record_run(store, run_info(week), root)
+    return time.perf_counter() - began

@@ -1,4 +1,4 @@
-"""A dev ledger whose files exist, for the bundle tests and benchmark: bench/lineage_workspace.py's stand-in
+"""A dev ledger whose files exist, for the bundle tests and benchmark: tests/lineage_workspace.py's stand-in
 workspace with every data, model and report md5 in its dvc.lock replaced by the md5 of real bytes, which are stored
 in a folder laid out as a DVC remote (files/md5/xx/...). A DVC repository whose default remote is that
 folder is the importing side's storage."""
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from bench.lineage_workspace import STAGES, write_workspace
 from lineage.entities import ActionStatus
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.signatures import Signer
 from lineage.store import LedgerStore
+from tests.lineage_workspace import STAGES, write_workspace
 
 NOW = dt.datetime(2026, 11, 23, 6, tzinfo=dt.UTC)
 
