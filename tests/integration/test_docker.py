@@ -148,13 +148,16 @@ def weekly(
             deploy(store, ssh_keys)  # four eyes, unsigned decisions refused, the pipeline's key registered
         env = {**server, **AWS, "LINEAGE_DB_URL": ledger_url, "AWS_ENDPOINT_URL": s3_server}
 
-        ecr = subprocess.run([str(VENV_BIN / "python"), "deployments/bootstrap.py", "ecr", "--name", REPOSITORY,
-                              "--region", "us-east-1"], cwd=clone, env=env, capture_output=True, text=True)  # fmt: skip
+        bootstrap = [str(VENV_BIN / "python"), "deployments/bootstrap.py"]
+        ecr = subprocess.run([*bootstrap, "ecr", "--name", REPOSITORY, "--region", "us-east-1"], cwd=clone, env=env,
+                             capture_output=True, text=True)  # fmt: skip
         assert ecr.returncode == 0, ecr.stderr
         assert ecr.stdout.strip().endswith(f".dkr.ecr.us-east-1.amazonaws.com/{REPOSITORY}")
-        prefect(env, clone, "--no-prompt", "work-pool", "ls")  # the API answers
-        subprocess.run([str(VENV_BIN / "python"), "deployments/bootstrap.py", "work-pools"], cwd=clone, env=env,
-                       check=True, capture_output=True)  # fmt: skip
+        repository = boto3.client("ecr", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                                  aws_secret_access_key="testing").describe_repositories()["repositories"]  # fmt: skip
+        assert [(r["repositoryName"], r["imageTagMutability"]) for r in repository] == [(REPOSITORY, "IMMUTABLE")]
+        pools = subprocess.run([*bootstrap, "work-pools"], cwd=clone, env=env, capture_output=True, text=True)
+        assert pools.returncode == 0, pools.stderr
         python(
             env,
             f"""
