@@ -38,7 +38,7 @@ from tests.conftest import (
     run,
     set_params,
 )
-from tests.platform_fixture import PARAMS, load_table, mismatch
+from tests.platform_fixture import PARAMS, load_table, mismatch, outputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -125,6 +125,20 @@ class Weekly:
                               capture_output=True, text=True)  # fmt: skip
         assert done.returncode == 0, f"lineage {' '.join(args)}: {done.stdout}{done.stderr}"
         return done.stdout
+
+    def digest(self) -> str:
+        """The manifest digest the registry itself reports for the image of the clone's commit (its tag)."""
+        commit = run(self.clone, "git", "rev-parse", "HEAD").strip()
+        connection = http.client.HTTPConnection(self.registry, timeout=30)
+        accept = "application/vnd.docker.distribution.manifest.v2+json"
+        connection.request("HEAD", f"/v2/{REPOSITORY}/manifests/{commit}", headers={"Accept": accept})
+        response = connection.getresponse()
+        assert response.status == 200, response.status
+        return str(response.getheader("Docker-Content-Digest"))
+
+    def reference(self) -> str:
+        """The image by digest, as the work pool pulls it and the ledger should name it."""
+        return f"{self.registry}/{REPOSITORY}@{self.digest()}"
 
 
 @pytest.fixture(scope="module")
@@ -231,22 +245,10 @@ print(json.dumps([r.model_dump(mode="json", include={"id", "name", "auto_schedul
     pytest.fail(f"the scheduled run did not finish: {runs}")
 
 
-def registry_digest(registry: str, tag: str) -> str:
-    """The manifest digest the registry itself reports for `tag`."""
-    connection = http.client.HTTPConnection(registry, timeout=30)
-    accept = "application/vnd.docker.distribution.manifest.v2+json"
-    connection.request("HEAD", f"/v2/{REPOSITORY}/manifests/{tag}", headers={"Accept": accept})
-    response = connection.getresponse()
-    assert response.status == 200, response.status
-    return str(response.getheader("Docker-Content-Digest"))
-
-
 def test_the_schedule_fires_and_a_docker_worker_runs_the_image_to_completed(weekly: Weekly) -> None:
     assert weekly.run["auto_scheduled"] is True  # made by the server's scheduler, not by a client
     assert weekly.run["state"]["type"] == "COMPLETED", weekly.worker_log[-4000:]
-    commit = run(weekly.clone, "git", "rev-parse", "HEAD").strip()
-    digest = registry_digest(weekly.registry, commit)
-    reference = f"{weekly.registry}/{REPOSITORY}@{digest}"
+    digest, reference = weekly.digest(), weekly.reference()
     assert reference in weekly.worker_log  # the worker ran the image by digest
     assert docker("image", "inspect", reference).returncode == 0  # which it pulled from the registry
     # `lineage query production` names the image by that digest, its content address.
@@ -272,15 +274,13 @@ def run_record(weekly: Weekly, folder: Path) -> dict[str, str]:
     keys = [o["Key"] for o in weekly.s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     (record,) = {key.rsplit("/", 1)[0] for key in keys if key.startswith("dvc/runs/")}
     weekly.s3.download_file(BUCKET, f"{record}/dvc.lock", str(folder / "dvc.lock"))
-    stages = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
-    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+    return outputs(folder)
 
 
 def test_the_same_image_serves_the_production_version(weekly: Weekly, tmp_path: Path) -> None:
     """`docker run IMAGE retail-serve`, the ledger and remote in its environment: /health names the production
     version, /predict answers with it, and the EndpointUpdate it records names the image by digest."""
-    commit = run(weekly.clone, "git", "rev-parse", "HEAD").strip()
-    reference = f"{weekly.registry}/{REPOSITORY}@{registry_digest(weekly.registry, commit)}"
+    reference = weekly.reference()
     production = json.loads(weekly.lineage("models", "list", "--status", "production", "--format", "json"))[0]["name"]
     port = free_port()
     variables = {**AWS, "LINEAGE_DB_URL": weekly.env["LINEAGE_DB_URL"], "DVC_REMOTE_S3_URL": f"s3://{BUCKET}/dvc",
