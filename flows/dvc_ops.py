@@ -25,7 +25,7 @@ from common.redact import error_line, redact_text, redact_url
 from flows.dvc_lock import LOCK_FILE, PARAMS_FILE, lock_stages, stage_outs
 from flows.retry import GATE_FAILED, RETRIES, SKIPPED, Rejected, TransientFailure
 from flows.summary import describe, gate_verdict, read_metrics
-from gates.rules import DriftPolicy
+from gates.table import Overrides
 from tasks.stage import file_md5
 from tasks.tune_settings import FEATURES_DIR, TRIAL_SPLITS
 
@@ -84,22 +84,22 @@ def _changed_outside_dvc(error: str) -> str:
 
 
 @task(**RETRIES)
-def run_stage(stage: str, env: dict[str, str], changed: bool, upstream_ran: bool, drift: DriftPolicy) -> State[bool]:
+def run_stage(stage: str, env: dict[str, str], changed: bool, upstream_ran: bool, allowed: Overrides) -> State[bool]:
     """Run one DVC stage unless DVC has nothing to do for it; end in a state that says what it did.
 
     `changed`: `dvc status` named it before the run, so it runs. After a stage upstream ran, `dvc repro`
     decides: it skips a stage whose deps came out the same bytes, and dvc.lock then keeps its entry.
     `env` adds to this process's environment. The state's result is whether the stage ran; its message
-    is the stage's own summary, or for a gate stage its verdict (`drift` holds the drift override).
+    is the stage's own summary, or for a gate's stage its verdict (`allowed`: the gates' overrides).
     """
     if not changed and not upstream_ran:
         get_run_logger().info("Stage '%s' didn't change, skipping", stage)
-        return stage_state(stage, False, "unchanged since dvc.lock", drift)
+        return stage_state(stage, False, "unchanged since dvc.lock", allowed)
     before = lock_stages().get(stage)
     code, output = _repro(stage, env, _progress(stage))
     if code == 0:
         ran = changed or lock_stages().get(stage) != before
-        return stage_state(stage, ran, "its inputs came out the same bytes", drift)
+        return stage_state(stage, ran, "its inputs came out the same bytes", allowed)
     own = [line for line in output.splitlines() if line.startswith((f"{stage}: error: ", f"{stage}: refused: "))]
     if own:  # tasks.stage.run_stage printed why it refused its input: retrying cannot help
         raise Rejected(own[-1])
@@ -108,11 +108,11 @@ def run_stage(stage: str, env: dict[str, str], changed: bool, upstream_ran: bool
     raise TransientFailure(f"{stage}: dvc repro exited {code}: {output.splitlines()[-1] if output else ''}")
 
 
-def stage_state(stage: str, ran: bool, why_skipped: str, drift: DriftPolicy) -> State[bool]:
+def stage_state(stage: str, ran: bool, why_skipped: str, allowed: Overrides) -> State[bool]:
     """Completed with the stage's summary, `Skipped` (a Completed state) with why, or for a gate stage whose
     verdict stops the run `GateFailed` (a Failed state, never retried); the result is whether it ran."""
     metrics = read_metrics([stage])[stage]
-    verdict = gate_verdict(stage, metrics, drift) if metrics else None
+    verdict = gate_verdict(stage, metrics, allowed) if metrics else None
     said = verdict[1] if verdict else describe(stage, metrics)
     if verdict and not verdict[0]:
         return Failed(name=GATE_FAILED, message=said, data=ran)

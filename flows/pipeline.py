@@ -28,7 +28,7 @@ from flows.retry import GATE_FAILED
 from flows.settings import RunSettings, command_line_run, resolve_settings
 from flows.summary import read_metrics
 from flows.workspace import NotStarted, check_before_work, numeric_platform, workspace_lock
-from gates.rules import DriftPolicy, stop_reason
+from gates.table import Overrides, overrides, stop_reason
 from lineage.entities import ActionStatus
 from lineage.objects import configure_s3_remote
 from lineage.recorder import StageRun
@@ -69,7 +69,7 @@ def lineage_pipeline(
     openlineage_api_key_block: str | None = None,
 ) -> State[Any]:
     """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record, record
-    the run's lineage and promote the model only if both gates passed. Each stage's OpenLineage events
+    the run's lineage and promote the model only if every gate passed. Each stage's OpenLineage events
     go out as it runs where a transport is configured (OPENLINEAGE_URL, openlineage.yml)."""
     started = _now()
     configuration = deployment_configuration()  # as the server holds it now, for the ledger's history
@@ -79,6 +79,7 @@ def lineage_pipeline(
     try:
         with workspace_lock(wait_for_workspace):
             stages, params = check_before_work(settings.ledger_url)
+            allowed = overrides(params)
             check_signing(settings.ledger_url, signing_key_block)
             configure_s3_remote()
             live = LiveLineage.start(openlineage_api_key_block, settings.remote)
@@ -91,38 +92,38 @@ def lineage_pipeline(
                 platform, failure = _settle(probed)
                 last = probed
             try:
-                runs, last, failure = run_stages(stages, changed or set(), settings, params.drift, failure, last, live)
+                runs, last, failure = run_stages(stages, changed or set(), settings, allowed, failure, last, live)
             finally:
                 live.close()
             pushed, last, failure = push_outputs(runs, settings.remote, failure, last)
-            info = run_info(runs, started, failure, pushed, params.drift, platform, configuration)
+            info = run_info(runs, started, failure, pushed, allowed, platform, configuration)
             # After a failure too: allow_failure keeps the edge in the run graph and runs the task anyway.
             recorded = record_lineage(
                 info, settings.ledger_url, signing_key_block, return_state=True, wait_for=[allow_failure(last)]
             )
             if pushed:
                 publish_ledger_head(settings.remote, recorded.result(), wait_for=[recorded])
-            publish(runs, failure, pushed, recorded.result(), settings.ledger_url, params.drift)
+            publish(runs, failure, pushed, recorded.result(), settings.ledger_url, allowed)
     except NotStarted as error:  # busy, bad params, a broken dvc.yaml, a ledger that will not open
         return stopped(str(error))
     if failure:
         return stopped(failure)
     ran = [run.stage for run in runs if run.status == ActionStatus.COMPLETED]
-    return Completed(message=f"ran {', '.join(ran) or 'nothing (all up to date)'}; both gates passed")
+    return Completed(message=f"ran {', '.join(ran) or 'nothing (all up to date)'}; every gate passed")
 
 
 def run_stages(
     stages: list[str],
     changed: set[str],
     settings: RunSettings,
-    drift: DriftPolicy,
+    allowed: Overrides,
     failure: str | None,
     upstream: State[Any],
     live: LiveLineage,
 ) -> tuple[list[StageRun], State[Any], str | None]:
     """Run the stages in order, each task waiting on the one before (the run graph is the pipeline), until
-    one fails or a gate stops the run (or, given a `failure`, none); a gate's verdict and the `drift`
-    override decide after drift_check and fairness (gates/rules.py).
+    one fails or a gate stops the run (or, given a `failure`, none); after a gate's stage, its verdict and
+    override (`allowed`) decide (gates/table.py).
 
     `changed`: the stages `dvc status` named before the run; `upstream`: the task the first stage waits
     on; `live`: where each stage's OpenLineage START and COMPLETE or FAIL go as it runs. Returns each
@@ -150,7 +151,7 @@ def run_stages(
         task = run_stage.with_options(name=stage, task_run_name=stage)
         env = settings.stage_env(features_remote)
         state: State[Any] = task(
-            stage, env, stage in changed, upstream_ran, drift, return_state=True, wait_for=[upstream]
+            stage, env, stage in changed, upstream_ran, allowed, return_state=True, wait_for=[upstream]
         )
         upstream = state
         task_run_id = str(state.state_details.task_run_id) if state.state_details.task_run_id else None
@@ -163,7 +164,7 @@ def run_stages(
         runs.append(StageRun(stage, status, start, end := _now(), task_run_id))
         live.stage(RunState.FAIL if failure else RunState.COMPLETE, stage, end, failure, status == ActionStatus.SKIPPED)
         upstream_ran = upstream_ran or bool(ran)
-        failure = failure or stop_reason(stage, read_metrics([stage])[stage], drift)
+        failure = failure or stop_reason(stage, read_metrics([stage])[stage], allowed)
     return runs, upstream, failure
 
 

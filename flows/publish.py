@@ -1,4 +1,4 @@
-"""What a run shows in the Prefect UI when it ends: a summary that fits on one screen (the stages, both gates'
+"""What a run shows in the Prefect UI when it ends: a summary that fits on one screen (the stages, every gate's
 verdicts criterion by criterion, the model version's decision explained, its lineage in a dozen rows), the
 metrics with the gates' bounds, and the reports as links a browser can open. (tune's progress artifact
 follows the stage as it runs: dvc_ops.)"""
@@ -16,8 +16,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from flows.dvc_lock import PARAMS_FILE, locked_deps, locked_outs
 from flows.dvc_ops import Pushed
 from flows.summary import describe, read_metrics
-from gates.criteria import criteria
-from gates.rules import DriftPolicy, drift_verdict, fairness_verdict
+from gates.table import BY_NAME, Overrides, criteria, said, verdicts
 from lineage import registry
 from lineage.entities import ActionStatus
 from lineage.recorder import Recorded, StageRun
@@ -30,7 +29,6 @@ _RESULT = {
     ActionStatus.FAILED: "failed",
     ActionStatus.NOT_RUN: "not run",
 }
-GATE_STAGE = {"drift": "drift_check", "fairness": "fairness"}
 
 
 def publish(
@@ -39,27 +37,27 @@ def publish(
     pushed: Pushed | None,
     recorded: Recorded,
     ledger_url: str | None,
-    drift: DriftPolicy,
+    allowed: Overrides,
 ) -> None:
     """The UI's view of the run: the summary, the metrics table and a link per report that has one."""
     metrics = read_metrics([run.stage for run in runs])
-    verdicts = criteria(metrics, drift)
-    stages = [[run.stage, _RESULT[run.status], describe(run.stage, metrics[run.stage])] for run in runs]
-    gates = [[row.gate, row.criterion, row.value, row.bound, row.result] for row in verdicts if row.decides]
+    rows = criteria(metrics, allowed)
+    stages = [[run.stage, _RESULT[run.status], describe(run.stage, metrics[run.stage], allowed)] for run in runs]
+    gates = [[row.gate, row.criterion, row.value, row.bound, row.result] for row in rows if row.decides]
     sections = [
-        f"# Lineage pipeline\n\n{f'**Run failed:** {failure}' if failure else '**Both gates passed.**'}",
+        f"# Lineage pipeline\n\n{f'**Run failed:** {failure}' if failure else '**Every gate passed.**'}",
         _table(["stage", "result", "summary"], stages),
         "## Gates\n\n"
         + (_table(["gate", "criterion", "value", "bound", "result"], gates) if gates else "None ran.")
         + "\n\nEach column's drift score, and what the policy measures but does not judge: `pipeline-metrics`.",
         decision_section(recorded, ledger_url, failure),
-        lineage_section(runs, recorded, metrics, drift),
+        lineage_section(runs, recorded, metrics, allowed),
         reports_section(pushed),
     ]
     create_markdown_artifact(
         key="pipeline-summary",
         markdown="\n\n".join(sections) + "\n",
-        description="Stages, both gates' verdicts, the model version's decision and its lineage",
+        description="Stages, the gates' verdicts, the model version's decision and its lineage",
     )
     table = [
         {"stage": stage, "metric": name, "value": _round(value), "bound": "", "result": ""}
@@ -68,9 +66,9 @@ def publish(
         for name, value in _headline(stage, found).items()
     ]
     table += [
-        {"stage": GATE_STAGE[row.gate], "metric": row.criterion, "value": row.value, "bound": row.bound,
+        {"stage": BY_NAME[row.gate].stage, "metric": row.criterion, "value": row.value, "bound": row.bound,
          "result": row.result}
-        for row in verdicts
+        for row in rows
     ]  # fmt: skip
     if table:
         create_table_artifact(key="pipeline-metrics", table=table, description="Metrics, and the gates' bounds")
@@ -92,7 +90,7 @@ def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | 
     name, status = version.name, version.properties.get("status")
     show = f"See `lineage models show {name}`." + console_link(name)
     if recorded.decision == "promoted":
-        said = f"Promoted to production by this run: both gates passed. {show}"
+        said = f"Promoted to production by this run: every gate passed. {show}"
     elif recorded.decision == "kept":
         with LedgerStore(ledger_url) as store:
             decisions = registry.report(store, name).decisions
@@ -118,7 +116,7 @@ def console_link(version: str) -> str:
     return f" [Open {version} in the lineage console]({url.rstrip('/')}/models/{quote(version, safe='')})."
 
 
-def lineage_section(runs: list[StageRun], recorded: Recorded, metrics: dict[str, Any], drift: DriftPolicy) -> str:
+def lineage_section(runs: list[StageRun], recorded: Recorded, metrics: dict[str, Any], allowed: Overrides) -> str:
     """What made this run's model, in a dozen rows; the whole graph is one command away."""
     facts = recorded.run.properties
     produced = {path for run in runs for path in locked_outs(run.stage)}
@@ -135,8 +133,7 @@ def lineage_section(runs: list[StageRun], recorded: Recorded, metrics: dict[str,
     ]
     if model := locked_outs("tune").get("models/model.pt"):
         rows.append(["model", "models/model.pt", f"md5 {model[:12]}"])
-    verdicts = drift_verdict(metrics.get("drift_check"), drift), fairness_verdict(metrics.get("fairness"))
-    rows.append(["verdicts", "this run's gates", f"drift {verdicts[0]}, fairness {verdicts[1]}"])
+    rows.append(["verdicts", "this run's gates", said(verdicts(metrics, allowed))])
     version = recorded.model_version
     if version is not None:
         rows.append(["version", version.name, f"{version.properties.get('status')} (decision: {recorded.decision})"])
@@ -181,7 +178,7 @@ def _headline(stage: str, metrics: dict[str, Any]) -> dict[str, object]:
     """The metrics of a stage that is no gate (a gate's are its criteria)."""
     picks: dict[str, Callable[[dict[str, Any]], dict[str, object]]] = {
         "etl": lambda m: {"rows_read": m["rows"]["read"], "rows_kept": m["rows"]["written"]},
-        "preprocess": lambda m: {**m["rows"], "drift_overridden": m["drift_gate"]["overridden"]},
+        "preprocess": lambda m: m["rows"],
         "tune": lambda m: {"val_rmsle": m["validation"]["rmsle"], **m["trials"]},
         "inference": lambda m: {"test_rmsle": m["test"]["rmsle"], "baseline_test_rmsle": m["baseline_test"]["rmsle"]},
     }

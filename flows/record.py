@@ -18,7 +18,7 @@ from flows.dvc_ops import Pushed, first_line, remote_name, store_in_run_record
 from flows.retry import RETRIES, TransientFailure
 from flows.settings import read_secret
 from flows.workspace import NotStarted
-from gates.rules import DriftPolicy
+from gates.table import Overrides
 from lineage.errors import LineageError
 from lineage.objects import Objects
 from lineage.recorder import PIPELINE, Recorded, RunInfo, StageRun, record_run, signing_problem
@@ -32,7 +32,7 @@ def run_info(
     started: dt.datetime,
     failure: str | None,
     pushed: Pushed | None,
-    drift: DriftPolicy,
+    allowed: Overrides,
     platform: dict[str, str] | None,
     configuration: dict[str, Any] | None,
 ) -> RunInfo:
@@ -45,7 +45,7 @@ def run_info(
         failure=failure,
         pushed_to=pushed.record if pushed else None,
         deployment=f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
-        drift_policy=drift,
+        overrides=allowed,
         platform=platform,
         deployment_configuration=configuration,
         column_lineage=COLUMN_LINEAGE,  # lineage/ cannot import tasks/: the flow hands it over

@@ -1,2 +1,2 @@
-"""The gate rules, the one place they live: imported by the stages (tasks), the flows and the ledger
-(lineage), and importing none of them."""
+"""The gates, the one place they live (gates/table.py lists them): imported by the stages (tasks), the flows and
+the ledger (lineage), and importing none of them."""

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from common.files import TargetError, output_target, write_atomic
+from gates.table import BY_ACTION_TYPE, PROPERTIES
 from lineage import ledger_format
 from lineage.authority import ACTIVE, PIPELINE, approver, current
 from lineage.bounded import Refused, read_limited
@@ -111,7 +112,6 @@ MAX_BUNDLE_BYTES = 64 * 2**20
 FILE_TYPES = {ArtifactType.DATASET, ArtifactType.MODEL, ArtifactType.PREPROCESSOR, ArtifactType.REPORT,
               ArtifactType.METRICS}  # fmt: skip
 QUALIFIED = {ContextType.MODEL_VERSION, ContextType.DEPLOYMENT, ContextType.ENDPOINT, ContextType.APPROVER}
-GATES = {ActionType.DRIFT_GATE, ActionType.FAIRNESS_GATE}
 _EVERY_HOP = 1_000_000  # a walk ends where nothing new is reached, long before this
 
 
@@ -639,7 +639,7 @@ def _ties(dev_version: Context, entities: dict[str, Entity]) -> list[Entity]:
         edge.source_id
         for edge in entities.values()
         if isinstance(edge, Association) and edge.destination_id == dev_version.id
-        and isinstance(gate := entities.get(edge.source_id), Action) and gate.action_type in GATES
+        and isinstance(gate := entities.get(edge.source_id), Action) and gate.action_type in BY_ACTION_TYPE
     ]  # fmt: skip
     tied = [*models, run_id] if run_id in entities else models
     edges: list[Entity] = [
@@ -654,7 +654,7 @@ def _ties(dev_version: Context, entities: dict[str, Entity]) -> list[Entity]:
 
 def _candidate(dev_version: Context, origin: str) -> Context:
     """A local candidate for a version trained in ledger `origin`."""
-    kept = ("model_md5", "flow_run_id", "drift_gate", "fairness_gate")
+    kept = ("model_md5", "flow_run_id", *PROPERTIES)
     return Context(
         context_type=ContextType.MODEL_VERSION,
         name=dev_version.name,

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sshsig.ssh_public_key import PublicKey
 
-from gates.rules import may_promote
+from gates.table import PROPERTIES, may_promote, said
 from lineage.authority import GOVERNANCE, PIPELINE, Authority, Policy, replay
 from lineage.entities import (
     IMPORTED_FROM,
@@ -55,9 +56,8 @@ AUTOMATIC = {Decision.PROMOTED, Decision.REJECTED, Decision.HELD, Decision.KEPT}
 MOVES_PRODUCTION = {Decision.PROMOTED, Decision.ROLLED_BACK}
 PROMOTIONS = [(Kind.ACTION, ActionType.PROMOTION.value)]
 PRODUCTION_POINTER = context_id(ContextType.DEPLOYMENT, "production")
-GATES = ("drift_gate", "fairness_gate")
 # What a model version is, fixed by its first record: later records change its status, never these.
-IDENTITY = ("model_md5", "flow_run_id", *GATES, "trained_in")
+IDENTITY = ("model_md5", "flow_run_id", *PROPERTIES, "trained_in")
 
 
 class Facts(Protocol):
@@ -141,9 +141,8 @@ def _gates_problem(
     verdicts = facts.verdicts(version, record.seq)
     if verdicts is None:
         return f"it promotes {version[:80]}, which has no record before it"
-    if not may_promote(verdicts["drift_gate"], verdicts["fairness_gate"]):
-        said = ", ".join(f"{gate} {verdicts[gate]}" for gate in GATES)
-        return f"it promotes {version} without an override, but its gates did not pass as recorded ({said})"
+    if not may_promote(verdicts):
+        return f"it promotes {version} without an override, but its gates did not pass as recorded ({said(verdicts)})"
     quoted = values.get("gates")
     if quoted is not None and quoted != verdicts:
         return f"it quotes gate verdicts {quoted} other than {version}'s record ({verdicts})"
@@ -171,8 +170,10 @@ def _override_problem(
     return None
 
 
-def _verdicts(properties: dict[str, Any]) -> dict[str, Any]:
-    return {gate: properties.get(gate) for gate in GATES}
+def gate_verdicts(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The gate verdicts a model version's record holds, as a decision quotes them: a gate added to the table
+    after the record was written is absent from both, and judged as predating it (gates.table.recorded)."""
+    return {gate: properties[gate] for gate in PROPERTIES if properties.get(gate) is not None}
 
 
 def _decisions_on(
@@ -212,7 +213,7 @@ class StoreFacts:
 
     def verdicts(self, version: str, seq: int) -> dict[str, Any] | None:
         first = self.store.first_record(context_id(ContextType.MODEL_VERSION, version), before=seq)
-        return None if first is None else _verdicts(json.loads(first.body)["properties"])
+        return None if first is None else gate_verdicts(json.loads(first.body)["properties"])
 
     def vouched(self, version: str, seq: int) -> dict[str, Any] | None:
         first = self.store.first_record(context_id(ContextType.MODEL_VERSION, version), before=seq)
@@ -475,7 +476,7 @@ class RegistryCheck:
 
     def verdicts(self, version: str, seq: int) -> dict[str, Any] | None:
         if version in self.identity:
-            return _verdicts(self.identity[version])
+            return gate_verdicts(self.identity[version])
         return self.before.verdicts(version, self.since + 1) if self.before else None
 
     def vouched(self, version: str, seq: int) -> dict[str, Any] | None:

@@ -4,7 +4,7 @@ A and B name runs: a flow run id, a model version (the run that trained it), `pr
 `previous` (the version production replaced). For each, the run's actions and configuration are read
 through its edges, then compared section by section: commits, the stages' changed dependency files,
 params key by key, the artifacts each stage made whose md5 changed, image, numeric platform and
-configuration, metrics with their deltas, and both gates' verdicts. Only what differs is listed,
+configuration, metrics with their deltas, and every gate's verdict (gates/table.py). Only what differs is listed,
 except the verdicts, which are always shown.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gates.table import BY_ACTION_TYPE, BY_NAME
 from lineage.configuration import changes, snapshot
 from lineage.entities import Action, ActionType, Artifact, ArtifactType, Context, ContextType, context_id
 from lineage.query import QueryError
@@ -23,7 +24,6 @@ from lineage.registry import first_verdicts, get_version, production
 from lineage.store import LedgerStore
 
 _SHARED = (ArtifactType.CODE, ArtifactType.PARAMS, ArtifactType.IMAGE, ArtifactType.PLATFORM)
-_GATES = {ActionType.DRIFT_GATE: "drift", ActionType.FAIRNESS_GATE: "fairness"}
 
 
 @dataclass
@@ -98,8 +98,8 @@ def view(store: LedgerStore, label: str) -> RunView:
     ]
     result.configuration = snapshot(configuration)
     for action in into_run.values():
-        if isinstance(action, Action) and action.action_type in _GATES:
-            result.verdicts[_GATES[action.action_type]] = str(action.parameters.get("verdict"))
+        if isinstance(action, Action) and (gate := BY_ACTION_TYPE.get(action.action_type)) is not None:
+            result.verdicts[gate.name] = str(action.parameters.get("verdict"))
     for action in stages.values():
         result.params |= {key: value for key, value in action.parameters.items() if key != "stage"}
     ids = [action.id for action in stages.values()]
@@ -194,7 +194,7 @@ def diff(store: LedgerStore, a: str, b: str, repository: Path = Path(".")) -> di
         "metrics": metrics,
         "gates": [
             {"gate": gate, "before": left.verdicts.get(gate, "not run"), "after": right.verdicts.get(gate, "not run")}
-            for gate in _GATES.values()
+            for gate in BY_NAME
         ],
     }
 

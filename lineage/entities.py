@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -36,6 +37,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from gates.table import BY_ACTION_TYPE
 
 # Printable ASCII without spaces: ids end up in URLs, CLI arguments and database keys.
 EntityId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
@@ -59,9 +62,9 @@ class ArtifactType(StrEnum):
 
 
 class ActionType(StrEnum):
+    """What an Action is; a gate's verdict is an Action of the type its entry in gates/table.py names."""
+
     STAGE = "Stage"
-    DRIFT_GATE = "DriftGate"
-    FAIRNESS_GATE = "FairnessGate"
     PROMOTION = "Promotion"
     REPRODUCTION = "Reproduction"
     CONFIGURATION_CHANGE = "ConfigurationChange"  # the configuration differs from the deployment's last run
@@ -69,6 +72,15 @@ class ActionType(StrEnum):
     ENDPOINT_UPDATE = "EndpointUpdate"  # an endpoint started serving a model version
     IMPORT = "Import"  # records brought from another ledger by a signed bundle (lineage/bundle.py)
     PROPOSAL = "Proposal"  # an approver or policy change awaiting more signatures (lineage/authority.py)
+
+
+def _a_gate(value: str) -> str:
+    if value not in BY_ACTION_TYPE:
+        raise ValueError(f"{value!r} is neither an action type nor a gate's ({', '.join(BY_ACTION_TYPE)})")
+    return value
+
+
+GateActionType = Annotated[str, AfterValidator(_a_gate)]
 
 
 class ActionStatus(StrEnum):
@@ -205,7 +217,7 @@ class Action(_Frozen):
     """One stage execution or decision (a gate verdict, a promotion, a reproduction)."""
 
     id: EntityId = Field(default_factory=lambda: str(uuid.uuid4()))
-    action_type: ActionType
+    action_type: ActionType | GateActionType
     status: ActionStatus
     start: AwareDatetime
     end: AwareDatetime | None = None

@@ -8,7 +8,7 @@ The pack holds:
 - record.json: the version as the console's JSON twin holds it (ascendants, decisions, verdicts, diff...);
 - openlineage.jsonl: the OpenLineage RunEvents of the run that trained it;
 - verification.json: the chain and signature verification, and the published anchors it was checked against;
-- model_card.yaml (the card recorded with the run) and reports/ (the stored drift report and SHAP plots,
+- model_card.yaml (the card recorded with the run) and reports/ (the stored reports of the gates and the SHAP plots,
   each checked against its md5);
 - MANIFEST.sha256: the sha256 of every other file, in `sha256sum -c` format.
 """
@@ -151,7 +151,7 @@ def _build(store: LedgerStore, name: str, output: Path, objects: Objects | None,
 
     included: dict[str, str] = {}  # artifact id -> its path in the pack
     images: dict[str, str] = {}
-    for shown in filter(None, [v["drift"]["report"], *v["shap"]["plots"]]):
+    for shown in [*(report for gate in v["verdicts"] for report in gate["reports"]), *v["shap"]["plots"]]:
         artifact = store.get(shown["artifact"])
         try:
             data = objects.read(artifact.md5) if objects and isinstance(artifact, Artifact) else None

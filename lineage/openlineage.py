@@ -24,7 +24,7 @@ size, nfiles).
 Run facets of our own (where the spec has no place; schemas in lineage/openlineage_facets/, `_schemaURL`s
 point there): `image` (worker image URI and revision), `git` (repository, commit, dirty), `dvcStage`
 (stage, status: InProgress on START, Completed/Skipped/Failed at the end; command, params, code deps
-{path: md5}), `gateVerdicts` (on the COMPLETE/FAIL of drift_check and fairness: {gate: {verdict, facts}}).
+{path: md5}), `gateVerdicts` (on the COMPLETE/FAIL of each gate's stage (gates/table.py): {gate: {verdict, facts}}).
 A FAIL carries the standard `errorMessage` facet with the run's failure.
 
 `validate` checks a serialized event against the official OpenLineage.json and each facet against its own
@@ -65,6 +65,7 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from common.redact import redact_text
+from gates.table import BY_ACTION_TYPE
 from lineage.dvc_workspace import (
     dataset_properties,
     host,
@@ -100,7 +101,6 @@ DATASETS = {
     ArtifactType.REPORT,
     ArtifactType.METRICS,
 }
-GATE_STAGES = {ActionType.DRIFT_GATE: "drift_check", ActionType.FAIRNESS_GATE: "fairness"}
 _TERMINAL = {
     ActionStatus.COMPLETED: RunState.COMPLETE,
     ActionStatus.SKIPPED: RunState.COMPLETE,
@@ -377,9 +377,9 @@ def run_events(store: LedgerStore, flow_run_id: str | None = None) -> list[RunEv
         actions = [a for a in linked if isinstance(a, Action)]
         stages = [a for a in actions if a.action_type == ActionType.STAGE and a.status != ActionStatus.NOT_RUN]
         gates: dict[str, dict[str, Any]] = {}
-        for gate in actions:
-            if gate.action_type in GATE_STAGES:
-                gates[GATE_STAGES[gate.action_type]] = {str(gate.action_type): _gate_facts(gate)}
+        for action in actions:
+            if (gate := BY_ACTION_TYPE.get(action.action_type)) is not None:
+                gates.setdefault(gate.stage, {})[str(action.action_type)] = _gate_facts(action)
         ids = [a.id for a in stages]
         inputs = store.linked(ids, "destination", {AssociationType.CONTRIBUTED_TO})
         outputs = store.linked(ids, "source", {AssociationType.PRODUCED, AssociationType.ASSOCIATED_WITH})

@@ -32,16 +32,17 @@ import hashlib
 import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from pydantic import JsonValue
 
 from common.redact import redact_url
-from gates.rules import NO_OVERRIDE, DriftPolicy, GateVerdict, drift_verdict, fairness_verdict, may_promote
+from gates.gate import NO_OVERRIDE, GateVerdict
+from gates.table import GATES, Overrides, may_promote, said
 from lineage.authority import PIPELINE, current
-from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot
+from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot, unflatten
 from lineage.dvc_workspace import dataset_properties, host, locked_stage, read_lock
 from lineage.entities import (
     Action,
@@ -99,7 +100,7 @@ class RunInfo:
     failure: str | None = None  # why the run stopped, if it did
     pushed_to: str | None = None  # the run record in the remote; None when the push failed
     deployment: str | None = None
-    drift_policy: DriftPolicy = NO_OVERRIDE  # params.yaml's drift.allow, allowed_by, reason (typed params)
+    overrides: Overrides = field(default_factory=dict)  # gate name -> params.yaml's allow, allowed_by, reason
     platform: dict[str, str] | None = None  # `python -m tasks.numeric_platform`, when a stage was to run
     deployment_configuration: dict[str, Any] | None = None  # as the Prefect server held it, secrets masked
     # where an output's columns come from, for OpenLineage's columnLineage facet:
@@ -244,9 +245,7 @@ class _RunGraph:
                 self.edge(action, outs[entry["path"]], made)
         return action, outs
 
-    def gate(
-        self, kind: ActionType, verdict: GateVerdict, when: dt.datetime, inputs: list[Artifact], **facts: Any
-    ) -> Action:
+    def gate(self, kind: str, verdict: GateVerdict, when: dt.datetime, inputs: list[Artifact], **facts: Any) -> Action:
         action = Action(
             action_type=kind,
             status=ActionStatus.FAILED if verdict == GateVerdict.FAILED else ActionStatus.COMPLETED,
@@ -264,7 +263,8 @@ class _RunGraph:
 
 
 def _metrics(outs: dict[str, Artifact], path: str) -> dict[str, Any] | None:
-    return dict(outs[path].properties) if path in outs else None
+    """A metrics file as the stage wrote it, from the properties its artifact holds (flattened)."""
+    return unflatten({k: v for k, v in outs[path].properties.items() if k != "nfiles"}) if path in outs else None
 
 
 @dataclass(frozen=True)
@@ -317,39 +317,21 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
         outs |= made
 
     gates: list[Action] = []
-    verdicts = {"drift_gate": GateVerdict.NOT_RUN, "fairness_gate": GateVerdict.NOT_RUN}
-    drift = _metrics(outs, "metrics/drift_check.json")
-    if drift is not None:
-        verdicts["drift_gate"] = drift_verdict(drift, info.drift_policy)
-        overridden = verdicts["drift_gate"] == GateVerdict.OVERRIDDEN
+    verdicts = {gate.property: GateVerdict.NOT_RUN for gate in GATES}  # every gate, so none can be left out
+    for gate in GATES:
+        if (metrics := _metrics(outs, gate.metrics_file)) is None:
+            continue
+        override = info.overrides.get(gate.name, NO_OVERRIDE)
+        verdicts[gate.property] = verdict = gate.verdict(metrics, override)
+        overridden = {"allowed_by": override.allowed_by, "reason": override.reason}
         gates.append(
             graph.gate(
-                ActionType.DRIFT_GATE,
-                verdicts["drift_gate"],
-                actions["drift_check"].end or info.end,
-                [outs[path] for path in ("metrics/drift_check.json", "reports/drift.html") if path in outs],
-                drifted_columns=drift.get("drifted_columns", "[]"),
-                drifted_share=drift.get("drifted_share"),
-                allowed_by=info.drift_policy.allowed_by if overridden else None,
-                reason=info.drift_policy.reason if overridden else None,
-            )
-        )
-    fairness = _metrics(outs, "metrics/fairness.json")
-    if fairness is not None:
-        verdicts["fairness_gate"] = fairness_verdict(fairness)
-        inputs = [outs[path] for path in ("metrics/fairness.json", MODEL_PATH) if path in outs]
-        gates.append(
-            graph.gate(
-                ActionType.FAIRNESS_GATE,
-                verdicts["fairness_gate"],
-                actions["fairness"].end or info.end,
-                inputs,
-                reason=fairness.get("reason"),
-                attributes={  # one verdict per sensitive attribute, from "attributes.<column>.passed"
-                    key.split(".")[1]: value
-                    for key, value in fairness.items()
-                    if key.startswith("attributes.") and key.count(".") == 2 and key.endswith(".passed")
-                },
+                gate.action_type,
+                verdict,
+                actions[gate.stage].end or info.end,
+                [outs[path] for path in (gate.metrics_file, *gate.evidence) if path in outs],
+                **gate.facts(gate.read(metrics)),
+                **(overridden if verdict == GateVerdict.OVERRIDDEN else {}),
             )
         )
 
@@ -463,15 +445,15 @@ def _model_version(
         graph.add(*decision(version, Decision.KEPT, by, f"already {status}", current, graph.metadata, ledger_id))
         return version, Decision.KEPT
     # This run's verdicts, and those the version was first recorded with (what its decision relies on).
-    gates_ok = may_promote(verdicts["drift_gate"], verdicts["fairness_gate"]) and gates_passed(version)
+    gates_ok = may_promote(verdicts) and gates_passed(version)
     if gates_ok and info.pushed_to and not info.failure:
-        graph.add(*promotion(current, version, by, "both gates passed", None, graph.metadata, ledger_id))
+        graph.add(*promotion(current, version, by, "every gate passed", None, graph.metadata, ledger_id))
         return version, Decision.PROMOTED
     if gates_ok:
         reason = info.failure or "the outputs were not pushed to the remote"
         graph.add(*decision(version, Decision.HELD, by, reason, current, graph.metadata, ledger_id))
         return version, Decision.HELD
-    reason = info.failure or f"gates: drift {verdicts['drift_gate']}, fairness {verdicts['fairness_gate']}"
+    reason = info.failure or f"gates: {said(verdicts)}"
     rejected = decision(version, Decision.REJECTED, by, reason, current, graph.metadata, ledger_id)
     graph.add(*rejected, with_status(version, ModelStatus.REJECTED, status_reason=reason, decision=rejected[0].id))
     return version, Decision.REJECTED

@@ -2,7 +2,7 @@
 Promotion action.
 
 A version starts as `candidate`; a decision then makes it `production` (the one it replaces becomes
-`archived`) or `rejected`. A version is promoted only when both gates passed, or by an override of a failed
+`archived`) or `rejected`. A version is promoted only when every gate passed, or by an override of a failed
 gate that two different approvers sign (four eyes): the request leaves it `pending`, the second approver's
 `approve` promotes it. Every manual decision is signed by a registered approver's SSH key; the pipeline's
 with its own key, or unsigned where the ledger's policy allows (lineage/authority.py). Each decision names
@@ -27,7 +27,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gates.rules import may_promote
+from gates.table import BY_ACTION_TYPE, may_promote, said
 from lineage import decisions
 from lineage.entities import (
     IMPORTED_FROM,
@@ -62,9 +62,8 @@ def version_name(model_md5: str) -> str:
 
 
 def gates_passed(version: Context) -> bool:
-    """The verdicts recorded on the version allow promotion (gates/rules.py decides)."""
-    drift, fairness = version.properties.get("drift_gate"), version.properties.get("fairness_gate")
-    return may_promote(str(drift) if drift else None, str(fairness) if fairness else None)
+    """The verdicts recorded on the version allow promotion (gates/table.py decides)."""
+    return may_promote(version.properties)
 
 
 class Registry:
@@ -193,7 +192,7 @@ def decision(
             "previous_production": previous.name if previous else None,
             "by": by,
             "reason": reason,
-            "gates": {gate: version.properties.get(gate) for gate in decisions.GATES},
+            "gates": decisions.gate_verdicts(version.properties),
             **({"ledger_id": ledger_id} if ledger_id else {}),
             **({"trained_in": version.properties["trained_in"]} if "trained_in" in version.properties else {}),
             **parameters,
@@ -231,7 +230,7 @@ def promotion(
         raise RegistryError(f"{version.name} is already in production")
     if not gates_passed(version) and override_request is None:
         raise RegistryError(
-            f"{version.name} did not pass both gates ({_verdicts(version)}): request an override with --override"
+            f"{version.name} did not pass every gate ({_verdicts(version)}): request an override with --override"
         )
     extra: dict[str, str | bool] = {"status_reason": reason, "previous_production": current.name if current else ""}
     overridden: dict[str, Any] = {"override": override_request is not None}
@@ -259,7 +258,7 @@ def _by(version: Context, action: Action) -> Context:
 
 
 def _verdicts(version: Context) -> str:
-    return f"drift {version.properties.get('drift_gate')}, fairness {version.properties.get('fairness_gate')}"
+    return said(version.properties)
 
 
 def _signed(
@@ -313,7 +312,7 @@ def promote(store: LedgerStore, name: str, signer: Signer, reason: str, override
         store.append(_signed(store, signer, [*request, pending]), expected_head=head)
     else:
         vouched = registry.facts.vouched(name, END)
-        verdicts = {gate: version.properties.get(gate) for gate in decisions.GATES}
+        verdicts = decisions.gate_verdicts(version.properties)
         if registry.facts.end.policy.recorded and gates_passed(version) and vouched != verdicts:
             raise RegistryError(
                 f"{name}'s gate verdicts ({_verdicts(version)}) are not what a pipeline decision on it quoted "
@@ -403,5 +402,5 @@ def report(store: LedgerStore, name: str) -> VersionReport:
     version = get_version(store, name)
     sources = store.linked([version.id], "destination")[version.id]
     actions = sorted((e for e in sources if isinstance(e, Action)), key=lambda action: action.start)
-    gates = [a for a in actions if a.action_type in (ActionType.DRIFT_GATE, ActionType.FAIRNESS_GATE)]
+    gates = [a for a in actions if a.action_type in BY_ACTION_TYPE]
     return VersionReport(version, gates, sorted(decisions.decisions_on(store, version), key=lambda a: a.start))

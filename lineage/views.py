@@ -18,8 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gates.criteria import criteria
-from gates.rules import DriftOverride
+from gates.gate import NoOverride
+from gates.table import BY_ACTION_TYPE, GATES, criteria, recorded
 from lineage import registry
 from lineage.authority import signature_status
 from lineage.configuration import unflatten
@@ -127,6 +127,37 @@ def _metrics(run: RunView, path: str) -> dict[str, Any] | None:
 
 def _artifact(run: RunView, path: str) -> Artifact | None:
     return next((outs[path] for outs in run.outs.values() if path in outs), None)
+
+
+def _override(params: dict[str, Any], section: str) -> NoOverride:
+    """A gate's override as the run's params held it (params.yaml's <section>.allow, allowed_by, reason)."""
+    return NoOverride(
+        allow=bool(params.get(f"{section}.allow")),
+        allowed_by=str(params.get(f"{section}.allowed_by") or ""),
+        reason=str(params.get(f"{section}.reason") or ""),
+    )
+
+
+def _verdicts(
+    version: Context, run: RunView, metrics: dict[str, Any], allowed: dict[str, NoOverride]
+) -> list[dict[str, Any]]:
+    """Each gate, in the table's order: the version's recorded verdict, what its stage measured (the metrics
+    file), its line, and the reports it names (the drift report, say)."""
+    found = []
+    for gate, verdict in zip(GATES, recorded(version.properties).values(), strict=True):
+        measured = metrics.get(gate.stage)
+        try:
+            said = gate.line(measured, allowed.get(gate.name, NoOverride())) if measured else None
+        except (KeyError, TypeError, ValueError):  # metrics of an older stage, or of one before this gate existed
+            said = measured = None
+        reports = [
+            a for path in gate.evidence if (a := _artifact(run, path)) and a.artifact_type == ArtifactType.REPORT
+        ]
+        found.append({
+            "gate": gate.name, "verdict": verdict, "said": said, "metrics": measured,
+            "reports": [{"path": a.source_uri, "artifact": a.id} for a in reports],
+        })  # fmt: skip
+    return found
 
 
 def _read(objects: Objects | None, artifact: Artifact | None) -> tuple[bytes | None, str | None]:
@@ -310,17 +341,12 @@ def version_view(
     run = view(store, version.name)
     sources = store.linked([version.id], "destination")[version.id]
     p = run.run.properties
-    drift_metrics, fairness_metrics = _metrics(run, "metrics/drift_check.json"), _metrics(run, "metrics/fairness.json")
-    policy = DriftOverride(
-        allow=bool(run.params.get("drift.allow")),
-        allowed_by=str(run.params.get("drift.allowed_by") or ""),
-        reason=str(run.params.get("drift.reason") or ""),
-    )
+    metrics = {gate.stage: _metrics(run, gate.metrics_file) for gate in GATES}
+    allowed = {gate.name: _override(run.params, gate.override_section) for gate in GATES if gate.override_section}
     try:
-        verdicts = criteria({"drift_check": drift_metrics, "fairness": fairness_metrics}, policy)
-    except (KeyError, TypeError):  # metrics written by an older stage, in another shape: shown as recorded
-        verdicts = []
-    drift_report = _artifact(run, "reports/drift.html")
+        rows = criteria(metrics, allowed)
+    except (KeyError, TypeError, ValueError):  # metrics written by an older stage, in another shape: shown as recorded
+        rows = []
     previous = previous_production(version, shown.decisions)
     return {
         "version": shown.as_dict(),
@@ -342,13 +368,8 @@ def version_view(
             "params": run.params,
         },
         "inputs": _inputs(run, objects),
-        "gates": [asdict(row) for row in verdicts],
-        "drift": {
-            "verdict": version.properties.get("drift_gate"),
-            "metrics": drift_metrics,
-            "report": {"path": drift_report.source_uri, "artifact": drift_report.id} if drift_report else None,
-        },
-        "fairness": {"verdict": version.properties.get("fairness_gate"), "metrics": fairness_metrics},
+        "gates": [asdict(row) for row in rows],
+        "verdicts": _verdicts(version, run, metrics, allowed),
         "metrics": _metric_rows(run),
         "shap": _shap(run, objects),
         "tuning": _tuning(run, objects),
@@ -395,13 +416,13 @@ def run_view(store: LedgerStore, flow_run_id: str) -> dict[str, Any]:
         "stages": stages,
         "gates": [
             {
-                "gate": a.action_type.value,
+                "gate": str(a.action_type),
                 "verdict": a.parameters.get("verdict"),
                 "status": a.status.value,
                 "action": a.id,
             }
             for a in actions
-            if a.action_type in (ActionType.DRIFT_GATE, ActionType.FAIRNESS_GATE)
+            if a.action_type in BY_ACTION_TYPE
         ],
         "configuration": [
             {"path": a.source_uri, "md5": a.md5, "git_blob": a.properties.get("git_blob"), "artifact": a.id}

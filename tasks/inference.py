@@ -1,4 +1,5 @@
-"""Stage inference: predict every test row with the tuned network and explain it with SHAP."""
+"""Stage inference: predict every test row with the tuned network, explain it with SHAP, and measure it against
+the baseline for the accuracy gate (tasks/accuracy.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 import shap
 import torch
 
+from tasks import accuracy
 from tasks.columns import TARGET
 from tasks.metrics import regression_metrics, to_quantity
 from tasks.model import DemandNet, load_model, make_deterministic, predict
@@ -27,6 +29,7 @@ TRAIN_FEATURES = Path("data/features/train.parquet")
 PREPROCESSOR = Path("models/preprocessor.joblib")
 MODEL = Path("models/model.pt")
 TUNE_METRICS = Path("metrics/tune.json")
+BASELINE_PREDICTIONS = Path("data/baseline_predictions.parquet")  # tune's baseline, on the same test rows
 PREDICTIONS_OUT = Path("data/predictions.parquet")
 SHAP_VALUES_OUT = Path("reports/shap_values.parquet")
 SHAP_IMPORTANCE_OUT = Path("reports/shap_importance.json")  # a DVC bar plot
@@ -108,6 +111,13 @@ def main() -> None:
 
     network = regression_metrics(predictions["y_true"], predictions["y_pred"])
     baseline = json.loads(TUNE_METRICS.read_text(encoding="utf-8"))["baseline"]["test"]
+    baseline_predicted = pd.read_parquet(BASELINE_PREDICTIONS)["y_pred"].to_numpy(dtype=np.float64)
+    if len(baseline_predicted) != len(predictions):
+        raise InputError(f"{BASELINE_PREDICTIONS}: {len(baseline_predicted)} rows, the test split {len(predictions)}")
+    versus = accuracy.assess(
+        predictions["y_true"].to_numpy(), predictions["y_pred"].to_numpy(), baseline_predicted,
+        params.gates.accuracy, params.seed,
+    )  # fmt: skip
     write_json(
         METRICS_OUT,
         {
@@ -116,9 +126,15 @@ def main() -> None:
             "baseline_test": baseline,
             "rmsle_vs_baseline": network["rmsle"] / baseline["rmsle"],
             "shap": {"background_rows": len(background), "explained_rows": len(explained_rows)},
+            "accuracy": versus,
         },
     )
-    print(f"inference: {len(predictions)} test rows, RMSLE {network['rmsle']:.4f} (baseline {baseline['rmsle']:.4f})")
+    print(
+        f"inference: {len(predictions)} test rows, RMSLE {network['rmsle']:.4f} (baseline {baseline['rmsle']:.4f}); "
+        f"accuracy {'passed' if versus['passed'] else 'FAILED'}: ratio {versus['judged']:.4f} "
+        f"({'far end of 95% interval' if versus['judge'] == 'interval' else 'point value'}), "
+        f"bound {versus['max_ratio']}"
+    )
 
 
 if __name__ == "__main__":

@@ -150,6 +150,21 @@ class FairnessParams(_Strict):
     bootstrap_samples: Annotated[int, Field(ge=100)] = 1000  # seeded resamples behind each interval
 
 
+class AccuracyParams(_Strict):
+    """The accuracy gate (gates/accuracy.py): the network's test RMSLE over the baseline's, judged on the point
+    value or on the far end of a seeded bootstrap 95% interval, as the fairness criteria are."""
+
+    max_ratio: Annotated[float, Field(gt=0)] = 1.10  # above it, the network is worse than the baseline allows
+    judge: Literal["point", "interval"] = "interval"
+    bootstrap_samples: Annotated[int, Field(ge=100)] = 1000  # seeded resamples of the test rows
+
+
+class GateParams(_Strict):
+    """Gates whose stage has no params section of its own (the drift and fairness gates are their stages')."""
+
+    accuracy: AccuracyParams = AccuracyParams()
+
+
 class Params(_Strict):
     seed: Annotated[int, Field(ge=0)]
     data: DataParams
@@ -158,6 +173,7 @@ class Params(_Strict):
     tune: TuneParams = TuneParams()
     inference: InferenceParams = InferenceParams()
     fairness: FairnessParams = FairnessParams()
+    gates: GateParams = GateParams()
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

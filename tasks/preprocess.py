@@ -16,7 +16,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from gates.rules import GateVerdict, drift_verdict
+from gates.drift import GATE as DRIFT
+from gates.gate import GateVerdict
 from tasks.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
 from tasks.params import DriftGate, PreprocessParams, load_params
 from tasks.stage import GateRefused, InputError, atomic_path, run_stage, write_json
@@ -41,7 +42,7 @@ def enforce_drift_gate(drift: dict[str, Any], gate: DriftGate) -> dict[str, obje
         "allowed_by": "",
         "reason": "",
     }
-    verdict = drift_verdict(drift, gate)
+    verdict = DRIFT.verdict(drift, gate)
     if verdict == GateVerdict.PASSED:
         return record
     if verdict == GateVerdict.FAILED:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 MODEL_OUT = Path("models/model.pt")
 METRICS_OUT = Path("metrics/tune.json")
 TRIALS_OUT = Path("reports/tune_trials.csv")  # one row per trial, a DVC plot
+BASELINE_OUT = Path("data/baseline_predictions.parquet")  # the baseline's prediction of each test row, in units
 EPOCHS_OUT = Path("reports/tune_epochs.csv")  # one row per trial per epoch trained: its validation loss
 _OUTCOME = "outcome"  # the trial user attribute an evaluation stores its result in
 
@@ -311,16 +312,15 @@ def baseline_report(
     evaluated: dict[str, tuple[pd.DataFrame, np.ndarray]],
     max_iter: int,
     seed: int,
-) -> dict[str, object]:
-    """The baseline, fitted, and its metrics on each evaluated split: what metrics/tune.json says of it."""
+) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """The baseline, fitted: its metrics on each evaluated split (what metrics/tune.json says of it) and its
+    predictions there, in units sold."""
     from tasks.metrics import regression_metrics, to_quantity
 
     reference = baseline(train_x, train_y, max_iter, seed)
-    scores = {
-        name: regression_metrics(to_quantity(y), to_quantity(reference.predict(x)))
-        for name, (x, y) in evaluated.items()
-    }
-    return {"model": "HistGradientBoostingRegressor", **scores}
+    predicted = {name: to_quantity(reference.predict(x)) for name, (x, _) in evaluated.items()}
+    scores = {name: regression_metrics(to_quantity(y), predicted[name]) for name, (_, y) in evaluated.items()}
+    return {"model": "HistGradientBoostingRegressor", **scores}, predicted
 
 
 def _sample(features: pd.DataFrame, target: np.ndarray, rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -447,6 +447,9 @@ def _main(params: Params, workers: Workers) -> None:
         trials_table(study).to_csv(tmp, index=False)
     with atomic_path(EPOCHS_OUT) as tmp:
         epochs_table(study).to_csv(tmp, index=False)
+    baseline_metrics, baseline_predicted = reference()
+    with atomic_path(BASELINE_OUT) as tmp:  # the accuracy gate compares the network with it row by row
+        pd.DataFrame({"y_pred": baseline_predicted["test"]}).to_parquet(tmp, index=False)
     states = [t.state for t in study.trials]
     network_val = regression_metrics(to_quantity(val_y), to_quantity(val_pred))
     write_json(
@@ -461,7 +464,7 @@ def _main(params: Params, workers: Workers) -> None:
                 "pruned": states.count(optuna.trial.TrialState.PRUNED),
             },
             "final_training": {"epochs_run": final.epochs_run, "best_epoch": final.best_epoch},
-            "baseline": reference(),
+            "baseline": baseline_metrics,
         },
     )
     print(f"tune: best {chosen}; validation RMSLE {network_val['rmsle']:.4f}; model {MODEL_OUT}")

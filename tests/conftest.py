@@ -136,12 +136,15 @@ def snapshot(origin: Path) -> Path:
 
 # Enough rows for a steady drift verdict; a small, quick search. A model trained for 3 epochs on a
 # 3,000-row sample serves groups less evenly than the default one (error ratio about 1.3, with a 95%
-# interval reaching 1.42 on 323 guests): a looser bound keeps the tests' expected verdict off that edge.
+# interval reaching 1.42 on 323 guests), and predicts worse than the baseline beside it (test RMSLE about
+# 1.07 times the baseline's, its interval reaching 1.09 on 2,954 test rows): looser bounds keep the tests'
+# expected verdicts off those edges.
 SMALL: dict[str, dict[str, object]] = {
     "data": {"rows": 20_000},
     "tune": {"n_trials": 3, "max_epochs": 3, "patience": 2, "trial_rows": 3000, "baseline_max_iter": 20},
     "inference": {"shap_background": 50, "shap_explained": 100},
     "fairness": {"max_error_ratio": 2.0},
+    "gates": {"accuracy": {"max_ratio": 1.25}},
 }
 STAGES = ["etl", "drift_check", "preprocess", "tune", "inference", "fairness"]
 

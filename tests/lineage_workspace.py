@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from gates.rules import DriftOverride
+from gates.gate import NoOverride
 from lineage.entities import ActionStatus
 from lineage.recorder import RunInfo, StageRun, record_run
 from lineage.store import LedgerStore
@@ -35,11 +35,11 @@ def _md5(*parts: object) -> str:
 
 
 _FAIRNESS = {True: "is_registered: log-residual gap 0.04 <= 0.25", False: "is_registered: log-residual gap 0.61 > 0.25"}
-# What a run's typed params hand the recorder when drift is allowed (RunInfo.drift_policy).
-ALLOWED = DriftOverride(allow=True, allowed_by="Ana Ruiz", reason="reviewed")
+# What a run's typed params hand the recorder when drift is allowed (RunInfo.overrides).
+ALLOWED = {"drift": NoOverride(allow=True, allowed_by="Ana Ruiz", reason="reviewed")}
 
 
-def _metrics(stage: str, week: int, drift: bool, fair: bool) -> dict[str, Any]:
+def _metrics(stage: str, week: int, drift: bool, fair: bool, accurate: bool = True) -> dict[str, Any]:
     by_stage: dict[str, dict[str, Any]] = {
         "etl": {"rows": {"read": 5000 + week, "written": 4800 + week}},
         "drift_check": {
@@ -62,7 +62,24 @@ def _metrics(stage: str, week: int, drift: bool, fair: bool) -> dict[str, Any]:
         },
         "preprocess": {"rows": {"train": 3000, "val": 900, "test": 900}, "drift_gate": {"overridden": False}},
         "tune": {"validation": {"rmsle": 0.5 + week / 1e6}, "trials": {"completed": 4, "pruned": 1}},
-        "inference": {"test": {"rmsle": 0.53}, "baseline_test": {"rmsle": 0.52}, "rmsle_vs_baseline": 1.02},
+        "inference": {
+            "test": {"rmsle": 0.53},
+            "baseline_test": {"rmsle": 0.52},
+            "rmsle_vs_baseline": 1.02,
+            "accuracy": {
+                "network_rmsle": 0.53 if accurate else 0.6,
+                "baseline_rmsle": 0.52,
+                "ratio": 1.0192 if accurate else 1.15,
+                "interval": [1.01, 1.03] if accurate else [1.1, 1.2],
+                "judged": 1.03 if accurate else 1.2,
+                "judge": "interval",
+                "max_ratio": 1.1,
+                "confidence": 0.95,
+                "bootstrap_samples": 1000,
+                "seed": 42,
+                "passed": accurate,
+            },
+        },
         "fairness": {
             "passed": fair,
             "reason": _FAIRNESS[fair],
@@ -108,11 +125,12 @@ def _metrics(stage: str, week: int, drift: bool, fair: bool) -> dict[str, Any]:
 
 
 def write_workspace(
-    root: Path, week: int = 0, drift: bool = False, fair: bool = True, allow_drift: bool = False
+    root: Path, week: int = 0, drift: bool = False, fair: bool = True, allow_drift: bool = False, accurate: bool = True
 ) -> None:
     """Write dvc.lock, params.yaml and metrics/*.json under `root` as week `week`'s run leaves them."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    drift_params = {"allow": True, "allowed_by": ALLOWED.allowed_by, "reason": ALLOWED.reason} if allow_drift else {}
+    allowed = ALLOWED["drift"]
+    drift_params = {"allow": True, "allowed_by": allowed.allowed_by, "reason": allowed.reason} if allow_drift else {}
     params = {"seed": 42, "drift": drift_params}
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     (root / "metrics").mkdir(parents=True, exist_ok=True)
@@ -123,7 +141,7 @@ def write_workspace(
         outs = []
         for path in _paths(spec.get("outs", [])) + _paths(spec.get("metrics", [])) + _paths(spec.get("plots", [])):
             if path.startswith("metrics/"):
-                text = json.dumps(_metrics(stage, week, drift, fair), indent=2, sort_keys=True)
+                text = json.dumps(_metrics(stage, week, drift, fair, accurate), indent=2, sort_keys=True)
                 (root / path).write_text(text, encoding="utf-8")
                 md5 = hashlib.md5(text.encode()).hexdigest()
             else:

@@ -31,6 +31,7 @@ PARAMS: dict[str, dict[str, object]] = {
     "tune": {"n_trials": 6, "max_epochs": 3, "patience": 2, "trial_rows": 3000, "baseline_max_iter": 20},
     "inference": {"shap_background": 50, "shap_explained": 100},
     "fairness": {"max_error_ratio": 2.0},
+    "gates": {"accuracy": {"max_ratio": 1.25}},
 }
 
 

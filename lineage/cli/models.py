@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gates.table import GATES, recorded
 from lineage.cli.root import By, Db, Format, Key, Output, Reason, Remote, Repository, ledger, publish_anchor, show
 from lineage.entities import ModelStatus
 
@@ -15,10 +16,8 @@ models_app = typer.Typer(
 
 def _version_line(version: Any) -> str:
     p = version.properties
-    return (
-        f"{version.name:<20} {p.get('status', ''):<11} drift {p.get('drift_gate', ''):<10} "
-        f"fairness {p.get('fairness_gate', ''):<8} run {p.get('flow_run_id', '')}"
-    )
+    gates = " ".join(f"{gate.name} {verdict:<10}" for gate, verdict in zip(GATES, recorded(p).values(), strict=True))
+    return f"{version.name:<20} {p.get('status', ''):<11} {gates} run {p.get('flow_run_id', '')}"
 
 
 @models_app.command("list")

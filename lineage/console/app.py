@@ -25,6 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 from starlette.exceptions import HTTPException
 
+from gates.table import BY_NAME
 from lineage import registry, views
 from lineage.console.charts import tuning_chart
 from lineage.console.graph import summary, to_dot
@@ -126,6 +127,7 @@ def create_app(
         return page(
             "models.html", rows=rows, total=total, page=number, pages=pages, pager=pager, status=status,
             statuses=[s.value for s in ModelStatus], production=current.name if current else None,
+            gates=list(BY_NAME),
         )  # fmt: skip
 
     @app.get("/models/{name}")

@@ -9,11 +9,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from gates.table import BY_ACTION_TYPE
+
 # What the summary keeps: the data flow and the decisions. The rest (each code file, the configuration,
 # params, image, platform, the run) is in the full graph, and listed on the version's page.
 SUMMARY_TYPES = {
-    "DataSet", "Model", "Preprocessor", "Report", "Stage", "DriftGate", "FairnessGate", "Promotion",
-    "Reproduction", "ModelVersion", "Metrics",
+    "DataSet", "Model", "Preprocessor", "Report", "Stage", *BY_ACTION_TYPE, "Promotion", "Reproduction",
+    "ModelVersion", "Metrics",
 }  # fmt: skip
 _STYLE = {
     "artifact": 'shape=box, style="rounded,filled", fillcolor="#f6f8fa", color="#8c959f"',

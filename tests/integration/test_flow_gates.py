@@ -1,4 +1,5 @@
-"""The flow's gates and retry rules: a drift or fairness verdict ends the run Failed; bad input is never retried."""
+"""The flow's gates and retry rules: a drift, accuracy or fairness verdict ends the run Failed; bad input is never
+retried."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from flows.summary import summary
+from gates.accuracy import GATE as ACCURACY
+from gates.drift import GATE as DRIFT
+from gates.fairness import GATE as FAIRNESS
 from lineage import registry
 from lineage.entities import Action, ActionType, Context
 from lineage.store import LedgerStore
@@ -35,7 +39,7 @@ def test_drift_ends_the_run_failed_naming_columns_and_report(
         assert run.properties["model_version"] == ""  # tune never ran: no model, nothing to promote
         assert registry.versions(store) == []
         gates = [a for a in store.latest(e.source_id for e in store.edges([run.id], "destination")).values()]
-        drift_gate = next(a for a in gates if getattr(a, "action_type", None) == ActionType.DRIFT_GATE)
+        drift_gate = next(a for a in gates if getattr(a, "action_type", None) == DRIFT.action_type)
         assert drift_gate.parameters["verdict"] == "failed"  # type: ignore[union-attr]
         assert store.verify().ok
 
@@ -49,7 +53,7 @@ def test_every_reader_of_the_fairness_verdict_agrees_with_metrics_fairness_json(
     harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch, policy: dict[str, object], passed: bool
 ) -> None:
     """One source of truth, metrics/fairness.json: the flow's state, the summary, the ledger's FairnessGate
-    action and the registry's decision all say what it says (gates/rules.py decides for all of them)."""
+    action and the registry's decision all say what it says (gates/table.py decides for all of them)."""
     set_params(built_copy, fairness=policy)
     state, attempts = run_flow(built_copy, monkeypatch)
     verdict = json.loads((built_copy / "metrics/fairness.json").read_text())
@@ -57,7 +61,7 @@ def test_every_reader_of_the_fairness_verdict_agrees_with_metrics_fairness_json(
     assert set(verdict["attributes"]) == {"is_registered", "country"}
     assert state.is_completed() is passed
     if passed:
-        assert state.message.endswith("both gates passed")
+        assert state.message.endswith("every gate passed")
     else:
         assert state.message == f"fairness check failed: {verdict['reason']}; the model is not promoted"
         assert verdict["reason"].startswith("is_registered: error ratio (RMSLE) ")
@@ -74,10 +78,49 @@ def test_every_reader_of_the_fairness_verdict_agrees_with_metrics_fairness_json(
         assert (registry.production(store) is not None) is passed  # a failed gate is never promoted
         decisions = [d.parameters["decision"] for d in registry.report(store, version.name).decisions]
         assert decisions == ["promoted" if passed else "rejected"]
-        (gate,) = [g for g in registry.report(store, version.name).gates if g.action_type == ActionType.FAIRNESS_GATE]
+        (gate,) = [g for g in registry.report(store, version.name).gates if g.action_type == FAIRNESS.action_type]
         assert gate.parameters["verdict"] == ("passed" if passed else "failed")
         assert gate.parameters["reason"] == verdict["reason"]
         assert gate.parameters["attributes"] == {name: a["passed"] for name, a in verdict["attributes"].items()}
+
+
+def test_a_network_worse_than_the_baseline_stops_the_run_after_inference_and_is_never_promoted(
+    harness: None, built_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At max_ratio 1.0 the small network (test RMSLE about 1.07 times the baseline's) is refused: in the flow's
+    state, the inference task's, the summary the UI shows, the ledger's AccuracyGate action and the registry."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    set_params(built_copy, gates={"accuracy": {"max_ratio": 1.0}})
+    state, attempts = run_flow(built_copy, monkeypatch)
+    measured = json.loads((built_copy / "metrics/inference.json").read_text())["accuracy"]
+    assert measured["ratio"] > 1.0
+    assert (measured["passed"], measured["max_ratio"]) == (False, 1.0)
+    assert state.is_failed()
+    assert state.message.startswith(f"accuracy check failed: test RMSLE / baseline's {measured['judged']:.4f} > 1.0")
+    assert state.message.endswith("the model is not promoted")
+    assert attempts["inference"] == 1  # a verdict is final: never retried
+    assert "fairness" not in attempts  # the run stopped at the gate
+    lines = summary(STAGES, built_copy).splitlines()
+    assert lines[-3].startswith(f"inference    FAILED: test RMSLE / baseline's {measured['judged']:.4f} > 1.0 (")
+    assert lines[-1].endswith("NOT passed: do not promote")
+    with get_client(sync_client=True) as api:
+        (shown,) = api.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pipeline-summary"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+        )
+    shown_text = str(shown.data)
+    criterion = f"| accuracy | test RMSLE / baseline's, far end of 95% interval | {measured['judged']:.4g} | <= 1 |"
+    assert f"{criterion} FAILED |" in shown_text
+    assert "| verdicts | this run's gates | drift passed, accuracy failed, fairness not_run |" in shown_text
+    with LedgerStore(f"sqlite:///{built_copy / 'lineage.db'}") as store:
+        (version,) = registry.versions(store)
+        assert (version.properties["accuracy_gate"], version.properties["status"]) == ("failed", "rejected")
+        assert registry.production(store) is None
+        (gate,) = [g for g in registry.report(store, version.name).gates if g.action_type == ACCURACY.action_type]
+        assert (gate.parameters["verdict"], gate.parameters["judged"]) == ("failed", measured["judged"])
+        assert store.verify().ok
 
 
 def test_bad_input_fails_at_once_without_retries(

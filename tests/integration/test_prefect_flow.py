@@ -124,7 +124,7 @@ def test_dev_deployment_runs_each_stage_as_a_task_and_publishes_artifacts(
     assert {"pipeline-summary", "pipeline-metrics", "tuning-progress"} <= set(first["artifacts"])
     assert "drift-report" not in first["artifacts"]  # a local remote has no URL a browser opens: the path, as text
     summary = first["artifacts"]["pipeline-summary"].data
-    assert "Both gates passed" in summary
+    assert "Every gate passed" in summary
     assert all(f"| {stage} | ran |" in summary for stage in STAGES)
     assert first["artifacts"]["tuning-progress"].data == 100.0
     assert (deployed / ".dvc-storage" / "runs").is_dir()  # the run record went to the default remote
@@ -352,7 +352,7 @@ def test_the_ui_tells_the_story_of_a_run(server: dict[str, str], deployed: Path,
     assert " | <= 1 | FAILED |" in summary
     assert "Kept in production: this run made the same model bytes as this version, in production since " in summary
     assert "so this version would not be promoted today" in summary
-    assert "| verdicts | this run's gates | drift passed, fairness failed |" in summary
+    assert "| verdicts | this run's gates | drift passed, accuracy passed, fairness failed |" in summary
     version = re.findall(r"## Model version `([\w-]+)`", summary)[0]
     assert f"[Open {version} in the lineage console]({CONSOLE}/models/{version})" in summary
     values = [str(row["value"]) for row in json.loads(refused["artifacts"]["pipeline-metrics"].data)]

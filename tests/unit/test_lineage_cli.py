@@ -71,6 +71,7 @@ def test_models_list_and_show(ledger: tuple[Path, list[str], list[str]]) -> None
     assert shown["fairness_gate"] == "failed"
     assert {g["action_type"]: g["parameters"]["verdict"] for g in shown["gates"]} == {
         "DriftGate": "passed",
+        "AccuracyGate": "passed",
         "FairnessGate": "failed",
     }
     assert [d["parameters"]["decision"] for d in shown["decisions"]] == ["rejected"]
@@ -98,7 +99,7 @@ def test_signed_decisions_from_init_to_a_four_eyes_override_and_a_rollback(
     before = db.read_bytes()
     refused = lineage(db, "models", "promote", bad, "--by", "alice", "--key", alice, "--reason", "urgent", ok=False)
     assert error_line(refused) == (
-        f"lineage: error: {bad} did not pass both gates (drift passed, fairness failed): "
+        f"lineage: error: {bad} did not pass every gate (drift passed, accuracy passed, fairness failed): "
         "request an override with --override"
     )
     forged = lineage(
@@ -135,7 +136,11 @@ def test_diff_and_the_archive_through_the_command(ledger: tuple[Path, list[str],
     assert "  fairness" in text
     assert "passed -> failed" in text
     as_json = json.loads(lineage(db, "diff", first_run, second_run, "--format", "json").stdout)
-    assert as_json["gates"][1] == {"gate": "fairness", "before": "passed", "after": "failed"}
+    assert as_json["gates"] == [
+        {"gate": "drift", "before": "passed", "after": "passed"},
+        {"gate": "accuracy", "before": "passed", "after": "passed"},
+        {"gate": "fairness", "before": "passed", "after": "failed"},
+    ]
     assert error_line(lineage(db, "diff", "previous", "production", ok=False)) == (
         f"lineage: error: {good} replaced no earlier version: there is no 'previous'"
     )

@@ -100,7 +100,8 @@ def test_diff_names_the_commit_the_param_the_dvc_yaml_change_and_the_changed_art
         == hashlib.md5((root / "dvc.yaml").read_bytes()[: -len(b"# tune: more trials\n")]).hexdigest()
     )
     assert {stage: [row["path"] for row in rows] for stage, rows in result["artifacts"].items()} == {
-        "tune": ["metrics/tune.json", "models/model.pt", "reports/tune_epochs.csv", "reports/tune_trials.csv"],
+        "tune": ["data/baseline_predictions.parquet", "metrics/tune.json", "models/model.pt", "reports/tune_epochs.csv",
+                 "reports/tune_trials.csv"],
         "inference": [
             "data/predictions.parquet", "metrics/inference.json", "reports/shap_bar.png",
             "reports/shap_beeswarm.png", "reports/shap_importance.json", "reports/shap_values.parquet",
@@ -111,6 +112,7 @@ def test_diff_names_the_commit_the_param_the_dvc_yaml_change_and_the_changed_art
     assert (result["image"], result["platform"], result["metrics"]) == ([], [], [])
     assert result["gates"] == [
         {"gate": "drift", "before": "passed", "after": "passed"},
+        {"gate": "accuracy", "before": "passed", "after": "passed"},
         {"gate": "fairness", "before": "passed", "after": "passed"},
     ]
     text = table(result)

@@ -116,7 +116,7 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
             "drift_check": ActionStatus.COMPLETED,
             "preprocess": ActionStatus.FAILED,
         }
-        _record(store, roots[PARTIAL], PARTIAL, 2, partial, failure="preprocess failed", drift_policy=ALLOWED)
+        _record(store, roots[PARTIAL], PARTIAL, 2, partial, failure="preprocess failed", overrides=ALLOWED)
         yield Ledger(store, roots, run_events(store))
 
 
@@ -363,8 +363,10 @@ def test_gate_verdicts_on_the_terminal_event_of_the_judged_stage(ledger: Ledger)
     assert failed["attributes"] == {"is_registered": False}
     overridden = verdicts(PARTIAL, "drift_check")[1]["DriftGate"]
     assert (overridden["verdict"], overridden["allowed_by"]) == ("overridden", "Ana Ruiz")
-    assert overridden["drifted_columns"] == '["unit_price"]'
-    for stage in ("etl", "preprocess", "tune", "inference"):
+    assert overridden["drifted_columns"] == ["unit_price"]
+    accuracy = verdicts(COMPLETED, "inference")[1]["AccuracyGate"]
+    assert (accuracy["verdict"], accuracy["judged"], accuracy["max_ratio"]) == ("passed", 1.03, 1.1)
+    for stage in ("etl", "preprocess", "tune"):
         assert verdicts(COMPLETED, stage) == [None, None]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gates.fairness import GATE as FAIRNESS
 from lineage.entities import (
     Action,
     ActionStatus,
@@ -68,7 +69,7 @@ PROMOTED = [
 ]
 GATE = Action(
     id="fairness-gate-1",
-    action_type=ActionType.FAIRNESS_GATE,
+    action_type=FAIRNESS.action_type,
     status=ActionStatus.COMPLETED,
     start=START,
     parameters={"verdict": "passed"},

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gates.accuracy import GATE as ACCURACY
+from gates.drift import GATE as DRIFT
+from gates.table import BY_ACTION_TYPE
 from lineage import registry
 from lineage.authority import register
 from lineage.entities import Action, ActionStatus, ActionType, Artifact, ArtifactType, Context, ContextType
@@ -52,7 +55,7 @@ def week(store: LedgerStore, root: Path, n: int, run: RunInfo | None = None, **w
     write_workspace(root, n, **workspace)
     run = run or info()
     if workspace.get("allow_drift"):  # the flow hands the recorder params.yaml's override
-        run = dataclasses.replace(run, drift_policy=ALLOWED)
+        run = dataclasses.replace(run, overrides=ALLOWED)
     return record_run(store, run, root).model_version
 
 
@@ -99,12 +102,32 @@ def test_a_stage_failing_after_tune_rejects_the_model(store: LedgerStore, tmp_pa
     assert version.properties["status_reason"] == "inference: error: bad rows"
 
 
+def test_a_network_worse_than_the_baseline_is_rejected_and_cannot_be_promoted_without_an_override(
+    store: LedgerStore, tmp_path: Path
+) -> None:
+    assert week(store, tmp_path, 1) is not None  # production: an accurate one
+    worse = week(store, tmp_path, 2, info(failure="accuracy check failed"), accurate=False)
+    assert worse is not None
+    assert (worse.properties["accuracy_gate"], worse.properties["status"]) == ("failed", "rejected")
+    gate = next(g for g in registry.report(store, worse.name).gates if g.action_type == ACCURACY.action_type)
+    assert (gate.parameters["verdict"], gate.parameters["judged"], gate.parameters["max_ratio"]) == ("failed", 1.2, 1.1)
+    (decision,) = registry.report(store, worse.name).decisions
+    assert decision.parameters["gates"] == {
+        "drift_gate": "passed",
+        "accuracy_gate": "failed",
+        "fairness_gate": "passed",
+    }
+    assert registry.production(store).name != worse.name  # type: ignore[union-attr]
+    assert not registry.gates_passed(worse)
+    assert store.verify().ok
+
+
 def test_an_allowed_drift_is_recorded_as_an_override(store: LedgerStore, tmp_path: Path) -> None:
     version = week(store, tmp_path, 1, drift=True, allow_drift=True)
     assert version is not None
     assert version.properties["drift_gate"] == "overridden"
     assert version.properties["status"] == ModelStatus.PRODUCTION
-    gate = next(g for g in registry.report(store, version.name).gates if g.action_type == ActionType.DRIFT_GATE)
+    gate = next(g for g in registry.report(store, version.name).gates if g.action_type == DRIFT.action_type)
     assert (gate.parameters["allowed_by"], gate.parameters["reason"]) == ("Ana Ruiz", "reviewed")
 
 
@@ -118,7 +141,9 @@ def test_overriding_a_failed_gate_takes_two_different_signed_approvers(
     assert good is not None
     assert bad is not None
     head = store.head()
-    with pytest.raises(RegistryError, match=rf"{bad.name} did not pass both gates \(drift passed, fairness failed\)"):
+    with pytest.raises(
+        RegistryError, match=rf"{bad.name} did not pass every gate \(drift passed, accuracy passed, fairness failed\)"
+    ):
         registry.promote(store, bad.name, alice, reason="urgent")
     with pytest.raises(RegistryError, match="'mallory' is not a registered approver"):
         registry.promote(store, bad.name, Signer("mallory", ssh_keys["mallory"]), "urgent", override=True)
@@ -155,7 +180,7 @@ def test_overriding_a_failed_gate_takes_two_different_signed_approvers(
         "override_request": request.id,
         "override_requested_by": "alice",
         "signed_by": "bob",
-        "gates": {"drift_gate": "passed", "fairness_gate": "failed"},  # what it relied on, as recorded
+        "gates": {"drift_gate": "passed", "accuracy_gate": "passed", "fairness_gate": "failed"},  # as recorded
         "ledger_id": store.ledger_id(),  # where it holds: never replayed into another ledger
     }
     assert str(approval.parameters["signature"]).startswith("-----BEGIN SSH SIGNATURE-----")
@@ -247,11 +272,7 @@ def test_a_run_records_commit_data_code_params_image_runs_metrics_and_gates(
     }
     assert stage_runs["tune"].command == "python -m tasks.tune"
     assert stage_runs["tune"].parameters["seed"] == 42
-    assert {a.action_type for a in actions if isinstance(a, Action)} >= {
-        ActionType.STAGE,
-        ActionType.DRIFT_GATE,
-        ActionType.FAIRNESS_GATE,
-    }
+    assert {a.action_type for a in actions if isinstance(a, Action)} >= {ActionType.STAGE, *BY_ACTION_TYPE}
     metrics = next(a for a in store.find(Kind.ARTIFACT, name="metrics/inference.json") if isinstance(a, Artifact))
     assert metrics.properties["test.rmsle"] == 0.53
     # The production model's ascendants name the data, code, params and image that made it.

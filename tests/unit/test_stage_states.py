@@ -1,5 +1,5 @@
 """What a stage's task run says in the Prefect UI, without a server: its state (Completed, Skipped, GateFailed)
-and message, and both gates' verdicts criterion by criterion, from metrics files of a few lines."""
+and message, and every gate's verdict criterion by criterion, from metrics files of a few lines."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from flows.pipeline import RunStopped, stopped
 from flows.publish import _table
 from flows.retry import GATE_FAILED, SKIPPED
 from flows.summary import gate_verdict
-from gates.criteria import CRITERIA, criteria
-from gates.rules import NO_OVERRIDE, DriftOverride
+from gates.fairness import CRITERIA
+from gates.gate import NoOverride
+from gates.table import criteria, stop_reason
+
+NO_OVERRIDE: dict[str, NoOverride] = {}  # no gate overridden
 
 
 def drift_metrics(drifted: list[str], threshold: float = 0.5) -> dict[str, Any]:
@@ -36,6 +39,17 @@ def drift_metrics(drifted: list[str], threshold: float = 0.5) -> dict[str, Any]:
         "columns": columns,
         "report": "reports/drift.html",
     }
+
+
+def accuracy_metrics(network: float, baseline: float, high: float, max_ratio: float = 1.1) -> dict[str, Any]:
+    ratio = network / baseline
+    return {
+        "test": {"rmsle": network},
+        "accuracy": {
+            "network_rmsle": network, "baseline_rmsle": baseline, "ratio": ratio, "interval": [ratio - 0.01, high],
+            "judged": high, "judge": "interval", "max_ratio": max_ratio, "passed": high <= max_ratio,
+        },
+    }  # fmt: skip
 
 
 def fairness_metrics(error_ratio: float, bound: float = 1.5) -> dict[str, Any]:
@@ -72,7 +86,7 @@ def test_drift_verdict_names_the_share_its_bound_and_the_drifted_columns() -> No
         False,
         "FAILED: share of drifted columns 0.5 >= 0.5 (drifted: unit_price, country)",
     )
-    allowed = DriftOverride(allow=True, allowed_by="Ada Lovelace", reason="new price list")
+    allowed = {"drift": NoOverride(allow=True, allowed_by="Ada Lovelace", reason="new price list")}
     passed, said = gate_verdict("drift_check", drift_metrics(["unit_price", "country"]), allowed)  # type: ignore[misc]
     assert passed
     assert said.startswith("passed, drift allowed by Ada Lovelace (new price list): share of drifted columns 0.5 >=")
@@ -87,8 +101,39 @@ def test_fairness_verdict_is_the_stages_own_reason() -> None:
     assert gate_verdict("etl", {"rows": {}}, NO_OVERRIDE) is None
 
 
+def test_accuracy_verdict_names_the_judged_ratio_its_bound_and_both_models() -> None:
+    assert gate_verdict("inference", accuracy_metrics(0.5567, 0.5477, 1.0412), NO_OVERRIDE) == (
+        True,
+        "passed: test RMSLE / baseline's 1.0412 <= 1.1 (far end of 95% interval; network 0.5567, baseline 0.5477)",
+    )
+    # A network worse than the baseline allows stops the run, even where its point ratio is within the bound.
+    worse = accuracy_metrics(0.6, 0.55, 1.12)
+    assert worse["accuracy"]["ratio"] < 1.1
+    assert gate_verdict("inference", worse, NO_OVERRIDE) == (
+        False,
+        "FAILED: test RMSLE / baseline's 1.1200 > 1.1 (far end of 95% interval; network 0.6000, baseline 0.5500)",
+    )
+    # params.yaml has no override for it: an `allow` in another gate's section does not let it pass.
+    drift_allowed = {"drift": NoOverride(allow=True, allowed_by="Ada Lovelace", reason="new price list")}
+    assert gate_verdict("inference", worse, drift_allowed)[0] is False  # type: ignore[index]
+
+
+def test_stop_reason_names_the_gate_that_stopped_the_run() -> None:
+    assert stop_reason("inference", accuracy_metrics(0.5, 0.55, 1.0), NO_OVERRIDE) is None
+    said = stop_reason("inference", accuracy_metrics(0.7, 0.55, 1.3), NO_OVERRIDE)
+    assert said is not None
+    assert said.startswith("accuracy check failed: test RMSLE / baseline's 1.3000 > 1.1")
+    assert said.endswith("the model is not promoted")
+    assert stop_reason("drift_check", drift_metrics(["unit_price", "country"]), NO_OVERRIDE) == (
+        "drift detected in unit_price, country; see reports/drift.html"
+    )
+    assert stop_reason("tune", {"anything": 1}, NO_OVERRIDE) is None  # no gate judges tune
+
+
 def test_criteria_round_to_four_digits_judge_signed_ones_by_size_and_mark_what_does_not_decide() -> None:
-    rows = criteria({"drift_check": drift_metrics(["unit_price"]), "fairness": fairness_metrics(1.6)}, NO_OVERRIDE)
+    metrics = {"drift_check": drift_metrics(["unit_price"]), "inference": accuracy_metrics(0.6, 0.55, 1.12),
+               "fairness": fairness_metrics(1.6)}  # fmt: skip
+    rows = criteria(metrics, NO_OVERRIDE)
     table = {(row.gate, row.criterion): (row.value, row.bound, row.result) for row in rows}
     basis = "far end of 95% interval"
     assert table[("drift", "unit_price: Wasserstein distance (normed)")] == ("0.1235", "threshold 0.1", "drifted")
@@ -98,6 +143,8 @@ def test_criteria_round_to_four_digits_judge_signed_ones_by_size_and_mark_what_d
         f"is_registered: |mean outcome difference|, {basis}",
     ]
     assert table[("fairness", f"is_registered: error ratio (RMSLE), {basis}")] == ("1.6", "<= 1.5", "FAILED")
+    assert table[("accuracy", f"test RMSLE / baseline's, {basis}")] == ("1.12", "<= 1.1", "FAILED")
+    assert [row.gate for row in rows if row.decides] == ["drift", "accuracy", "fairness", "fairness"]
     assert table[("fairness", f"is_registered: log-residual gap, {basis}")] == ("0.02222", "<= 0.25", "passed")
     # One sign convention: the size that is judged, never the signed point value (-0.9007).
     assert table[("fairness", f"is_registered: |mean outcome difference|, {basis}")] == ("0.9007", "<= 1", "reported")

@@ -96,9 +96,12 @@ def test_the_baseline_reports_the_same_fitted_here_or_in_a_worker_process(two: W
     evaluated = {"validation": (val.drop(columns=[TARGET]), val[TARGET].to_numpy())}
     args = (train.drop(columns=[TARGET]), train[TARGET].to_numpy(), evaluated, 20, 3)
     with worker_processes(1) as here:
-        report = here.submit(baseline_report, *args)()
-    assert report == two.submit(baseline_report, *args)()
+        report, predicted = here.submit(baseline_report, *args)()
+    there, predicted_there = two.submit(baseline_report, *args)()
+    assert report == there
     assert set(report) == {"model", "validation"}
+    assert predicted["validation"].tobytes() == predicted_there["validation"].tobytes()  # what the accuracy gate reads
+    assert len(predicted["validation"]) == 500
 
 
 def test_the_workers_are_one_per_core_unless_tune_workers_says_how_many() -> None:
