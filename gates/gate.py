@@ -73,7 +73,7 @@ class Criterion:
 class Gate(Generic[M]):
     """One gate: which stage's metrics it judges, how, and what it says."""
 
-    name: str  # how people, the UI and the ledger's model-version property (`<name>_gate`) call it
+    name: str  # how people, the UI and the ledger call it; its verdict is the version property `<name>_gate`
     stage: str  # the dvc.yaml stage whose metrics file (metrics/<stage>.json) it judges; the run stops after it
     action_type: str  # the ledger's Action type of its verdict
     metrics: type[M]  # what it reads of the metrics file
@@ -91,7 +91,7 @@ class Gate(Generic[M]):
         return f"metrics/{self.stage}.json"
 
     @property
-    def property(self) -> str:
+    def version_property(self) -> str:
         """The model-version property holding this gate's verdict."""
         return f"{self.name}_gate"
 

@@ -13,7 +13,7 @@ GATES: tuple[Gate[Any], ...] = (drift.GATE, accuracy.GATE, fairness.GATE)
 
 BY_NAME = {gate.name: gate for gate in GATES}
 BY_ACTION_TYPE = {gate.action_type: gate for gate in GATES}
-PROPERTIES = tuple(gate.property for gate in GATES)  # the model-version properties holding the verdicts
+PROPERTIES = tuple(gate.version_property for gate in GATES)  # the model-version properties holding the verdicts
 
 Overrides = Mapping[str, Override]  # by gate name
 
@@ -30,7 +30,10 @@ def at(stage: str) -> list[Gate[Any]]:
 
 def verdicts(metrics: Mapping[str, Metrics | None], allowed: Overrides) -> dict[str, GateVerdict]:
     """Every gate's verdict by its model-version property, from the metrics files by stage (None: not run)."""
-    return {gate.property: gate.verdict(metrics.get(gate.stage), allowed.get(gate.name, NO_OVERRIDE)) for gate in GATES}
+    return {
+        gate.version_property: gate.verdict(metrics.get(gate.stage), allowed.get(gate.name, NO_OVERRIDE))
+        for gate in GATES
+    }
 
 
 def recorded(properties: Mapping[str, Any]) -> dict[str, str]:

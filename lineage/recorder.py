@@ -317,12 +317,12 @@ def build_run(root: Path, info: RunInfo, store: LedgerStore) -> _Built:
         outs |= made
 
     gates: list[Action] = []
-    verdicts = {gate.property: GateVerdict.NOT_RUN for gate in GATES}  # every gate, so none can be left out
+    verdicts = {gate.version_property: GateVerdict.NOT_RUN for gate in GATES}  # every gate, so none can be left out
     for gate in GATES:
         if (metrics := _metrics(outs, gate.metrics_file)) is None:
             continue
         override = info.overrides.get(gate.name, NO_OVERRIDE)
-        verdicts[gate.property] = verdict = gate.verdict(metrics, override)
+        verdicts[gate.version_property] = verdict = gate.verdict(metrics, override)
         overridden = {"allowed_by": override.allowed_by, "reason": override.reason}
         gates.append(
             graph.gate(

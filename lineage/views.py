@@ -18,8 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gates.gate import NoOverride
-from gates.table import BY_ACTION_TYPE, GATES, criteria, recorded
+from gates.gate import Criterion, NoOverride
+from gates.table import BY_ACTION_TYPE, GATES, recorded
 from lineage import registry
 from lineage.authority import signature_status
 from lineage.configuration import unflatten
@@ -140,14 +140,15 @@ def _override(params: dict[str, Any], section: str) -> NoOverride:
 
 def _verdicts(
     version: Context, run: RunView, metrics: dict[str, Any], allowed: dict[str, NoOverride]
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[Criterion]]:
     """Each gate, in the table's order: the version's recorded verdict, what its stage measured (the metrics
-    file), its line, and the reports it names (the drift report, say)."""
-    found = []
+    file), its line and the reports it names (the drift report, say); and every gate's criteria."""
+    found, rows = [], []
     for gate, verdict in zip(GATES, recorded(version.properties).values(), strict=True):
-        measured = metrics.get(gate.stage)
+        measured, override = metrics.get(gate.stage), allowed.get(gate.name, NoOverride())
         try:
-            said = gate.line(measured, allowed.get(gate.name, NoOverride())) if measured else None
+            said = gate.line(measured, override) if measured else None
+            rows += gate.rows(measured, override) if measured else []
         except (KeyError, TypeError, ValueError):  # metrics of an older stage, or of one before this gate existed
             said = measured = None
         reports = [
@@ -157,7 +158,7 @@ def _verdicts(
             "gate": gate.name, "verdict": verdict, "said": said, "metrics": measured,
             "reports": [{"path": a.source_uri, "artifact": a.id} for a in reports],
         })  # fmt: skip
-    return found
+    return found, rows
 
 
 def _read(objects: Objects | None, artifact: Artifact | None) -> tuple[bytes | None, str | None]:
@@ -343,10 +344,7 @@ def version_view(
     p = run.run.properties
     metrics = {gate.stage: _metrics(run, gate.metrics_file) for gate in GATES}
     allowed = {gate.name: _override(run.params, gate.override_section) for gate in GATES if gate.override_section}
-    try:
-        rows = criteria(metrics, allowed)
-    except (KeyError, TypeError, ValueError):  # metrics written by an older stage, in another shape: shown as recorded
-        rows = []
+    verdicts, rows = _verdicts(version, run, metrics, allowed)
     previous = previous_production(version, shown.decisions)
     return {
         "version": shown.as_dict(),
@@ -369,7 +367,7 @@ def version_view(
         },
         "inputs": _inputs(run, objects),
         "gates": [asdict(row) for row in rows],
-        "verdicts": _verdicts(version, run, metrics, allowed),
+        "verdicts": verdicts,
         "metrics": _metric_rows(run),
         "shap": _shap(run, objects),
         "tuning": _tuning(run, objects),

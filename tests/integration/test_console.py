@@ -150,7 +150,10 @@ def test_json_twins_equal_the_cli(world: World) -> None:
     assert version["decisions"][-1]["signature"]["signed_by"] == "alice"
     assert version["tuning"]["epochs"]
     assert version["shap"]["importance"]
-    assert {row["gate"] for row in version["gates"]} == {"drift", "fairness"}
+    assert {row["gate"] for row in version["gates"]} == {"drift", "accuracy", "fairness"}
+    assert [(v["gate"], v["verdict"]) for v in version["verdicts"]] == [
+        ("drift", "passed"), ("accuracy", "passed"), ("fairness", "passed")
+    ]  # fmt: skip
 
 
 def test_unknown_versions_and_traversal_get_404(world: World) -> None:
@@ -284,10 +287,10 @@ def test_evidence_pack_verifies_and_reads_offline(world: World, tmp_path: Path) 
     ).stdout
     for heading in (
         "1. Intended purpose (Annex IV 1(a); model card)", "3. Data (Annex IV 2(d))",
-        "4. Training and tuning (Annex IV 2(a)-(b))", "5. Evaluation (Annex IV 2(g), 4)", "6. Fairness (Annex IV",
-        "7. Drift (Annex IV 3, 9)", "8. Explainability (Annex IV 3; Art. 13)", "10. Approvals (Annex IV 2(e), 2(g)",
-        "11. Changes since the previous production version (Annex IV 6)", "12. Reproduction",
-        "13. Risk management and limitations (Annex IV 3, 5)", "14. Record integrity (Art. 12)",
+        "4. Training and tuning (Annex IV 2(a)-(b))", "5. Evaluation (Annex IV 2(g), 4)", "6. Gates (Annex IV",
+        "Drift gate", "Accuracy gate", "Fairness gate", "7. Explainability (Annex IV 3; Art. 13)",
+        "9. Approvals (Annex IV 2(e), 2(g)", "10. Changes since the previous production version (Annex IV 6)",
+        "11. Reproduction", "12. Risk management and limitations (Annex IV 3, 5)", "13. Record integrity (Art. 12)",
     ):  # fmt: skip
         assert heading in text, heading
     assert "reproduced byte for byte" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -110,6 +111,23 @@ def test_every_page_answers(client: TestClient, ledger: tuple[Path, list[str], l
     assert client.get("/").headers.get("location") is None  # followed: the test client lands on /models
     for static in ("console.css", "console.js", "viz-global.js", "tablesort.min.js", "tablesort.number.min.js"):
         assert client.get(f"/static/{static}").status_code == 200
+
+
+def test_every_gate_of_the_table_has_its_column_its_verdict_and_its_section(
+    client: TestClient, ledger: tuple[Path, list[str], list[str]]
+) -> None:
+    _, (good, bad), _ = ledger
+    assert "drift gate accuracy gate fairness gate" in _text(client.get("/models").text)  # in the table's order
+    page = client.get(f"/models/{bad}").text
+    shown = _text(page)
+    assert "Gates drift passed accuracy passed fairness failed" in shown
+    sections = re.findall(r'<h3 id="gate-(\w+)">\w+ gate <span class="badge (\w+)">', page)
+    assert sections == [("drift", "passed"), ("accuracy", "passed"), ("fairness", "failed")]
+    assert "Test RMSLE: network 0.53, baseline 0.52 (a HistGradientBoosting regressor" in shown
+    assert "test RMSLE / baseline's, far end of 95% interval 1.03 <= 1.1 passed" in html.unescape(shown)
+    verdicts = client.get(f"/models/{good}?format=json").json()["verdicts"]
+    assert [(v["gate"], v["verdict"]) for v in verdicts] == [("drift", "passed"), ("accuracy", "passed"),
+                                                             ("fairness", "passed")]  # fmt: skip
 
 
 def test_json_twins_equal_the_cli(client: TestClient, ledger: tuple[Path, list[str], list[str]]) -> None:

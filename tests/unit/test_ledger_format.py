@@ -114,6 +114,10 @@ def test_the_old_ledger_answers_queries_listings_and_diffs(old: Path) -> None:
     diff = lineage(old, "diff", week1, week2, "--format", "json")
     assert diff.returncode == 0, diff.stderr
     assert json.loads(diff.stdout)
+    # Written before the accuracy gate: its versions have no verdict of it, which does not undo their decisions.
+    shown = lineage(old, "models", "list")
+    assert shown.returncode == 0, shown.stderr
+    assert f"{week1:<20} production  drift passed     accuracy predates   fairness passed" in shown.stdout
 
 
 def test_reproduce_reads_what_an_old_run_used(old: Path) -> None:
@@ -296,4 +300,9 @@ def test_the_console_shows_a_ledger_with_a_format_declaration(old: Path, upgrade
         client = TestClient(create_app(ledger, repository=old.parent), base_url="http://127.0.0.1")
         for path in ("/models", f"/models/{ANCHOR['versions'][0]}", "/ledger"):
             assert client.get(path).status_code == 200, path
+        version = client.get(f"/models/{ANCHOR['versions'][0]}?format=json").json()
+    assert [(v["gate"], v["verdict"]) for v in version["verdicts"]] == [
+        ("drift", "passed"), ("accuracy", "predates"), ("fairness", "passed")
+    ]  # fmt: skip
+    assert {row["gate"] for row in version["gates"]} == {"drift", "fairness"}  # what their stages measured
     assert upgrades_seen  # the old records it showed were read through the upgrade step
