@@ -10,14 +10,14 @@ The graph one run adds (SageMaker vocabulary):
   them when DVC skipped it as unchanged); the commit, params.yaml, image and numeric platform (CPU,
   dispatch, library versions) artifacts ContributedTo every stage that ran or was skipped; every
   action ContributedTo the run;
-- DriftGate and FairnessGate actions with their verdicts (decided by gates/rules.py); the metrics and
-  report they read ContributedTo them;
+- an action per gate whose stage ran (DriftGate, AccuracyGate, FairnessGate: gates/table.py decides), with
+  its verdict; the metrics and files it read ContributedTo it;
 - the pipeline's configuration (lineage/configuration.py): Configuration artifacts for its files and
   the deployment that ContributedTo the run; the run's Deployment context (`local` outside any
   deployment) keeps their snapshot, and a ConfigurationChange action records what differs from the
   snapshot the deployment's previous run left;
 - when tune produced (or kept) a model: its ModelVersion context, which the model artifact, the run
-  and both gates are tied to, and a Promotion action with the decision: promoted (both gates passed,
+  and the gates are tied to, and a Promotion action with the decision: promoted (every gate passed,
   the outputs were pushed, the version is a candidate), rejected (a gate failed), held (the push
   failed) or kept (the version already had a status), signed with the pipeline's key or marked unsigned.
 Artifacts are addressed by their path in the repository and their DVC md5; a Parquet one keeps its

@@ -75,7 +75,9 @@ def test_the_documented_drift_demo_fails_the_run_at_the_gate(built_copy: Path, t
 
     summary = subprocess.run([python, "-m", "flows.summary"], cwd=built_copy, env=env, capture_output=True, text=True)
     lines = summary.stdout.splitlines()
-    assert any(re.fullmatch(r"drift_check\s+DRIFT in .*unit_price.*", line) for line in lines), summary.stdout
+    assert any(
+        re.fullmatch(r"drift_check\s+FAILED: share of drifted columns .*unit_price.*", line) for line in lines
+    ), summary.stdout
     assert any(re.fullmatch(r"gates\s+NOT passed: do not promote", line) for line in lines), summary.stdout
 
 
