@@ -58,6 +58,7 @@ def _edge(source: Entity, destination: Entity, kind: AssociationType) -> Associa
 
 def prediction(
     version: Context,
+    *,
     files: dict[str, Artifact],
     table_in: Artifact,
     table_out: Artifact,
