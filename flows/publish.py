@@ -19,7 +19,7 @@ from flows.summary import describe, read_metrics
 from gates.criteria import criteria
 from gates.rules import DriftPolicy, drift_verdict, fairness_verdict
 from lineage import registry
-from lineage.entities import ActionStatus
+from lineage.entities import ActionStatus, Decision
 from lineage.recorder import Recorded, StageRun
 from lineage.store import LedgerStore
 from tasks.stage import file_md5
@@ -91,12 +91,12 @@ def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | 
         return "## Model\n\nNo model version this run" + (f": it stopped before tune ({failure})." if failure else ".")
     name, status = version.name, version.properties.get("status")
     show = f"See `lineage models show {name}`." + console_link(name)
-    if recorded.decision == "promoted":
+    if recorded.decision == Decision.PROMOTED:
         said = f"Promoted to production by this run: both gates passed. {show}"
-    elif recorded.decision == "kept":
+    elif recorded.decision == Decision.KEPT:
         with LedgerStore(ledger_url) as store:
             decisions = registry.report(store, name).decisions
-        first = next((d for d in decisions if d.parameters.get("decision") == "promoted"), None)
+        first = next((d for d in decisions if d.parameters.get("decision") == Decision.PROMOTED), None)
         since = f", in {status} since {first.start:%Y-%m-%d %H:%M} UTC ({first.parameters['by']})" if first else ""
         today = (
             "Today's run stopped (above), so this version would not be promoted today. The gates do not demote "

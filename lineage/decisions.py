@@ -129,7 +129,7 @@ def judge(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[str
         return _gates_problem(record, values, version, authority.policy.recorded, facts), key
     if outcome == Decision.PROMOTED:
         return _override_problem(record, values, version, key, facts), key
-    if outcome == Decision.ROLLED_BACK and (status := facts.status_before(version, record.seq)) != "archived":
+    if outcome == Decision.ROLLED_BACK and (status := facts.status_before(version, record.seq)) != ModelStatus.ARCHIVED:
         return f"it restores {version}, which is {status or 'not a version'}: a rollback restores a replaced one", key
     return None, key
 
@@ -168,7 +168,7 @@ def _override_problem(
     if values.get("signed_by") == requester or key == requester_key:
         return f"the override was requested and approved by the same person ({requester}): four eyes needed"
     status = facts.status_before(version, record.seq)
-    if status != "pending" or facts.last_request(version, record.seq) != request_id:
+    if status != ModelStatus.PENDING or facts.last_request(version, record.seq) != request_id:
         return f"it approves {version}'s override request {request_id}, which is not the one pending ({status})"
     return None
 

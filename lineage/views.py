@@ -27,6 +27,7 @@ from lineage.decisions import decisions_on
 from lineage.diff import RunView, diff, view
 from lineage.entities import (
     Action,
+    ActionStatus,
     ActionType,
     Artifact,
     ArtifactType,
@@ -243,7 +244,7 @@ def _reproductions(store: LedgerStore, sources: list[Entity], version: str) -> l
             {
                 "id": action.id,
                 "at": action.start.isoformat(),
-                "ok": action.status == "Completed",
+                "ok": action.status == ActionStatus.COMPLETED,
                 "command": action.command,
                 "commit": action.parameters.get("commit"),
                 "matched": action.parameters.get("matched"),
