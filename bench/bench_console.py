@@ -87,7 +87,15 @@ def verify_and_log(url: str) -> float:
         signatures = check_decisions(store)
         ok = result.ok and signatures.ok
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        store.record_verification(Verification(0, result.count, result.head_hash, ok, f"{result}; {signatures}", now))
+        logged = Verification(
+            from_count=0,
+            record_count=result.count,
+            head_hash=result.head_hash,
+            ok=ok,
+            result=f"{result}; {signatures}",
+            verified_at=now,
+        )
+        store.record_verification(logged)
         seconds = time.perf_counter() - began
     if not ok:
         raise RuntimeError(f"the bulk ledger does not verify: {result}; {signatures}")

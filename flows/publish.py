@@ -18,7 +18,7 @@ from flows.dvc_ops import Pushed
 from flows.summary import describe, read_metrics
 from gates.table import BY_NAME, Overrides, criteria, said, verdicts
 from lineage import registry
-from lineage.entities import ActionStatus
+from lineage.entities import ActionStatus, Decision
 from lineage.recorder import Recorded, StageRun
 from lineage.store import LedgerStore
 from tasks.stage import file_md5
@@ -89,12 +89,12 @@ def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | 
         return "## Model\n\nNo model version this run" + (f": it stopped before tune ({failure})." if failure else ".")
     name, status = version.name, version.properties.get("status")
     show = f"See `lineage models show {name}`." + console_link(name)
-    if recorded.decision == "promoted":
-        said = f"Promoted to production by this run: every gate passed. {show}"
-    elif recorded.decision == "kept":
+    if recorded.decision == Decision.PROMOTED:
+        text = f"Promoted to production by this run: every gate passed. {show}"
+    elif recorded.decision == Decision.KEPT:
         with LedgerStore(ledger_url) as store:
             decisions = registry.report(store, name).decisions
-        first = next((d for d in decisions if d.parameters.get("decision") == "promoted"), None)
+        first = next((d for d in decisions if d.parameters.get("decision") == Decision.PROMOTED), None)
         since = f", in {status} since {first.start:%Y-%m-%d %H:%M} UTC ({first.parameters['by']})" if first else ""
         today = (
             "Today's run stopped (above), so this version would not be promoted today. The gates do not demote "
@@ -102,10 +102,10 @@ def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | 
             if failure
             else "Today's gates passed again."
         )
-        said = f"Kept in {status}: this run made the same model bytes as this version{since}. {today} {show}"
+        text = f"Kept in {status}: this run made the same model bytes as this version{since}. {today} {show}"
     else:  # rejected, or held (gates passed but the outputs were not pushed)
-        said = f"{str(recorded.decision).capitalize()}: {failure or 'the gates did not pass'}. Status {status}. {show}"
-    return f"## Model version `{name}`\n\n{said}"
+        text = f"{str(recorded.decision).capitalize()}: {failure or 'the gates did not pass'}. Status {status}. {show}"
+    return f"## Model version `{name}`\n\n{text}"
 
 
 def console_link(version: str) -> str:
@@ -148,17 +148,17 @@ def reports_section(pushed: Pushed | None) -> str:
     linked = [report for report in pushed.reports if report.url and report.expires]
     if linked:
         links = " · ".join(f"[{Path(report.path).name}]({report.url})" for report in linked)
-        said = f"{links} (signed with this run's credentials, valid until {linked[0].expires:%Y-%m-%d %H:%M} UTC)"
+        text = f"{links} (signed with this run's credentials, valid until {linked[0].expires:%Y-%m-%d %H:%M} UTC)"
     elif pushed.reports:
         first = Path.cwd() / pushed.reports[0].path
-        said = (
+        text = (
             f"{', '.join(f'`{report.path}`' for report in pushed.reports)} in `{Path.cwd()}`; "
             f"`python -m webbrowser file://{first}` opens the first. A local DVC remote has no URL a browser "
             "opens: it keeps each by its md5 (`lineage query` lists them)."
         )
     else:
-        said = "None this run."
-    return f"## Reports\n\n{said}\n\nRun record (dvc.lock, params.yaml): `{pushed.record}`"
+        text = "None this run."
+    return f"## Reports\n\n{text}\n\nRun record (dvc.lock, params.yaml): `{pushed.record}`"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -163,7 +163,14 @@ def record_prediction(
     )
     metadata = Metadata(generated_by=str(flow_run.get_id() or "local"))
     records = prediction(
-        version.context, version.files, table_in, table_out, rows, start, dt.datetime.now(dt.UTC), metadata
+        version.context,
+        files=version.files,
+        table_in=table_in,
+        table_out=table_out,
+        rows=rows,
+        start=start,
+        end=dt.datetime.now(dt.UTC),
+        metadata=metadata,
     )
     with LedgerStore(ledger_url) as store:
         store.append(records)

@@ -516,7 +516,7 @@ def _found(objects: Objects, uri: str, md5: str, present: bool) -> None:
 # -- import --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Imported:
     """What an import did."""
 
@@ -727,8 +727,17 @@ def import_bundle(store: LedgerStore, path: Path, objects: Objects) -> Imported:
     def result(appended: int) -> Imported:
         local = store.get(local_id)
         status = str(local.properties.get("status")) if isinstance(local, Context) else "?"
-        return Imported(appended, bundle.source.ledger_id, source, bundle.version, status, created is not None,
-                        same_as, signer, sha256)  # fmt: skip
+        return Imported(
+            appended=appended,
+            ledger_id=bundle.source.ledger_id,
+            head=source,
+            version=bundle.version,
+            status=status,
+            created=created is not None,
+            same_as=same_as,
+            signer=signer,
+            bundle_sha256=sha256,
+        )
 
     if not fresh and not news:
         return result(0)

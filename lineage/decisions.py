@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from gates.table import PROPERTIES, may_promote, said
 from lineage.authority import GOVERNANCE, PIPELINE, Authority, Policy, replay
 from lineage.entities import (
     IMPORTED_FROM,
+    ORIGIN_NAME,
     Action,
     ActionType,
     Context,
@@ -127,7 +128,7 @@ def judge(record: LedgerRecord, body: dict[str, Any], facts: Facts) -> tuple[str
         return _gates_problem(record, values, version, authority.policy.recorded, facts), key
     if outcome == Decision.PROMOTED:
         return _override_problem(record, values, version, key, facts), key
-    if outcome == Decision.ROLLED_BACK and (status := facts.status_before(version, record.seq)) != "archived":
+    if outcome == Decision.ROLLED_BACK and (status := facts.status_before(version, record.seq)) != ModelStatus.ARCHIVED:
         return f"it restores {version}, which is {status or 'not a version'}: a rollback restores a replaced one", key
     return None, key
 
@@ -165,7 +166,7 @@ def _override_problem(
     if values.get("signed_by") == requester or key == requester_key:
         return f"the override was requested and approved by the same person ({requester}): four eyes needed"
     status = facts.status_before(version, record.seq)
-    if status != "pending" or facts.last_request(version, record.seq) != request_id:
+    if status != ModelStatus.PENDING or facts.last_request(version, record.seq) != request_id:
         return f"it approves {version}'s override request {request_id}, which is not the one pending ({status})"
     return None
 
@@ -183,13 +184,28 @@ def _decisions_on(
     ledger's record of it, as an import brought them), with their bodies, in seq order."""
     context = f"{version}@{imported_from[:12]}" if imported_from else version
     version_id = context_id(ContextType.MODEL_VERSION, context)
-    ids = [edge.source_id for edge in store.edges([version_id], toward="destination")]
-    found = []
-    for record in list(store.records(PROMOTIONS, ids=ids, upto=None if before is None else before - 1)) if ids else []:
+    return _decision_records(store, {version_id: version}, before)[version_id]
+
+
+def _decision_records(
+    store: LedgerStore, named: dict[str, str], before: int | None = None
+) -> dict[str, list[tuple[LedgerRecord, dict]]]:
+    """For each ModelVersion context id in `named` (id -> the version name its decisions give), the well-filed
+    Promotion records on it (by the edges into it) that name that version, with their bodies, in seq order: two
+    reads, however many versions."""
+    pointing: dict[str, list[str]] = {}  # decision id -> the contexts its edges point at
+    for edge in store.edges(named, toward="destination"):
+        pointing.setdefault(edge.source_id, []).append(edge.destination_id)
+    found: dict[str, list[tuple[LedgerRecord, dict]]] = {version_id: [] for version_id in named}
+    upto = None if before is None else before - 1
+    for record in list(store.records(PROMOTIONS, ids=pointing, upto=upto)) if pointing else []:
         if misfiled(record) is None:
             body = json.loads(record.body)
-            if body["parameters"].get("model_version") == version:
-                found.append((record, body))
+            values = body.get("parameters")
+            said = values.get("model_version") if isinstance(values, dict) else None  # no parameters: no version
+            for version_id in dict.fromkeys(pointing[record.entity_id]):
+                if said == named[version_id]:
+                    found[version_id].append((record, body))
     return found
 
 
@@ -291,6 +307,12 @@ class Production:
     @property
     def pointer_disagrees(self) -> bool:
         return self.pointer != self.name
+
+    @property
+    def action(self) -> Action | None:
+        """The decision that put the version there, as recorded (None while no version is in production)."""
+        decided = self.decision.entity() if self.decision is not None else None
+        return decided if isinstance(decided, Action) else None
 
     def warnings(self) -> list[str]:
         lines = [f"refused decision at {r.line()}" for r in self.refused]
@@ -396,13 +418,26 @@ def _parsed(record: LedgerRecord) -> tuple[dict[str, Any], str | None]:
     return ({}, problem) if problem else (json.loads(record.body), None)
 
 
-def decisions_on(store: LedgerStore, version: Context) -> list[Action]:
-    """The Promotion actions on `version`, oldest first, each as first recorded (a later record of the same id
-    is a replay or a rewrite, never the decision)."""
-    found: dict[str, Action] = {}
-    for record, body in _decisions_on(store, version.name):
-        found.setdefault(record.entity_id, Action.model_validate(body))
-    return list(found.values())
+def decisions_on(store: LedgerStore, versions: Iterable[Context]) -> dict[str, list[Action]]:
+    """Each version's decisions (the Promotion actions tied to it), by the version's id, in the order recorded, each
+    as first recorded (a later record of the same id is a replay or a rewrite, never the decision). Another ledger's
+    record of a version (imported, lineage/bundle.py) has that ledger's decisions on it, as the import brought them.
+    Every decision, whether it holds or not: which ones hold is `production` and `version_status`'s question."""
+    named = {version.id: _decided_name(version) for version in versions}
+    found: dict[str, list[Action]] = {}
+    for version_id, records in _decision_records(store, named).items():
+        first: dict[str, Action] = {}
+        for record, body in records:
+            first.setdefault(record.entity_id, Action.model_validate(body))
+        found[version_id] = list(first.values())
+    return found
+
+
+def _decided_name(version: Context) -> str:
+    """The name a decision on `version` gives: its own, or for an imported record, its name in its own ledger."""
+    if IMPORTED_FROM in version.properties:
+        return str(version.properties.get(ORIGIN_NAME, version.name))
+    return version.name
 
 
 # -- what verify checks ---------------------------------------------------------------------------------------

@@ -411,7 +411,8 @@ def run_events(store: LedgerStore, flow_run_id: str | None = None) -> list[RunEv
                 place=place,
                 provenance=dict(props),
             )
-            transitions = [(RunState.START, action.start, facts.event(RunState.START, action.start, "InProgress"))]
+            started = facts.event(RunState.START, action.start, str(ActionStatus.IN_PROGRESS))
+            transitions = [(RunState.START, action.start, started)]
             if action.status in _TERMINAL:
                 state, when = _TERMINAL[action.status], action.end or action.start
                 event = facts.event(state, when, str(action.status), _failure(run), gates.get(stage))
@@ -491,8 +492,10 @@ def stage_event(
             "git_dirty": provenance.dirty,
         },
     )
-    status = {RunState.START: "InProgress", RunState.FAIL: "Failed"}.get(state, "Skipped" if skipped else "Completed")
-    return facts.event(state, when, status, failure)
+    status = {RunState.START: ActionStatus.IN_PROGRESS, RunState.FAIL: ActionStatus.FAILED}.get(
+        state, ActionStatus.SKIPPED if skipped else ActionStatus.COMPLETED
+    )
+    return facts.event(state, when, str(status), failure)
 
 
 def to_json_lines(events: Iterable[RunEvent]) -> str:

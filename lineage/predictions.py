@@ -58,6 +58,7 @@ def _edge(source: Entity, destination: Entity, kind: AssociationType) -> Associa
 
 def prediction(
     version: Context,
+    *,
     files: dict[str, Artifact],
     table_in: Artifact,
     table_out: Artifact,
@@ -159,6 +160,6 @@ def served(store: LedgerStore, name: str) -> list[Served]:
         update = record.entity()
         if isinstance(update, Action) and update.id not in found:  # an update as first recorded
             state = production(store, facts, before=record.seq)
-            decided = state.decision.entity() if state.decision is not None else None
-            found[update.id] = Served(update, state.name, decided.start if isinstance(decided, Action) else None)
+            decided = state.action
+            found[update.id] = Served(update, state.name, decided.start if decided is not None else None)
     return sorted(found.values(), key=lambda f: f.update.start)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from lineage.decisions import production
 from lineage.entities import Action, ActionType, Artifact, Association, Context, ContextType, Entity, context_id
 from lineage.errors import LineageError
 from lineage.store import Kind, LedgerStore
@@ -107,12 +108,10 @@ def resolve(store: LedgerStore, start: str) -> str:
     if found is not None:
         return start
     if start == "production":
-        from lineage.registry import production  # the registry builds on this module
-
-        current = production(store)
+        current = production(store).name  # as the decisions that hold imply it, never the pointer's word
         if current is None:
             raise QueryError("no model version is in production")
-        return current.id
+        return context_id(ContextType.MODEL_VERSION, current)
     for context_type in (ContextType.MODEL_VERSION, ContextType.ENDPOINT):
         named = context_id(context_type, start)
         if store.get(named) is not None:

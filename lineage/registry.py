@@ -335,7 +335,7 @@ def approve(store: LedgerStore, name: str, signer: Signer, reason: str) -> Conte
     if version.properties.get("status") != ModelStatus.PENDING:
         raise RegistryError(f"{name} awaits no approval (status {version.properties.get('status')})")
     request = next(
-        (d for d in reversed(decisions.decisions_on(store, version))
+        (d for d in reversed(decisions.decisions_on(store, [version])[version.id])
          if d.parameters.get("decision") == Decision.OVERRIDE_REQUESTED),
         None,
     )  # fmt: skip
@@ -403,4 +403,5 @@ def report(store: LedgerStore, name: str) -> VersionReport:
     sources = store.linked([version.id], "destination")[version.id]
     actions = sorted((e for e in sources if isinstance(e, Action)), key=lambda action: action.start)
     gates = [a for a in actions if a.action_type in BY_ACTION_TYPE]
-    return VersionReport(version, gates, sorted(decisions.decisions_on(store, version), key=lambda a: a.start))
+    decided = decisions.decisions_on(store, [version])[version.id]
+    return VersionReport(version, gates, sorted(decided, key=lambda action: action.start))

@@ -58,7 +58,7 @@ class ReproduceError(LineageError):
     """Reproduction cannot start or finish; the message is one line naming what is wrong."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Expected:
     """What the ledger says a model version's run used and made."""
 

@@ -251,7 +251,7 @@ def along_chain(records: Iterable[LedgerRecord], version: int = ledger_format.FI
         version = version if declared is None else declared
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VerifyResult:
     """The outcome of `verify`. `count` and `head_hash` are the head row's (on success, the chain's).
     On failure, `seq` is the first position where the chain breaks and `entity_id` the entity of the
@@ -889,9 +889,14 @@ class LedgerStore:
         if digest != point.head_hash:
             found = "no record" if record is None else f"its columns hash to {digest}"
             return VerifyResult(
-                False, head.count, head.head_hash, point.count, record and record.entity_id,
-                Problem.ANCHOR_MISMATCH, f"{found}, the anchor says {point.head_hash}",
-            )  # fmt: skip
+                ok=False,
+                count=head.count,
+                head_hash=head.head_hash,
+                seq=point.count,
+                entity_id=record and record.entity_id,
+                problem=Problem.ANCHOR_MISMATCH,
+                detail=f"{found}, the anchor says {point.head_hash}",
+            )
         return None
 
     def _check_state(
@@ -919,9 +924,13 @@ class LedgerStore:
         if bad_id is None:
             return result
         return VerifyResult(
-            False, result.count, result.head_hash, None, bad_id, Problem.STATE_MISMATCH,
-            "its row in ledger_latest is missing, or names another first or latest record",
-        )  # fmt: skip
+            ok=False,
+            count=result.count,
+            head_hash=result.head_hash,
+            entity_id=bad_id,
+            problem=Problem.STATE_MISMATCH,
+            detail="its row in ledger_latest is missing, or names another first or latest record",
+        )
 
     def last_verification(self) -> Verification | None:
         """The last verification that passed: where the next incremental one starts."""
@@ -950,7 +959,7 @@ class LedgerStore:
             ) from exc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Verification:
     """One row of the verification log: records from_count+1 .. record_count were checked."""
 
@@ -1075,7 +1084,15 @@ def verify_records(
     beyond_head: str | None = None  # the entity of the first record past the head's count, if any
 
     def bad(seq: int, problem: Problem, detail: str, entity_id: str | None = None) -> VerifyResult:
-        return VerifyResult(False, head.count, head.head_hash, seq, entity_id, problem, detail)
+        return VerifyResult(
+            ok=False,
+            count=head.count,
+            head_hash=head.head_hash,
+            seq=seq,
+            entity_id=entity_id,
+            problem=problem,
+            detail=detail,
+        )
 
     for row in rows:
         expected = count + 1
@@ -1102,7 +1119,7 @@ def verify_records(
         return bad(min(count, head.count) + 1, Problem.HEAD_MISMATCH, detail, beyond_head)
     if prev != head.head_hash:
         return bad(max(count, 1), Problem.HEAD_MISMATCH, "the last record's hash is not the head row's")
-    return VerifyResult(True, count, prev)
+    return VerifyResult(ok=True, count=count, head_hash=prev)
 
 
 def _redact(url: str) -> str:

@@ -24,7 +24,7 @@ from lineage.objects import ObjectError, Objects
 from lineage.store import Head, LedgerRecord, LedgerStore, Verification, VerifyResult
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Verified:
     """What one verification found: its lines for people, and whether everything held."""
 
@@ -61,7 +61,14 @@ class Verified:
         """The verification log's row for this verification."""
         start = self.since.record_count if self.since else 0
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        return Verification(start, self.chain.count, self.chain.head_hash, self.ok, "; ".join(self.lines()), now)
+        return Verification(
+            from_count=start,
+            record_count=self.chain.count,
+            head_hash=self.chain.head_hash,
+            ok=self.ok,
+            result="; ".join(self.lines()),
+            verified_at=now,
+        )
 
 
 def verify(
@@ -77,11 +84,26 @@ def verify(
     if since is not None and published and published.get("holds") and published["record_count"] < since.count:
         # The log is not chained: what it says was verified after the latest published anchor is checked again.
         since = Head(published["record_count"], published["head_hash"])
-        last = Verification(since.count, since.count, since.head_hash, True, "", f"the anchor {published['where']}")
+        last = Verification(
+            from_count=since.count,
+            record_count=since.count,
+            head_hash=since.head_hash,
+            ok=True,
+            result="",
+            verified_at=f"the anchor {published['where']}",
+        )
     chain = store.verify(anchor, since)
     log_line = _log(store, problems) if full else None
     decisions = check_decisions(store, since.count if since else 0) if chain.ok else None
-    return Verified(chain, decisions, last if since else None, published, anchor_line, log_line, problems)
+    return Verified(
+        chain=chain,
+        decisions=decisions,
+        since=last if since else None,
+        anchor=published,
+        anchor_line=anchor_line,
+        log_line=log_line,
+        problems=problems,
+    )
 
 
 def check_decisions(store: LedgerStore, since: int = 0) -> DecisionReport:

@@ -23,9 +23,11 @@ from gates.table import BY_ACTION_TYPE, GATES, recorded
 from lineage import registry
 from lineage.authority import signature_status
 from lineage.configuration import unflatten
+from lineage.decisions import decisions_on
 from lineage.diff import RunView, diff, view
 from lineage.entities import (
     Action,
+    ActionStatus,
     ActionType,
     Artifact,
     ArtifactType,
@@ -54,18 +56,6 @@ class NotFound(QueryError):
 # -- the list of model versions ---------------------------------------------------------------------------
 
 
-def _decisions(store: LedgerStore, version_ids: list[str]) -> dict[str, list[Action]]:
-    """Each version's Promotion actions (promoted, rejected, held, kept, override requests, rollbacks), oldest first."""
-    linked = store.linked(version_ids, "destination", [AssociationType.CONTRIBUTED_TO])
-    return {
-        version_id: sorted(
-            (e for e in sources if isinstance(e, Action) and e.action_type == ActionType.PROMOTION),
-            key=lambda action: action.start,
-        )
-        for version_id, sources in linked.items()
-    }
-
-
 def _decision_summary(action: Action | None) -> dict[str, Any] | None:
     if action is None:
         return None
@@ -75,16 +65,16 @@ def _decision_summary(action: Action | None) -> dict[str, Any] | None:
 
 def version_rows(store: LedgerStore, versions: list[Context]) -> list[dict[str, Any]]:
     """`lineage models list --format json`'s rows: each version's record and its latest decision (who, when)."""
-    latest = _decisions(store, [v.id for v in versions])
+    decided = decisions_on(store, versions)
     return [
-        {
-            "name": v.name,
-            "id": v.id,
-            **v.properties,
-            "decision": _decision_summary(latest[v.id][-1] if latest[v.id] else None),
-        }
+        {"name": v.name, "id": v.id, **v.properties, "decision": _decision_summary(_latest(decided[v.id]))}
         for v in versions
     ]
+
+
+def _latest(decisions: list[Action]) -> Action | None:
+    """The decision taken last (by its time; of two at the same time, the one recorded last)."""
+    return sorted(decisions, key=lambda action: action.start)[-1] if decisions else None
 
 
 def page_count(total: int, per_page: int) -> int:
@@ -286,7 +276,7 @@ def _reproductions(store: LedgerStore, sources: list[Entity], version: str) -> l
             {
                 "id": action.id,
                 "at": action.start.isoformat(),
-                "ok": action.status == "Completed",
+                "ok": action.status == ActionStatus.COMPLETED,
                 "command": action.command,
                 "commit": action.parameters.get("commit"),
                 "matched": action.parameters.get("matched"),

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common.redact import redact_text
 from lineage import registry
 from lineage.decisions import Production
-from lineage.entities import Action, Context
+from lineage.entities import Context
 from lineage.errors import LineageError
 from lineage.objects import Objects
 from lineage.predictions import endpoint_update
@@ -393,8 +393,8 @@ def create_app(settings: Settings, objects: Objects) -> FastAPI:
 
 def _promotion(state: Production) -> dict[str, Any] | None:
     """The decision that put the production version there (who, when, why, signed by whom)."""
-    decided = state.decision.entity() if state.decision is not None else None
-    if not isinstance(decided, Action):
+    decided = state.action
+    if decided is None:
         return None
     p = decided.parameters
     return {

@@ -71,9 +71,14 @@ def test_import_contracts_forbid_what_the_design_forbids() -> None:
     """`lint-imports` (make lint) enforces these; here, that nobody weakens them."""
     every = PYPROJECT["tool"]["importlinter"]["contracts"]
     contracts = {c["source_modules"][0]: c for c in every if c["type"] == "forbidden"}
-    (layers,) = [c for c in every if c["type"] == "layers"]
-    assert layers["layers"][0] == "flows.score"
-    assert layers["layers"][-1] == "flows.dvc_lock | flows.retry"
+    layered = {c["layers"][0].split(".")[0]: c["layers"] for c in every if c["type"] == "layers"}
+    assert set(layered) == {"flows", "lineage"}
+    assert layered["flows"][0] == "flows.score"
+    assert layered["flows"][-1] == "flows.dvc_lock | flows.retry"
+    assert layered["lineage"][0] == "lineage.cli"
+    assert layered["lineage"][-1] == "lineage.entities | lineage.errors"
+    for package, layers in layered.items():
+        assert _unlayered(package, layers) == set(), f"a module of {package}/ in none of its layers"
     assert contracts["lineage.evidence"]["forbidden_modules"] == ["lineage.console.app"]
     assert set(contracts["tasks"]["forbidden_modules"]) == {"flows", "lineage", "serving", "prefect"}
     assert set(contracts["lineage"]["forbidden_modules"]) == {"flows", "tasks", "serving", "prefect"}
@@ -82,6 +87,22 @@ def test_import_contracts_forbid_what_the_design_forbids() -> None:
     assert set(contracts["common"]["forbidden_modules"]) == {"flows", "tasks", "lineage", "gates", "serving", "prefect"}
     assert not [c for c in every if c.get("allow_indirect_imports") or c.get("ignore_imports")]
     assert PYPROJECT["tool"]["importlinter"]["include_external_packages"] is True
+
+
+def _unlayered(package: str, layers: list[str]) -> set[str]:
+    """The modules of `package` that no layer names, by itself or by a package holding it: each module has its place,
+    so a new one is placed on purpose (a module no layer names is free to import anything)."""
+    named = {module.strip() for layer in layers for module in layer.split("|")}
+    found = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for path in (REPO / package).rglob("*.py")
+    }
+    return {
+        module
+        for module in found - {package}
+        if not any(module == layer or module.startswith(f"{layer}.") for layer in named)
+        and not any(layer.startswith(f"{module}.") for layer in named)  # a package some of whose modules are named
+    }
 
 
 def test_no_param_value_reaches_a_command() -> None:

@@ -20,7 +20,7 @@ from lineage.cli.root import (
     require_ledger_id,
     show,
 )
-from lineage.entities import Context
+from lineage.entities import Context, ContextType
 from lineage.store import LedgerStore
 
 approvers_app = typer.Typer(help="Who may sign decisions, with which SSH public key.", no_args_is_help=True)
@@ -38,7 +38,7 @@ def _changed(
         publish_anchor(store, repository, remote, f"{what} by {by}")
         return f"{what}: recorded, signed by {by}"
     signed = ", ".join(entry["signed_by"] for entry in proposed.cosignatures)
-    policy = proposed.record.context_type == "LedgerPolicy"
+    policy = proposed.record.context_type == ContextType.POLICY
     command = "lineage policy confirm" if policy else f"lineage approvers confirm {proposed.record.name}"
     return f"{what}: proposed, signed so far by {signed}; another approver signs it: {command} --by NAME --key KEY"
 

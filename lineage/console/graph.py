@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gates.table import BY_ACTION_TYPE
+from lineage.entities import ActionStatus, AssociationType, ModelStatus
 
 # What the summary keeps: the data flow and the decisions. The rest (each code file, the configuration,
 # params, image, platform, the run) is in the full graph, and listed on the version's page.
@@ -22,7 +23,6 @@ _STYLE = {
     "action": 'shape=box, style="filled", fillcolor="#ddf4ff", color="#54aeff"',
     "context": 'shape=hexagon, style="filled", fillcolor="#fff8c5", color="#d4a72c"',
 }
-_FAILED = {"Failed", "failed", "rejected", "FAILED"}
 
 
 def summary(graph: dict[str, Any], run: str | None = None) -> list[dict[str, Any]]:
@@ -44,6 +44,15 @@ def summary(graph: dict[str, Any], run: str | None = None) -> list[dict[str, Any
     linked = {end for e in graph.get("edges", []) if {e["source_id"], e["destination_id"]} <= chosen for end in
               (e["source_id"], e["destination_id"])}  # fmt: skip
     return [v for v in graph["vertices"] if v["id"] in linked or v["id"] in start]
+
+
+def _failed(vertex: dict[str, Any]) -> bool:
+    """Drawn in red: an action that failed (a stage, a gate whose verdict failed, a reproduction that did not
+    match) or a rejected model version. Vertices hold the entities' JSON: each status in its enum's one spelling."""
+    details = vertex["details"]
+    if vertex["kind"] == "action":
+        return details.get("status") == ActionStatus.FAILED
+    return (details.get("properties") or {}).get("status") == ModelStatus.REJECTED
 
 
 def _label(vertex: dict[str, Any]) -> str:
@@ -77,10 +86,7 @@ def to_dot(
         '  edge [color="#8c959f", arrowsize=0.6];',
     ]
     for vertex in vertices:
-        failed = (
-            vertex["label"].endswith("(Failed)") or (vertex["details"].get("properties") or {}).get("status") in _FAILED
-        )
-        extra = ', color="#cf222e", penwidth=2' if failed else ""
+        extra = ', color="#cf222e", penwidth=2' if _failed(vertex) else ""
         extra += ", penwidth=3" if vertex["id"] in start else ""
         target = href(vertex)
         if target:
@@ -89,6 +95,6 @@ def to_dot(
         lines.append(f"  {name} [label={label}, {_STYLE[vertex['kind']]}{extra}, tooltip={name}];")
     for edge in graph.get("edges", []):
         if edge["source_id"] in kept and edge["destination_id"] in kept:
-            style = "" if edge["association_type"] == "Produced" else ' [style="dashed"]'
+            style = "" if edge["association_type"] == AssociationType.PRODUCED else ' [style="dashed"]'
             lines.append(f"  {json.dumps(edge['source_id'])} -> {json.dumps(edge['destination_id'])}{style};")
     return "\n".join([*lines, "}"])

@@ -205,7 +205,14 @@ def test_sqlite_and_postgres_verify_from_the_last_verification_alike(postgres_ur
         since = lite.head()
         for store in (lite, pg):
             store.record_verification(
-                Verification(0, since.count, since.head_hash, True, "ok", "2026-12-04T10:00:00+00:00")
+                Verification(
+                    from_count=0,
+                    record_count=since.count,
+                    head_hash=since.head_hash,
+                    ok=True,
+                    result="ok",
+                    verified_at="2026-12-04T10:00:00+00:00",
+                )
             )
         for batch in batches[6:]:
             lite.append(batch)
@@ -250,7 +257,16 @@ def test_a_read_only_store_reads_and_refuses_every_write(postgres_url: str, tmp_
             with pytest.raises(LedgerError, match=r"read-only|readonly"):
                 reader.append(_ledger(3)[2])
             with pytest.raises(LedgerError, match=r"read-only|readonly"):
-                reader.record_verification(Verification(0, head.count, head.head_hash, True, "ok", "now"))
+                reader.record_verification(
+                    Verification(
+                        from_count=0,
+                        record_count=head.count,
+                        head_hash=head.head_hash,
+                        ok=True,
+                        result="ok",
+                        verified_at="now",
+                    )
+                )
             assert reader.head() == head
     with pytest.raises(LedgerError, match="no ledger file"):
         LedgerStore(f"sqlite:///{tmp_path / 'missing.db'}", read_only=True)

@@ -13,10 +13,13 @@ import pytest
 
 from lineage.configuration import flatten, unflatten
 from lineage.console.charts import tuning_chart
+from lineage.console.graph import to_dot
+from lineage.entities import ActionStatus, ModelStatus
 from lineage.model_card import CardError, parse, recorded
+from lineage.query import Direction
 from lineage.reproduce import Row, expected, record
 from lineage.store import LedgerStore
-from lineage.views import version_view
+from lineage.views import lineage_graph, version_view
 from tests.conftest import REPO, record_two_weeks
 
 STATIC = REPO / "lineage" / "console" / "static"
@@ -119,6 +122,21 @@ def test_a_reproduction_shows_its_match_table(tmp_path: Path) -> None:
     table = {row["artifact"]: (row["recorded"], row["reproduced"], row["match"]) for row in shown[0]["artifacts"]}
     assert table == {row.artifact: (row.recorded, row.reproduced, row.match) for row in rows}
     assert any(path.endswith(".py") for path in table)  # code files are compared too
+
+
+def test_the_graph_draws_failed_actions_and_rejected_versions_in_red(tmp_path: Path) -> None:
+    """Each status in its enum's spelling: an action's ActionStatus, a version's ModelStatus."""
+    with LedgerStore(f"sqlite:///{tmp_path / 'lineage.db'}") as store:
+        (_, bad), _ = record_two_weeks(store, tmp_path)  # week 2: fairness failed, the version rejected
+        graph = lineage_graph(store, bad, Direction.ASCENDANTS, 10)
+    drawn = to_dot(graph, True, lambda _: None).splitlines()
+    red_ids = {json.loads(line.split(" [")[0]) for line in drawn if "#cf222e" in line}
+    red = [vertex for vertex in graph["vertices"] if vertex["id"] in red_ids]
+    assert sorted((v["type"], v["details"].get("status") or v["details"]["properties"]["status"]) for v in red) == [
+        ("FairnessGate", ActionStatus.FAILED),
+        ("ModelVersion", ModelStatus.REJECTED),
+    ]
+    assert {v["label"] for v in red if v["kind"] == "context"} == {bad}
 
 
 def test_without_chromium_an_evidence_pack_stops_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

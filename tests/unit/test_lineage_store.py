@@ -41,6 +41,7 @@ from lineage.store import (
     LedgerStore,
     Problem,
     Verification,
+    VerifyResult,
     misfiled,
     rebuild_latest,
     record_columns,
@@ -148,7 +149,7 @@ def test_a_failing_append_leaves_nothing(store: LedgerStore, tmp_path: Path) -> 
 
 
 def test_verify_a_clean_and_an_empty_ledger(store: LedgerStore, tmp_path: Path) -> None:
-    assert store.verify() == store.verify().__class__(True, 0, GENESIS)
+    assert store.verify() == VerifyResult(ok=True, count=0, head_hash=GENESIS)
     for index in range(5):
         store.append(_run(f"run-{index}"))
     result = store.verify()
@@ -532,8 +533,13 @@ def test_the_verification_log_keeps_what_was_checked_and_where_to_start(store: L
     assert store.last_verification() is None
     store.append(_run("run-1"))
     stamp = "2026-12-04T10:00:00+00:00"
-    store.record_verification(Verification(0, 7, store.head().head_hash, True, "ok", stamp))
-    store.record_verification(Verification(7, 7, store.head().head_hash, False, "FAILED", stamp))
+    head_hash = store.head().head_hash
+    store.record_verification(
+        Verification(from_count=0, record_count=7, head_hash=head_hash, ok=True, result="ok", verified_at=stamp)
+    )
+    store.record_verification(
+        Verification(from_count=7, record_count=7, head_hash=head_hash, ok=False, result="FAILED", verified_at=stamp)
+    )
     last = store.last_verification()
     assert last is not None
     assert (last.head, last.ok, last.id) == (store.head(), True, 1)

@@ -44,7 +44,15 @@ LOCK = {  # dvc.lock's stages in dvc.yaml's order
 
 def _want(platform: dict[str, str] | None) -> Expected:
     version = Context(context_type=ContextType.MODEL_VERSION, name="model-abc")
-    return Expected(version, "run-1", "c0ffee", "params", {}, {}, platform)
+    return Expected(
+        version=version,
+        flow_run_id="run-1",
+        commit="c0ffee",
+        params_md5="params",
+        hashes={},
+        originals={},
+        platform=platform,
+    )
 
 
 def _report(tree: Path, rows: list[Row], recorded: dict[str, str] | None, here: dict[str, str]) -> Report:
