@@ -29,6 +29,7 @@ _RESULT = {
     ActionStatus.FAILED: "failed",
     ActionStatus.NOT_RUN: "not run",
 }
+_HAS_METRICS = {ActionStatus.COMPLETED, ActionStatus.SKIPPED}
 
 
 def publish(
@@ -40,7 +41,7 @@ def publish(
     allowed: Overrides,
 ) -> None:
     """The UI's view of the run: the summary, the metrics table and a link per report that has one."""
-    metrics = read_metrics([run.stage for run in runs])
+    metrics = this_runs_metrics(runs)
     rows = criteria(metrics, allowed)
     stages = [[run.stage, _RESULT[run.status], describe(run.stage, metrics[run.stage], allowed)] for run in runs]
     gates = [[row.gate, row.criterion, row.value, row.bound, row.result] for row in rows if row.decides]
@@ -108,6 +109,13 @@ def decision_section(recorded: Recorded, ledger_url: str | None, failure: str | 
     return f"## Model version `{name}`\n\n{text}"
 
 
+def this_runs_metrics(runs: list[StageRun]) -> dict[str, Any]:
+    """Each stage's metrics file, for the stages this run ran or found unchanged; None for the others, whose
+    file (if any) an earlier run left: its verdicts are not this run's."""
+    found = read_metrics([run.stage for run in runs])
+    return {run.stage: found[run.stage] if run.status in _HAS_METRICS else None for run in runs}
+
+
 def console_link(version: str) -> str:
     """A link to the version's page in the lineage console, when LINEAGE_CONSOLE_URL says where it is."""
     url = os.environ.get("LINEAGE_CONSOLE_URL", "").strip()
@@ -131,7 +139,7 @@ def lineage_section(runs: list[StageRun], recorded: Recorded, metrics: dict[str,
         ["image", str(facts.get("image_uri")), f"revision {facts.get('image_revision')}"],
         ["stages", " → ".join(run.stage for run in runs), did_said],
     ]
-    if model := locked_outs("tune").get("models/model.pt"):
+    if metrics.get("tune") and (model := locked_outs("tune").get("models/model.pt")):  # this run's model, if any
         rows.append(["model", "models/model.pt", f"md5 {model[:12]}"])
     rows.append(["verdicts", "this run's gates", said(verdicts(metrics, allowed))])
     version = recorded.model_version
