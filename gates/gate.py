@@ -24,6 +24,7 @@ class GateVerdict(StrEnum):
 
 
 PROMOTABLE = {GateVerdict.PASSED, GateVerdict.OVERRIDDEN, GateVerdict.PREDATES}
+WRITTEN = {GateVerdict.PASSED, GateVerdict.FAILED, GateVerdict.OVERRIDDEN, GateVerdict.NOT_RUN}  # by the recorder
 
 
 class Override(Protocol):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gates import accuracy, drift, fairness
-from gates.gate import NO_OVERRIDE, PROMOTABLE, Criterion, Gate, GateVerdict, Metrics, Override
+from gates.gate import NO_OVERRIDE, PROMOTABLE, WRITTEN, Criterion, Gate, GateVerdict, Metrics, Override
 
 GATES: tuple[Gate[Any], ...] = (drift.GATE, accuracy.GATE, fairness.GATE)
 
@@ -38,12 +38,27 @@ def verdicts(metrics: Mapping[str, Metrics | None], allowed: Overrides) -> dict[
 
 def recorded(properties: Mapping[str, Any]) -> dict[str, str]:
     """The verdicts a model version's record holds; a gate it has no verdict of predates it."""
-    return {prop: str(properties.get(prop) or GateVerdict.PREDATES) for prop in PROPERTIES}
+    return {prop: str(properties[prop]) if prop in properties else GateVerdict.PREDATES for prop in PROPERTIES}
 
 
 def may_promote(found: Mapping[str, Any]) -> bool:
-    """A model may be promoted only when every gate passed (or a named person allowed its failure)."""
-    return all(value in PROMOTABLE for value in recorded(found).values())
+    """A model may be promoted only when every gate passed (or a named person allowed its failure, where the gate
+    has an override)."""
+    verdicts = recorded(found).values()
+    return all(
+        value in PROMOTABLE and (value != GateVerdict.OVERRIDDEN or gate.override_section)
+        for gate, value in zip(GATES, verdicts, strict=True)
+    )
+
+
+def unwritten(properties: Mapping[str, Any]) -> list[str]:
+    """The gate verdicts of a version's record that no run writes (`predates` is only ever read), as `prop=value`."""
+    return [
+        f"{gate.version_property}={value!r}"
+        for gate in GATES
+        if (value := properties.get(gate.version_property, GateVerdict.NOT_RUN)) not in WRITTEN
+        or (value == GateVerdict.OVERRIDDEN and not gate.override_section)
+    ]
 
 
 def said(found: Mapping[str, Any]) -> str:

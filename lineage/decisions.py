@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from sshsig.ssh_public_key import PublicKey
 
-from gates.table import PROPERTIES, may_promote, said
+from gates.table import PROPERTIES, may_promote, said, unwritten
 from lineage.authority import GOVERNANCE, PIPELINE, Authority, Policy, replay
 from lineage.entities import (
     IMPORTED_FROM,
@@ -57,6 +57,9 @@ AUTOMATIC = {Decision.PROMOTED, Decision.REJECTED, Decision.HELD, Decision.KEPT}
 MOVES_PRODUCTION = {Decision.PROMOTED, Decision.ROLLED_BACK}
 PROMOTIONS = [(Kind.ACTION, ActionType.PROMOTION.value)]
 PRODUCTION_POINTER = context_id(ContextType.DEPLOYMENT, "production")
+# The pipeline's decisions that found every gate passed: only they vouch for the verdicts they quote (a rejection
+# quotes them too, but of a version it refused: they may be a record someone wrote before the run).
+VOUCHING = {Decision.PROMOTED, Decision.HELD}
 # What a model version is, fixed by its first record: later records change its status, never these.
 IDENTITY = ("model_md5", "flow_run_id", *PROPERTIES, "trained_in")
 
@@ -239,6 +242,8 @@ class StoreFacts:
             found += _decisions_on(self.store, version, seq, trained_in)
         for record, body in sorted(found, key=lambda pair: pair[0].seq):
             values = body["parameters"]
+            if values.get("decision") not in VOUCHING:
+                continue
             if is_imported(record, values, self.end):
                 if record.entity_id in self.end.attestations and "gates" in values:
                     return dict(values["gates"])
@@ -594,7 +599,7 @@ class RegistryCheck:
             problem = imported_decision_problem(record, values, self.authority)
             if problem is None:
                 self.report.imported += 1
-                if isinstance(values.get("gates"), dict):
+                if isinstance(values.get("gates"), dict) and values.get("decision") in VOUCHING:
                     self.vouches.setdefault(version, dict(values["gates"]))
             return problem
         problem, key = judge(record, body, self)
@@ -607,7 +612,7 @@ class RegistryCheck:
             self.report.valid += 1
             self.report.signers.add(str(values.get("signed_by")))
         outcome = values["decision"]
-        if by_pipeline(values):
+        if by_pipeline(values) and outcome in VOUCHING:
             self.vouches.setdefault(version, dict(values.get("gates") or self.verdicts(version, record.seq) or {}))
         if outcome == Decision.OVERRIDE_REQUESTED and key is not None:
             self.requests[record.entity_id] = (str(values.get("signed_by")), key, version)
@@ -644,6 +649,8 @@ class RegistryCheck:
                 md5 = values.get("model_md5")
                 if self.strict and isinstance(md5, str) and name != f"model-{md5[:12]}":
                     return f"a version named {name} for model md5 {md5}: its name is not its model's"
+                if self.strict and (odd := unwritten(values)):
+                    return f"a version {name} recorded with gate verdicts no run writes ({', '.join(odd)})"
             if not self.strict:
                 return None
             if not again and (changed := self._changed_identity(name, values)):
