@@ -360,6 +360,10 @@ def approver_record(name: str, key: PublicKey, registered_by: str, ledger_id: st
     """An Approver context: `name` may (or, revoked, may no longer) sign with `key` (unsigned until signed)."""
     if not name.strip():
         raise AuthorityError("an approver needs a name: got an empty one")
+    try:
+        name.encode("utf-8")  # a lone surrogate (a shell's undecodable byte) cannot be stored
+    except UnicodeEncodeError:
+        raise AuthorityError(f"an approver's name must be valid Unicode: got {name!r}") from None
     return Context(
         context_type=ContextType.APPROVER,
         name=name,

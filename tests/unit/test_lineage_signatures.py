@@ -157,6 +157,9 @@ def test_trust_starts_with_a_self_signed_approver_and_follows_registrations(
             read_public_key(ssh_keys["mallory"].with_suffix(".pub")),
             Signer("mallory", ssh_keys["mallory"]),
         )
+    # A name a shell passed with an undecodable byte is refused in one line, not a validation traceback.
+    with pytest.raises(AuthorityError, match=r"^an approver's name must be valid Unicode: got 'caf\\udce9'$"):
+        register(store, "caf\udce9", alice_pub, Signer("alice", ssh_keys["alice"]))
     register(store, "bob", read_public_key(ssh_keys["bob"].with_suffix(".pub")), Signer("alice", ssh_keys["alice"]))
     register(
         store, "bob", read_public_key(ssh_keys["bob"].with_suffix(".pub")), Signer("alice", ssh_keys["alice"]), REVOKED
