@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gates.gate import Gate, GateMetrics
+from gates.gate import Gate, GateMetrics, judged_on
 
 
 class Accuracy(GateMetrics):
@@ -25,22 +25,18 @@ class AccuracyMetrics(GateMetrics):
     accuracy: Accuracy
 
 
-def _basis(a: Accuracy) -> str:
-    return "far end of 95% interval" if a.judge == "interval" else "point value"
-
-
 def _said(m: AccuracyMetrics) -> str:
     a = m.accuracy
     relation = "<=" if a.passed else ">"
     return (
-        f"test RMSLE / baseline's {a.judged:.4f} {relation} {a.max_ratio} ({_basis(a)}; "
+        f"test RMSLE / baseline's {a.judged:.4f} {relation} {a.max_ratio} ({judged_on(a.judge)}; "
         f"network {a.network_rmsle:.4f}, baseline {a.baseline_rmsle:.4f})"
     )
 
 
 def _criteria(m: AccuracyMetrics) -> list[tuple[str, str, str, bool | str]]:
     a = m.accuracy
-    return [(f"test RMSLE / baseline's, {_basis(a)}", f"{a.judged:.4g}", f"<= {a.max_ratio:.4g}", a.passed)]
+    return [(f"test RMSLE / baseline's, {judged_on(a.judge)}", f"{a.judged:.4g}", f"<= {a.max_ratio:.4g}", a.passed)]
 
 
 def _facts(m: AccuracyMetrics) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gates.gate import Gate, GateMetrics
+from gates.gate import Gate, GateMetrics, judged_on
 
 # The fairness stage's names for its criteria (tasks.fairness.LABELS, which a test holds this equal to;
 # importing the stage would load its libraries here).
@@ -43,7 +43,7 @@ class FairnessMetrics(GateMetrics):
 
 
 def _criteria(m: FairnessMetrics) -> list[tuple[str, str, str, bool | str]]:
-    basis = "far end of 95% interval" if m.policy.judge == "interval" else "point value"
+    basis = judged_on(m.policy.judge)
     rows: list[tuple[str, str, str, bool | str]] = []
     for column, attribute in m.attributes.items():
         if not attribute.criteria:  # a group too small to judge

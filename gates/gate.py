@@ -57,6 +57,11 @@ class GateMetrics(BaseModel):
 M = TypeVar("M", bound=GateMetrics)
 
 
+def judged_on(judge: str) -> str:
+    """What a bootstrapped criterion is judged on, as the verdict tables say it (params' `judge`)."""
+    return "far end of 95% interval" if judge == "interval" else "point value"
+
+
 @dataclass(frozen=True)
 class Criterion:
     """One measured criterion of a gate: its value (4 significant digits), the bound it is held to, and

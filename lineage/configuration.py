@@ -69,6 +69,12 @@ def unflatten(flat: dict[str, PropertyValue]) -> dict[str, Any]:
     return nested
 
 
+def metrics_file(artifact: Artifact) -> dict[str, Any]:
+    """A metrics file as its stage wrote it, from the flattened properties its artifact holds (DVC's `nfiles`
+    aside)."""
+    return unflatten({k: v for k, v in artifact.properties.items() if k != "nfiles"})
+
+
 def configuration_files(root: Path) -> list[Path]:
     """The configuration files present under `root`, in a fixed order."""
     found: list[Path] = []

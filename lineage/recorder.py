@@ -42,7 +42,7 @@ from common.redact import redact_url
 from gates.gate import NO_OVERRIDE, GateVerdict
 from gates.table import GATES, Overrides, may_promote, said
 from lineage.authority import PIPELINE, current
-from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, snapshot, unflatten
+from lineage.configuration import changes, deployment_artifact, file_artifacts, flatten, metrics_file, snapshot
 from lineage.dvc_workspace import dataset_properties, host, locked_stage, read_lock
 from lineage.entities import (
     Action,
@@ -263,8 +263,7 @@ class _RunGraph:
 
 
 def _metrics(outs: dict[str, Artifact], path: str) -> dict[str, Any] | None:
-    """A metrics file as the stage wrote it, from the properties its artifact holds (flattened)."""
-    return unflatten({k: v for k, v in outs[path].properties.items() if k != "nfiles"}) if path in outs else None
+    return metrics_file(outs[path]) if path in outs else None
 
 
 @dataclass(frozen=True)

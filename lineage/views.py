@@ -18,11 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gates.gate import Criterion, NoOverride
+from gates.gate import NO_OVERRIDE, Criterion, NoOverride
 from gates.table import BY_ACTION_TYPE, GATES, recorded
 from lineage import registry
 from lineage.authority import signature_status
-from lineage.configuration import unflatten
+from lineage.configuration import metrics_file
 from lineage.decisions import decisions_on
 from lineage.diff import RunView, diff, view
 from lineage.entities import (
@@ -111,7 +111,7 @@ def _on_a_page(page: int, per_page: int, total: int, which: str) -> None:
 def _metrics(run: RunView, path: str) -> dict[str, Any] | None:
     for outs in run.outs.values():
         if path in outs:
-            return unflatten({k: v for k, v in outs[path].properties.items() if k != "nfiles"})
+            return metrics_file(outs[path])
     return None
 
 
@@ -135,7 +135,7 @@ def _verdicts(
     file), its line and the reports it names (the drift report, say); and every gate's criteria."""
     found, rows = [], []
     for gate, verdict in zip(GATES, recorded(version.properties).values(), strict=True):
-        measured, override = metrics.get(gate.stage), allowed.get(gate.name, NoOverride())
+        measured, override = metrics.get(gate.stage), allowed.get(gate.name, NO_OVERRIDE)
         try:
             said = gate.line(measured, override) if measured else None
             rows += gate.rows(measured, override) if measured else []
