@@ -67,14 +67,16 @@ def lineage_pipeline(
     wait_for_workspace: float = 600.0,
     signing_key_block: str | None = None,
     openlineage_api_key_block: str | None = None,
+    dask_scheduler: str | None = None,
 ) -> State[Any]:
     """Weekly retrain: pull, run each DVC stage with its gates, push outputs and the run record, record
     the run's lineage and promote the model only if every gate passed. Each stage's OpenLineage events
-    go out as it runs where a transport is configured (OPENLINEAGE_URL, openlineage.yml)."""
+    go out as it runs where a transport is configured (OPENLINEAGE_URL, openlineage.yml). `dask_scheduler`: the
+    Dask cluster etl runs on (else DASK_SCHEDULER_ADDRESS, else this machine; docs/scaling.md)."""
     started = _now()
     configuration = deployment_configuration()  # as the server holds it now, for the ledger's history
     settings = resolve_settings(
-        remote, aws_credentials_block, lineage_db_block, tune_trial_deployment, optuna_storage_block
+        remote, aws_credentials_block, lineage_db_block, tune_trial_deployment, optuna_storage_block, dask_scheduler
     )
     try:
         with workspace_lock(wait_for_workspace):
@@ -88,7 +90,7 @@ def lineage_pipeline(
             last: State[Any] = prepared
             platform = None
             if changed and not failure:  # stages will compute: what their numbers can depend on, for the ledger
-                probed = numeric_platform(return_state=True, wait_for=[prepared])
+                probed = numeric_platform(settings.stage_env(), return_state=True, wait_for=[prepared])
                 platform, failure = _settle(probed)
                 last = probed
             try:
@@ -206,6 +208,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--openlineage-api-key-block", default=None, help="Prefect Secret block holding the OpenLineage API key"
     )
+    parser.add_argument("--dask-scheduler", default=None, help="run etl on this Dask cluster (tcp://host:8786)")
     parser.add_argument(
         "--wait-for-workspace", type=float, default=600.0, metavar="SECONDS",
         help="how long to wait while another run holds this workspace before stopping (default 600)",
@@ -215,6 +218,7 @@ if __name__ == "__main__":
         final = lineage_pipeline(
             arguments.remote, arguments.aws_credentials_block, arguments.lineage_db_block,
             arguments.tune_trial_deployment, arguments.optuna_storage_block, arguments.wait_for_workspace,
-            arguments.signing_key_block, arguments.openlineage_api_key_block, return_state=True,
+            arguments.signing_key_block, arguments.openlineage_api_key_block, arguments.dask_scheduler,
+            return_state=True,
         )  # fmt: skip
     sys.exit(0 if final.is_completed() else 1)

@@ -14,6 +14,7 @@ from typing import cast
 
 from prefect.runtime import flow_run
 
+from tasks.engine import SCHEDULER_ENV
 from tasks.tune_settings import (
     OPTUNA_STORAGE_BLOCK_ENV,
     OPTUNA_STORAGE_URL_ENV,
@@ -32,15 +33,18 @@ class RunSettings:
     tune_trial_deployment: str | None = None  # tuning trials run as flow runs of this deployment
     optuna_storage_url: str | None = field(default=None, repr=False)  # the Optuna storage those trials share
     optuna_storage_block: str | None = None  # the Secret block holding it, handed on to the workers
+    dask_scheduler: str | None = field(default=None, repr=False)  # None: DASK_SCHEDULER_ADDRESS, else this machine
 
     def stage_env(self, features_remote: str | None = None) -> dict[str, str]:
-        """What a stage's environment adds to this process's: the tune stage's settings (tasks/tune_settings.py)."""
+        """What a stage's environment adds to this process's: the tune stage's settings (tasks/tune_settings.py)
+        and the Dask cluster (tasks/engine.py)."""
         settings = {
             TUNE_RUN_ID_ENV: str(flow_run.get_id() or ""),  # the study's name; a retried stage reuses it
             TUNE_TRIAL_DEPLOYMENT_ENV: self.tune_trial_deployment,
             OPTUNA_STORAGE_URL_ENV: self.optuna_storage_url,
             OPTUNA_STORAGE_BLOCK_ENV: self.optuna_storage_block,
             TUNE_FEATURES_REMOTE_ENV: features_remote,
+            SCHEDULER_ENV: self.dask_scheduler,
         }
         return {name: value for name, value in settings.items() if value}
 
@@ -51,6 +55,7 @@ def resolve_settings(
     lineage_db_block: str | None,
     tune_trial_deployment: str | None,
     optuna_storage_block: str | None,
+    dask_scheduler: str | None = None,
 ) -> RunSettings:
     """The run's settings from the flow's parameters and the Prefect blocks they name."""
     if aws_credentials_block:
@@ -61,6 +66,7 @@ def resolve_settings(
         tune_trial_deployment=tune_trial_deployment,
         optuna_storage_url=read_secret(optuna_storage_block) if optuna_storage_block else None,
         optuna_storage_block=optuna_storage_block,
+        dask_scheduler=dask_scheduler,
     )
 
 

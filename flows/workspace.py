@@ -96,11 +96,13 @@ def check_before_work(ledger_url: str | None) -> tuple[list[str], Params]:
 
 
 @task(name="numeric-platform", task_run_name="numeric-platform", **RETRIES)
-def numeric_platform() -> dict[str, str]:
-    """What the stages' numbers can depend on here (CPU, dispatch, library versions), for the ledger; a CPU
-    below the numeric platform (tasks/__init__.py) is refused before any stage runs."""
+def numeric_platform(env: dict[str, str]) -> dict[str, str]:
+    """What the stages' numbers can depend on here (CPU, dispatch, library versions) and where they run (a Dask
+    cluster), for the ledger, as a stage sees it with `env` added; a CPU below the numeric platform
+    (tasks/__init__.py) or a cluster that cannot be reached is refused before any stage runs."""
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.numeric_platform"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "tasks.numeric_platform"], capture_output=True, text=True, check=False,
+        env=os.environ | env,
     )  # fmt: skip
     said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
     if done.returncode == EXIT_BAD_INPUT:

@@ -80,6 +80,8 @@ def image_here() -> str:
 # Facts the numeric platform (tasks/__init__.py) makes irrelevant to the bytes: it caps every
 # library's dispatch at one level, whatever the CPU offers above it, and runs MKL in its vendor-neutral branch.
 _PINNED_AWAY = ("cpu", "cpu_level", "cpu_vendor")
+# Where the stages' data work ran (tasks/engine.py): no layout changes a byte (tests/integration/test_etl_layouts.py).
+_LAYOUT = ("dask_scheduler", "dask_workers", "dask_worker_versions")
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class PlatformComparison:
             lines.append(
                 f"this machine is {here}, the model was built on {built}: another architecture gives other bytes"
             )
-        relevant = {k: v for k, v in differences.items() if k not in _PINNED_AWAY}
+        relevant = {k: v for k, v in differences.items() if k not in (*_PINNED_AWAY, *_LAYOUT)}
         if relevant:
             lines.append(
                 "platform differs: " + "; ".join(f"{k} {a} recorded, {b} here" for k, (a, b) in relevant.items())
@@ -123,6 +125,8 @@ class PlatformComparison:
         pinned = [k for k in differences if k in _PINNED_AWAY]
         if pinned:
             lines.append(f"platform differs in {', '.join(pinned)}, which the numeric platform keeps from the bytes")
+        if layout := [k for k in differences if k in _LAYOUT]:
+            lines.append(f"the stages ran elsewhere ({', '.join(layout)}), which changes no byte")
         if ok or not relevant:
             lines.append(f"platform equal: {', '.join(self.equal)}")
         return lines

@@ -10,6 +10,7 @@ import csv
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,8 @@ def validate_transactions(frame: pd.DataFrame, source: str, required: list[str] 
     try:
         return SCHEMA.validate(frame, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as errors:
-        raise InputError(_describe_schema_errors(errors, source, label)) from None
+        problem = _describe_schema_errors(errors, source, label)
+    raise InputError(problem)  # raised outside the handler, so no pandera error rides along to a Dask client
 
 
 def _read_file(source: str) -> pd.DataFrame:
@@ -331,6 +333,13 @@ _ITEMS = (
 ).split("|")
 
 
+# The synthetic generator's unit of work: a dataset of more rows is written part by part, each part at most
+# this many rows (the UCI file's size), so memory stays bounded whatever the size.
+PART_ROWS = 541_909
+# Part p's invoice numbers start p times this above part 0's, so no two parts share an invoice.
+_PART_INVOICE_STRIDE = 1_000_000
+
+
 def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = None) -> pd.DataFrame:
     """Synthetic transactions in the UCI layout (UCI headers and dtypes); same args, same frame.
 
@@ -338,34 +347,82 @@ def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = N
     25% of rows without CustomerID, registered customers buying about three times the units guests buy
     per line (11.9 against 3.9 in the UCI file), 2% cancellations, quantity falling with price, no Saturday
     trading, a Christmas close and an autumn peak. `drift` raises prices and the non-UK share of
-    invoices from its start date.
+    invoices from its start date. More than PART_ROWS rows: the parts of `synthetic_part`, concatenated.
     """
+    if rows > PART_ROWS:
+        parts = range(-(-rows // PART_ROWS))
+        return pd.concat([synthetic_part(rows, seed, drift, part) for part in parts], ignore_index=True)
     rng = np.random.default_rng(seed)
-    drift = drift or DriftInjection()
+    return _lines(rng, rows, _Catalog.draw(rng, rows), drift or DriftInjection(), 0)
 
-    # Products: code, description, base price, popularity and baseline demand.
-    n_products = int(np.clip(rows // 135, 20, 4000))
-    numbers = rng.choice(np.arange(10002, 90000), size=n_products, replace=False)
-    suffixes = np.where(rng.random(n_products) < 0.15, rng.choice(list("ABCDEFGHJKL"), n_products), "")
-    codes = np.char.add(numbers.astype(str), suffixes)
-    names = np.array([f"{c} {p} {i}" for c in _COLOURS for p in _PATTERNS for i in _ITEMS], dtype=object)
-    descriptions = names[rng.choice(len(names), size=n_products, replace=False)]
-    base_price = np.round(np.clip(rng.lognormal(np.log(2.1), 0.85, n_products), 0.1, 50.0), 2)
-    popularity = rng.lognormal(0.0, 1.2, n_products)
-    popularity /= popularity.sum()
-    baseline = rng.normal(0.0, 0.5, n_products)
 
-    # Customers: id, home country, how often they order.
-    countries = np.array(list(_COUNTRY_ROWS), dtype=object)
-    country_p = np.array(list(_COUNTRY_ROWS.values()), dtype=float)
-    country_p /= country_p.sum()
-    n_customers = int(np.clip(rows // 124, 10, 4372))
-    customer_ids = 12346 + rng.permutation(n_customers * 2)[:n_customers]
-    customer_country = rng.choice(len(countries), size=n_customers, p=country_p)
-    customer_country[: len(countries)] = np.arange(len(countries))[:n_customers]  # every country trades
-    customer_p = rng.lognormal(0.0, 1.0, n_customers)
-    customer_p /= customer_p.sum()
+def synthetic_part(rows: int, seed: int, drift: DriftInjection | None, part: int) -> pd.DataFrame:
+    """Part `part` of `rows` synthetic transactions: at most PART_ROWS rows, made alone (bounded memory).
 
+    Part 0 is `generate_transactions(min(rows, PART_ROWS), seed, drift)`: the default size is one part, so
+    its bytes do not depend on this. Every part shares part 0's products and customers over the same
+    13 months (a bigger shop, not a longer year); part p draws its invoices and lines from its own seed
+    sequence (seed, p), so a part's rows do not depend on how many parts there are, nor on who makes them.
+    """
+    catalog_rng = np.random.default_rng(seed)
+    catalog = _Catalog.draw(catalog_rng, min(rows, PART_ROWS))
+    rng = catalog_rng if part == 0 else np.random.default_rng([seed, part])
+    size = min(PART_ROWS, rows - part * PART_ROWS)
+    return _lines(rng, size, catalog, drift or DriftInjection(), part * _PART_INVOICE_STRIDE)
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    """The shop's products (code, description, base price, popularity, baseline demand) and customers
+    (id, home country, how often they order)."""
+
+    codes: np.ndarray
+    descriptions: np.ndarray
+    base_price: np.ndarray
+    popularity: np.ndarray
+    baseline: np.ndarray
+    countries: np.ndarray
+    country_p: np.ndarray
+    customer_ids: np.ndarray
+    customer_country: np.ndarray
+    customer_p: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, rows: int) -> _Catalog:
+        """About one product per 135 rows (20 to 4,000) and one customer per 124 (10 to 4,372)."""
+        n_products = int(np.clip(rows // 135, 20, 4000))
+        numbers = rng.choice(np.arange(10002, 90000), size=n_products, replace=False)
+        suffixes = np.where(rng.random(n_products) < 0.15, rng.choice(list("ABCDEFGHJKL"), n_products), "")
+        codes = np.char.add(numbers.astype(str), suffixes)
+        names = np.array([f"{c} {p} {i}" for c in _COLOURS for p in _PATTERNS for i in _ITEMS], dtype=object)
+        descriptions = names[rng.choice(len(names), size=n_products, replace=False)]
+        base_price = np.round(np.clip(rng.lognormal(np.log(2.1), 0.85, n_products), 0.1, 50.0), 2)
+        popularity = rng.lognormal(0.0, 1.2, n_products)
+        popularity /= popularity.sum()
+        baseline = rng.normal(0.0, 0.5, n_products)
+
+        countries = np.array(list(_COUNTRY_ROWS), dtype=object)
+        country_p = np.array(list(_COUNTRY_ROWS.values()), dtype=float)
+        country_p /= country_p.sum()
+        n_customers = int(np.clip(rows // 124, 10, 4372))
+        customer_ids = 12346 + rng.permutation(n_customers * 2)[:n_customers]
+        customer_country = rng.choice(len(countries), size=n_customers, p=country_p)
+        customer_country[: len(countries)] = np.arange(len(countries))[:n_customers]  # every country trades
+        customer_p = rng.lognormal(0.0, 1.0, n_customers)
+        customer_p /= customer_p.sum()
+        return cls(
+            codes, descriptions, base_price, popularity, baseline,
+            countries, country_p, customer_ids, customer_country, customer_p,
+        )  # fmt: skip
+
+
+def _lines(
+    rng: np.random.Generator, rows: int, catalog: _Catalog, drift: DriftInjection, invoice_offset: int
+) -> pd.DataFrame:
+    """`rows` sale lines on invoices of the catalog's customers, in time order, with real-world noise."""
+    c = catalog
+    countries, country_p = c.countries, c.country_p
+    n_products, n_customers = len(c.codes), len(c.customer_ids)
     # Invoices: about 2% of rows sit on small cancellation invoices, the rest ~22 lines each.
     cancel_rows = round(rows * 0.02)
     n_orders = max(1, round((rows - cancel_rows) / 22))
@@ -389,10 +446,10 @@ def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = N
     )
     registered = rng.random(len(sizes)) < 0.75
     registered[is_cancel_invoice] = True
-    customer = rng.choice(n_customers, size=len(sizes), p=customer_p)
+    customer = rng.choice(n_customers, size=len(sizes), p=c.customer_p)
     invoice_country = np.where(
         registered,
-        customer_country[customer],
+        c.customer_country[customer],
         np.where(rng.random(len(sizes)) < 0.98, 0, rng.choice(len(countries), size=len(sizes), p=country_p)),
     )
     drifted_invoice = np.zeros(len(sizes), dtype=bool)
@@ -408,20 +465,20 @@ def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = N
     # Invoice numbers rise with time, as in the real file.
     order = np.lexsort((np.arange(len(sizes)), invoice_time))
     invoice_number = np.empty(len(sizes), dtype=np.int64)
-    invoice_number[order] = 536365 + np.arange(len(sizes))
+    invoice_number[order] = 536365 + invoice_offset + np.arange(len(sizes))
 
     # Lines, in time order.
     line_invoice = np.repeat(order, sizes[order])
-    product = rng.choice(n_products, size=rows, p=popularity)
+    product = rng.choice(n_products, size=rows, p=c.popularity)
     when = invoice_time[line_invoice]
     elapsed_years = (when - np.datetime64(START)) / np.timedelta64(365, "D")
-    price = base_price[product] * np.where(rng.random(rows) < 0.25, 0.85, 1.0) * (1 + 0.03 * elapsed_years)
+    price = c.base_price[product] * np.where(rng.random(rows) < 0.25, 0.85, 1.0) * (1 + 0.03 * elapsed_years)
     price = np.where(drifted_invoice[line_invoice], price * drift.price_factor, price)
     price = np.round(price, 2)
     weekday = pd.DatetimeIndex(when).dayofweek.to_numpy()
     log_mean = (
         1.0
-        + baseline[product]
+        + c.baseline[product]
         - 1.0 * np.log(price)
         + 1.33 * registered[line_invoice]  # about 3x the units per line of guests, as in the UCI file
         + 0.1 * (weekday == 3)
@@ -438,12 +495,12 @@ def generate_transactions(rows: int, seed: int, drift: DriftInjection | None = N
     frame = pd.DataFrame(
         {
             "InvoiceNo": invoice_text[line_invoice],
-            "StockCode": codes.astype(object)[product],
-            "Description": descriptions[product],
+            "StockCode": c.codes.astype(object)[product],
+            "Description": c.descriptions[product],
             "Quantity": quantity,
             "InvoiceDate": pd.DatetimeIndex(when).astype("datetime64[ns]"),
             "UnitPrice": price,
-            "CustomerID": np.where(registered[line_invoice], customer_ids[customer[line_invoice]], np.nan),
+            "CustomerID": np.where(registered[line_invoice], c.customer_ids[customer[line_invoice]], np.nan),
             "Country": countries[invoice_country[line_invoice]],
         }
     )

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tasks.columns import TARGET
 from tasks.data import UCI_HEADERS, generate_transactions, load_transactions, map_distinct, validate_transactions
+from tasks.engine import Layout, dask_client
 from tasks.params import Params, load_params
 from tasks.stage import InputError, atomic_path, require_under, run_stage, write_json
 
@@ -68,7 +70,7 @@ COLUMN_LINEAGE: dict[str, dict[str, list[dict[str, str]]]] = {
 
 # Product codes are five digits with an optional letter suffix (85123A); anything else is
 # postage, fees, manual adjustments or gift vouchers (POST, D, M, C2, DOT, BANK CHARGES...).
-_PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]*$")
+PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]*$")
 
 
 @dataclass
@@ -89,8 +91,8 @@ def clean(raw: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
     # is filtered once (each filter copies every column); a row counts under its first reason.
     reasons = {
         "duplicate_rows": raw.duplicated().to_numpy(),
-        "cancellations": _holds(raw["invoice_no"], lambda invoice: invoice.str.upper().str.startswith("C")),
-        "non_product_codes": ~_holds(raw["stock_code"], lambda code: code.str.match(_PRODUCT_CODE)),
+        "cancellations": holds(raw["invoice_no"], lambda invoice: invoice.str.upper().str.startswith("C")),
+        "non_product_codes": ~holds(raw["stock_code"], lambda code: code.str.match(PRODUCT_CODE)),
         "returns_or_zero_quantity": (raw["quantity"] <= 0).to_numpy(),
         "non_positive_price": (raw["unit_price"] <= 0).to_numpy(),
     }
@@ -125,7 +127,7 @@ def usual_descriptions(frame: pd.DataFrame) -> pd.Series:
     return ranked.set_index("stock_code")["description"]
 
 
-def _holds(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> np.ndarray:
+def holds(values: pd.Series, test: Callable[[pd.Series], pd.Series]) -> np.ndarray:
     """A text test per row, worked out once per distinct value (False for a missing cell)."""
     return map_distinct(values, test).to_numpy(dtype=bool)
 
@@ -215,11 +217,26 @@ def extract(params: Params) -> tuple[pd.DataFrame, str]:
     if source == "synthetic":
         synthetic = generate_transactions(params.data.rows, params.seed, params.data.inject_drift)
         return validate_transactions(synthetic, "synthetic"), "synthetic"
+    return load_transactions(source_path(source)), source
+
+
+def source_path(source: str) -> Path:
+    """The data.source file, which must sit under data/raw/, where DVC sees it change."""
     how = f"bring it in with `dvc import-url <uri> {RAW_DIR}/<name>` or copy it there and `dvc add` it"
-    return load_transactions(require_under(source, RAW_DIR, "data.source", how)), source
+    return require_under(source, RAW_DIR, "data.source", how)
 
 
-def metrics(report: CleaningReport, processed: pd.DataFrame, source: str, stockcode: str) -> dict[str, object]:
+def output_facts(processed: pd.DataFrame) -> dict[str, object]:
+    """What metrics/etl.json says of data/processed.parquet."""
+    return {
+        "written": len(processed),
+        "products": int(processed["stock_code"].nunique()),
+        "first": str(processed["invoice_date"].min()),
+        "last": str(processed["invoice_date"].max()),
+    }
+
+
+def metrics(report: CleaningReport, facts: dict[str, object], source: str, stockcode: str) -> dict[str, object]:
     """metrics/etl.json: where the data came from and what happened to every row."""
     return {
         "source": source,
@@ -227,19 +244,23 @@ def metrics(report: CleaningReport, processed: pd.DataFrame, source: str, stockc
         "rows": {
             "read": report.rows_read,
             "clean": report.rows_clean,
-            "written": len(processed),
+            "written": facts["written"],
         },
         "dropped": report.dropped,
         "imputed": report.imputed,
         "kept_missing_customer_id": report.missing_customer_id,
-        "products": int(processed["stock_code"].nunique()),
-        "first_invoice_date": str(processed["invoice_date"].min()),
-        "last_invoice_date": str(processed["invoice_date"].max()),
+        "products": facts["products"],
+        "first_invoice_date": facts["first"],
+        "last_invoice_date": facts["last"],
     }
 
 
 def main() -> None:
     params = load_params()
+    layout = Layout.from_env()
+    if layout.out_of_core(source_rows(params) or 0):
+        main_out_of_core(params, layout)
+        return
     raw, source = extract(params)
     cleaned, report = clean(raw)
     processed = add_features(filter_stockcode(cleaned, params.data.stockcode, source))
@@ -248,8 +269,30 @@ def main() -> None:
         raw.rename(columns=UCI_HEADERS).to_parquet(tmp, index=False)
     with atomic_path(PROCESSED_OUT) as tmp:
         processed.to_parquet(tmp, index=False)
-    write_json(METRICS_OUT, metrics(report, processed, source, params.data.stockcode))
+    write_json(METRICS_OUT, metrics(report, output_facts(processed), source, params.data.stockcode))
     print(f"etl: {report.rows_read} rows read, {len(processed)} written to {PROCESSED_OUT}")
+
+
+def source_rows(params: Params) -> int | None:
+    """How many rows the source holds, where that is known before reading it (synthetic, Parquet): a CSV or
+    XLSX file is read into memory anyway."""
+    if params.data.source == "synthetic":
+        return params.data.rows
+    path = source_path(params.data.source)
+    if path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return None
+
+
+def main_out_of_core(params: Params, layout: Layout) -> None:
+    """main(), partition by partition on Dask (tasks/etl_out_of_core.py): the same output bytes."""
+    from tasks.etl_out_of_core import process
+
+    # The raw table takes its place only once the processed one has: a bad input leaves no output behind.
+    with dask_client(layout) as (client, where), atomic_path(TRANSACTIONS_OUT) as transactions:
+        report, facts = process(client, params, transactions, PROCESSED_OUT, layout.partitions)
+    write_json(METRICS_OUT, metrics(report, facts, params.data.source, params.data.stockcode))
+    print(f"etl: {report.rows_read} rows read, {facts['written']} written to {PROCESSED_OUT}, on {where}")
 
 
 if __name__ == "__main__":

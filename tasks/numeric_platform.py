@@ -15,11 +15,16 @@ import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import tasks
+from common.redact import redact_url
+from tasks.stage import InputError
 
-LIBRARIES = ("numpy", "torch", "scikit-learn", "pandas", "pyarrow", "evidently", "shap", "optuna", "fairlearn", "scipy")
+LIBRARIES = (
+    "numpy", "torch", "scikit-learn", "pandas", "pyarrow", "evidently", "shap", "optuna", "fairlearn", "scipy",
+    "dask", "distributed",
+)  # fmt: skip
 
 
 def enter() -> None:
@@ -93,10 +98,41 @@ def describe() -> dict[str, Any]:
     }
 
 
+def cluster() -> dict[str, str]:
+    """The Dask cluster the stages' data work goes to, where one is configured (tasks/engine.py): its address
+    (any secret masked), its workers and the versions they run. InputError if it cannot be reached."""
+    from tasks.engine import Layout, dask_client
+
+    layout = Layout.from_env()
+    if layout.scheduler is None:
+        return {}
+    with dask_client(layout) as (client, _):
+        versions: dict[str, Any] = client.get_versions()  # type: ignore[assignment]  # sync client: the dict
+        workers = versions["workers"]
+    packages = {
+        ", ".join(f"{name} {value}" for name, value in sorted(worker["packages"].items()))
+        for worker in workers.values()
+    }
+    return {
+        "dask_scheduler": redact_url(layout.scheduler),
+        "dask_workers": str(len(workers)),
+        "dask_worker_versions": "; ".join(sorted(packages)),
+    }
+
+
+def refuse(problem: str) -> NoReturn:
+    """One line and tasks.stage.EXIT_BAD_INPUT, as the stages' refusal: the flow then runs no stage."""
+    print(f"numeric_platform: error: {problem}", file=sys.stderr)
+    sys.stdout.flush()
+    os._exit(65)
+
+
 if __name__ == "__main__":
-    if (refusal := tasks.mkl_refusal()) is not None:  # the flow then runs no stage: each would refuse
-        print(f"numeric_platform: error: {refusal}", file=sys.stderr)
-        sys.stdout.flush()
-        os._exit(65)  # tasks.stage.EXIT_BAD_INPUT, as the stages' refusal
-    print(json.dumps(describe(), indent=2, sort_keys=True))
+    if (refusal := tasks.mkl_refusal()) is not None:  # each stage would refuse
+        refuse(refusal)
+    try:
+        where = cluster()
+    except InputError as error:
+        refuse(str(error))
+    print(json.dumps(describe() | where, indent=2, sort_keys=True))
     sys.stdout.flush()

@@ -313,15 +313,16 @@ def harness() -> Iterator[None]:
         yield
 
 
-def run_flow(clone: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
-    """Run the lineage-pipeline flow in `clone`; its final state and each task run's attempt count."""
+def run_flow(clone: Path, monkeypatch: pytest.MonkeyPatch, **parameters: Any) -> tuple[Any, dict[str, int]]:
+    """Run the lineage-pipeline flow in `clone` with `parameters`; its final state and each task run's attempt
+    count."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.pipeline import lineage_pipeline
 
     monkeypatch.chdir(clone)
-    state = lineage_pipeline(return_state=True)
+    state = lineage_pipeline(return_state=True, **parameters)
     run_id = state.state_details.flow_run_id
     assert run_id is not None
     with get_client(sync_client=True) as api:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import generate_transactions, validate_transactions
+from tasks.data import PART_ROWS, generate_transactions, synthetic_part, validate_transactions
 from tasks.params import DriftInjection
 
 DEFAULT_ROWS = 541_909
@@ -95,3 +95,25 @@ def test_injected_drift_raises_prices_and_the_non_uk_share() -> None:
     undrifted = generate_transactions(60_000, seed=5)
     before_start = undrifted["InvoiceDate"] < pd.Timestamp(start)
     assert frame.loc[~after, "UnitPrice"].median() == undrifted.loc[before_start, "UnitPrice"].median()
+
+
+def test_a_bigger_dataset_is_parts_made_alone(default: pd.DataFrame) -> None:
+    """More than PART_ROWS rows: part 0 is the default-size table itself, later parts are new invoices of the
+    same shop (its products and customers, the same months), each made from its own seed sequence alone."""
+    rows = 2 * PART_ROWS + 1000
+    first, second, last = (synthetic_part(rows, 42, None, part) for part in range(3))
+    assert _parquet_bytes(first) == _parquet_bytes(default)
+    assert (len(second), len(last)) == (PART_ROWS, 1000)
+    assert _parquet_bytes(last) == _parquet_bytes(synthetic_part(rows, 42, None, 2))  # made again, alone
+    assert _parquet_bytes(second) != _parquet_bytes(synthetic_part(rows, 43, None, 1))
+    invoices = [set(part["InvoiceNo"].str.lstrip("C")) for part in (first, second, last)]
+    assert not (invoices[0] & invoices[1])
+    assert not (invoices[1] & invoices[2])
+    products = set().union(*(part["StockCode"][part["StockCode"].str.match(r"^\d{5}")] for part in (first, second)))
+    assert len(products) <= 4000  # one catalog of 4,000 products: two would list about 8,000
+    customers = set(first["CustomerID"].dropna()) | set(second["CustomerID"].dropna())
+    assert len(customers) <= 4372  # one set of customers
+    assert second["InvoiceDate"].min().year == 2010
+    assert second["InvoiceDate"].max().year == 2011
+    whole = generate_transactions(rows, seed=42)
+    assert _parquet_bytes(whole) == _parquet_bytes(pd.concat([first, second, last], ignore_index=True))

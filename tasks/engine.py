@@ -1,0 +1,139 @@
+"""Where a stage's data work runs: in memory with pandas, out of core with Dask on this machine, or on a
+Dask cluster; and the Parquet writer that makes the three write the same bytes.
+
+The layout is operations, not lineage: it never changes an output's bytes (tests/integration/test_etl_layouts.py
+proves it), so it comes from the environment, not params.yaml, and the ledger records it with the run's platform.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from common.redact import redact_url
+from tasks.stage import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+# Dask's own variable (its config key scheduler-address): a Dask client made without an address connects there.
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+# Above this many input rows a stage works out of core, partition by partition.
+IN_MEMORY_ROWS_ENV = "PIPELINE_IN_MEMORY_ROWS"
+IN_MEMORY_ROWS = 2_000_000  # etl's in-memory peak is about 1 GB per million rows (docs/scaling.md)
+# Rows per Dask partition: what one worker thread holds at a time, several times over while it transforms them.
+PARTITION_ROWS_ENV = "PIPELINE_PARTITION_ROWS"
+PARTITION_ROWS = 500_000
+# pyarrow's default: what pandas' to_parquet writes, so a file written in pieces is the same bytes.
+ROW_GROUP_ROWS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The engine layout, from the environment."""
+
+    scheduler: str | None
+    in_memory_rows: int
+    partition_rows: int
+
+    @classmethod
+    def from_env(cls) -> Layout:
+        return cls(
+            scheduler=os.environ.get(SCHEDULER_ENV) or None,
+            in_memory_rows=_positive(IN_MEMORY_ROWS_ENV, IN_MEMORY_ROWS),
+            partition_rows=_positive(PARTITION_ROWS_ENV, PARTITION_ROWS),
+        )
+
+    def out_of_core(self, rows: int) -> bool:
+        """A cluster, when one is configured, takes the work whatever its size; else only what will not fit."""
+        return self.scheduler is not None or rows > self.in_memory_rows
+
+    def partitions(self, rows: int) -> int:
+        return max(1, -(-rows // self.partition_rows))
+
+
+def _positive(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"environment: {name}: '{value}' is not a positive whole number of rows")
+    return int(value)
+
+
+@contextmanager
+def dask_client(layout: Layout) -> Iterator[tuple[Client, str]]:
+    """A Dask client on the configured cluster, or on a cluster inside this process that spills to disk what
+    does not fit in memory; and where that is, for the stage's message (the address with any secret masked)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    # Its scheduler says WARNING of every shuffle it starts and ends: routine, not for the stage's log.
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
+    with dask.config.set({"dataframe.convert-string": False}):  # text stays pandas' object, as in memory
+        if layout.scheduler is None:
+            # Its worker logs a task's error with a traceback; the stage reports it, in one line.
+            logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
+            threads = len(os.sched_getaffinity(0))
+            with (
+                LocalCluster(n_workers=1, threads_per_worker=threads, processes=False, dashboard_address=":0") as local,
+                Client(local) as client,
+            ):
+                yield client, "this machine, out of core"
+            return
+        where = redact_url(layout.scheduler)
+        try:
+            # Waits Dask's distributed.comm.timeouts.connect (30 s; DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT).
+            remote = Client(layout.scheduler)
+        except (OSError, TimeoutError, ValueError) as error:
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise InputError(
+                f"environment: {SCHEDULER_ENV}: cannot reach the Dask scheduler at {where}: {detail}"
+            ) from None
+        with remote:
+            yield remote, f"the Dask cluster at {where} ({len(remote.scheduler_info()['workers'])} workers)"
+
+
+class RowGroupWriter:
+    """A Parquet file written piece by piece in row groups of ROW_GROUP_ROWS, whatever the pieces: the bytes
+    pandas' `to_parquet(index=False)` writes for the whole table at once (with the given pandas metadata)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.pending: list[pa.Table] = []
+        self.rows = 0  # pending
+        self.written = 0
+        self.writer = pq.ParquetWriter(path, schema, compression="snappy")
+
+    @staticmethod
+    def schema_of(frame: pd.DataFrame) -> pa.Schema:
+        """The Arrow schema, pandas metadata included, pandas' to_parquet would write `frame` with."""
+        return pa.Schema.from_pandas(frame, preserve_index=False)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        self.pending.append(table.replace_schema_metadata(self.schema.metadata))
+        self.rows += len(frame)
+        self.written += len(frame)
+        while self.rows >= ROW_GROUP_ROWS:
+            self._flush(ROW_GROUP_ROWS)
+
+    def close(self) -> None:
+        if self.rows:
+            self._flush(self.rows)
+        self.writer.close()
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending)
+        self.writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(rows)
+        self.pending, self.rows = ([rest] if len(rest) else []), len(rest)
