@@ -29,10 +29,13 @@ if TYPE_CHECKING:
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # Above this many input rows a stage works out of core, partition by partition.
 IN_MEMORY_ROWS_ENV = "PIPELINE_IN_MEMORY_ROWS"
-IN_MEMORY_ROWS = 2_000_000  # etl's in-memory peak is about 1 GB per million rows (docs/scaling.md)
+IN_MEMORY_ROWS = 10_000_000  # etl in memory peaks at about 0.45 GB per million rows (docs/scaling.md)
 # Rows per Dask partition: what one worker thread holds at a time, several times over while it transforms them.
 PARTITION_ROWS_ENV = "PIPELINE_PARTITION_ROWS"
 PARTITION_ROWS = 500_000
+# Memory the Dask worker on this machine keeps partitions in before it spills them to disk (Dask's own units).
+MEMORY_LIMIT_ENV = "PIPELINE_MEMORY_LIMIT"
+MEMORY_LIMIT = "2GiB"
 # pyarrow's default: what pandas' to_parquet writes, so a file written in pieces is the same bytes.
 ROW_GROUP_ROWS = 1024 * 1024
 
@@ -72,20 +75,29 @@ def _positive(name: str, default: int) -> int:
 
 @contextmanager
 def dask_client(layout: Layout) -> Iterator[tuple[Client, str]]:
-    """A Dask client on the configured cluster, or on a cluster inside this process that spills to disk what
-    does not fit in memory; and where that is, for the stage's message (the address with any secret masked)."""
+    """A Dask client on the configured cluster, or on a worker process of this machine's that spills to disk
+    what does not fit in PIPELINE_MEMORY_LIMIT; and where that is, for the stage's message (the address with
+    any secret masked)."""
     import dask
     from distributed import Client, LocalCluster
 
-    # Its scheduler says WARNING of every shuffle it starts and ends: routine, not for the stage's log.
-    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     with dask.config.set({"dataframe.convert-string": False}):  # text stays pandas' object, as in memory
         if layout.scheduler is None:
-            # Its worker logs a task's error with a traceback; the stage reports it, in one line.
-            logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
             threads = len(os.sched_getaffinity(0))
+            limit = os.environ.get(MEMORY_LIMIT_ENV) or MEMORY_LIMIT
             with (
-                LocalCluster(n_workers=1, threads_per_worker=threads, processes=False, dashboard_address=":0") as local,
+                # A worker process of its own: Dask measures a worker's memory as its process's, so in this one it
+                # would count the stage's own share and pause the worker for good.
+                # Silent: it logs every shuffle as a WARNING and a task's error with a traceback; the stage reports
+                # what matters, in one line.
+                LocalCluster(
+                    n_workers=1,
+                    threads_per_worker=threads,
+                    processes=True,
+                    memory_limit=limit,
+                    dashboard_address=":0",
+                    silence_logs=logging.CRITICAL,
+                ) as local,
                 Client(local) as client,
             ):
                 yield client, "this machine, out of core"

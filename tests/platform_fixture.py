@@ -1,9 +1,11 @@
 """The reproducibility fixture that travels: the md5 of every output of a small-params run of all six stages,
-made once on the numeric platform and committed (tests/fixtures/small_pipeline_md5.json, with the platform
-that made it), and compared by tests/integration/test_platform_fixture.py on whatever machine runs the tests.
+made on the numeric platform and committed, one table per CPU vendor (tests/fixtures/small_pipeline_md5.<vendor>.json,
+with the platform that made it: Intel's and AMD's tune outputs still differ), and compared by
+tests/integration/test_platform_fixture.py on whatever machine runs the tests with its vendor's table.
 
-`python -m tests.platform_fixture` remakes the table from this working tree, in a scratch clone: run it, and
-commit the table, after a change meant to change outputs (the same change re-locks dvc.lock).
+`python -m tests.platform_fixture` remakes this vendor's table from this working tree, in a scratch clone: run it,
+and commit the table, after a change meant to change outputs (the same change re-locks dvc.lock); the other
+vendor's table is then stale until remade on such a CPU.
 `python -m tests.platform_fixture --vendor-split` shows what the fixture is for: at the table's params, the
 platform as it was before issue 36 (BEFORE, below), run with MKL as on this CPU and with MKL
 dispatching as on an Intel CPU (tests/fake_intel), and the outputs in which the two differ.
@@ -22,9 +24,10 @@ from typing import Any
 import yaml
 
 from lineage.reproduce import PlatformComparison, first_difference, this_platform
+from tasks.numeric_platform import cpuinfo
 from tests.conftest import REPO, run, set_params, snapshot, stage_env
 
-TABLE = REPO / "tests" / "fixtures" / "small_pipeline_md5.json"
+FIXTURES = REPO / "tests" / "fixtures"
 # conftest's SMALL, with three batches of two trials (so the last is tuned against told ones and may be pruned).
 PARAMS: dict[str, dict[str, object]] = {
     "data": {"rows": 20_000},
@@ -73,8 +76,9 @@ def outputs(clone: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
-def fake_intel_env() -> dict[str, str]:
-    """The environment under which stage processes' MKL dispatches as on an Intel CPU (tests/fake_intel)."""
+def fake_intel_env(intel: bool = True) -> dict[str, str]:
+    """The environment under which stage processes' MKL dispatches as on an Intel CPU (tests/fake_intel), or with
+    `intel` False as on another vendor's."""
     import torch
 
     nm = shutil.which("nm")
@@ -86,12 +90,34 @@ def fake_intel_env() -> dict[str, str]:
     missing = [name for name in wanted if name not in found]
     assert not missing, f"{library} has no symbol {', '.join(missing)}: another MKL build; update tests/fake_intel"
     offsets = ",".join(found[name] for name in wanted)
-    return {"FAKE_INTEL_MKL": offsets, "PYTHONPATH": str(REPO / "tests" / "fake_intel")}
+    faked = {"FAKE_INTEL_MKL": offsets, "PYTHONPATH": str(REPO / "tests" / "fake_intel")}
+    return faked if intel else faked | {"FAKE_MKL_VENDOR": "other"}
 
 
-def load_table() -> dict[str, Any]:
-    table: dict[str, Any] = json.loads(TABLE.read_text(encoding="utf-8"))
+def table_path(vendor: str | None = None) -> Path:
+    """The table made on a CPU of `vendor` (this machine's by default): one per vendor, since Intel's and AMD's
+    tune outputs still differ (docs/reproduction.md, "Across vendors")."""
+    return FIXTURES / f"small_pipeline_md5.{vendor or cpuinfo('vendor_id') or 'unknown'}.json"
+
+
+def load_table(vendor: str | None = None) -> dict[str, Any]:
+    """The table of `vendor`'s CPUs (this machine's by default); a vendor with none fails, saying how to make it."""
+    path = table_path(vendor)
+    if not path.is_file():
+        raise AssertionError(
+            f"{path.relative_to(REPO)}: no table made on this vendor's CPU; make it here with "
+            "`python -m tests.platform_fixture` from a committed checkout, and commit it"
+        )
+    table: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return table
+
+
+def vendor_tables() -> dict[str, dict[str, Any]]:
+    """Every vendor's table, by vendor."""
+    return {
+        path.name.split(".")[1]: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(FIXTURES.glob("small_pipeline_md5.*.json"))
+    }
 
 
 def mismatch(table: dict[str, Any], clone: Path, found: dict[str, str]) -> str | None:
@@ -104,8 +130,9 @@ def mismatch(table: dict[str, Any], clone: Path, found: dict[str, str]) -> str |
     stages = list(yaml.safe_load((clone / "dvc.lock").read_text())["stages"].values())
     first, downstream = first_difference(stages, different)
     first = first or sorted(different)[0]  # an output the table has and this run did not make
+    made_on = table_path(table["made_on"]["cpu_vendor"])
     lines = [
-        f"{len(different)} of {len(wanted)} outputs differ from {TABLE.relative_to(REPO)}",
+        f"{len(different)} of {len(wanted)} outputs differ from {made_on.relative_to(REPO)}",
         f"first difference: {first}: {wanted.get(first, 'absent')} in the table, {found.get(first, 'absent')} here",
         f"downstream of it: {', '.join(p for p in downstream if p in different) or 'none'}",
     ]
@@ -137,12 +164,12 @@ def main() -> None:
         made_on = this_platform(clone)
     if made_on is None:
         sys.exit("platform_fixture: python -m tasks.numeric_platform failed; no table written")
-    old = load_table()["outputs"] if TABLE.is_file() else {}
+    path = table_path(made_on["cpu_vendor"])
+    old = load_table(made_on["cpu_vendor"])["outputs"] if path.is_file() else {}
     table = {"params": PARAMS, "made_on": made_on, "outputs": found}
-    TABLE.parent.mkdir(parents=True, exist_ok=True)
-    TABLE.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
-    changed = [path for path in found if old.get(path) != found[path]]
-    print(f"{TABLE.relative_to(REPO)}: {len(found)} outputs, {len(changed)} changed: {', '.join(changed) or 'none'}")
+    path.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    changed = [name for name in found if old.get(name) != found[name]]
+    print(f"{path.relative_to(REPO)}: {len(found)} outputs, {len(changed)} changed: {', '.join(changed) or 'none'}")
     print(f"made on {made_on['cpu']} ({made_on['cpu_vendor']}), MKL branch {made_on['mkl_cnr']}")
 
 

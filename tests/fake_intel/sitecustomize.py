@@ -1,4 +1,5 @@
-"""For tests only: the MKL inside torch dispatches as on an Intel CPU, whatever this CPU's vendor.
+"""For tests only: the MKL inside torch dispatches as on an Intel CPU, whatever this CPU's vendor (or, with
+FAKE_MKL_VENDOR=other, as on another vendor's CPU, on an Intel one).
 
 With this folder on PYTHONPATH, Python imports this module at start-up. In a process on the numeric platform
 (MKL_CBWR set: a stage after its restart, or a process computing for one) and with FAKE_INTEL_MKL set, it loads
@@ -26,4 +27,5 @@ if os.environ.get("FAKE_INTEL_MKL") and os.environ.get("MKL_CBWR"):
         page = address & ~(mmap.PAGESIZE - 1)
         if libc.mprotect(page, 2 * mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC) != 0:
             raise OSError(ctypes.get_errno(), "fake_intel: mprotect failed")
-        ctypes.memmove(address, b"\xb8\x01\x00\x00\x00\xc3", 6)  # mov eax, 1; ret
+        intel = b"\x00" if os.environ.get("FAKE_MKL_VENDOR") == "other" else b"\x01"
+        ctypes.memmove(address, b"\xb8" + intel + b"\x00\x00\x00\xc3", 6)  # mov eax, 1 (or 0); ret
