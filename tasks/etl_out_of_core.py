@@ -1,11 +1,11 @@
 """etl out of core: the same outputs as tasks.etl's in-memory path, byte for byte, from data that does not fit
-in memory, on this machine's threads or on a Dask cluster.
+in memory, on a Dask worker process of this machine's or on a Dask cluster (tasks/engine.py).
 
-The raw table is written part by part; then a Dask graph over it runs tasks.etl's own row-level functions
-per partition. Rows that must meet go to one partition by a shuffle (identical rows share an invoice; a
-product's rows share its code), and every order that reaches an output ends in the input position
-(`row_id`), so no result depends on the partitions or the workers: the output is written in order, in
-row groups of a fixed size.
+The raw table is read or made on the workers a part at a time and written in order; then a Dask graph over
+it runs tasks.etl's own row-level functions per partition. Rows that must meet go to one partition by a
+shuffle (identical rows share an invoice; a product's rows share its code), and every order that reaches an
+output ends in the input position (`row_id`), so no result depends on the partitions or the workers: the
+output is written in order, in row groups of a fixed size.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def process(
     missing = kept[["description", "country", "customer_id"]].isna().sum().compute()
     report.imputed = {"description": int(missing["description"]), "country": int(missing["country"])}
     report.missing_customer_id = int(missing["customer_id"])
-    report.rows_clean = distinct - int(sum(report.dropped[reason] for reason in REASONS))
+    report.rows_clean = int(tally.get(KEPT, 0))
     filled = kept.map_partitions(_impute, usual)
     stockcode = params.data.stockcode
     if stockcode:
@@ -104,7 +104,7 @@ def process(
     # Each product's mean quantity per month: a few thousand products by 13 months, small enough to hand
     # to every partition. One output partition: the means are complete there, once each.
     monthly = filled.groupby(["stock_code", "month_key"])["quantity"].mean(split_out=1).compute()
-    if monthly.empty:
+    if monthly.empty and stockcode:
         raise InputError(f"params.yaml: data.stockcode: '{stockcode}' has no sales rows in {params.data.source}")
     by_product = filled.shuffle("stock_code").map_partitions(_product_features, monthly)
     ordered = by_product.sort_values("invoice_date").map_partitions(_row_features)
@@ -199,6 +199,6 @@ def _write_in_order(client: Client, ordered: Any, out: Path) -> dict[str, Any]:
             first = first if first is not None else frame["invoice_date"].iloc[0]
             last = frame["invoice_date"].iloc[-1]
         if writer is None:
-            raise InputError("etl: no rows left after cleaning")
+            raise InputError("no sales rows left after cleaning")
         writer.close()
     return {"written": writer.written, "products": len(products), "first": str(first), "last": str(last)}
