@@ -130,3 +130,12 @@ def test_the_report_names_the_image_by_digest_the_run_and_the_reproduction_ran_i
     report = Report(replace(report.expected, image=recorded), report.rows, report.action, report.findings)
     assert report.table().splitlines()[-1] == f"image: the run's {recorded}, this reproduction's {here}"
     assert report.as_dict()["image"] == {"recorded": recorded, "here": here}
+
+
+def test_a_run_on_a_dask_cluster_is_no_platform_difference() -> None:
+    cluster = {"dask_scheduler": "tcp://scheduler:8786", "dask_workers": "3", "dask_worker_versions": "dask 2026.11.0"}
+    lines = PlatformComparison({**PLATFORM, **cluster}, PLATFORM).lines(ok=True)
+    assert (
+        "the stages ran elsewhere (dask_scheduler, dask_worker_versions, dask_workers), which changes no byte" in lines
+    )
+    assert not [line for line in lines if line.startswith("platform differs")]
