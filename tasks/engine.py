@@ -1,5 +1,5 @@
 """Where a stage's data work runs: in memory with pandas, out of core with Dask on this machine, or on a
-Dask cluster; and the Parquet writer that makes the three write the same bytes.
+Dask cluster. Light to import (no pandas, no numpy): the flow reads its names before the numeric platform is set.
 
 The layout is operations, not lineage: it never changes an output's bytes (tests/integration/test_etl_layouts.py
 proves it), so it comes from the environment, not params.yaml, and the ledger records it with the run's platform.
@@ -12,12 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from common.redact import redact_url
 from tasks.stage import InputError
@@ -36,8 +31,6 @@ PARTITION_ROWS = 500_000
 # Memory the Dask worker on this machine keeps partitions in before it spills them to disk (Dask's own units).
 MEMORY_LIMIT_ENV = "PIPELINE_MEMORY_LIMIT"
 MEMORY_LIMIT = "2GiB"
-# pyarrow's default: what pandas' to_parquet writes, so a file written in pieces is the same bytes.
-ROW_GROUP_ROWS = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,39 +106,3 @@ def dask_client(layout: Layout) -> Iterator[tuple[Client, str]]:
             ) from None
         with remote:
             yield remote, f"the Dask cluster at {where} ({len(remote.scheduler_info()['workers'])} workers)"
-
-
-class RowGroupWriter:
-    """A Parquet file written piece by piece in row groups of ROW_GROUP_ROWS, whatever the pieces: the bytes
-    pandas' `to_parquet(index=False)` writes for the whole table at once (with the given pandas metadata)."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.schema = schema
-        self.pending: list[pa.Table] = []
-        self.rows = 0  # pending
-        self.written = 0
-        self.writer = pq.ParquetWriter(path, schema, compression="snappy")
-
-    @staticmethod
-    def schema_of(frame: pd.DataFrame) -> pa.Schema:
-        """The Arrow schema, pandas metadata included, pandas' to_parquet would write `frame` with."""
-        return pa.Schema.from_pandas(frame, preserve_index=False)
-
-    def write(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-        self.pending.append(table.replace_schema_metadata(self.schema.metadata))
-        self.rows += len(frame)
-        self.written += len(frame)
-        while self.rows >= ROW_GROUP_ROWS:
-            self._flush(ROW_GROUP_ROWS)
-
-    def close(self) -> None:
-        if self.rows:
-            self._flush(self.rows)
-        self.writer.close()
-
-    def _flush(self, rows: int) -> None:
-        table = pa.concat_tables(self.pending)
-        self.writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP_ROWS)
-        rest = table.slice(rows)
-        self.pending, self.rows = ([rest] if len(rest) else []), len(rest)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow
 import pyarrow.parquet as pq
 
 from tasks.columns import TARGET
@@ -275,13 +276,16 @@ def main() -> None:
 
 def source_rows(params: Params) -> int | None:
     """How many rows the source holds, where that is known before reading it (synthetic, Parquet): a CSV or
-    XLSX file is read into memory anyway."""
+    XLSX file is read into memory anyway, and so is an unreadable file, to be reported."""
     if params.data.source == "synthetic":
         return params.data.rows
     path = source_path(params.data.source)
-    if path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+    if path.suffix.lower() not in (".parquet", ".pq") or not path.is_file():
+        return None
+    try:
         return int(pq.ParquetFile(path).metadata.num_rows)
-    return None
+    except pyarrow.ArrowException:
+        return None  # truncated or corrupt: the in-memory loader says so, in one line
 
 
 def main_out_of_core(params: Params, layout: Layout) -> None:

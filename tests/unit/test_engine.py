@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.engine import IN_MEMORY_ROWS_ENV, PARTITION_ROWS_ENV, ROW_GROUP_ROWS, SCHEDULER_ENV, Layout, RowGroupWriter
+from tasks.engine import IN_MEMORY_ROWS_ENV, PARTITION_ROWS_ENV, SCHEDULER_ENV, Layout
+from tasks.etl_out_of_core import ROW_GROUP_ROWS, RowGroupWriter
 from tasks.stage import InputError
 
 

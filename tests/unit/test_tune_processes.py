@@ -76,8 +76,10 @@ def test_two_processes_search_exactly_as_one_does(two: Workers, workspace: Trial
     storage = two.journal()
     study = search(workspace, two.trial_runner(storage), storage)
     ran_on = {trial.user_attrs["outcome"]["worker"] for trial in study.trials}
-    assert ran_on  # every trial ran in one of the two processes, none in this one
-    assert ran_on <= {"SpawnPoolWorker-1", "SpawnPoolWorker-2"}
+    # Every trial ran in one of the two pool processes, none in this one. (Their numbers count every process
+    # this one spawned before, a Dask cluster's included: only the names' kind and count are the pool's.)
+    assert 0 < len(ran_on) <= 2
+    assert all(name.startswith("SpawnPoolWorker-") for name in ran_on), ran_on
     pd.testing.assert_frame_equal(trials_table(study), trials_table(reference))
     pd.testing.assert_frame_equal(epochs_table(study), epochs_table(reference))
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
