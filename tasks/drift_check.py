@@ -11,10 +11,11 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,8 +23,10 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 
+from tasks.engine import Layout
+from tasks.hashed_sample import ROW_KEY, HashedSample
 from tasks.params import DriftGate, load_params
-from tasks.sampling import seeded_rows
+from tasks.row_groups import batches
 from tasks.stage import InputError, atomic_path, require_under, run_stage, write_json
 
 PROCESSED = Path("data/processed.parquet")
@@ -70,38 +73,69 @@ class Window:
     md5: str
 
 
-def _current_start(frame: pd.DataFrame, weeks: int) -> pd.Timestamp:
-    """Start of the last `weeks` weeks, counted back from the day after the last invoice."""
-    return frame["invoice_date"].max().normalize() + pd.Timedelta(days=1) - pd.Timedelta(weeks=weeks)
+@dataclass
+class WindowScan:
+    """A window read batch by batch: its row count, dates, an md5 of its checked columns, and its sample."""
+
+    checked: list[str]
+    sample: HashedSample
+    rows: int = 0
+    first: pd.Timestamp | None = None
+    last: pd.Timestamp | None = None
+    digest: Any = field(default_factory=hashlib.md5)  # of every row's hash, in order: the whole window's md5
+
+    def add(self, batch: pd.DataFrame, positions: np.ndarray) -> None:
+        dates = batch["invoice_date"]
+        self.first = dates.min() if self.first is None else min(self.first, dates.min())
+        self.last = dates.max() if self.last is None else max(self.last, dates.max())
+        self.rows += len(batch)
+        self.digest.update(pd.util.hash_pandas_object(batch[self.checked], index=False).to_numpy().tobytes())
+        self.sample.add(batch, positions, list(dict.fromkeys([*self.checked, "invoice_date"])))
+
+    def describe(self, source: str, rows_tested: int) -> Window:
+        return Window(source, self.rows, rows_tested, str(self.first), str(self.last), self.digest.hexdigest())
 
 
-def current_window(frame: pd.DataFrame, weeks: int) -> pd.DataFrame:
-    """The last `weeks` weeks of data (never empty: it holds the last invoice)."""
-    return frame[frame["invoice_date"] >= _current_start(frame, weeks)]
+Bounds = tuple[pd.Timestamp | None, pd.Timestamp | None]  # [start, end) of invoice dates; None leaves it open
 
 
-def current_and_reference_windows(
-    frame: pd.DataFrame, current_weeks: int, reference_weeks: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The current window, and the `reference_weeks` weeks just before it."""
-    start = _current_start(frame, current_weeks)
-    dates = frame["invoice_date"]
-    reference = frame[(dates >= start - pd.Timedelta(weeks=reference_weeks)) & (dates < start)]
-    if reference.empty:
-        raise InputError(
-            f"params.yaml: drift.reference_weeks: no rows in the {reference_weeks} weeks before "
-            f"{start.date()}; the data starts {dates.min().date()} (shorten the windows or set drift.reference)"
-        )
-    return frame[dates >= start], reference
+def window_bounds(last: pd.Timestamp, current_weeks: int, reference_weeks: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Where the reference and the current windows start: the current one `current_weeks` weeks back
+    from the day after the last invoice, the reference `reference_weeks` weeks before that."""
+    current = last.normalize() + pd.Timedelta(days=1) - pd.Timedelta(weeks=current_weeks)
+    return current - pd.Timedelta(weeks=reference_weeks), current
 
 
-def sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    """A seeded sample of at most `rows` rows, in the frame's order (the frame itself if it is no larger).
+def date_extent(path: Path, batch_rows: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The first and the last invoice date of a table, read one column a batch at a time."""
+    extents = [
+        (times.min(), times.max())
+        for batch in batches(path, ["invoice_date"], batch_rows)
+        if len(times := batch.column(0).to_numpy())
+    ]
+    if not extents:
+        raise InputError(f"{path}: no rows to test for drift")
+    return pd.Timestamp(min(e[0] for e in extents)), pd.Timestamp(max(e[1] for e in extents))
 
-    Evidently's distances (Wasserstein, Jensen-Shannon) estimate the same value from a few hundred
-    thousand rows as from millions, at a fraction of the time and memory.
+
+def scan(path: Path, needed: list[str], windows: list[tuple[Bounds, WindowScan]], batch_rows: int) -> None:
+    """Read `needed` columns of `path` once, `batch_rows` rows at a time, offering each window its rows.
+
+    Memory holds one batch and the samples, whatever the table's size. Only a window's rows become
+    pandas.
     """
-    return frame if len(frame) <= rows else frame.iloc[seeded_rows(len(frame), rows, seed)]
+    position = 0
+    for batch in batches(path, needed, batch_rows):
+        times = batch.column("invoice_date").to_numpy()
+        for (start, end), window in windows:
+            inside = np.ones(len(times), dtype=bool)
+            if start is not None:
+                inside &= times >= start.to_datetime64()
+            if end is not None:
+                inside &= times < end.to_datetime64()
+            if inside.any():
+                window.add(batch.filter(pa.array(inside)).to_pandas(), position + np.flatnonzero(inside))
+        position += batch.num_rows
 
 
 def detect_drift(
@@ -158,19 +192,6 @@ def stable_report_ids(html: str) -> str:
     return re.sub("|".join(map(re.escape, replacement)), lambda match: replacement[match.group(0)], html)
 
 
-def describe_window(frame: pd.DataFrame, columns: list[str], source: str, rows_tested: int) -> Window:
-    """The window's source, extent and md5 (of every row's checked columns), and how many rows were tested."""
-    row_hashes = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
-    return Window(
-        source=source,
-        rows=len(frame),
-        rows_tested=rows_tested,
-        first_date=str(frame["invoice_date"].min()),
-        last_date=str(frame["invoice_date"].max()),
-        md5=hashlib.md5(row_hashes.tobytes()).hexdigest(),
-    )
-
-
 def metrics(result: DriftResult, reference: Window, current: Window, sample_rows: int) -> dict[str, object]:
     """metrics/drift_check.json: the verdict, per-column tests, and what was compared."""
     return {
@@ -196,8 +217,8 @@ def column_scores(result: DriftResult) -> list[dict[str, object]]:
     ]
 
 
-def _read_columns(path: Path, columns: list[str], missing: Callable[[str], str]) -> pd.DataFrame:
-    """Only the columns the check needs (a columnar read); InputError naming the first absent one."""
+def _require_columns(path: Path, columns: list[str], missing: Callable[[str], str]) -> None:
+    """InputError naming the first of `columns` the Parquet file lacks (its schema only is read)."""
     try:
         present = set(pq.read_schema(path).names)
     except (OSError, pa.ArrowException) as error:
@@ -205,35 +226,52 @@ def _read_columns(path: Path, columns: list[str], missing: Callable[[str], str])
     absent = [c for c in columns if c not in present]
     if absent:
         raise InputError(missing(absent[0]))
-    return pd.read_parquet(path, columns=columns)
 
 
-def _load_reference(gate: DriftGate, needed: list[str]) -> pd.DataFrame:
+def _reference_path(gate: DriftGate, needed: list[str]) -> Path:
     how = "snapshot it there with `dvc get` and `dvc add` (see README)"
     path = require_under(gate.reference, REFERENCE_DIR, "drift.reference", how)
     if not path.is_file():
         raise InputError(
             f'params.yaml: drift.reference: {path} does not exist (run `dvc pull`, or set drift.reference: "")'
         )
-    return _read_columns(path, needed, lambda column: f"{path}: missing column '{column}' needed by drift.columns")
+    _require_columns(path, needed, lambda column: f"{path}: missing column '{column}', which drift_check reads")
+    return path
+
+
+def read_windows(gate: DriftGate, seed: int, batch_rows: int) -> tuple[WindowScan, WindowScan, str]:
+    """The reference and the current window, read `batch_rows` rows at a time, and where the reference came from."""
+    needed = list(dict.fromkeys([*gate.columns, "invoice_date", *ROW_KEY]))
+    _require_columns(
+        PROCESSED, needed, lambda column: f"params.yaml: drift.columns: '{column}' is not a column of {PROCESSED}"
+    )
+    # One seed for both windows: a row is in one window only.
+    reference, current = (WindowScan(gate.columns, HashedSample(gate.sample_rows, seed, ROW_KEY)) for _ in "rc")
+    first, last = date_extent(PROCESSED, batch_rows)
+    reference_start, current_start = window_bounds(last, gate.current_weeks, gate.reference_weeks)
+    if gate.reference:
+        path = _reference_path(gate, needed)
+        scan(path, needed, [((None, None), reference)], batch_rows)
+        if not reference.rows:
+            raise InputError(f"{path}: no rows to test for drift")
+        scan(PROCESSED, needed, [((current_start, None), current)], batch_rows)
+        return reference, current, gate.reference
+    scan(
+        PROCESSED, needed, [((reference_start, current_start), reference), ((current_start, None), current)], batch_rows
+    )
+    if not reference.rows:
+        raise InputError(
+            f"params.yaml: drift.reference_weeks: no rows in the {gate.reference_weeks} weeks before "
+            f"{current_start.date()}; the data starts {first.date()} (shorten the windows or set drift.reference)"
+        )
+    return reference, current, f"{PROCESSED} (the {gate.reference_weeks} weeks before current)"
 
 
 def main() -> None:
     params = load_params()
     gate = params.drift
-    needed = list(dict.fromkeys([*gate.columns, "invoice_date"]))
-    frame = _read_columns(
-        PROCESSED, needed, lambda column: f"params.yaml: drift.columns: '{column}' is not a column of {PROCESSED}"
-    )
-    if gate.reference:
-        current = current_window(frame, gate.current_weeks)
-        reference, reference_source = _load_reference(gate, needed), gate.reference
-    else:
-        current, reference = current_and_reference_windows(frame, gate.current_weeks, gate.reference_weeks)
-        reference_source = f"{PROCESSED} (the {gate.reference_weeks} weeks before current)"
-
-    tested_reference = sample(reference, gate.sample_rows, params.seed)
-    tested_current = sample(current, gate.sample_rows, params.seed + 1)
+    reference, current, reference_source = read_windows(gate, params.seed, Layout.from_env().partition_rows)
+    tested_reference, tested_current = reference.sample.rows(), current.sample.rows()
     result, snapshot = detect_drift(tested_reference, tested_current, gate.columns, gate.threshold)
     with atomic_path(REPORT_OUT) as tmp:
         snapshot.save_html(str(tmp))
@@ -241,15 +279,15 @@ def main() -> None:
     with atomic_path(SCORES_OUT) as tmp:
         tmp.write_text(json.dumps(column_scores(result), indent=2) + "\n", encoding="utf-8")
     compared = (
-        describe_window(reference, gate.columns, reference_source, len(tested_reference)),
-        describe_window(current, gate.columns, f"{PROCESSED} (last {gate.current_weeks} weeks)", len(tested_current)),
+        reference.describe(reference_source, len(tested_reference)),
+        current.describe(f"{PROCESSED} (last {gate.current_weeks} weeks)", len(tested_current)),
     )
     write_json(METRICS_OUT, metrics(result, *compared, gate.sample_rows))
     verdict = f"drift in {', '.join(result.drifted_columns)}" if result.drift_detected else "no drift"
     print(
         f"drift_check: {verdict} ({len(result.drifted_columns)}/{len(result.columns)} columns drifted, "
-        f"threshold {result.threshold}; tested {len(tested_reference)} of {len(reference)} reference and "
-        f"{len(tested_current)} of {len(current)} current rows); report {REPORT_OUT}"
+        f"threshold {result.threshold}; tested {len(tested_reference)} of {reference.rows} reference and "
+        f"{len(tested_current)} of {current.rows} current rows); report {REPORT_OUT}"
     )
 
 

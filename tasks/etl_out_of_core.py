@@ -17,20 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.columns import TARGET
 from tasks.data import COLUMNS, PART_ROWS, UCI_HEADERS, load_transactions, synthetic_part, validate_transactions
 from tasks.etl import PRODUCT_CODE, CleaningReport, holds, row_features, scalar_math, source_path
 from tasks.params import Params
+from tasks.row_groups import RowGroupWriter
 from tasks.stage import InputError, atomic_path
 
 if TYPE_CHECKING:
     from distributed import Client
 
-# pyarrow's default: what pandas' to_parquet writes, so a file written in pieces is the same bytes.
-ROW_GROUP_ROWS = 1024 * 1024
 REASONS = ("cancellations", "non_product_codes", "returns_or_zero_quantity", "non_positive_price")
 KEPT = 0
 
@@ -204,39 +202,3 @@ def _write_in_order(client: Client, ordered: Any, out: Path) -> dict[str, Any]:
             raise InputError("no sales rows left after cleaning")
         writer.close()
     return {"written": writer.written, "products": len(products), "first": str(first), "last": str(last)}
-
-
-class RowGroupWriter:
-    """A Parquet file written piece by piece in row groups of ROW_GROUP_ROWS, whatever the pieces: the bytes
-    pandas' `to_parquet(index=False)` writes for the whole table at once (with the given pandas metadata)."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.schema = schema
-        self.pending: list[pa.Table] = []
-        self.rows = 0  # pending
-        self.written = 0
-        self.writer = pq.ParquetWriter(path, schema, compression="snappy")
-
-    @staticmethod
-    def schema_of(frame: pd.DataFrame) -> pa.Schema:
-        """The Arrow schema, pandas metadata included, pandas' to_parquet would write `frame` with."""
-        return pa.Schema.from_pandas(frame, preserve_index=False)
-
-    def write(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-        self.pending.append(table.replace_schema_metadata(self.schema.metadata))
-        self.rows += len(frame)
-        self.written += len(frame)
-        while self.rows >= ROW_GROUP_ROWS:
-            self._flush(ROW_GROUP_ROWS)
-
-    def close(self) -> None:
-        if self.rows:
-            self._flush(self.rows)
-        self.writer.close()
-
-    def _flush(self, rows: int) -> None:
-        table = pa.concat_tables(self.pending)
-        self.writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP_ROWS)
-        rest = table.slice(rows)
-        self.pending, self.rows = ([rest] if len(rest) else []), len(rest)

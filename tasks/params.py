@@ -71,6 +71,7 @@ class PreprocessParams(_Strict):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.15
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.15
     min_category_rows: Annotated[int, Field(gt=0)] = 100  # rarer categories share one "other" column
+    fit_rows: Annotated[int, Field(gt=0)] = 1_000_000  # the transformer's fitting sample of training rows, at most
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> PreprocessParams:

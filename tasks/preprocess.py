@@ -1,8 +1,15 @@
-"""Stage preprocess: enforce the drift gate, split by time, fit the feature transformer on train only."""
+"""Stage preprocess: enforce the drift gate, split by time, fit the feature transformer on train only.
+
+The table is read a batch at a time (PIPELINE_PARTITION_ROWS rows), so memory does not grow with it: the
+splits are cut by position in the time-ordered table, the transformer is fitted on a bounded sample of
+training rows drawn by row key, and each batch is written to its split as it is and as model inputs.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +26,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from gates.drift import GATE as DRIFT
 from gates.gate import GateVerdict
 from tasks.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
+from tasks.engine import Layout
+from tasks.hashed_sample import ROW_KEY, HashedSample
 from tasks.params import DriftGate, PreprocessParams, load_params
+from tasks.row_groups import RowGroupWriter, batches, row_count
 from tasks.stage import GateRefused, InputError, atomic_path, run_stage, write_json
 
 PROCESSED = Path("data/processed.parquet")
@@ -55,36 +65,62 @@ def enforce_drift_gate(drift: dict[str, Any], gate: DriftGate) -> dict[str, obje
     return record
 
 
-def chronological_split(table: pa.Table, params: PreprocessParams) -> dict[str, pa.Table]:
-    """Train, validation and test in time order; rows sharing a timestamp stay in one split.
+def split_bounds(path: Path, params: PreprocessParams, batch_rows: int) -> dict[str, tuple[int, int]]:
+    """Each split's rows of the time-ordered table, as [start, stop) positions: train, then validation,
+    then test; rows sharing a timestamp stay in one split.
 
-    Works on an Arrow table: the splits are slices of it (no copy), and the identifier and text
-    columns never become millions of Python objects.
+    Two passes over the invoice dates, a batch at a time: where the cuts fall, then where their
+    timestamps begin.
     """
-    times = table.column("invoice_date").to_numpy()
-    if not (times[1:] >= times[:-1]).all():  # etl writes time order; anything else is sorted, stably
-        order = np.argsort(times, kind="stable")
-        table, times = table.take(order), times[order]
-    val_at = test_at = 0  # no rows: every split is empty, refused below
-    if len(times):
-        last = len(times) - 1
-        val_start = times[min(last, int(len(times) * (1 - params.val_fraction - params.test_fraction)))]
-        test_start = times[min(last, int(len(times) * (1 - params.test_fraction)))]
-        val_at, test_at = (int(at) for at in np.searchsorted(times, [val_start, test_start], side="left"))
-    splits = {
-        "train": table.slice(0, val_at),
-        "val": table.slice(val_at, test_at - val_at),
-        "test": table.slice(test_at),
-    }
-    for name, part in splits.items():
-        if part.num_rows == 0:
-            raise InputError(f"{PROCESSED}: {len(times)} rows are too few for a non-empty chronological {name} split")
-    return splits
+    rows = row_count(path)
+    last = rows - 1
+    at = [
+        min(last, int(rows * (1 - params.val_fraction - params.test_fraction))),
+        min(last, int(rows * (1 - params.test_fraction))),
+    ]
+    cuts: list[np.datetime64] = []
+    position, previous = 0, None
+    for times in _dates(path, batch_rows):
+        if len(times) and ((previous is not None and times[0] < previous) or (times[1:] < times[:-1]).any()):
+            raise InputError(f"{path}: not in time order (etl writes it so; run etl again)")
+        cuts += [times[p - position] for p in at if position <= p < position + len(times)]
+        position, previous = position + len(times), times[-1] if len(times) else previous
+    starts = [0, 0]  # no rows: every split is empty, refused below
+    if rows:
+        for times in _dates(path, batch_rows):
+            starts = [start + int((times < cut).sum()) for start, cut in zip(starts, cuts, strict=True)]
+    bounds = {"train": (0, starts[0]), "val": (starts[0], starts[1]), "test": (starts[1], rows)}
+    for name, (start, stop) in bounds.items():
+        if stop <= start:
+            raise InputError(f"{path}: {rows} rows are too few for a non-empty chronological {name} split")
+    return bounds
 
 
-def model_columns(split: pa.Table) -> pd.DataFrame:
-    """The columns the transformer reads, as pandas (identifiers and text stay in Arrow)."""
-    return split.select(FEATURE_COLUMNS).to_pandas()
+def _dates(path: Path, batch_rows: int) -> Iterator[np.ndarray]:
+    for batch in batches(path, ["invoice_date"], batch_rows):
+        yield batch.column(0).to_numpy()
+
+
+def _pieces(
+    path: Path, bounds: dict[str, tuple[int, int]], columns: list[str] | None, batch_rows: int
+) -> Iterator[tuple[str, int, pa.RecordBatch]]:
+    """The table's rows a batch at a time, cut where the splits meet: (split, first position, rows)."""
+    position = 0
+    for batch in batches(path, columns, batch_rows):
+        for name, (start, stop) in bounds.items():
+            first, end = max(start, position), min(stop, position + batch.num_rows)
+            if first < end:
+                yield name, first, batch.slice(first - position, end - first)
+        position += batch.num_rows
+
+
+def fitting_rows(path: Path, train: tuple[int, int], rows: int, seed: int, batch_rows: int) -> pd.DataFrame:
+    """The transformer's fitting rows: a sample of at most `rows` training rows, drawn by a seeded hash of
+    the row key (tasks/hashed_sample.py), in time order; the whole training split when it is no larger."""
+    sample = HashedSample(rows, seed, ROW_KEY)
+    for _, first, piece in _pieces(path, {"train": train}, [*FEATURE_COLUMNS, *ROW_KEY], batch_rows):
+        sample.add(piece.to_pandas(), np.arange(first, first + piece.num_rows), FEATURE_COLUMNS)
+    return sample.rows()
 
 
 def build_preprocessor(min_category_rows: int) -> ColumnTransformer:
@@ -133,15 +169,29 @@ def model_inputs(
     return inputs
 
 
-def metrics(splits: dict[str, pa.Table], names: list[str], gate: dict[str, object]) -> dict[str, object]:
-    """metrics/preprocess.json: split sizes and dates, the feature count, the drift gate record."""
-    dates = {name: part.column("invoice_date").to_pandas() for name, part in splits.items()}
-    return {
-        "rows": {name: part.num_rows for name, part in splits.items()},
-        "dates": {name: {"first": str(day.min()), "last": str(day.max())} for name, day in dates.items()},
-        "features": len(names),
-        "drift_gate": gate,
-    }
+def write_splits(
+    path: Path, bounds: dict[str, tuple[int, int]], preprocessor: ColumnTransformer, names: list[str], batch_rows: int
+) -> dict[str, dict[str, str]]:
+    """Each split's rows, whole and as model inputs, a batch at a time; each split's first and last date."""
+    schema = pq.ParquetFile(path).schema_arrow
+    dates: dict[str, list[pd.Timestamp]] = {}
+    with ExitStack() as stack:
+        rows, inputs = {}, {}
+        for name in SPLITS:
+            rows[name] = RowGroupWriter(stack.enter_context(atomic_path(SPLITS_DIR / f"{name}.parquet")), schema)
+            stack.callback(rows[name].close)  # closed before its atomic_path renames it: callbacks run last first
+        for name, _, piece in _pieces(path, bounds, None, batch_rows):
+            rows[name].write_table(pa.Table.from_batches([piece]))
+            frame = piece.select([*FEATURE_COLUMNS, TARGET]).to_pandas()
+            transformed = model_inputs(preprocessor, frame[FEATURE_COLUMNS], frame[TARGET].to_numpy(), names)
+            if name not in inputs:
+                tmp = stack.enter_context(atomic_path(FEATURES_DIR / f"{name}.parquet"))
+                inputs[name] = RowGroupWriter(tmp, RowGroupWriter.schema_of(transformed))
+                stack.callback(inputs[name].close)
+            inputs[name].write(transformed)
+            times = piece.column("invoice_date").to_numpy()
+            dates.setdefault(name, [pd.Timestamp(times[0])]).append(pd.Timestamp(times[-1]))
+    return {name: {"first": str(dates[name][0]), "last": str(dates[name][-1])} for name in SPLITS}
 
 
 def _read_drift_metrics() -> dict[str, Any]:
@@ -157,27 +207,23 @@ def _read_drift_metrics() -> dict[str, Any]:
 def main() -> None:
     params = load_params()
     gate = enforce_drift_gate(_read_drift_metrics(), params.drift)  # before any work: a refusal is cheap
-    splits = chronological_split(pq.read_table(PROCESSED), params.preprocess)
-    features = {name: model_columns(part) for name, part in splits.items()}
-    preprocessor = build_preprocessor(params.preprocess.min_category_rows).fit(features["train"])
+    batch_rows = Layout.from_env().partition_rows
+    bounds = split_bounds(PROCESSED, params.preprocess, batch_rows)
+    fitting = fitting_rows(PROCESSED, bounds["train"], params.preprocess.fit_rows, params.seed, batch_rows)
+    train_rows = bounds["train"][1] - bounds["train"][0]
+    # The rare-category cut counts training rows: scaled to the sample, rounded up (exact when it is the split).
+    min_rows = -(-params.preprocess.min_category_rows * len(fitting) // train_rows)
+    preprocessor = build_preprocessor(min_rows).fit(fitting)
     names = readable_feature_names(preprocessor)
-    inputs = {
-        name: model_inputs(preprocessor, features[name], part.column(TARGET).to_numpy(), names)
-        for name, part in splits.items()
-    }
-
-    for name in SPLITS:
-        with atomic_path(SPLITS_DIR / f"{name}.parquet") as tmp:
-            pq.write_table(splits[name], tmp, compression="snappy")  # what pandas' to_parquet writes
-        with atomic_path(FEATURES_DIR / f"{name}.parquet") as tmp:
-            inputs[name].to_parquet(tmp, index=False)
+    dates = write_splits(PROCESSED, bounds, preprocessor, names, batch_rows)
     with atomic_path(PREPROCESSOR_OUT) as tmp:
         joblib.dump(preprocessor, tmp)
     with atomic_path(FEATURE_NAMES_OUT) as tmp:
         tmp.write_text(json.dumps(names, indent=2) + "\n", encoding="utf-8")
-    write_json(METRICS_OUT, metrics(splits, names, gate))
-    sizes = ", ".join(f"{name} {part.num_rows}" for name, part in splits.items())
-    print(f"preprocess: {sizes} rows; {len(names)} features")
+    rows = {name: stop - start for name, (start, stop) in bounds.items()}
+    write_json(METRICS_OUT, {"rows": rows, "dates": dates, "features": len(names), "drift_gate": gate})
+    sizes = ", ".join(f"{name} {count}" for name, count in rows.items())
+    print(f"preprocess: {sizes} rows; {len(names)} features, fitted on {len(fitting)} training rows")
 
 
 if __name__ == "__main__":

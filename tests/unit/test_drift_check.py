@@ -1,31 +1,55 @@
-"""drift_check: the verdict on injected drift and on a sample without, the windows, a stable report."""
+"""drift_check: the verdict on injected drift and on a sample without, the windows read batch by batch,
+samples drawn by key, a stable report."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from tasks.drift_check import (
+    PROCESSED,
+    WindowScan,
     column_scores,
-    current_and_reference_windows,
-    describe_window,
     detect_drift,
     metrics,
-    sample,
+    read_windows,
     stable_report_ids,
+    window_bounds,
 )
 from tasks.params import DriftGate
 from tasks.stage import InputError
 
 GATE = DriftGate()
+WHOLE = 10**7  # batch rows: a table read in one batch
+
+
+@pytest.fixture(autouse=True)
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+def windows(frame: pd.DataFrame, gate: DriftGate = GATE, batch_rows: int = WHOLE) -> tuple[WindowScan, WindowScan]:
+    """`frame` as data/processed.parquet (in the current directory), read into the two windows."""
+    frame.to_parquet(PROCESSED, index=False)
+    reference, current, _ = read_windows(gate, 42, batch_rows)
+    return reference, current
+
+
+def current_and_reference_windows(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two windows' rows, whole (the default sample is larger than either)."""
+    reference, current = windows(frame)
+    assert (reference.sample.rows().shape[0], current.sample.rows().shape[0]) == (reference.rows, current.rows)
+    return current.sample.rows(), reference.sample.rows()
 
 
 def test_injected_drift_is_detected(drifted: pd.DataFrame) -> None:
-    current, reference = current_and_reference_windows(drifted, GATE.current_weeks, GATE.reference_weeks)
+    current, reference = current_and_reference_windows(drifted)
     result, _ = detect_drift(reference, current, GATE.columns, GATE.threshold)
     assert result.drift_detected
     assert {"unit_price", "country"} <= set(result.drifted_columns)
@@ -33,7 +57,7 @@ def test_injected_drift_is_detected(drifted: pd.DataFrame) -> None:
 
 
 def test_a_sample_without_drift_passes(steady: pd.DataFrame) -> None:
-    current, reference = current_and_reference_windows(steady, GATE.current_weeks, GATE.reference_weeks)
+    current, reference = current_and_reference_windows(steady)
     result, _ = detect_drift(reference, current, GATE.columns, GATE.threshold)
     assert not result.drift_detected
     assert "unit_price" not in result.drifted_columns
@@ -41,7 +65,7 @@ def test_a_sample_without_drift_passes(steady: pd.DataFrame) -> None:
 
 
 def test_each_column_reports_its_test_score_and_threshold(steady: pd.DataFrame) -> None:
-    current, reference = current_and_reference_windows(steady, GATE.current_weeks, GATE.reference_weeks)
+    current, reference = current_and_reference_windows(steady)
     result, _ = detect_drift(reference, current, GATE.columns, GATE.threshold)
     assert list(result.columns) == GATE.columns
     for name, column in result.columns.items():
@@ -55,50 +79,59 @@ def test_each_column_reports_its_test_score_and_threshold(steady: pd.DataFrame) 
     assert [s["column"] for s in scores] == GATE.columns
 
 
-def test_windows_are_the_last_weeks_and_the_weeks_before() -> None:
-    dates = pd.date_range("2011-01-01", "2011-03-31 12:00", freq="12h")
-    frame = pd.DataFrame({"invoice_date": dates})
-    current, reference = current_and_reference_windows(frame, current_weeks=2, reference_weeks=3)
-    assert current["invoice_date"].min() == pd.Timestamp("2011-03-18")  # 14 days before 1 April
-    assert current["invoice_date"].max() == dates.max()
-    assert reference["invoice_date"].min() == pd.Timestamp("2011-02-25")
-    assert reference["invoice_date"].max() < current["invoice_date"].min()
+def test_windows_are_the_last_weeks_and_the_weeks_before(steady: pd.DataFrame) -> None:
+    reference_start, current_start = window_bounds(pd.Timestamp("2011-03-31 12:00"), current_weeks=2, reference_weeks=3)
+    assert current_start == pd.Timestamp("2011-03-18")  # 14 days before 1 April
+    assert reference_start == pd.Timestamp("2011-02-25")
+    current, reference = current_and_reference_windows(steady)
+    reference_start, current_start = window_bounds(
+        steady["invoice_date"].max(), GATE.current_weeks, GATE.reference_weeks
+    )
+    dates = steady["invoice_date"]
+    assert current["invoice_date"].tolist() == dates[dates >= current_start].tolist()
+    assert reference["invoice_date"].tolist() == dates[(dates >= reference_start) & (dates < current_start)].tolist()
 
 
-def test_a_reference_window_without_rows_is_an_error() -> None:
-    frame = pd.DataFrame({"invoice_date": pd.date_range("2011-03-01", "2011-03-10", freq="D")})
-    with pytest.raises(InputError, match=r"drift\.reference_weeks: no rows in the 8 weeks before 2011-02-25"):
-        current_and_reference_windows(frame, current_weeks=2, reference_weeks=8)
+def test_a_reference_window_without_rows_is_an_error(steady: pd.DataFrame) -> None:
+    with pytest.raises(
+        InputError, match=r"drift\.reference_weeks: no rows in the 12 weeks before 2010-1.-..; the data"
+    ):
+        windows(steady, GATE.model_copy(update={"current_weeks": 60}))
 
 
-def test_window_hash_follows_content(steady: pd.DataFrame) -> None:
-    current, reference = current_and_reference_windows(steady, GATE.current_weeks, GATE.reference_weeks)
-    first = describe_window(current, GATE.columns, "current", 1500)
-    assert first == describe_window(current.copy(), GATE.columns, "current", 1500)
-    assert first.md5 != describe_window(reference, GATE.columns, "current", 1500).md5
-    assert (first.rows, first.rows_tested) == (len(current), 1500)
+def test_an_empty_table_is_an_error(steady: pd.DataFrame) -> None:
+    with pytest.raises(InputError, match=r"^data/processed.parquet: no rows to test for drift$"):
+        windows(steady.iloc[:0])
+
+
+def test_window_hash_covers_every_row_and_follows_content(steady: pd.DataFrame) -> None:
+    small = GATE.model_copy(update={"sample_rows": 1500})
+    sampled, current = windows(steady, small)
+    every_row = windows(steady)[0].sample.rows()  # the default sample is the whole window
+    expected = hashlib.md5(pd.util.hash_pandas_object(every_row[GATE.columns], index=False).to_numpy()).hexdigest()
+    assert sampled.describe("r", 1500).md5 == expected != current.describe("c", 1500).md5
+    assert (sampled.rows, len(sampled.sample.rows())) == (len(every_row), 1500)
+    changed = steady.copy()
+    changed.loc[changed.index[-1], "unit_price"] += 1  # the last row is in the current window
+    assert windows(changed, small)[1].describe("c", 1500).md5 != current.describe("c", 1500).md5
 
 
 def test_metrics_carry_the_verdict_and_what_was_compared(drifted: pd.DataFrame) -> None:
-    current, reference = current_and_reference_windows(drifted, GATE.current_weeks, GATE.reference_weeks)
-    result, _ = detect_drift(reference, current, GATE.columns, GATE.threshold)
-    record = metrics(
-        result,
-        describe_window(reference, GATE.columns, "ref", len(reference)),
-        describe_window(current, GATE.columns, "cur", 2000),
-        sample_rows=2000,
-    )
+    reference, current = windows(drifted, GATE.model_copy(update={"sample_rows": 2000}))
+    tested = reference.sample.rows(), current.sample.rows()
+    result, _ = detect_drift(*tested, GATE.columns, GATE.threshold)
+    record = metrics(result, reference.describe("ref", len(tested[0])), current.describe("cur", len(tested[1])), 2000)
     assert record["drift_detected"] is True
     assert record["drifted_count"] == len(result.drifted_columns)
     assert record["columns_checked"] == GATE.columns
-    assert record["reference"]["rows"] == record["reference"]["rows_tested"] == len(reference)  # type: ignore[index]
+    assert record["reference"]["rows"] == reference.rows > 2000  # type: ignore[index]
     assert record["current"]["rows_tested"] == record["sample_rows"] == 2000  # type: ignore[index]
     assert record["current"]["md5"] != record["reference"]["md5"]  # type: ignore[index]
     assert record["report"] == "reports/drift.html"
 
 
 def test_report_renders_to_the_same_bytes_twice(steady: pd.DataFrame, tmp_path: Path) -> None:
-    current, reference = current_and_reference_windows(steady, GATE.current_weeks, GATE.reference_weeks)
+    current, reference = current_and_reference_windows(steady)
     pages = []
     for attempt in range(2):
         _, snapshot = detect_drift(reference, current, GATE.columns, GATE.threshold)
@@ -120,23 +153,26 @@ def test_report_renders_to_the_same_bytes_twice(steady: pd.DataFrame, tmp_path: 
     assert namespace_dns in page
 
 
-def test_sample_is_seeded_in_order_and_leaves_small_windows_whole() -> None:
-    frame = pd.DataFrame({"value": np.arange(100) * 10}, index=np.arange(100) + 1000)
-    assert sample(frame, 100, seed=1) is frame
-    assert sample(frame, 500, seed=1) is frame
-    drawn = sample(frame, 7, seed=1)
-    positions = [3, 14, 44, 48, 72, 82, 92]  # numpy's draw for seed 1, in the frame's order
-    assert drawn.index.tolist() == [1000 + p for p in positions]
-    assert drawn["value"].tolist() == [10 * p for p in positions]
-    pd.testing.assert_frame_equal(drawn, sample(frame, 7, seed=1))
-    assert not drawn.equals(sample(frame, 7, seed=2))
+@pytest.mark.parametrize("batch_rows", [WHOLE, 4096, 777])
+def test_a_sample_is_the_same_however_the_table_is_cut(steady: pd.DataFrame, batch_rows: int) -> None:
+    small = GATE.model_copy(update={"sample_rows": 1500})
+    expected = [window.sample.rows() for window in windows(steady, small)]
+    cut = windows(steady, small, batch_rows)
+    for window, rows in zip(cut, expected, strict=True):
+        pd.testing.assert_frame_equal(window.sample.rows(), rows)
+        assert rows["invoice_date"].is_monotonic_increasing  # in the table's order
+    assert [w.describe("w", 1500) for w in cut] == [w.describe("w", 1500) for w in windows(steady, small)]
 
 
 def test_a_sample_gives_the_verdicts_the_whole_windows_give(steady: pd.DataFrame, drifted: pd.DataFrame) -> None:
     for frame in (steady, drifted):
-        current, reference = current_and_reference_windows(frame, GATE.current_weeks, GATE.reference_weeks)
+        current, reference = current_and_reference_windows(frame)
         assert len(reference) > 3000
         whole, _ = detect_drift(reference, current, GATE.columns, GATE.threshold)
-        sampled, _ = detect_drift(sample(reference, 1500, 42), sample(current, 1500, 43), GATE.columns, GATE.threshold)
+        sampled, _ = detect_drift(
+            *(window.sample.rows() for window in windows(frame, GATE.model_copy(update={"sample_rows": 1500}))),
+            GATE.columns,
+            GATE.threshold,
+        )
         assert sampled.drift_detected == whole.drift_detected
         assert [c.test for c in sampled.columns.values()] == [c.test for c in whole.columns.values()]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks.engine import IN_MEMORY_ROWS_ENV, PARTITION_ROWS_ENV, SCHEDULER_ENV, Layout
-from tasks.etl_out_of_core import ROW_GROUP_ROWS, RowGroupWriter
+from tasks.row_groups import ROW_GROUP_ROWS, RowGroupWriter
 from tasks.stage import InputError
 
 
