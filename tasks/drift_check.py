@@ -228,6 +228,11 @@ def _require_columns(path: Path, columns: list[str], missing: Callable[[str], st
         raise InputError(missing(absent[0]))
 
 
+_WHY_READ = (
+    f"drift_check reads drift.columns, invoice_date and the row key {', '.join(ROW_KEY)}, which draws the sample"
+)
+
+
 def _reference_path(gate: DriftGate, needed: list[str]) -> Path:
     how = "snapshot it there with `dvc get` and `dvc add` (see README)"
     path = require_under(gate.reference, REFERENCE_DIR, "drift.reference", how)
@@ -235,7 +240,7 @@ def _reference_path(gate: DriftGate, needed: list[str]) -> Path:
         raise InputError(
             f'params.yaml: drift.reference: {path} does not exist (run `dvc pull`, or set drift.reference: "")'
         )
-    _require_columns(path, needed, lambda column: f"{path}: missing column '{column}', which drift_check reads")
+    _require_columns(path, needed, lambda column: f"{path}: missing column '{column}' ({_WHY_READ})")
     return path
 
 

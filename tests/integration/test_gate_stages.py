@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -168,6 +169,40 @@ def test_bad_drift_settings_exit_65_with_one_line(
     assert expected in lines[0]
     assert not (workspace / "metrics/drift_check.json").exists()
     assert not (workspace / "reports/drift.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("cut", "expected"),
+    [
+        (
+            lambda frame: frame.drop(columns="stock_code"),
+            "data/reference/train.parquet: missing column 'stock_code' (drift_check reads drift.columns, invoice_date "
+            "and the row key invoice_no, stock_code, which draws the sample)",
+        ),
+        (lambda frame: frame.iloc[:0], "data/reference/train.parquet: no rows to test for drift"),
+    ],
+)
+def test_a_bad_reference_snapshot_exits_65_with_one_line(
+    tmp_path: Path, steady: pd.DataFrame, cut: Callable[[pd.DataFrame], pd.DataFrame], expected: str
+) -> None:
+    workspace = _workspace(tmp_path, steady, reference="data/reference/train.parquet")
+    cut(steady).to_parquet(workspace / "data/reference/train.parquet", index=False)
+    result = run_module(workspace, "tasks.drift_check")
+    assert (result.returncode, result.stderr) == (EXIT_BAD_INPUT, f"drift_check: error: {expected}\n")
+    assert not (workspace / "metrics/drift_check.json").exists()
+
+
+def test_preprocess_refuses_a_table_out_of_time_order_in_one_line(tmp_path: Path, steady: pd.DataFrame) -> None:
+    workspace = _workspace(tmp_path, steady)
+    assert run_module(workspace, "tasks.drift_check").returncode == 0
+    steady.iloc[::-1].to_parquet(workspace / "data/processed.parquet", index=False)
+    result = run_module(workspace, "tasks.preprocess")
+    assert (result.returncode, result.stderr) == (
+        EXIT_BAD_INPUT,
+        "preprocess: error: data/processed.parquet: not in time order (etl writes it so; run etl again)\n",
+    )
+    assert not list(workspace.glob("data/*/*.parquet"))
+    assert not (workspace / "metrics/preprocess.json").exists()
 
 
 def test_preprocess_without_a_drift_verdict_is_an_error(tmp_path: Path, steady: pd.DataFrame) -> None:
