@@ -26,7 +26,7 @@ from evidently.presets import DataDriftPreset
 from tasks.engine import Layout
 from tasks.hashed_sample import ROW_KEY, HashedSample
 from tasks.params import DriftGate, load_params
-from tasks.row_groups import batches
+from tasks.row_groups import batches, positioned
 from tasks.stage import InputError, atomic_path, require_under, run_stage, write_json
 
 PROCESSED = Path("data/processed.parquet")
@@ -124,8 +124,7 @@ def scan(path: Path, needed: list[str], windows: list[tuple[Bounds, WindowScan]]
     Memory holds one batch and the samples, whatever the table's size. Only a window's rows become
     pandas.
     """
-    position = 0
-    for batch in batches(path, needed, batch_rows):
+    for position, batch in positioned(batches(path, needed, batch_rows)):
         times = batch.column("invoice_date").to_numpy()
         for (start, end), window in windows:
             inside = np.ones(len(times), dtype=bool)
@@ -135,7 +134,6 @@ def scan(path: Path, needed: list[str], windows: list[tuple[Bounds, WindowScan]]
                 inside &= times < end.to_datetime64()
             if inside.any():
                 window.add(batch.filter(pa.array(inside)).to_pandas(), position + np.flatnonzero(inside))
-        position += batch.num_rows
 
 
 def detect_drift(

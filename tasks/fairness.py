@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from fairlearn.metrics import MetricFrame, count
 from sklearn.metrics import mean_absolute_error, root_mean_squared_log_error
 
@@ -183,7 +184,9 @@ def assess(predictions: pd.DataFrame, policy: FairnessParams, seed: int) -> dict
 
 def main() -> None:
     params = load_params()
-    verdict = assess(pd.read_parquet(PREDICTIONS), params.fairness, params.seed)
+    present = pq.read_schema(PREDICTIONS).names  # only what is judged: identifiers never load
+    columns = [name for name in [*params.fairness.attributes, "y_true", "y_pred"] if name in present]
+    verdict = assess(pd.read_parquet(PREDICTIONS, columns=columns), params.fairness, params.seed)
     write_json(METRICS_OUT, verdict)
     print(f"fairness: {'passed' if verdict['passed'] else 'FAILED'}: {verdict['reason']}")
 

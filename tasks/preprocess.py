@@ -29,7 +29,7 @@ from tasks.columns import CATEGORICAL_FEATURES, NUMERIC_FEATURES, TARGET
 from tasks.engine import Layout
 from tasks.hashed_sample import ROW_KEY, HashedSample
 from tasks.params import DriftGate, PreprocessParams, load_params
-from tasks.row_groups import RowGroupWriter, batches, row_count
+from tasks.row_groups import RowGroupWriter, batches, positioned, row_count
 from tasks.stage import GateRefused, InputError, atomic_path, run_stage, write_json
 
 PROCESSED = Path("data/processed.parquet")
@@ -105,13 +105,11 @@ def _pieces(
     path: Path, bounds: dict[str, tuple[int, int]], columns: list[str] | None, batch_rows: int
 ) -> Iterator[tuple[str, int, pa.RecordBatch]]:
     """The table's rows a batch at a time, cut where the splits meet: (split, first position, rows)."""
-    position = 0
-    for batch in batches(path, columns, batch_rows):
+    for position, batch in positioned(batches(path, columns, batch_rows)):
         for name, (start, stop) in bounds.items():
             first, end = max(start, position), min(stop, position + batch.num_rows)
             if first < end:
                 yield name, first, batch.slice(first - position, end - first)
-        position += batch.num_rows
 
 
 def fitting_rows(path: Path, train: tuple[int, int], rows: int, seed: int, batch_rows: int) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +21,14 @@ def batches(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[
         yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
     except (OSError, pa.ArrowException) as error:
         raise _unreadable(path, error) from None
+
+
+def positioned(pieces: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Each batch with the position of its first row in the whole table."""
+    first = 0
+    for batch in pieces:
+        yield first, batch
+        first += batch.num_rows
 
 
 def row_count(path: Path) -> int:
