@@ -103,7 +103,7 @@ def tune_trial(
     """Evaluate one tuning trial and store its outcome in the shared Optuna storage; the tune stage tells it."""
     numeric_platform.enter()  # before numpy and torch load here: trials compute as the tune stage does
     from tasks.model import make_deterministic
-    from tasks.tune import TrialJob, evaluate_trial, open_storage, open_study, read_features, trial_data
+    from tasks.tune import TrialJob, evaluate_trial, open_storage, open_study, trial_data
 
     params = TuneParams.model_validate(tune_params)
     job = TrialJob(study_name=study_name, seed=seed, params=params, features=features)
@@ -111,7 +111,7 @@ def tune_trial(
         configure_s3_remote()
     files = feature_files(features, remote)
     make_deterministic(seed, params.threads)
-    train_data, val_data = trial_data(*read_features(files["train"]), *read_features(files["val"]), params, seed)
+    train_data, val_data = trial_data(files, params, seed)
     storage = open_storage(storage_url(storage_block))
     try:
         study = open_study(study_name, storage)

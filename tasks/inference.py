@@ -15,7 +15,6 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import shap
 import torch
@@ -25,7 +24,7 @@ from tasks.columns import TARGET
 from tasks.metrics import regression_metrics, to_quantity
 from tasks.model import DemandNet, load_model, make_deterministic, predict
 from tasks.params import load_params
-from tasks.row_groups import RowGroupWriter, batches, positioned, row_count
+from tasks.row_groups import RowGroupWriter, batches, positioned, row_count, take_rows
 from tasks.sampling import seeded_rows
 from tasks.stage import InputError, atomic_path, run_stage, verify_against_lock, write_json
 
@@ -124,11 +123,7 @@ def predict_test(
 def background_rows(rows: np.ndarray) -> np.ndarray:
     """The model inputs of the training rows at `rows` (sorted positions), read a batch at a time."""
     columns = [name for name in pq.read_schema(TRAIN_FEATURES).names if name != TARGET]
-    chosen = []
-    for first, batch in positioned(batches(TRAIN_FEATURES, columns, BATCH_ROWS)):
-        inside = rows[(rows >= first) & (rows < first + batch.num_rows)]
-        chosen.append(batch.take(pa.array(inside - first)).to_pandas().to_numpy(dtype=np.float32))
-    return np.concatenate(chosen)
+    return take_rows(TRAIN_FEATURES, rows, columns, BATCH_ROWS).to_pandas().to_numpy(dtype=np.float32)
 
 
 def main() -> None:

@@ -119,6 +119,8 @@ class TuneParams(_Strict):
     max_epochs: Annotated[int, Field(gt=0)] = 30
     patience: Annotated[int, Field(gt=0)] = 4  # epochs without validation improvement before stopping
     trial_rows: Annotated[int, Field(ge=0)] = 60_000  # trials train on a seeded sample this size; 0 = all
+    fit_rows: Annotated[int, Field(gt=0)] = 500_000  # the final fit and the baseline: a seeded sample this size at most
+    val_rows: Annotated[int, Field(gt=0)] = 200_000  # validation (early stopping, pruning): a seeded sample at most
     # Torch threads; fixed, because results depend on it. 1, because with 2 a trial with batch norm now
     # and then gave another loss on a loaded machine (seen in CI, never alone): the same inputs, other bytes.
     threads: Annotated[int, Field(gt=0)] = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,6 +30,20 @@ def positioned(pieces: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.Recor
     for batch in pieces:
         yield first, batch
         first += batch.num_rows
+
+
+def take_rows(
+    path: Path, rows: np.ndarray, columns: list[str] | None = None, batch_rows: int = ROW_GROUP_ROWS
+) -> pa.Table:
+    """The rows at `rows` (sorted positions) of a Parquet file, read a batch at a time: memory holds them and
+    one batch, not the file."""
+    taken = []
+    for first, batch in positioned(batches(path, columns, batch_rows)):
+        start, stop = np.searchsorted(rows, [first, first + batch.num_rows])
+        taken.append(pa.Table.from_batches([batch]).take(pa.array(rows[start:stop] - first)))
+    if not taken:
+        raise InputError(f"{path}: no rows")
+    return pa.concat_tables(taken)
 
 
 def row_count(path: Path) -> int:

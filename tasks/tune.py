@@ -22,6 +22,7 @@ from common.redact import error_line, redact_url
 from tasks.columns import TARGET
 from tasks.model import Hyperparameters, make_deterministic, predict, save_model, train
 from tasks.params import Params, SearchSpace, TuneParams, load_params
+from tasks.row_groups import batches, row_count, take_rows
 from tasks.sampling import seeded_rows
 from tasks.stage import InputError, atomic_path, file_md5, run_stage, write_json
 from tasks.tune_processes import Workers, local_workers, worker_processes
@@ -43,17 +44,25 @@ TRIALS_OUT = Path("reports/tune_trials.csv")  # one row per trial, a DVC plot
 BASELINE_OUT = Path("data/baseline_predictions.parquet")  # the baseline's prediction of each test row, in units
 EPOCHS_OUT = Path("reports/tune_epochs.csv")  # one row per trial per epoch trained: its validation loss
 _OUTCOME = "outcome"  # the trial user attribute an evaluation stores its result in
+BATCH_ROWS = 8 * 65_536  # whole chunks of model.predict's, so each prediction is computed as in one pass
 
 
-def read_split(name: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Transformed features and the log1p(quantity) target of one split."""
-    return read_features(FEATURES_DIR / f"{name}.parquet")
-
-
-def read_features(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """A features file as preprocess writes it: the features, and the log1p(quantity) target."""
-    frame = pd.read_parquet(path)
+def sampled(path: Path, rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A seeded sample of at most `rows` rows of a features file as preprocess writes it (every row: 0 or at
+    least as many), in order and read a batch at a time: the features, and the log1p(quantity) target."""
+    count = row_count(path)
+    frame = take_rows(path, seeded_rows(count, rows or count, seed)).to_pandas()
     return frame.drop(columns=[TARGET]), frame[TARGET].to_numpy(dtype=np.float64)
+
+
+def predicted_split(path: Path, predict_rows: Callable[[pd.DataFrame], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every row of a features file predicted a batch at a time: its targets and the predictions (log1p)."""
+    targets, predictions = [], []
+    for batch in batches(path, None, BATCH_ROWS):
+        frame = batch.to_pandas()
+        targets.append(frame[TARGET].to_numpy(dtype=np.float64))
+        predictions.append(predict_rows(frame.drop(columns=[TARGET])))
+    return np.concatenate(targets), np.concatenate(predictions)
 
 
 def _tensors(features: pd.DataFrame, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,10 +180,13 @@ def _in_order(reported: dict[int, float]) -> list[float]:
 
 
 def trial_data(
-    train_x: pd.DataFrame, train_y: np.ndarray, val_x: pd.DataFrame, val_y: np.ndarray, params: TuneParams, seed: int
+    files: dict[str, Path], params: TuneParams, seed: int
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """What every trial trains and validates on: a seeded sample of the training rows, every validation row."""
-    return _tensors(*_sample(train_x, train_y, params.trial_rows, seed)), _tensors(val_x, val_y)
+    """What every trial trains and validates on: seeded samples of the training (`trial_rows`) and the
+    validation rows (`val_rows`), read from the features files."""
+    return _tensors(*sampled(files["train"], params.trial_rows, seed)), _tensors(
+        *sampled(files["val"], params.val_rows, seed)
+    )
 
 
 def in_process_runner(
@@ -307,28 +319,19 @@ def baseline(train_x: pd.DataFrame, train_y: np.ndarray, max_iter: int, seed: in
 
 
 def baseline_report(
-    train_x: pd.DataFrame,
-    train_y: np.ndarray,
-    evaluated: dict[str, tuple[pd.DataFrame, np.ndarray]],
-    max_iter: int,
-    seed: int,
+    train_x: pd.DataFrame, train_y: np.ndarray, evaluated: dict[str, Path], max_iter: int, seed: int
 ) -> tuple[dict[str, object], dict[str, np.ndarray]]:
-    """The baseline, fitted: its metrics on each evaluated split (what metrics/tune.json says of it) and its
-    predictions there, in units sold."""
+    """The baseline, fitted: its metrics on every row of each evaluated features file (what metrics/tune.json
+    says of it) and its predictions there, in units sold."""
     from tasks.metrics import regression_metrics, to_quantity
 
     reference = baseline(train_x, train_y, max_iter, seed)
-    predicted = {name: to_quantity(reference.predict(x)) for name, (x, _) in evaluated.items()}
-    scores = {name: regression_metrics(to_quantity(y), predicted[name]) for name, (_, y) in evaluated.items()}
+    scores, predicted = {}, {}
+    for name, path in evaluated.items():
+        y, predicted_log = predicted_split(path, reference.predict)
+        predicted[name] = to_quantity(predicted_log)
+        scores[name] = regression_metrics(to_quantity(y), predicted[name])
     return {"model": "HistGradientBoostingRegressor", **scores}, predicted
-
-
-def _sample(features: pd.DataFrame, target: np.ndarray, rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """A seeded sample of training rows for the trials (all rows when `rows` is 0 or more than there are)."""
-    if rows == 0:
-        return features, target
-    chosen = seeded_rows(len(features), rows, seed)
-    return features.iloc[chosen], target[chosen]
 
 
 def _shared_storage() -> optuna.storages.RDBStorage | None:
@@ -357,10 +360,7 @@ def _parse(url: str) -> URL | None:
 
 def _runner(
     job: TrialJob,
-    train_x: pd.DataFrame,
-    train_y: np.ndarray,
-    val_x: pd.DataFrame,
-    val_y: np.ndarray,
+    files: dict[str, Path],
     storage: optuna.storages.RDBStorage | None,
     workers: Workers,
 ) -> tuple[TrialRunner, optuna.storages.BaseStorage | None]:
@@ -380,7 +380,7 @@ def _runner(
             print(f"tune: study {job.study_name} in {where}; trials run in {workers.count} processes", flush=True)
             return workers.trial_runner(shared), shared
         print(f"tune: study {job.study_name} in {where}; trials run in this process", flush=True)
-        return in_process_runner(*trial_data(train_x, train_y, val_x, val_y, job.params, job.seed)), storage
+        return in_process_runner(*trial_data(files, job.params, job.seed)), storage
     if storage is None:
         raise InputError(
             f"{TUNE_TRIAL_DEPLOYMENT_ENV}={deployment} needs {OPTUNA_STORAGE_URL_ENV}: workers share trials through it"
@@ -415,32 +415,35 @@ def main() -> None:
 def _main(params: Params, workers: Workers) -> None:
     from tasks.metrics import regression_metrics, to_quantity
 
-    train_x, train_y = read_split("train")
-    val_x, val_y = read_split("val")
-    test_x, test_y = read_split("test")
-    if len(train_x) < 2 or len(val_x) < 1:
-        raise InputError(f"{FEATURES_DIR}: too few rows to train ({len(train_x)} train, {len(val_x)} validation)")
+    files = {split: FEATURES_DIR / f"{split}.parquet" for split in ("train", "val", "test")}
+    train_rows, val_rows = row_count(files["train"]), row_count(files["val"])
+    if train_rows < 2 or val_rows < 1:
+        raise InputError(f"{FEATURES_DIR}: too few rows to train ({train_rows} train, {val_rows} validation)")
 
     job = TrialJob(
         study_name=f"tune-{os.environ.get(TUNE_RUN_ID_ENV) or 'local-' + uuid.uuid4().hex[:12]}",
         seed=params.seed,
         params=params.tune,
-        features={split: file_md5(FEATURES_DIR / f"{split}.parquet") for split in TRIAL_SPLITS},
+        features={split: file_md5(files[split]) for split in TRIAL_SPLITS},
     )
-    runner, storage = _runner(job, train_x, train_y, val_x, val_y, _shared_storage(), workers)
+    runner, storage = _runner(job, files, _shared_storage(), workers)
     study = search(job, runner, storage)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise InputError(f"tune: all {len(study.trials)} trials were pruned or failed; widen tune.search_space")
     chosen = best_hyperparameters(study, params.tune.search_space)
-    evaluated = {"validation": (val_x, val_y), "test": (test_x, test_y)}  # the baseline needs no trial: it fits
+    train_x, train_y = sampled(files["train"], params.tune.fit_rows, params.seed)
+    # The baseline needs no trial: it fits. Absolute paths: a worker process may have started elsewhere.
+    evaluated = {"validation": files["val"].absolute(), "test": files["test"].absolute()}
     reference = workers.submit(  # in a worker process while this one trains the final model
         baseline_report, train_x, train_y, evaluated, params.tune.baseline_max_iter, params.seed
     )
     final = train(
-        *_tensors(train_x, train_y), *_tensors(val_x, val_y), chosen,
+        *_tensors(train_x, train_y), *_tensors(*sampled(files["val"], params.tune.val_rows, params.seed)), chosen,
         seed=params.seed, max_epochs=params.tune.max_epochs, patience=params.tune.patience,
     )  # fmt: skip
-    val_pred = predict(final.model, _tensors(val_x, val_y)[0]).numpy()
+    val_y, val_pred = predicted_split(
+        files["val"], lambda x: predict(final.model, torch.from_numpy(x.to_numpy(dtype=np.float32))).numpy()
+    )
 
     save_model(MODEL_OUT, final.model, chosen, list(train_x.columns))
     with atomic_path(TRIALS_OUT) as tmp:

@@ -103,7 +103,7 @@ def _evaluate(job: TrialJob, number: int, storage: str, features: Path) -> None:
     """In a worker process: evaluate trial `number` and store its outcome on the trial, as a `tune-trial` flow
     run does. Its first trial checks the platform and reads the features the stage read (by md5)."""
     from tasks.model import make_deterministic
-    from tasks.tune import evaluate_trial, open_storage, open_study, read_features, trial_data
+    from tasks.tune import evaluate_trial, open_storage, open_study, trial_data
 
     if job.study_name not in _opened:
         make_deterministic(job.seed, job.params.threads)
@@ -112,7 +112,7 @@ def _evaluate(job: TrialJob, number: int, storage: str, features: Path) -> None:
             if (found := file_md5(path)) != job.features[split]:
                 shown = FEATURES_DIR / path.name
                 raise InputError(f"{shown}: md5 {found}, not the {job.features[split]} the tune stage read")
-        data = trial_data(*read_features(files["train"]), *read_features(files["val"]), job.params, job.seed)
+        data = trial_data(files, job.params, job.seed)
         if "://" in storage:  # the shared database's URL
             opened: Any = open_storage(storage)
         else:

@@ -250,7 +250,6 @@ def test_an_unreachable_storage_is_named_without_its_password(monkeypatch: pytes
 
 def test_workers_without_a_shared_storage_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TUNE_TRIAL_DEPLOYMENT_ENV, "tune-trial/workers")
-    features = pd.DataFrame({"x": [0.0, 1.0]})
-    target = features["x"].to_numpy()
+    files = {split: Path(f"data/features/{split}.parquet") for split in ("train", "val")}  # never read: refused first
     with pytest.raises(InputError, match=r"^TUNE_TRIAL_DEPLOYMENT=tune-trial/workers needs OPTUNA_STORAGE_URL"):
-        tune._runner(TrialJob("t", 0, PARAMS, {}), features, target, features, target, None, Workers(None, 1, None))
+        tune._runner(TrialJob("t", 0, PARAMS, {}), files, None, Workers(None, 1, None))

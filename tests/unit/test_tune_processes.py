@@ -64,10 +64,8 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrialJob:
 
 
 def _in_this_process(job: TrialJob) -> optuna.Study:
-    from tasks.tune import read_split
-
     make_deterministic(SEED, PARAMS.threads)
-    data = trial_data(*read_split("train"), *read_split("val"), PARAMS, SEED)
+    data = trial_data({split: FEATURES_DIR / f"{split}.parquet" for split in TRIAL_SPLITS}, PARAMS, SEED)
     return search(job, in_process_runner(*data))
 
 
@@ -93,9 +91,10 @@ def test_a_worker_refuses_features_other_than_the_stage_read(two: Workers, works
         search(workspace, two.trial_runner(storage), storage)
 
 
-def test_the_baseline_reports_the_same_fitted_here_or_in_a_worker_process(two: Workers) -> None:
-    train, val = _frame(3000, 1), _frame(500, 2)
-    evaluated = {"validation": (val.drop(columns=[TARGET]), val[TARGET].to_numpy())}
+def test_the_baseline_reports_the_same_fitted_here_or_in_a_worker_process(two: Workers, workspace: TrialJob) -> None:
+    train = _frame(3000, 1)
+    _frame(500, 2).to_parquet(FEATURES_DIR / "val.parquet", index=False)
+    evaluated = {"validation": (FEATURES_DIR / "val.parquet").absolute()}  # the processes started elsewhere
     args = (train.drop(columns=[TARGET]), train[TARGET].to_numpy(), evaluated, 20, 3)
     with worker_processes(1) as here:
         report, predicted = here.submit(baseline_report, *args)()
